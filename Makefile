@@ -1,0 +1,46 @@
+# pixclass: every target does its own set-up on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+FMNIST  := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+
+.PHONY: setup test test-slow lint demo bench clean
+
+$(BIN)/pixclass: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch and torchvision first, pinned: pip takes both from this machine's disk.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/pixclass
+
+$(FMNIST):
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "note: Fashion-MNIST not installed (no apt as root); pixclass downloads it on first use"; \
+	fi
+
+setup: $(BIN)/pixclass
+	-@$(MAKE) --no-print-directory $(FMNIST)
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --durations=10
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow --durations=10
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
+
+demo: setup
+	$(BIN)/pixclass train fashion-mnist --out runs/demo
+	$(BIN)/pixclass evaluate runs/demo/best.safetensors fashion-mnist --json runs/demo/test_metrics.json
+	$(BIN)/pixclass predict runs/demo/best.safetensors runs/demo/samples --top-k 3
+
+bench: setup
+	$(BIN)/python benchmarks/data_pipeline.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

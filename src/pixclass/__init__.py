@@ -1,0 +1,36 @@
+"""pixclass: image classification with deep learning on PyTorch.
+
+The Python API mirrors the CLI::
+
+    import pixclass
+    model = pixclass.load("runs/demo/best.safetensors")
+    model.predict("shoe.png")         # -> Prediction(label="Sneaker", prob=0.97, top_k=[...])
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .predict import Predictor
+
+
+def load(checkpoint: str, device: str = "cpu") -> Predictor:
+    """A ``Predictor`` from a checkpoint file alone (no config or dataset needed)."""
+    from .predict import Predictor
+
+    return Predictor.from_checkpoint(checkpoint, device=device)
+
+
+def __getattr__(name: str) -> Any:  # lazy: `import pixclass` must not pay for torch
+    if name == "train":
+        from .engine.fit import train
+
+        return train
+    if name == "load_data":
+        from .data.dataset import load_data
+
+        return load_data
+    raise AttributeError(name)

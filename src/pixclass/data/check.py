@@ -1,0 +1,222 @@
+"""``pixclass data check``: can this data be trained on, and what is wrong with it?
+
+Decodes every file (filling the training cache on the way), and reports images per class, sizes and
+modes seen, unreadable files with their reason, exact duplicates (same bytes), duplicates filed under
+two classes, and files that appear in more than one split. Nothing is changed on disk unless
+``quarantine`` is given, and then broken files are *moved* (never deleted) with a manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .cache import decode_all, probe_all
+from .dataset import GREY_MODES, DataConfig, typical_size
+from .sources import DataError, Source, open_source
+
+
+@dataclass
+class CheckReport:
+    data: str
+    kind: str
+    classes: dict[str, int]  # class -> usable images (all splits)
+    splits: dict[str, dict[str, int]]  # split -> class -> usable images
+    broken: list[dict[str, str]]  # {"path", "reason"}, paths relative to DATA
+    duplicates: list[list[str]]  # groups of identical files
+    conflicting_duplicates: list[list[str]]  # identical files under two or more classes
+    cross_split_duplicates: list[list[str]]  # identical files in two or more splits
+    sizes: dict[str, int]  # "WxH" -> count (most common first)
+    modes: dict[str, int]
+    ignored: list[str]
+    problems: list[str] = field(default_factory=list)  # reasons the data cannot be trained on
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {
+            "data": self.data,
+            "kind": self.kind,
+            "ok": self.ok,
+            "classes": self.classes,
+            "splits": self.splits,
+            "broken": self.broken,
+            "duplicates": self.duplicates,
+            "conflicting_duplicates": self.conflicting_duplicates,
+            "cross_split_duplicates": self.cross_split_duplicates,
+            "sizes": self.sizes,
+            "modes": self.modes,
+            "ignored": self.ignored,
+            "problems": self.problems,
+            "warnings": self.warnings,
+            "quarantined": self.quarantined,
+        }
+
+    def render(self) -> str:
+        lines = [f"data: {self.data} ({self.kind}), {len(self.classes)} classes, {sum(self.classes.values())} usable images"]
+        w = max((len(c) for c in self.classes), default=5)
+        for split, counts in self.splits.items():
+            lines.append(f"  split {split}: {sum(counts.values())} images")
+        lines.append("  images per class:")
+        for c, n in self.classes.items():
+            lines.append(f"    {c:<{w}}  {n}")
+        if self.sizes:
+            top = ", ".join(f"{k} ({v})" for k, v in list(self.sizes.items())[:5])
+            lines.append(f"  sizes: {top}{' ...' if len(self.sizes) > 5 else ''}")
+            lines.append("  modes: " + ", ".join(f"{k} ({v})" for k, v in self.modes.items()))
+        if self.ignored:
+            lines.append(f"  ignored {len(self.ignored)} non-image file(s), e.g. {self.ignored[0]}")
+        lines.append(f"  broken: {len(self.broken)}")
+        for b in self.broken[:50]:
+            lines.append(f"    {b['path']}: {b['reason']}")
+        if len(self.broken) > 50:
+            lines.append(f"    ... and {len(self.broken) - 50} more (see --json)")
+        lines.append(f"  exact duplicates: {len(self.duplicates)} group(s)")
+        for g in self.conflicting_duplicates[:20]:
+            lines.append(f"    same image under different classes: {', '.join(g)}")
+        for g in self.cross_split_duplicates[:20]:
+            lines.append(f"    same image in more than one split: {', '.join(g)}")
+        for q in self.quarantined[:5]:
+            lines.append(f"  moved {q['path']} -> {q['moved_to']}")
+        for wmsg in self.warnings:
+            lines.append(f"  warning: {wmsg}")
+        lines.append("OK: this data can be trained on" if self.ok else "NOT TRAINABLE: " + "; ".join(self.problems))
+        return "\n".join(lines)
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_data(
+    data: str | os.PathLike[str] | Source,
+    cfg: DataConfig = DataConfig(),
+    quarantine: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> CheckReport:
+    src = data if isinstance(data, Source) else open_source(data)
+    names = list(src.splits)
+    per_split: dict[str, Counter[int]] = {s: Counter() for s in names}
+    broken: list[dict[str, str]] = []
+    groups: dict[str, list[tuple[str, int, str]]] = defaultdict(list)  # hash -> (id, label, split)
+    sizes: Counter[str] = Counter()
+    modes: Counter[str] = Counter()
+    bad_abs: list[tuple[str, str]] = []
+
+    if all(s.images is not None for s in src.splits.values()):
+        for s, sp in src.splits.items():
+            imgs = sp.images
+            assert imgs is not None
+            sizes[f"{imgs.shape[-1]}x{imgs.shape[-2]}"] += len(sp)
+            modes["L" if imgs.shape[1] == 1 else "RGB"] += len(sp)
+            per_split[s].update(sp.labels.tolist())
+            flat = np.ascontiguousarray(imgs.reshape(len(sp), -1))
+            for i in range(len(sp)):
+                groups[hashlib.blake2b(flat[i].tobytes(), digest_size=16).hexdigest()].append(
+                    (f"{s}:{i}", int(sp.labels[i]), s)
+                )
+    else:
+        entries = [(p, int(lab), s) for s, sp in src.splits.items() for p, lab in zip(sp.paths or [], sp.labels, strict=True)]
+        paths = [e[0] for e in entries]
+        if paths:
+            heads = probe_all(paths, cfg.max_pixels, cfg.workers, progress)
+            good = [h for h in heads if isinstance(h, tuple)]
+            size = cfg.image_size or typical_size([(w, h) for w, h, _ in good], cfg.max_image_size)
+            channels = cfg.channels or (1 if good and all(m in GREY_MODES for _, _, m in good) else 3)
+            # Full decode: the only way to find truncated files; it also fills the training cache.
+            dec = decode_all(paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit)
+            for h in good:
+                sizes[f"{h[0]}x{h[1]}"] += 1
+                modes[h[2]] += 1
+            reasons = {e.path: e.reason for e in dec.errors}
+            for (p, lab, s), ok in zip(entries, dec.ok, strict=True):
+                if ok:
+                    per_split[s][lab] += 1
+                else:
+                    broken.append({"path": src.rel(p), "reason": reasons[p]})
+                    bad_abs.append((p, reasons[p]))
+            for p, lab, s in tqdm(entries, desc="hashing files", unit="file", disable=not progress or len(entries) < 2000):
+                try:
+                    groups[_file_hash(p)].append((src.rel(p), lab, s))
+                except OSError:
+                    pass
+
+    total: Counter[int] = Counter()
+    for c in per_split.values():
+        total.update(c)
+    classes = {name: total.get(i, 0) for i, name in enumerate(src.classes)}
+    dup = [g for g in groups.values() if len(g) > 1]
+    duplicates = [[x[0] for x in g] for g in dup]
+    conflicting = [[f"{x[0]} ({src.classes[x[1]]})" for x in g] for g in dup if len({x[1] for x in g}) > 1]
+    cross = [[f"{x[2]}/{x[0]}" if src.kind != "fashion-mnist" else x[0] for x in g] for g in dup if len({x[2] for x in g}) > 1] if src.has_splits else []
+
+    problems: list[str] = []
+    if sum(classes.values()) == 0:
+        problems.append("no usable images (expected DATA/<class>/<image files>, a path,label CSV, or fashion-mnist)")
+    elif len(classes) < 2:
+        problems.append(f"only {len(classes)} class ({', '.join(classes)}); a classifier needs at least 2 class folders")
+    empty = [c for c, n in classes.items() if n == 0]
+    if empty and sum(classes.values()) > 0:
+        problems.append(f"class(es) with no usable image: {', '.join(empty)}; add images or remove the folder")
+    warnings = []
+    if src.has_splits and "train" in per_split and sum(per_split["train"].values()) == 0:
+        problems.append("the train split has no usable image")
+    small = [c for c, n in classes.items() if 0 < n < 5]
+    if small:
+        warnings.append(f"very few images in: {', '.join(small)} (fewer than 5)")
+
+    report = CheckReport(
+        data=src.name, kind=src.kind, classes=classes,
+        splits={s: {name: per_split[s].get(i, 0) for i, name in enumerate(src.classes)} for s in names},
+        broken=broken, duplicates=duplicates, conflicting_duplicates=conflicting,
+        cross_split_duplicates=cross, sizes=dict(sizes.most_common()), modes=dict(modes.most_common()),
+        ignored=list(src.ignored), problems=problems, warnings=warnings,
+    )
+    if quarantine is not None and bad_abs:
+        report.quarantined = quarantine_files(bad_abs, src, Path(quarantine))
+    return report
+
+
+def quarantine_files(files: list[tuple[str, str]], src: Source, dest: Path) -> list[dict[str, str]]:
+    """Move (never delete) each broken file under ``dest``, keeping its relative path, and append a
+    line per file to ``dest/manifest.csv`` (original path, new path, reason)."""
+    dest = dest.resolve()
+    if dest == src.root or src.root in dest.parents:
+        raise DataError(f"{dest}: the quarantine folder must be outside the data folder {src.root}")
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = dest / "manifest.csv"
+    new = not manifest.exists()
+    moved: list[dict[str, str]] = []
+    with open(manifest, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["original_path", "moved_to", "reason"])
+        for p, reason in files:
+            rel = src.rel(p)
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            k = 1
+            while target.exists():  # never overwrite an earlier quarantined file
+                target = target.with_name(f"{Path(rel).stem}.{k}{Path(rel).suffix}")
+                k += 1
+            shutil.move(p, target)
+            w.writerow([p, str(target), reason])
+            f.flush()
+            moved.append({"path": rel, "moved_to": str(target), "reason": reason})
+    return moved

@@ -1,0 +1,186 @@
+"""A data argument -> decoded, split, uint8 tensors ready to train on.
+
+``load_data`` is the one entry point: it opens the source, probes headers to choose the resolution
+and channels, decodes every file once (cached), drops broken files (listing them), splits what has
+no split of its own (stratified, seeded) and writes the split manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cache import DEFAULT_RAM_LIMIT, ImageStore, decode_all, probe_all
+from .decode import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, DecodeError
+from .sources import DataError, Source, open_source
+from .split import save_manifest, stratified_split
+
+#: Default cap on the training resolution (pixels per side). The default is the data's median
+#: shorter side, capped here: larger photos are scaled down, which is what a CPU can train on.
+DEFAULT_MAX_IMAGE_SIZE = 128
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int | None = None  # None: the data's typical size, capped at max_image_size
+    max_image_size: int = DEFAULT_MAX_IMAGE_SIZE
+    channels: int | None = None  # None: 3 unless every image is grey
+    val_fraction: float = 0.1  # carved from train when the data has no val split
+    test_fraction: float = 0.1  # carved only when the data has no split at all
+    split_seed: int = 0
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int | None = None  # decode processes; None: all cores
+    ram_limit: int = DEFAULT_RAM_LIMIT
+
+
+@dataclass
+class SplitData:
+    store: ImageStore  # (N, C, S, S) uint8
+    labels: torch.Tensor  # (N,) int64
+    paths: list[str] | None  # relative to the source root; None for array datasets
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    source: Source
+    classes: list[str]
+    channels: int
+    image_size: int
+    splits: dict[str, SplitData]
+    broken: list[DecodeError] = field(default_factory=list)  # paths relative to the source root
+    manifest: dict = field(default_factory=dict)
+
+    def counts(self, split: str) -> dict[str, int]:
+        c = Counter(self.splits[split].labels.tolist())
+        return {name: c.get(i, 0) for i, name in enumerate(self.classes)}
+
+
+def typical_size(sizes: list[tuple[int, int]], cap: int) -> int:
+    """Median shorter side, capped; at least 8."""
+    if not sizes:
+        return min(32, cap)
+    return int(max(8, min(cap, int(np.median([min(w, h) for w, h in sizes])))))
+
+
+def _resize_arrays(x: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Built-in uint8 arrays (N, C, H, W) to the asked size and channels (once, in chunks)."""
+    n, c, h, w = x.shape
+    if (c, h, w) == (channels, size, size):
+        return x
+    out = np.empty((n, channels, size, size), np.uint8)
+    for i in range(0, n, 4096):
+        t = torch.from_numpy(x[i : i + 4096]).float()
+        if (h, w) != (size, size):
+            t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if channels != c:
+            t = t.expand(-1, channels, -1, -1) if c == 1 else t.mean(1, keepdim=True)
+        out[i : i + 4096] = t.round().clamp(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def load_data(
+    data: str | os.PathLike[str] | Source,
+    cfg: DataConfig = DataConfig(),
+    manifest_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Dataset:
+    src = data if isinstance(data, Source) else open_source(data)
+    if len(src.classes) == 0:
+        raise DataError(f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>")
+
+    broken: list[DecodeError] = []
+    arrays: dict[str, tuple[ImageStore, np.ndarray, list[str] | None]] = {}
+    if all(s.images is not None for s in src.splits.values()):
+        size = cfg.image_size or min(cfg.max_image_size, next(iter(src.splits.values())).images.shape[-1])  # type: ignore[union-attr]
+        channels = cfg.channels or next(iter(src.splits.values())).images.shape[1]  # type: ignore[union-attr]
+        for name, s in src.splits.items():
+            arrays[name] = (ImageStore(_resize_arrays(s.images, size, channels)), s.labels, None)  # type: ignore[arg-type]
+    else:
+        all_paths = [p for s in src.splits.values() for p in (s.paths or [])]
+        if not all_paths:
+            raise DataError(f"{src.name}: no image files found (looked for .png .jpg .jpeg .webp .bmp .gif .tif)")
+        heads = probe_all(all_paths, cfg.max_pixels, cfg.workers, progress)
+        good = [h for h in heads if isinstance(h, tuple)]
+        size = cfg.image_size or typical_size([(w, h) for w, h, _ in good], cfg.max_image_size)
+        channels = cfg.channels or (1 if good and all(m in GREY_MODES for _, _, m in good) else 3)
+        dec = decode_all(all_paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit)
+        broken = [DecodeError(src.rel(e.path), e.reason) for e in dec.errors]
+        start = 0
+        for name, s in src.splits.items():
+            n = len(s)
+            ok = dec.ok[start : start + n]
+            idx = np.arange(start, start + n)[ok]
+            rel = [src.rel(p) for p, k in zip(s.paths or [], ok, strict=True) if k]
+            arrays[name] = (dec.store.subset(idx), s.labels[ok], rel)
+            start += n
+
+    # Splits: use the data's own; carve val (and test, when there is no split at all) from train.
+    seed = cfg.split_seed
+    splits: dict[str, SplitData] = {}
+    listing: dict[str, object] = {}  # the manifest: paths, or indices into an array split
+    base = "all" if "all" in arrays else "train"
+    for name, (store, labels, paths) in arrays.items():
+        if name != base:
+            splits[name] = SplitData(store, torch.from_numpy(np.asarray(labels).copy()), paths)
+            listing[name] = paths if paths is not None else {"from": name, "indices": "all", "n": len(labels)}
+    if base in arrays:
+        store, labels, paths = arrays[base]
+        fr: dict[str, float] = {}
+        if "val" not in arrays and cfg.val_fraction > 0:
+            fr["val"] = cfg.val_fraction
+        if base == "all" and "test" not in arrays and cfg.test_fraction > 0:
+            fr["test"] = cfg.test_fraction
+        parts = stratified_split(labels, fr, seed) if fr else {"train": np.arange(len(labels))}
+        for name, idx in parts.items():
+            sub_paths = [paths[i] for i in idx] if paths is not None else None
+            splits[name] = SplitData(
+                store.subset(idx) if len(idx) != len(labels) else store,
+                torch.from_numpy(labels[idx].copy()),
+                sub_paths,
+            )
+            listing[name] = sub_paths if sub_paths is not None else {"from": base, "indices": idx.tolist()}
+    if "train" not in splits or len(splits["train"]) == 0:
+        raise DataError(f"{src.name}: no usable training image (every file is broken, or the train split is empty)")
+
+    manifest = {
+        "data": src.name,
+        "classes": src.classes,
+        "split_seed": seed,
+        "fractions": {"val": cfg.val_fraction, "test": cfg.test_fraction},
+        "image_size": size,
+        "channels": channels,
+        "splits": listing,
+        "broken": [{"path": e.path, "reason": e.reason} for e in broken],
+    }
+    if manifest_path is not None:
+        save_manifest(manifest_path, manifest)
+    ds = Dataset(src, list(src.classes), channels, size, splits, broken, manifest)
+    return ds
+
+
+def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int = 8) -> list[Path]:
+    """Write the first ``n`` images of a split as PNGs named after their class (for demos/tests)."""
+    from PIL import Image
+
+    outd = Path(out)
+    outd.mkdir(parents=True, exist_ok=True)
+    sd = ds.splits[split]
+    x = sd.store.take(np.arange(min(n, len(sd)))).numpy()
+    written = []
+    for i, img in enumerate(x):
+        lab = ds.classes[int(sd.labels[i])].replace("/", "-").replace(" ", "_")
+        p = outd / f"{i:03d}_{lab}.png"
+        Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(p)
+        written.append(p)
+    return written
