@@ -115,13 +115,14 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
     from .data.sources import DataError
 
     _register_all()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except DataError as e:
+    except (DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

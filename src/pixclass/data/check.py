@@ -164,7 +164,8 @@ def check_data(
     dup = [g for g in groups.values() if len(g) > 1]
     duplicates = [[x[0] for x in g] for g in dup]
     conflicting = [[f"{x[0]} ({src.classes[x[1]]})" for x in g] for g in dup if len({x[1] for x in g}) > 1]
-    cross = [[f"{x[2]}/{x[0]}" if src.kind != "fashion-mnist" else x[0] for x in g] for g in dup if len({x[2] for x in g}) > 1] if src.has_splits else []
+    # folder paths already start with their split folder; CSV rows name their split after the path
+    cross = [[f"{x[0]} ({x[2]})" if src.kind == "csv" else x[0] for x in g] for g in dup if len({x[2] for x in g}) > 1] if src.has_splits else []
 
     problems: list[str] = []
     if sum(classes.values()) == 0:

@@ -149,7 +149,8 @@ def from_csv(csv_path: Path, name: str) -> Source:
                 )
         rows: list[tuple[str, str, str]] = []
         for lineno, raw in enumerate(reader, start=2):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+            # values past the header (restkey None, a list) are extra columns: ignored like named extras
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
             p, lab = row.get("path", ""), row.get("label", "")
             if not p:
                 raise DataError(f"{csv_path}:{lineno}: empty path")

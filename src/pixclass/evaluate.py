@@ -1,0 +1,57 @@
+"""``pixclass evaluate``: honest metrics of a checkpoint on a dataset split."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.dataset import DataConfig, load_data
+from .data.sources import DataError
+from .metrics import classification_metrics, expected_calibration_error
+from .predict import Predictor
+
+
+def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test", device: str = "cpu",
+             data_cfg: DataConfig | None = None, progress: bool = True, plots: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Metrics of ``checkpoint`` on ``split`` of ``data`` (a plain class folder: every image)."""
+    pred = Predictor.from_checkpoint(checkpoint, device=device)
+    base = data_cfg or DataConfig()
+    cfg = replace(base, image_size=pred.size, channels=pred.channels, background=pred.background, val_fraction=0.0, test_fraction=0.0)
+    ds = load_data(data, cfg, progress=progress)
+    # A plain folder (no split of its own) is evaluated whole: it sits in "train" after load_data.
+    name = split if split in ds.splits else ("train" if not ds.source.has_splits else None)
+    if name is None:
+        raise DataError(f"{data}: no split {split!r} (it has: {', '.join(ds.splits)}); pick one with --split")
+    sd = ds.splits[name]
+    missing = [c for c in ds.classes if c not in pred.classes]
+    if missing:
+        raise DataError(f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})")
+    remap = torch.tensor([pred.classes.index(c) for c in ds.classes], dtype=torch.long)
+    labels = remap[sd.labels].numpy()
+    probs_list = []
+    logits_t = pred.temperature
+    for i in range(0, len(sd), 1024):
+        probs_list.append(pred.probs_from_uint8(sd.store.take(torch.arange(i, min(len(sd), i + 1024)))))
+    probs = torch.cat(probs_list).numpy().astype(np.float64) if probs_list else np.zeros((0, len(pred.classes)))
+    m = classification_metrics(probs, labels, pred.classes)
+    m["split"] = name if ds.source.has_splits else "all"
+    m["data"] = str(data)
+    m["temperature"] = logits_t
+    if logits_t != 1.0 and len(probs):  # ECE before calibration too, for comparison
+        raw = torch.from_numpy(np.log(np.clip(probs, 1e-30, 1))) * logits_t
+        m["ece_uncalibrated"] = expected_calibration_error(raw.softmax(1).numpy(), labels)
+    m["broken"] = [{"path": b.path, "reason": b.reason} for b in ds.broken]
+    if plots is not None:
+        from .plots import plot_confusion
+
+        out = Path(plots)
+        out.mkdir(parents=True, exist_ok=True)
+        p = out / f"confusion_{m['split']}.png"
+        plot_confusion(np.asarray(m["confusion_matrix"]), pred.classes, p, title=f"{data} ({m['split']}): accuracy {m['accuracy']:.4f}")
+        m["confusion_png"] = str(p)
+    return m

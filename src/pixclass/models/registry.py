@@ -1,0 +1,91 @@
+"""One registry, one model interface.
+
+Every model built here answers the same questions, so nothing downstream special-cases an
+architecture (timm's ``forward_features`` / ``forward_head`` are the example):
+
+* ``forward(x)`` -> logits (N, num_classes); softmax is applied at inference, not in the model.
+* ``forward_features(x)`` -> pooled features (N, num_features); ``forward_head(f)`` -> logits.
+* ``num_features``, ``num_classes``, ``in_chans``, ``input_size``.
+* ``gradcam_layer``: the dotted name of the module whose activations Grad-CAM should use.
+
+``create_model`` records the name and arguments on the module (``model.pixclass_spec``), which is what
+a checkpoint stores to rebuild it: no code is pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    fn: Callable[..., nn.Module]
+    family: str
+    description: str
+    min_input_size: int = 1
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(name: str, family: str, description: str, min_input_size: int = 1) -> Callable:
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, fn, family, description, min_input_size)
+        return fn
+
+    return deco
+
+
+def _load_families() -> None:
+    # Importing the family modules fills the registry (each file registers its models).
+    from . import cnn, tv  # noqa: F401
+
+    try:
+        from . import rnn  # noqa: F401
+    except ImportError:
+        pass
+
+
+def list_models() -> list[str]:
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    _load_families()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; `pixclass models` lists them: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int = 32, **kwargs: Any) -> nn.Module:
+    """Build a registered model; ``kwargs`` are the family's own options (widths, hidden size...)."""
+    entry = get_entry(name)
+    if input_size < entry.min_input_size:
+        raise ValueError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
+    model = entry.fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs)
+    model.pixclass_spec = {  # type: ignore[assignment]
+        "name": name, "num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "kwargs": kwargs,
+    }
+    return model
+
+
+def count_flops(model: nn.Module, in_chans: int, input_size: int, frames: int | None = None) -> int:
+    """Forward FLOPs per image (multiply-add = 2 FLOPs), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = (1, frames, in_chans, input_size, input_size) if frames else (1, in_chans, input_size, input_size)
+    was = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(shape))
+    model.train(was)
+    return int(fc.get_total_flops())

@@ -1,0 +1,149 @@
+"""``Predictor``: a checkpoint alone -> class names and probabilities for any image input.
+
+    p = Predictor.from_checkpoint("runs/demo/best.safetensors")
+    p.predict("shoe.png")                    # one Prediction
+    p.predict(["a.png", pil_image, array])   # a list, batched
+
+Every input goes through the one eval transform (``data.decode.eval_transform``) that built the
+training cache, so a file predicted here is preprocessed exactly as it was during evaluation.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint as ckpt
+from .data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
+
+ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
+
+
+@dataclass
+class Prediction:
+    label: str
+    prob: float
+    index: int
+    top_k: list[dict[str, Any]] = field(default_factory=list)  # [{"label", "prob"}], best first
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"label": self.label, "prob": self.prob, "top_k": self.top_k}
+        if self.path is not None:
+            d = {"path": self.path, **d}
+        return d
+
+
+def expand_paths(items: Iterable[str]) -> tuple[list[str], list[DecodeError]]:
+    """Files, folders (recursed, sorted, hidden and non-image files skipped) and globs -> image paths."""
+    out: list[str] = []
+    missing: list[DecodeError] = []
+    for it in items:
+        if os.path.isdir(it):
+            for dp, dns, fns in os.walk(it):
+                dns[:] = sorted(d for d in dns if not d.startswith("."))
+                out += [os.path.join(dp, f) for f in sorted(fns) if is_image_file(f)]
+        elif os.path.isfile(it):
+            out.append(it)
+        elif any(ch in it for ch in "*?["):
+            hits = sorted(glob.glob(it, recursive=True))
+            out += [h for h in hits if os.path.isfile(h) and is_image_file(h)]
+            if not hits:
+                missing.append(DecodeError(it, "no file matches this pattern"))
+        else:
+            missing.append(DecodeError(it, "no such file or folder"))
+    return out, missing
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.size: int = int(meta["input_size"])
+        self.channels: int = int(meta["channels"])
+        self.background = tuple(meta.get("eval_transform", {}).get("background", DEFAULT_BACKGROUND))
+        self.mean = torch.tensor(meta["normalization"]["mean"], device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(meta["normalization"]["std"], device=self.device).view(1, -1, 1, 1)
+        self.temperature = float(meta.get("temperature", 1.0))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Predictor:
+        c = ckpt.load(path)
+        return cls(c.build_model(), c.meta, device)
+
+    # ------------------------------------------------------------------ tensors
+    def preprocess(self, x: ImageInput) -> np.ndarray:
+        """Any single image -> uint8 (C, S, S), by the shared eval transform."""
+        return eval_transform(x if not isinstance(x, os.PathLike) else str(x), self.size, self.channels, self.background)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def probs_from_uint8(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """(N, C, S, S) uint8 -> (N, K) calibrated probabilities."""
+        out = []
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(self.device).float().div_(255).sub_(self.mean).div_(self.std)
+            out.append((self.model(xb).float() / self.temperature).softmax(1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def _to_predictions(self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]) -> list[Prediction]:
+        k = max(1, min(top_k, len(self.classes)))
+        pv, pi = probs.topk(k, dim=1)
+        preds = []
+        for row_v, row_i, path in zip(pv.tolist(), pi.tolist(), paths, strict=True):
+            tk = [{"label": self.classes[i], "prob": round(v, 6)} for v, i in zip(row_v, row_i, strict=True)]
+            preds.append(Prediction(self.classes[row_i[0]], round(row_v[0], 6), row_i[0], tk, path))
+        return preds
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, x: ImageInput | Sequence[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
+        """A path, PIL image or numpy array -> one Prediction; a list of them -> a list (batched)."""
+        single = not isinstance(x, list | tuple)
+        items = [x] if single else list(x)  # type: ignore[list-item]
+        arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros((0, self.channels, self.size, self.size), np.uint8)
+        paths = [str(i) if isinstance(i, str | os.PathLike) else None for i in items]
+        preds = self._to_predictions(self.probs_from_uint8(torch.from_numpy(arr)), top_k, paths)
+        return preds[0] if single else preds
+
+    def predict_files(self, paths: Sequence[str], top_k: int = 5, batch_size: int = 256,
+                      workers: int | None = None) -> Iterator[Prediction | DecodeError]:
+        """Yield a Prediction or a DecodeError per path, in order; decodes in threads, infers in batches."""
+        workers = workers or min(8, (os.cpu_count() or 1) * 2)
+        with ThreadPoolExecutor(workers) as pool:
+            for i in range(0, len(paths), batch_size):
+                chunk = list(paths[i : i + batch_size])
+                decoded = list(pool.map(lambda p: decode_file(p, self.size, self.channels, self.background), chunk))
+                good = [(p, d) for p, d in zip(chunk, decoded, strict=True) if not isinstance(d, DecodeError)]
+                preds = iter(
+                    self._to_predictions(self.probs_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))), top_k,
+                                         [p for p, _ in good]) if good else []
+                )
+                for d in decoded:
+                    yield d if isinstance(d, DecodeError) else next(preds)
+
+
+def write_csv(path: str | os.PathLike[str], preds: Sequence[Prediction], top_k: int) -> None:
+    import csv
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        head = ["path", "label", "prob"]
+        for j in range(1, top_k + 1):
+            head += [f"top{j}_label", f"top{j}_prob"]
+        w.writerow(head)
+        for p in preds:
+            row: list[Any] = [p.path, p.label, f"{p.prob:.6f}"]
+            for t in p.top_k[:top_k]:
+                row += [t["label"], f"{t['prob']:.6f}"]
+            w.writerow(row)

@@ -1,0 +1,107 @@
+"""Shared fixtures: an isolated cache folder for every test, and tiny real image datasets on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty cache: nothing ever touches ~/.cache, and no test sees another's."""
+    cache = tmp_path_factory.mktemp("pixclass-cache")
+    monkeypatch.setenv("PIXCLASS_CACHE", str(cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache / "xdg"))
+    monkeypatch.delenv("PIXCLASS_DATA", raising=False)
+    return cache
+
+
+@pytest.fixture
+def cache_root(_isolated_cache: Path) -> Path:
+    return _isolated_cache
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def noise_image(seed: int, size: int | tuple[int, int] = 16, mode: str = "RGB") -> Image.Image:
+    """A distinct, never-blank image (random pixels in 32..255, so no row can be mistaken for zeros)."""
+    w, h = (size, size) if isinstance(size, int) else size
+    rng = np.random.default_rng(seed)
+    if mode == "L":
+        return Image.fromarray(rng.integers(32, 256, (h, w), dtype=np.uint8), "L")
+    rgb = Image.fromarray(rng.integers(32, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    return rgb if mode == "RGB" else rgb.convert(mode)
+
+
+def save(im: Image.Image, path: str | os.PathLike[str], **kw: object) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    im.save(p, **kw)
+    return p
+
+
+def make_class_folder(
+    root: Path, counts: dict[str, int], size: int = 16, mode: str = "RGB", ext: str = ".png", seed: int = 0
+) -> Path:
+    """root/<class>/<i>.<ext> with ``counts[class]`` distinct images per class."""
+    k = seed * 100_000
+    for c, n in counts.items():
+        for i in range(n):
+            save(noise_image(k, size, mode), root / c / f"{i:03d}{ext}")
+            k += 1
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int, int] | str]:
+    """Every file (sha256, size, mtime) and every folder under ``root``, hidden ones included."""
+    out: dict[str, tuple[str, int, int] | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = "dir"
+        for fn in filenames:
+            p = os.path.join(dirpath, fn)
+            st = os.stat(p)
+            digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            out[os.path.relpath(p, root)] = (digest, st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def make_folder(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_folder({"cat": 5, "dog": 5}, name="data", size=16, mode="RGB", ext=".png")``."""
+    n = 0
+
+    def make(counts: dict[str, int], name: str | None = None, **kw: object) -> Path:
+        nonlocal n
+        n += 1
+        return make_class_folder(tmp_path / (name or f"data{n}"), counts, seed=n, **kw)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def class_folder(make_folder: Callable[..., Path]) -> Path:
+    """Three classes of 16x16 RGB PNGs, uneven sizes (20 / 10 / 10)."""
+    return make_folder({"ant": 20, "bee": 10, "cow": 10}, name="classes")
+
+
+@pytest.fixture
+def split_folder(tmp_path: Path) -> Path:
+    """DATA/train, DATA/valid (spelled the Keras way), DATA/test, two classes each."""
+    root = tmp_path / "splits"
+    make_class_folder(root / "train", {"cat": 8, "dog": 6}, seed=1)
+    make_class_folder(root / "valid", {"cat": 3, "dog": 2}, seed=2)
+    make_class_folder(root / "test", {"cat": 2, "dog": 3}, seed=3)
+    return root
+
+
+@pytest.fixture
+def imgs() -> SimpleNamespace:
+    """The helpers above, for tests: ``imgs.noise(seed)``, ``imgs.save(im, path)``, ``imgs.snapshot(root)``."""
+    return SimpleNamespace(noise=noise_image, save=save, make_class_folder=make_class_folder, snapshot=snapshot)
