@@ -167,6 +167,27 @@ def peer_epoch(loader: DataLoader) -> tuple[float, float, int]:
 
 
 # ------------------------------------------------------------------------------------------------ main
+def loadavg() -> float | None:
+    """1-minute load average (other work on the machine skews every figure here)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def wait_idle(max_wait: float, cpus: int) -> float | None:
+    """Wait (up to ``max_wait`` s) for the 1-minute load average to fall under a quarter of the CPUs."""
+    t0 = time.perf_counter()
+    while max_wait > 0 and (la := loadavg()) is not None and la > 0.25 * cpus:
+        if time.perf_counter() - t0 > max_wait:
+            print(
+                f"warning: load average still {la} after waiting {max_wait:.0f} s; timing anyway", flush=True
+            )
+            break
+        time.sleep(5)
+    return loadavg()
+
+
 def machine_info() -> dict:
     model = platform.processor()
     try:
@@ -225,6 +246,9 @@ def markdown(res: dict) -> str:
         "",
         f"Ratio pixclass / best peer: **{res['ratio']:.1f}x** (goal >= {GOAL:.0f}x: "
         f"{'met' if res['goal_met'] else 'NOT met'}).",
+        "",
+        "1-minute load average at the start of each timed phase (other work on the machine inflates "
+        "the times): " + ", ".join(f"{k} {v}" for k, v in res["load_average_1min"].items()) + ".",
     ]
     return "\n".join(lines) + "\n"
 
@@ -256,12 +280,22 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for data_pipeline.json and .md",
     )
     ap.add_argument("--skip-peer", action="store_true", help="time pixclass only")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each timed phase, wait up to S seconds for the 1-minute load average to drop under "
+        "a quarter of the CPUs (other work on the machine skews the figures)",
+    )
     args = ap.parse_args(argv)
     if not 0 < args.limit <= FULL:
         ap.error(f"--limit must be in 1..{FULL}")
     peer_workers = [int(w) for w in args.workers.split(",") if w.strip()]
 
     info = machine_info()
+    cpus = info["cpus_usable"] or 1
+    loads: dict[str, float | None] = {}  # 1-minute load average at the start of each timed phase
     print(
         f"# {info['cpu_count']} CPU, torch {info['torch']} ({info['torch_threads']} threads), "
         f"torchvision {info['torchvision']}",
@@ -281,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(cache, ignore_errors=True)
     os.environ["PIXCLASS_CACHE"] = str(cache)
     cfg = DataConfig(val_fraction=0.0)  # the whole folder is the train split, as for ImageFolder
+    loads["cache_build"] = wait_idle(args.wait_idle, cpus)
     ds, build_s = time_load(png_root, cfg)
     print(f"pixclass cache build: {build_s:.2f} s ({n / build_s:,.0f} img/s)", flush=True)
     ds, hit_s = time_load(png_root, cfg)
@@ -295,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     aug_cfg = AugmentConfig(crop_scale=(0.8, 1.0), rotate=10, hflip=0.5)
     aug = BatchAugment(aug_cfg, torch.tensor([mean]), torch.tensor([std]))
     aug(sd.store.take(np.arange(min(n, args.batch_size))), torch.Generator().manual_seed(0))  # warm-up
+    loads["pixclass_epochs"] = wait_idle(args.wait_idle, cpus)
     px_runs = [
         pixclass_epoch(sd.store, sd.labels, aug, args.batch_size, args.seed + r) for r in range(args.repeats)
     ]
@@ -321,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 persistent_workers=w > 0,
                 generator=torch.Generator().manual_seed(args.seed),
             )
+            loads[f"peer_w{w}"] = wait_idle(args.wait_idle, cpus)
             runs = [peer_epoch(loader) for _ in range(args.repeats)]
             assert all(k == n for _, _, k in runs)
             s = statistics.median(r[0] for r in runs)
@@ -342,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "data_pipeline",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": info,
+        "load_average_1min": {**loads, "end": loadavg()},
         "n_images": n,
         "batch_size": args.batch_size,
         "repeats": args.repeats,

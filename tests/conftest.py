@@ -104,4 +104,6 @@ def split_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def imgs() -> SimpleNamespace:
     """The helpers above, for tests: ``imgs.noise(seed)``, ``imgs.save(im, path)``, ``imgs.snapshot(root)``."""
-    return SimpleNamespace(noise=noise_image, save=save, make_class_folder=make_class_folder, snapshot=snapshot)
+    return SimpleNamespace(
+        noise=noise_image, save=save, make_class_folder=make_class_folder, snapshot=snapshot
+    )

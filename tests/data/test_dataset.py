@@ -23,7 +23,9 @@ def test_all_grey_gives_one_channel(tmp_path, imgs):
         "b/g16.png": Image.fromarray(np.full((16, 16), 40000, np.uint16)),
         "b/g.jpg": Image.new("L", (16, 16), 128),
     }
-    ds = load_data(grey_folder(tmp_path / "g", imgs, extra), DataConfig(image_size=16, workers=1), progress=False)
+    ds = load_data(
+        grey_folder(tmp_path / "g", imgs, extra), DataConfig(image_size=16, workers=1), progress=False
+    )
     assert ds.channels == 1 and ds.manifest["channels"] == 1
     assert all(s.store.shape[1:] == (1, 16, 16) for s in ds.splits.values())
 
@@ -39,14 +41,19 @@ def test_all_grey_gives_one_channel(tmp_path, imgs):
     ids=["RGB", "grey-RGB", "P", "RGBA"],
 )
 def test_one_colour_image_gives_three_channels(tmp_path, imgs, odd_one):
-    ds = load_data(grey_folder(tmp_path / "g", imgs, {"b/odd.png": odd_one}), DataConfig(image_size=16, workers=1),
-                   progress=False)
+    ds = load_data(
+        grey_folder(tmp_path / "g", imgs, {"b/odd.png": odd_one}),
+        DataConfig(image_size=16, workers=1),
+        progress=False,
+    )
     assert ds.channels == 3
     assert all(s.store.shape[1:] == (3, 16, 16) for s in ds.splits.values())
 
 
 def test_explicit_channels_win(tmp_path, imgs, class_folder):
-    g = load_data(grey_folder(tmp_path / "g", imgs), DataConfig(image_size=16, channels=3, workers=1), progress=False)
+    g = load_data(
+        grey_folder(tmp_path / "g", imgs), DataConfig(image_size=16, channels=3, workers=1), progress=False
+    )
     assert g.channels == 3
     x = g.splits["train"].store.tensor()
     assert (x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all()  # grey replicated
@@ -97,6 +104,8 @@ def test_write_samples(class_folder, tmp_path):
     ds = load_data(class_folder, DataConfig(image_size=16, workers=1), progress=False)
     out = write_samples(ds, "test", tmp_path / "samples", n=3)
     assert len(out) == 3
-    for p, img, lab in zip(out, ds.splits["test"].store.take(np.arange(3)), ds.splits["test"].labels[:3], strict=True):
+    for p, img, lab in zip(
+        out, ds.splits["test"].store.take(np.arange(3)), ds.splits["test"].labels[:3], strict=True
+    ):
         assert p.name.endswith(f"_{ds.classes[int(lab)]}.png")
         assert np.array_equal(np.asarray(Image.open(p)), img.numpy().transpose(1, 2, 0))

@@ -75,8 +75,11 @@ def test_split_folders(tmp_path, imgs, val_name):
     src = open_source(root)
     assert src.has_splits and set(src.splits) == {"train", "val", "test"}
     assert src.classes == ["cat", "dog", "eel"]  # union over splits, one order for all
-    assert by_class(src, "train") == {"cat": ["train/cat/000.png", "train/cat/001.png", "train/cat/002.png"],
-                                      "dog": ["train/dog/000.png", "train/dog/001.png"], "eel": []}
+    assert by_class(src, "train") == {
+        "cat": ["train/cat/000.png", "train/cat/001.png", "train/cat/002.png"],
+        "dog": ["train/dog/000.png", "train/dog/001.png"],
+        "eel": [],
+    }
     assert rel_paths(src, "val") == [f"{val_name}/cat/000.png", f"{val_name}/dog/000.png"]
     assert by_class(src, "test")["eel"] == ["test/eel/000.png"]
     assert src.ignored == ["README.md"]
@@ -121,16 +124,25 @@ def test_csv_paths_relative_to_csv_and_extra_columns_ignored(tmp_path, imgs, mon
     assert src.kind == "csv" and src.root == base.resolve()
     assert src.classes == ["ant", "zebra"]
     assert set(src.splits) == {"all"}
-    pairs = [(src.rel(p), src.classes[lab]) for p, lab in zip(src.splits["all"].paths, src.splits["all"].labels, strict=True)]
-    assert pairs == [("img/a.png", "zebra"), ("img/b.jpg", "ant"), ("other.png", "zebra"),
-                     (os.path.relpath(absolute, base), "ant")]
+    pairs = [
+        (src.rel(p), src.classes[lab])
+        for p, lab in zip(src.splits["all"].paths, src.splits["all"].labels, strict=True)
+    ]
+    assert pairs == [
+        ("img/a.png", "zebra"),
+        ("img/b.jpg", "ant"),
+        ("other.png", "zebra"),
+        (os.path.relpath(absolute, base), "ant"),
+    ]
     assert all(os.path.isfile(p) for p in src.splits["all"].paths)
 
 
 def test_csv_with_split_column(tmp_path, imgs):
     for i in range(4):
         imgs.save(imgs.noise(i), tmp_path / f"{i}.png")
-    csv_path = write_csv(tmp_path / "d.csv", "path,label,split\n0.png,a,train\n1.png,b,train\n2.png,a,valid\n3.png,b,test\n")
+    csv_path = write_csv(
+        tmp_path / "d.csv", "path,label,split\n0.png,a,train\n1.png,b,train\n2.png,a,valid\n3.png,b,test\n"
+    )
     src = open_source(csv_path)
     assert set(src.splits) == {"train", "val", "test"}
     assert rel_paths(src, "val") == ["2.png"]
@@ -151,7 +163,10 @@ def test_csv_utf8_bom_header(tmp_path, imgs):
         ("", ["no 'path' column", "none"]),
         ("path,label\na.png,x\na.png,\n", [":3:", "empty label", "a.png"]),
         ("path,label\na.png,x\n,x\n", [":3:", "empty path"]),
-        ("path,label\na.png,x\nmissing/b.png,y\n", [":3:", "file not found", "missing/b.png", "relative to the CSV"]),
+        (
+            "path,label\na.png,x\nmissing/b.png,y\n",
+            [":3:", "file not found", "missing/b.png", "relative to the CSV"],
+        ),
         ("path,label\n", ["no rows"]),
     ],
 )

@@ -67,8 +67,12 @@ def uneven(make_folder):
 
 def test_load_data_split_is_stratified_and_manifest_written(uneven, tmp_path):
     mpath = tmp_path / "run" / "split.json"
-    ds = load_data(uneven, DataConfig(image_size=16, workers=1, val_fraction=0.2, test_fraction=0.1),
-                   manifest_path=mpath, progress=False)
+    ds = load_data(
+        uneven,
+        DataConfig(image_size=16, workers=1, val_fraction=0.2, test_fraction=0.1),
+        manifest_path=mpath,
+        progress=False,
+    )
     assert ds.counts("val") == {"ant": 8, "bee": 4, "cow": 2}
     assert ds.counts("test") == {"ant": 4, "bee": 2, "cow": 1}
     assert ds.counts("train") == {"ant": 28, "bee": 14, "cow": 7}
@@ -90,8 +94,12 @@ def test_manifest_identical_across_runs_and_seed_dependent(uneven, tmp_path):
     load_data(uneven, cfg, manifest_path=tmp_path / "a.json", progress=False)
     load_data(uneven, cfg, manifest_path=tmp_path / "b.json", progress=False)
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
-    other = load_data(uneven, DataConfig(image_size=16, workers=1, split_seed=1),
-                      manifest_path=tmp_path / "c.json", progress=False)
+    other = load_data(
+        uneven,
+        DataConfig(image_size=16, workers=1, split_seed=1),
+        manifest_path=tmp_path / "c.json",
+        progress=False,
+    )
     a, c = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "c.json").read_text())
     assert c["split_seed"] == 1 and a["splits"]["val"] != c["splits"]["val"]
     assert other.counts("val") == load_data(uneven, cfg, progress=False).counts("val")
