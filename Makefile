@@ -35,8 +35,9 @@ lint: setup
 	$(BIN)/mypy src
 
 demo: setup
-	$(BIN)/pixclass train fashion-mnist --out runs/demo
+	$(BIN)/pixclass train fashion-mnist --out runs/demo --overwrite
 	$(BIN)/pixclass evaluate runs/demo/best.safetensors fashion-mnist --json runs/demo/test_metrics.json
+	$(BIN)/pixclass data sample fashion-mnist --split test -n 8 --out runs/demo/samples
 	$(BIN)/pixclass predict runs/demo/best.safetensors runs/demo/samples --top-k 3
 
 bench: setup

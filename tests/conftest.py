@@ -107,3 +107,33 @@ def imgs() -> SimpleNamespace:
     return SimpleNamespace(
         noise=noise_image, save=save, make_class_folder=make_class_folder, snapshot=snapshot
     )
+
+
+# ------------------------------------------------------------------- learnable data (training tests)
+def pattern_image(label: int, seed: int, size: int = 16, mode: str = "RGB") -> Image.Image:
+    """An image whose class can be learned from a handful of examples: class 0 has a bright top half,
+    1 a bright bottom half, 2 a bright left half, 3 a bright right half; noise everywhere."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 70, (size, size, 3), dtype=np.uint8)
+    bright = rng.integers(180, 256, (size, size, 3), dtype=np.uint8)
+    h = size // 2
+    region = [np.s_[:h, :], np.s_[h:, :], np.s_[:, :h], np.s_[:, h:]][label % 4]
+    a[region] = bright[region]
+    im = Image.fromarray(a, "RGB")
+    return im if mode == "RGB" else im.convert(mode)
+
+
+def make_pattern_folder(root: Path, counts: dict[str, int], size: int = 16, mode: str = "RGB", seed: int = 0) -> Path:
+    """root/<class>/<i>.png with ``counts[class]`` learnable images (class k gets pattern k)."""
+    k = seed * 100_000
+    for label, (c, n) in enumerate(counts.items()):
+        for i in range(n):
+            save(pattern_image(label, k, size, mode), root / c / f"{i:03d}.png")
+            k += 1
+    return root
+
+
+@pytest.fixture
+def patterns() -> SimpleNamespace:
+    """``patterns.image(label, seed)``, ``patterns.folder(root, {"top": 8, "bottom": 8})``."""
+    return SimpleNamespace(image=pattern_image, folder=make_pattern_folder)

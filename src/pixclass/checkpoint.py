@@ -46,6 +46,9 @@ def atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: st
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=md)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's permissions, not the temp file's 0600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, p)

@@ -56,3 +56,84 @@ def plot_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """An image (H, W, C) uint8, C = 1 or 3, and a heatmap (H, W) in [0, 1] -> (H, W, 3) uint8, the
+    heatmap drawn over the image in the 'jet' colours (blue: no evidence, red: strongest)."""
+    from matplotlib import colormaps
+
+    img = image.astype(np.float32) / 255.0
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    h = np.nan_to_num(np.clip(heat.astype(np.float32), 0.0, 1.0))
+    colour = colormaps["jet"](h)[..., :3].astype(np.float32)
+    # Weight the colour by the heat too, so cold regions keep the picture readable.
+    a = alpha * (0.35 + 0.65 * h)[..., None]
+    return np.clip(255.0 * ((1 - a) * img + a * colour) + 0.5, 0, 255).astype(np.uint8)
+
+
+def plot_overlay(image: np.ndarray, heat: np.ndarray, caption: str, path: str | os.PathLike[str]) -> None:
+    """One explanation as a PNG: the heatmap over the image, the caption (class, probability) above it."""
+    plt = _plt()
+    hgt, wid = heat.shape
+    side = 4.0
+    figsize = (side, side * hgt / wid + 0.25 * (caption.count("\n") + 1)) if wid >= hgt else (side * wid / hgt, side + 0.25 * (caption.count("\n") + 1))
+    fig, ax = plt.subplots(figsize=figsize, dpi=100)
+    small = max(hgt, wid) < 200  # tiny inputs: show their pixels, do not blur them
+    ax.imshow(overlay_rgb(image, heat), interpolation="nearest" if small else "antialiased")
+    ax.set_axis_off()
+    ax.set_title(caption, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reliability(bins: dict[str, list[float]], path: str | os.PathLike[str], ece: float,
+                     bins_before: dict[str, list[float]] | None = None, ece_before: float | None = None,
+                     title: str = "") -> None:
+    """Reliability diagram: accuracy per confidence bin against the diagonal (a calibrated model lies
+    on it). With ``bins_before`` the uncalibrated model is drawn too, so the effect of T shows."""
+    plt = _plt()
+    edges = np.asarray(bins["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(4.6, 5.2), dpi=110, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    a1.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    if bins_before is not None:
+        acc_b = np.asarray(bins_before["accuracy"], dtype=float)
+        a1.plot(centres, acc_b, "o-", color="tab:orange", ms=3, lw=1,
+                label="before calibration" + (f" (ECE {ece_before:.3f})" if ece_before is not None else ""))
+    acc = np.asarray(bins["accuracy"], dtype=float)
+    a1.bar(centres, np.nan_to_num(acc), width=width * 0.9, color="tab:blue", alpha=0.75,
+           label=("calibrated" if bins_before is not None else "accuracy") + f" (ECE {ece:.3f})")
+    a1.set_ylabel("accuracy")
+    a1.set_ylim(0, 1)
+    a1.legend(fontsize=7, loc="upper left")
+    a1.set_title(title, fontsize=9)
+    a2.bar(centres, bins["count"], width=width * 0.9, color="tab:grey")
+    a2.set_xlabel("confidence (top probability)")
+    a2.set_ylabel("images")
+    a2.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_gallery(items: list[tuple[np.ndarray, str]], path: str | os.PathLike[str], cols: int = 6) -> None:
+    """A grid of (RGB uint8 image, caption) pairs, e.g. the worst mistakes with their Grad-CAM."""
+    plt = _plt()
+    n = max(1, len(items))
+    cols = min(cols, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), dpi=110, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (img, cap) in zip(axes.ravel(), items, strict=False):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(cap, fontsize=7)
+    fig.tight_layout(pad=0.4)
+    fig.savefig(path)
+    plt.close(fig)

@@ -24,7 +24,7 @@ class AugmentConfig:
 
     ``crop_scale``: area range of the random-resized crop ((1.0, 1.0) = off).
     ``crop_ratio``: aspect-ratio range of that crop.
-    ``pad``: pad-and-crop, in pixels: a random shift of up to ``pad`` pixels (reflect padding).
+    ``pad``: pad-and-crop, in pixels: a random shift of up to ``pad`` pixels (zero padding, i.e. black).
     ``translate``: random shift as a fraction of the side.
     ``rotate``: random rotation within +-degrees.
     ``hflip``: horizontal flip probability (off by default: flipping changes the meaning of text,

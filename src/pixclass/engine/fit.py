@@ -133,9 +133,10 @@ def train(
     out: str | os.PathLike[str] = "runs/default",
     resume: bool = False,
     progress: bool = True,
-    log: Any = print,
+    log: Any = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``data``; write checkpoints, metrics.csv, config.yaml, the split manifest."""
+    log = log or _print
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
@@ -278,6 +279,10 @@ def train(
     if cfg.calibrate and val_split is not None and len(val_split) >= 20:
         _calibrate_run(result, ds, device, log)
     return result
+
+
+def _print(msg: str) -> None:
+    print(msg, flush=True)  # flushed: a log file shows each epoch as it ends
 
 
 def _calibrate_run(result: TrainResult, ds: Dataset, device: torch.device, log: Any) -> None:
