@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 FMNIST  := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup test test-slow lint demo bench clean
+.PHONY: setup chromium test test-slow lint demo bench bench-peers clean
 
 $(BIN)/pixclass: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,8 +20,19 @@ $(FMNIST):
 		echo "note: Fashion-MNIST not installed (no apt as root); pixclass downloads it on first use"; \
 	fi
 
+# Headless Chromium renders report.html in tests/test_report.py (skipped when there is none).
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "note: no Chromium (no apt as root); the report rendering test will be skipped"; \
+	fi
+
 setup: $(BIN)/pixclass
 	-@$(MAKE) --no-print-directory $(FMNIST)
+	-@$(MAKE) --no-print-directory chromium
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --durations=10
@@ -40,8 +51,14 @@ demo: setup
 	$(BIN)/pixclass data sample fashion-mnist --split test -n 8 --out runs/demo/samples
 	$(BIN)/pixclass predict runs/demo/best.safetensors runs/demo/samples --top-k 3
 
+# The whole issue-4 suite (~35 min on 2 cores; needs a quiet machine). Peers (Keras + tensorflow-cpu,
+# onnxruntime) come from `make bench-peers`; without them the suite skips those columns and says so.
+# BENCH_ARGS: e.g. --quick (smoke run), --only inference, --with-best, --wait-idle 600.
 bench: setup
-	$(BIN)/python benchmarks/data_pipeline.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+bench-peers: setup
+	$(BIN)/pip install -q -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

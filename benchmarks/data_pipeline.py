@@ -20,7 +20,8 @@ so that it is really computed. Figures are images per second of one epoch (the m
     .venv/bin/python benchmarks/data_pipeline.py --limit 5000 # quick run
 
 Results: a markdown table on stdout, ``benchmarks/results/data_pipeline.{json,md}`` (with
-``--limit``, ``data_pipeline_n<N>.{json,md}``, so that a quick run leaves the full figures alone).
+``--limit``, ``data_pipeline_n<N>.{json,md}``, so that a quick run leaves the full figures alone;
+with ``--torch-threads N``, a ``_t<N>`` suffix).
 """
 
 from __future__ import annotations
@@ -221,20 +222,22 @@ def markdown(res: dict) -> str:
     lines = [
         f"Data pipeline, Fashion-MNIST train as PNGs ({n:,} images, 28x28 grey), batch {res['batch_size']}, "
         f"crop 0.8-1.0 + rotate 10 + hflip 0.5 + normalise; median of {res['repeats']} epoch(s).",
-        f"Machine: {m['cpu_count']} CPU ({m['cpu_model']}), torch {m['torch']}, torchvision {m['torchvision']}, "
+        f"Machine: {m['cpu_count']} CPU ({m['cpu_model']}), torch {m['torch']} ({m['torch_threads']} intra-op "
+        f"threads), torchvision {m['torchvision']}, "
         f"Pillow {m['pillow']}, {m['date']}.",
         "",
-        "| pipeline | epoch s | images/s | vs best peer |",
-        "|---|---:|---:|---:|",
+        "| pipeline | epoch s (median) | images/s (median) | images/s (best epoch) | vs best peer |",
+        "|---|---:|---:|---:|---:|",
         f"| pixclass (cached uint8 + BatchAugment) | {px['epoch_s']:.2f} | {fmt(px['img_per_s'])} | "
-        f"{res['ratio']:.1f}x |",
+        f"{fmt(px['img_per_s_best'])} | {res['ratio']:.1f}x |",
     ]
     best = res["best_peer_workers"]
     for w, p in peers.items():
         tag = " (best)" if int(w) == best else ""
         lines.append(
             f"| torchvision ImageFolder + DataLoader, num_workers={w}{tag} | {p['epoch_s']:.2f} | "
-            f"{fmt(p['img_per_s'])} | {p['img_per_s'] / res['best_peer_img_per_s']:.2f}x |"
+            f"{fmt(p['img_per_s'])} | {fmt(p['img_per_s_best'])} | "
+            f"{p['img_per_s'] / res['best_peer_img_per_s']:.2f}x |"
         )
     lines += [
         "",
@@ -244,8 +247,8 @@ def markdown(res: dict) -> str:
         f"{fmt(px['cache_build_img_per_s'])} |",
         f"| cache hit (second `load_data`) | {px['cache_hit_s']:.2f} | {fmt(n / px['cache_hit_s'])} |",
         "",
-        f"Ratio pixclass / best peer: **{res['ratio']:.1f}x** (goal >= {GOAL:.0f}x: "
-        f"{'met' if res['goal_met'] else 'NOT met'}).",
+        f"Ratio pixclass / best peer: **{res['ratio']:.1f}x** on medians, {res['ratio_best_epoch']:.1f}x on "
+        f"best epochs (goal >= {GOAL:.0f}x: {'met' if res['goal_met'] else 'NOT met'}).",
         "",
         "1-minute load average at the start of each timed phase (other work on the machine inflates "
         "the times): " + ", ".join(f"{k} {v}" for k, v in res["load_average_1min"].items()) + ".",
@@ -281,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-peer", action="store_true", help="time pixclass only")
     ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch.set_num_threads(N) in this process (default: leave torch's default; results then go "
+        "to data_pipeline_t<N>.*)",
+    )
+    ap.add_argument(
         "--wait-idle",
         type=float,
         default=0.0,
@@ -293,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--limit must be in 1..{FULL}")
     peer_workers = [int(w) for w in args.workers.split(",") if w.strip()]
 
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     info = machine_info()
     cpus = info["cpus_usable"] or 1
     loads: dict[str, float | None] = {}  # 1-minute load average at the start of each timed phase
@@ -365,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 "num_workers": w,
                 "epoch_s": s,
                 "img_per_s": n / s,
+                "img_per_s_best": n / min(r[0] for r in runs),
                 "epochs_s": [r[0] for r in runs],
                 "output_mean": runs[0][1],
             }
@@ -398,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             "cache_hit_s": hit_s,
             "epoch_s": px_s,
             "img_per_s": n / px_s,
+            "img_per_s_best": n / min(s for s, _ in px_runs),
             "epochs_s": [s for s, _ in px_runs],
             "output_mean": px_runs[0][1],
         },
@@ -409,8 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         res["best_peer_workers"] = best["num_workers"]
         res["best_peer_img_per_s"] = best["img_per_s"]
         res["ratio"] = res["pixclass"]["img_per_s"] / best["img_per_s"]
+        res["ratio_best_epoch"] = res["pixclass"]["img_per_s_best"] / max(
+            p["img_per_s_best"] for p in peers.values()
+        )
         res["goal"] = GOAL
-        res["goal_met"] = res["ratio"] >= GOAL
+        res["goal_met"] = min(res["ratio"], res["ratio_best_epoch"]) >= GOAL
         md = markdown(res)
         print()
         print(md, end="", flush=True)
@@ -418,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         md = None
 
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = "data_pipeline" if n == FULL else f"data_pipeline_n{n}"
+    stem = "data_pipeline" + ("" if n == FULL else f"_n{n}")
+    stem += "" if args.torch_threads is None else f"_t{args.torch_threads}"
     tmp = args.results / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(res, indent=2) + "\n")
     os.replace(tmp, args.results / f"{stem}.json")

@@ -12,6 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The test machine's cores are shared: one intra-op thread per test process (and per CLI subprocess,
+# which inherits the variable). With more, OpenMP threads spin-wait against each other and against
+# the other xdist worker, and a tiny training step goes from milliseconds to seconds.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -110,9 +115,13 @@ def imgs() -> SimpleNamespace:
 
 
 # ------------------------------------------------------------------- learnable data (training tests)
+#: The four learnable patterns, by name: which half of the image is bright.
+PATTERNS = ("top", "bottom", "left", "right")
+
+
 def pattern_image(label: int, seed: int, size: int = 16, mode: str = "RGB") -> Image.Image:
-    """An image whose class can be learned from a handful of examples: class 0 has a bright top half,
-    1 a bright bottom half, 2 a bright left half, 3 a bright right half; noise everywhere."""
+    """An image whose class can be learned from a handful of examples: ``PATTERNS[label % 4]`` names the
+    bright half (pixels 180..255); the rest is dark noise (0..69)."""
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 70, (size, size, 3), dtype=np.uint8)
     bright = rng.integers(180, 256, (size, size, 3), dtype=np.uint8)
@@ -124,9 +133,11 @@ def pattern_image(label: int, seed: int, size: int = 16, mode: str = "RGB") -> I
 
 
 def make_pattern_folder(root: Path, counts: dict[str, int], size: int = 16, mode: str = "RGB", seed: int = 0) -> Path:
-    """root/<class>/<i>.png with ``counts[class]`` learnable images (class k gets pattern k)."""
+    """root/<class>/<i>.png with ``counts[class]`` learnable images. A class named after a pattern
+    ("top", "bottom", "left", "right") gets that pattern, in any folder; others get their position's."""
     k = seed * 100_000
-    for label, (c, n) in enumerate(counts.items()):
+    for pos, (c, n) in enumerate(counts.items()):
+        label = PATTERNS.index(c) if c in PATTERNS else pos
         for i in range(n):
             save(pattern_image(label, k, size, mode), root / c / f"{i:03d}.png")
             k += 1
@@ -137,3 +148,36 @@ def make_pattern_folder(root: Path, counts: dict[str, int], size: int = 16, mode
 def patterns() -> SimpleNamespace:
     """``patterns.image(label, seed)``, ``patterns.folder(root, {"top": 8, "bottom": 8})``."""
     return SimpleNamespace(image=pattern_image, folder=make_pattern_folder)
+
+
+#: A model that trains in milliseconds on 16 px images.
+TINY_MODEL = {"model": "rescnn", "model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]}}
+
+
+@pytest.fixture
+def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training without the closing report.html: its plots cost ten times a tiny run's training."""
+    import pixclass.engine.fit as fit
+
+    monkeypatch.setattr(fit, "_write_report", lambda *a, **k: None, raising=False)
+
+
+@pytest.fixture
+def tiny_train(no_report: None) -> Callable[..., object]:
+    """Factory: ``tiny_train(data, out, resume=False, epochs=2, **TrainConfig overrides)`` -> TrainResult.
+
+    A tiny rescnn, AdamW at 1e-2, batch 8, 16 px, CPU, quiet, no calibration, no report.html: learns
+    the ``patterns`` classes in a couple of epochs. ``data_cfg`` (a dict) overrides DataConfig fields."""
+
+    def run(data: object, out: Path, data_cfg: dict | None = None, resume: bool = False, **overrides: object) -> object:
+        from pixclass.config import TrainConfig
+        from pixclass.data.dataset import DataConfig
+        from pixclass.engine.fit import train
+
+        kw: dict = {**TINY_MODEL, "epochs": 2, "batch_size": 8, "optimizer": "adamw", "lr": 0.01,
+                    "calibrate": False, "device": "cpu"}
+        kw.update(overrides)
+        kw["data"] = DataConfig(**{"image_size": 16, "workers": 1, **(data_cfg or {})})
+        return train(data, TrainConfig(**kw), out, resume=resume, progress=False, log=lambda _msg: None)
+
+    return run

@@ -97,7 +97,11 @@ class Checkpoint:
         spec = self.meta["model"]
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
         model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], **kw)
-        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        except RuntimeError as e:  # shape mismatches raise even with strict=False
+            first = (str(e).splitlines()[1:] or [str(e)])[0].strip()
+            raise CheckpointError(f"checkpoint weights do not fit model {spec['name']!r}: {first}") from e
         if missing or unexpected:
             raise CheckpointError(
                 f"checkpoint weights do not fit model {spec['name']!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"

@@ -13,6 +13,8 @@ DATA is one of:
   a folder of split folders          photos/train/<class>/..., photos/val/..., photos/test/...
   a CSV with columns path,label      paths relative to the CSV (optional column: split)
   fashion-mnist                      the built-in Fashion-MNIST (10 classes, 28x28 grey)
+  a folder of frame folders          clips/<class>/<sample>/frame_1.png ... (sequences: one clip per
+                                     sample folder, frames in natural order; --kind, --frames)
 
 Start with `pixclass data check DATA`, then `pixclass train DATA`.
 """
@@ -24,6 +26,9 @@ def _data_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 (grey) or 3 (RGB); default: 3 unless every image is grey")
     g.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels than this, without decoding them (default: 89,478,485)")
     g.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    g.add_argument("--kind", choices=("auto", "images", "sequences"), default=None,
+                   help="images, or sequences: DATA/<class>/<sample>/<frame files>, one clip per sample folder (default: auto-detect)")
+    g.add_argument("--frames", type=int, default=None, help="sequences: frames per clip (default: the median clip length, at most 32)")
 
 
 def _data_config(args: argparse.Namespace, **extra: object):  # -> DataConfig
@@ -38,6 +43,10 @@ def _data_config(args: argparse.Namespace, **extra: object):  # -> DataConfig
         kw["max_pixels"] = args.max_pixels
     if args.workers is not None:
         kw["workers"] = args.workers
+    if args.kind:
+        kw["kind"] = args.kind
+    if args.frames:
+        kw["frames"] = args.frames
     kw.update({k: v for k, v in extra.items() if v is not None})
     return DataConfig(**kw)  # type: ignore[arg-type]
 

@@ -33,7 +33,7 @@ def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
     if aug:
         o["augment"] = aug
     data = {}
-    for k in ("image_size", "channels", "max_pixels", "workers", "val_fraction", "test_fraction", "split_seed"):
+    for k in ("image_size", "channels", "max_pixels", "workers", "val_fraction", "test_fraction", "split_seed", "kind", "frames"):
         v = getattr(a, k, None)
         if v is not None:
             data[k] = v
@@ -135,7 +135,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-fraction", type=float, help="validation share carved from train when the data has no val split (0.1)")
     g.add_argument("--test-fraction", type=float, help="test share carved when the data has no split at all (0.1)")
     g.add_argument("--split-seed", type=int, help="seed of the stratified split (0)")
+    _add_sequence_opts(g)
     p.set_defaults(func=cmd_train)
+
+
+def _add_sequence_opts(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--kind", choices=("auto", "images", "sequences"),
+                   help="images, or sequences (DATA/<class>/<sample>/<frame files>, one clip per sample folder); default: auto-detect")
+    g.add_argument("--frames", type=int, help="sequences: frames per clip, sampled uniformly; shorter clips repeat their last frame (default: median length, at most 32)")
 
 
 # -------------------------------------------------------------------------------------------- evaluate
@@ -153,6 +160,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if m["broken"]:
         print(f"skipped {len(m['broken'])} unreadable image(s), e.g. {m['broken'][0]['path']}: {m['broken'][0]['reason']}")
     print(f"confusion matrix plot: {m['confusion_png']}")
+    if m.get("reliability_png"):
+        print(f"reliability diagram: {m['reliability_png']}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(m, indent=1))
@@ -181,10 +190,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------------------------- predict
 def cmd_predict(a: argparse.Namespace) -> int:
     from .data.decode import DecodeError
+    from .data.sequences import expand_clips
     from .predict import Predictor, expand_paths, write_csv
 
     pred = Predictor.from_checkpoint(a.checkpoint, device=a.device)
-    paths, missing = expand_paths(a.paths)
+    paths, missing = (expand_clips if pred.frames else expand_paths)(a.paths)  # clip models: sample folders, GIFs
     failed = list(missing)
     preds = []
     for r in pred.predict_files(paths, top_k=a.top_k):
@@ -215,7 +225,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict", help="class names and probabilities for images",
         description="Predict images with a checkpoint alone. PATHs may be image files, folders (recursed) or "
-        "globs. Unreadable images are reported by name and skipped; the exit status is 1 if any failed.",
+        "globs. Unreadable images are reported by name and skipped; the exit status is 1 if any failed. "
+        "For a clip model (cnn_rnn, cnn_avg) each PATH is a sample folder of frames, a folder of such folders, "
+        "or an animated GIF/WebP.",
         formatter_class=RAW,
     )
     p.add_argument("checkpoint", metavar="CKPT")
@@ -254,4 +266,108 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_models)
 
 
-REGISTER: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_evaluate, _add_predict, _add_models]
+# --------------------------------------------------------------------------------------------- explain
+def cmd_explain(a: argparse.Namespace) -> int:
+    from .data.decode import DecodeError
+    from .explain import explain_files
+
+    n_ok, failed = 0, []
+    for r in explain_files(a.checkpoint, a.paths, a.out, a.method, a.target, a.layer, a.device):
+        if isinstance(r, DecodeError):
+            failed.append(r)
+            continue
+        e, png, _ = r
+        n_ok += 1
+        what = f"predicted {e.predicted_label} {e.predicted_prob:.4f}"
+        if e.target != e.predicted:
+            what += f"  explained {e.target_label} {e.target_prob:.4f}"
+        print(f"{e.path}\t{png}\t{what}")
+    for f in failed:
+        print(f"error: {f.path}: {f.reason}", file=sys.stderr)
+    if not n_ok and not failed:
+        print("error: no image files found in the given paths", file=sys.stderr)
+        return 1
+    print(f"{n_ok} explanation(s) ({a.method}) written to {a.out}" + (f"; {len(failed)} input(s) failed" if failed else ""),
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    from .explain import METHODS
+
+    p = sub.add_parser(
+        "explain", help="heatmaps of where the model found its evidence",
+        description="Explain predictions with Captum. For each input writes OUT/<stem>_<method>.png (the heatmap "
+        "over the image, with the class and its calibrated probability) and OUT/<stem>_<method>.npy (the heatmap, "
+        "float32, H x W at the input image's own size, in [0, 1]; the margins a centre crop cut off are 0). "
+        "The predicted class is explained unless --target names another. Grad-CAM uses the layer the model "
+        "names; gradient methods work for every model, rnn_rows and clip models included (clips: T x S x S).",
+        epilog="examples:\n  pixclass explain runs/demo/best.safetensors shoe.png --out explained/\n"
+        "  pixclass explain runs/demo/best.safetensors photos/ --method integrated-gradients --target Sneaker --out ex/",
+        formatter_class=RAW,
+    )
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursed) or globs")
+    p.add_argument("--method", default="gradcam", choices=METHODS, help="attribution method (default gradcam)")
+    p.add_argument("--target", metavar="CLASS", help="explain this class (a name, or an index) instead of the predicted one")
+    p.add_argument("--layer", metavar="NAME", help="Grad-CAM layer (a module name such as stages.1), instead of the model's own choice")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG and NPY files")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.set_defaults(func=cmd_explain)
+
+
+# ------------------------------------------------------------------------------------------- calibrate
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    from .calibrate import calibrate_checkpoint
+
+    s = calibrate_checkpoint(a.checkpoint, a.data, a.split, device=a.device, out=a.out, progress=not a.quiet)
+    print(f"temperature {s['previous_temperature']:.4f} -> {s['temperature']:.4f}  (fit on {int(s['n'])} {s['split']} images)")
+    print(f"on those images, uncalibrated -> calibrated: NLL {s['nll_before']:.4f} -> {s['nll_after']:.4f}   "
+          f"ECE {s['ece_before']:.4f} -> {s['ece_after']:.4f}")
+    print(f"written to {s['checkpoint']}")
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate", help="refit the checkpoint's temperature on a validation split",
+        description="Fit the temperature T (softmax(logits / T)) that minimises the negative log-likelihood on "
+        "--split of DATA and store it in the checkpoint (rewritten atomically, or copied to --out). DATA is split "
+        "with the run's own settings, so a plain folder gives back the validation images the model was not "
+        "trained on. Every probability pixclass reports afterwards uses T.",
+        formatter_class=RAW,
+    )
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--split", default="val", help="split to fit on (default: val)")
+    p.add_argument("--out", metavar="FILE", help="write the calibrated checkpoint here instead of rewriting CKPT")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
+
+
+# ---------------------------------------------------------------------------------------------- report
+def cmd_report(a: argparse.Namespace) -> int:
+    from .report import build_report
+
+    print(f"report: {build_report(a.run_dir, data=a.data, device=a.device)}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="(re)write a run folder's report.html",
+        description="Write RUN_DIR/report.html, one self-contained page (images embedded, readable offline): "
+        "dataset summary, learning curves, confusion matrix, per-class precision/recall/F1, most-confused pairs, "
+        "reliability diagram, the worst validation mistakes with their Grad-CAM, config and timing. The plots "
+        "are also written as PNG files beside it. The data is found through split_manifest.json (or --data).",
+        formatter_class=RAW,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", metavar="DATA", help="the run's data, when it is no longer where training found it")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.set_defaults(func=cmd_report)
+
+
+REGISTER: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_evaluate, _add_predict, _add_models,
+                                                                _add_explain, _add_calibrate, _add_report]

@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed": {
         "model": "seed_cnn", "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": False,
         "batch_size": 32, "epochs": 10, "schedule": "constant", "weight_decay": 0.0, "label_smoothing": 0.0,
-        "augment": {"pad": 0},
+        "augment": {"pad": 0, "hflip": 0.0},
     },
     "best": {"model": "rescnn_wide", "epochs": 30, "ema": None, "augment": {"pad": 2, "erase": 0.25}},
 }

@@ -21,7 +21,8 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
     """Metrics of ``checkpoint`` on ``split`` of ``data`` (a plain class folder: every image)."""
     pred = Predictor.from_checkpoint(checkpoint, device=device)
     base = data_cfg or DataConfig()
-    cfg = replace(base, image_size=pred.size, channels=pred.channels, background=pred.background, val_fraction=0.0, test_fraction=0.0)
+    cfg = replace(base, image_size=pred.size, channels=pred.channels, background=pred.background, val_fraction=0.0, test_fraction=0.0,
+                  kind="sequences" if pred.frames else "images", frames=pred.frames)  # the data as the model reads it
     ds = load_data(data, cfg, progress=progress)
     # A plain folder (no split of its own) is evaluated whole: it sits in "train" after load_data.
     name = split if split in ds.splits else ("train" if not ds.source.has_splits else None)
@@ -42,9 +43,11 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
     m["split"] = name if ds.source.has_splits else "all"
     m["data"] = str(data)
     m["temperature"] = logits_t
+    raw_probs = None
     if logits_t != 1.0 and len(probs):  # ECE before calibration too, for comparison
         raw = torch.from_numpy(np.log(np.clip(probs, 1e-30, 1))) * logits_t
-        m["ece_uncalibrated"] = expected_calibration_error(raw.softmax(1).numpy(), labels)
+        raw_probs = raw.softmax(1).numpy()
+        m["ece_uncalibrated"] = expected_calibration_error(raw_probs, labels)
     m["broken"] = [{"path": b.path, "reason": b.reason} for b in ds.broken]
     if plots is not None:
         from .plots import plot_confusion
@@ -54,4 +57,13 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
         p = out / f"confusion_{m['split']}.png"
         plot_confusion(np.asarray(m["confusion_matrix"]), pred.classes, p, title=f"{data} ({m['split']}): accuracy {m['accuracy']:.4f}")
         m["confusion_png"] = str(p)
+        if len(probs):
+            from .metrics import reliability_bins
+            from .plots import plot_reliability
+
+            r = out / f"reliability_{m['split']}.png"
+            plot_reliability(reliability_bins(probs, labels), r, m["ece"],
+                             reliability_bins(raw_probs, labels) if raw_probs is not None else None,
+                             m.get("ece_uncalibrated"), title=f"{data} ({m['split']}): T = {logits_t:.3f}")
+            m["reliability_png"] = str(r)
     return m

@@ -20,7 +20,9 @@ for ``cnn_rnn`` (``frame_scores``). Maps come back as (N, H, W) or (N, T, H, W).
 
 Sizes: the model sees the eval transform of a picture (shorter side resized to S, centre S x S crop).
 The map made at S x S is put back where the crop came from and resized to the picture's own H x W. On a
-non-square picture the margins that the crop cut off were never seen by the model: they get 0.
+non-square picture the margins that the crop cut off were never seen by the model: they get 0. A clip
+(clip models: a sample folder of frames or an animated file) has no single picture size: its map is
+(T, S, S), one S x S map per frame the model read, and the PNG shows the frames side by side.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from .data.sources import DataError
 from .predict import ImageInput, Predictor
 
 METHODS = ("gradcam", "saliency", "integrated-gradients", "occlusion")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "saliency", "integrated-gradients": "integrated gradients",
+                "occlusion": "occlusion"}
 
 
 class ExplainError(DataError):
@@ -71,9 +75,8 @@ def resolve_target(classes: Sequence[str], target: str | int | None) -> int | No
         return None
     if isinstance(target, str) and target in classes:
         return list(classes).index(target)
-    if isinstance(target, int) or target.isdigit():  # an index, when no class has that name
-        if 0 <= int(target) < len(classes):
-            return int(target)
+    if (isinstance(target, int) or target.isdigit()) and 0 <= int(target) < len(classes):
+        return int(target)  # an index, when no class has that name
     raise ExplainError(f"--target {target!r}: not one of the model's classes ({', '.join(classes)})")
 
 
@@ -99,8 +102,10 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
     model.eval()
     target = target.to(x.device).long()
     h, w = x.shape[-2:]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # Captum: "Input Tensor ... did not already require gradients"
+    # cuDNN computes RNN gradients only in training mode; attribution runs in eval mode (dropout and
+    # batch norm as at inference), so recurrent models take the native kernels here.
+    with warnings.catch_warnings(), torch.backends.cudnn.flags(enabled=not any(isinstance(m, nn.RNNBase) for m in model.modules())):
+        warnings.filterwarnings("ignore", message=".*did not already require gradients")  # Captum's note, not a problem
         if method == "gradcam":
             name, module = resolve_layer(model, layer)
             a = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
@@ -165,15 +170,15 @@ class Explanation:
     predicted: int
     predicted_label: str
     predicted_prob: float
-    heatmap: np.ndarray  # float32 (H, W) at the picture's own size, in [0, 1]
-    image: np.ndarray  # uint8 (H, W, C): the picture as the model's channels see it, before resizing
+    heatmap: np.ndarray  # float32 (H, W) at the picture's own size, in [0, 1]; clips: (T, S, S)
+    image: np.ndarray  # uint8 (H, W, C): the picture in the model's channels, before resizing; clips: (T, S, S, C)
     path: str | None = None
 
     def caption(self) -> str:
         line = f"predicted: {self.predicted_label} ({self.predicted_prob:.1%})"
         if self.target != self.predicted:
             line += f"\nexplained: {self.target_label} ({self.target_prob:.1%})"
-        return f"{line}\n{self.method}"
+        return f"{line}\n{METHOD_NAMES[self.method]}"
 
 
 class Explainer:
@@ -191,16 +196,29 @@ class Explainer:
                         device: str | torch.device = "cpu") -> Explainer:
         return cls(Predictor.from_checkpoint(path, device=device), method, layer)
 
-    def explain_uint8(self, x: torch.Tensor, target: str | int | None = None,
+    def explain_uint8(self, x: torch.Tensor, target: str | int | torch.Tensor | None = None,
                       batch_size: int = 32) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-        """(N, [T,] C, S, S) uint8 -> (maps (N, [T,] S, S) float32, calibrated probs (N, K), targets (N,))."""
+        """(N, [T,] C, S, S) uint8 -> (maps (N, [T,] S, S) float32, calibrated probs (N, K), targets (N,)).
+
+        ``target``: None (each image's predicted class), one class (name or index) for all, or a tensor
+        of N class indices (e.g. the true labels)."""
         p = self.predictor
-        fixed = resolve_target(p.classes, target)
+        given: torch.Tensor | None = None
+        fixed: int | None = None
+        if isinstance(target, torch.Tensor):
+            given = target.long().cpu()
+            if given.shape != (len(x),) or not bool(((given >= 0) & (given < len(p.classes))).all()):
+                raise ExplainError(f"target: expected {len(x)} class indices in 0..{len(p.classes) - 1}")
+        else:
+            fixed = resolve_target(p.classes, target)
         maps, probs, targets = [], [], []
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]
             pb = p.probs_from_uint8(xb)
-            tb = torch.full((len(xb),), fixed) if fixed is not None else pb.argmax(1)
+            if given is not None:
+                tb = given[i : i + batch_size]
+            else:
+                tb = torch.full((len(xb),), fixed) if fixed is not None else pb.argmax(1)
             xf = xb.to(p.device).float().div_(255).sub_(p.mean).div_(p.std)  # (N, [T,] C, S, S), as Predictor does
             maps.append(attribute(p.model, xf, tb, self.method, self.layer).numpy())
             probs.append(pb)
@@ -222,37 +240,52 @@ class Explainer:
             warnings.simplefilter("ignore")
             return to_channels(open_image(src), self.predictor.channels, self.predictor.background)  # type: ignore[arg-type]
 
+    def _read(self, item: ImageInput) -> np.ndarray | DecodeError:
+        """An image -> its original (H, W, C); a clip (clip models) -> the frames the model reads (T, C, S, S)."""
+        p = self.predictor
+        path = str(item) if isinstance(item, str | os.PathLike) else None
+        if p.frames:
+            if path is not None:
+                return p._decode(path)
+            try:
+                return p.preprocess(item)
+            except Exception as e:
+                return DecodeError("<clip>", f"cannot decode: {e}")
+        try:
+            return self._original(item)
+        except Exception as e:  # classify the failure as the data layer does
+            if path is None:
+                return DecodeError("<image>", f"cannot decode: {e}")
+            d = decode_file(path, p.size, p.channels, p.background)
+            return d if isinstance(d, DecodeError) else DecodeError(path, f"cannot decode: {e}")
+
     def explain(self, items: Sequence[ImageInput], target: str | int | None = None,
                 batch_size: int = 16) -> Iterator[Explanation | DecodeError]:
         """One Explanation per input, in order; an unreadable file yields its DecodeError instead."""
         p = self.predictor
         for i in range(0, len(items), batch_size):
             chunk = list(items[i : i + batch_size])
-            originals: list[np.ndarray | DecodeError] = []
-            for it in chunk:
-                try:
-                    originals.append(self._original(it))
-                except Exception as e:  # classify the failure as the data layer does
-                    if isinstance(it, str | os.PathLike):
-                        d = decode_file(str(it), p.size, p.channels, p.background)
-                        originals.append(d if isinstance(d, DecodeError) else DecodeError(str(it), f"cannot decode: {e}"))
-                    else:
-                        originals.append(DecodeError("<image>", f"cannot decode: {e}"))
-            good = [o for o in originals if not isinstance(o, DecodeError)]
+            read = [self._read(it) for it in chunk]
+            good = [o for o in read if not isinstance(o, DecodeError)]
             if good:
-                crops = np.stack([p.preprocess(Image.fromarray(o[:, :, 0] if o.shape[2] == 1 else o)) for o in good])
-                maps, probs, targets = self.explain_uint8(torch.from_numpy(crops), target, batch_size)
+                if p.frames:
+                    x = np.stack(good)  # (n, T, C, S, S)
+                else:
+                    x = np.stack([p.preprocess(Image.fromarray(o[:, :, 0] if o.shape[2] == 1 else o)) for o in good])
+                maps, probs, targets = self.explain_uint8(torch.from_numpy(x), target, batch_size)
             k = 0
-            for it, o in zip(chunk, originals, strict=True):
+            for it, o in zip(chunk, read, strict=True):
                 if isinstance(o, DecodeError):
                     yield o
                     continue
                 t, pr = int(targets[k]), probs[k]
                 top = int(pr.argmax())
-                yield Explanation(
-                    self.method, t, p.classes[t], float(pr[t]), top, p.classes[top], float(pr[top]),
-                    uncrop(maps[k], o.shape[0], o.shape[1]), o, str(it) if isinstance(it, str | os.PathLike) else None,
-                )
+                if p.frames:
+                    heat, image = maps[k], o.transpose(0, 2, 3, 1)  # (T, S, S), (T, S, S, C)
+                else:
+                    heat, image = uncrop(maps[k], o.shape[0], o.shape[1]), o
+                yield Explanation(self.method, t, p.classes[t], float(pr[t]), top, p.classes[top], float(pr[top]),
+                                  heat, image, str(it) if isinstance(it, str | os.PathLike) else None)
                 k += 1
 
 
@@ -267,7 +300,8 @@ def _stem(path: str | None, i: int, seen: set[str]) -> str:
 
 
 def save_explanation(e: Explanation, out: str | os.PathLike[str], stem: str) -> tuple[Path, Path]:
-    """``<stem>_<method>.png`` (overlay with class and probability) and ``<stem>_<method>.npy`` (H x W float32)."""
+    """``<stem>_<method>.png`` (overlay with class and probability) and ``<stem>_<method>.npy`` (H x W
+    float32; clips: T x S x S)."""
     from .plots import plot_overlay
 
     d = Path(out)
@@ -278,14 +312,24 @@ def save_explanation(e: Explanation, out: str | os.PathLike[str], stem: str) -> 
     return png, npy
 
 
-def explain_files(checkpoint: str | os.PathLike[str], paths: Sequence[str], out: str | os.PathLike[str],
+def explain_files(checkpoint: str | os.PathLike[str], inputs: Sequence[str], out: str | os.PathLike[str],
                   method: str = "gradcam", target: str | int | None = None, layer: str | None = None,
                   device: str = "cpu") -> Iterator[tuple[Explanation, Path, Path] | DecodeError]:
-    """Explain image files and write their PNG + NPY into ``out``; yields what was written, or the error."""
+    """Explain files, folders (recursed) and globs -- clip models: sample folders and animated files --
+    writing each one's PNG + NPY into ``out``; yields what was written, or why an input failed."""
+    from .predict import expand_paths
+
     ex = Explainer.from_checkpoint(checkpoint, method, layer, device)
     resolve_target(ex.predictor.classes, target)  # an unknown --target fails before any work
+    if ex.predictor.frames:
+        from .data.sequences import expand_clips
+
+        paths, missing = expand_clips(list(inputs))
+    else:
+        paths, missing = expand_paths(inputs)
+    yield from missing
     seen: set[str] = set()
-    for i, r in enumerate(ex.explain(list(paths), target)):
+    for i, r in enumerate(ex.explain(paths, target)):
         if isinstance(r, DecodeError):
             yield r
             continue

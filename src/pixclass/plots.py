@@ -75,15 +75,27 @@ def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.
     return np.clip(255.0 * ((1 - a) * img + a * colour) + 0.5, 0, 255).astype(np.uint8)
 
 
+def overlay_strip(frames: np.ndarray, heats: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Frames (T, H, W, C) uint8 and maps (T, H, W) -> one (H, T * W + gaps, 3) picture, frames in order."""
+    t, h, w = heats.shape
+    out = np.full((h, t * w + (t - 1) * gap, 3), 255, np.uint8)
+    for i in range(t):
+        out[:, i * (w + gap) : i * (w + gap) + w] = overlay_rgb(frames[i], heats[i])
+    return out
+
+
 def plot_overlay(image: np.ndarray, heat: np.ndarray, caption: str, path: str | os.PathLike[str]) -> None:
-    """One explanation as a PNG: the heatmap over the image, the caption (class, probability) above it."""
+    """One explanation as a PNG: the heatmap over the image, the caption (class, probability) above it.
+    A clip (``image`` (T, H, W, C), ``heat`` (T, H, W)) is drawn as its frames side by side."""
     plt = _plt()
-    hgt, wid = heat.shape
-    side = 4.0
-    figsize = (side, side * hgt / wid + 0.25 * (caption.count("\n") + 1)) if wid >= hgt else (side * wid / hgt, side + 0.25 * (caption.count("\n") + 1))
-    fig, ax = plt.subplots(figsize=figsize, dpi=100)
-    small = max(hgt, wid) < 200  # tiny inputs: show their pixels, do not blur them
-    ax.imshow(overlay_rgb(image, heat), interpolation="nearest" if small else "antialiased")
+    rgb = overlay_strip(image, heat) if heat.ndim == 3 else overlay_rgb(image, heat)
+    hgt, wid = rgb.shape[:2]
+    side = 4.0 if heat.ndim == 2 else min(16.0, 1.6 * heat.shape[0])  # a clip: about 1.6 in per frame
+    w_in, h_in = (side, side * hgt / wid) if wid >= hgt else (side * wid / hgt, side)
+    extra = 0.2 * (caption.count("\n") + 1) + 0.1  # inches for the caption lines
+    fig, ax = plt.subplots(figsize=(max(w_in, 2.5), h_in + extra), dpi=100)
+    small = max(heat.shape[-2:]) < 200  # tiny inputs: show their pixels, do not blur them
+    ax.imshow(rgb, interpolation="nearest" if small else "antialiased")
     ax.set_axis_off()
     ax.set_title(caption, fontsize=9)
     fig.tight_layout(pad=0.3)
@@ -122,18 +134,28 @@ def plot_reliability(bins: dict[str, list[float]], path: str | os.PathLike[str],
     plt.close(fig)
 
 
-def plot_gallery(items: list[tuple[np.ndarray, str]], path: str | os.PathLike[str], cols: int = 6) -> None:
-    """A grid of (RGB uint8 image, caption) pairs, e.g. the worst mistakes with their Grad-CAM."""
-    plt = _plt()
+def plot_gallery(items: list[tuple[np.ndarray, str]], path: str | os.PathLike[str], cols: int = 6, tile: int = 112) -> None:
+    """A grid of (RGB uint8 image, caption) pairs, e.g. the worst mistakes with their Grad-CAM. Drawn
+    with PIL, not matplotlib: a dozen subplots cost seconds, and this runs at the end of every training."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=11)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
     n = max(1, len(items))
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), dpi=110, squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, (img, cap) in zip(axes.ravel(), items, strict=False):
-        ax.imshow(img, interpolation="nearest")
-        ax.set_title(cap, fontsize=7)
-    fig.tight_layout(pad=0.4)
-    fig.savefig(path)
-    plt.close(fig)
+    lines = max((cap.count("\n") + 1 for _, cap in items), default=1)
+    cap_h, pad = 14 * lines + 4, 6
+    sheet = Image.new("RGB", (cols * (tile + pad) + pad, rows * (tile + cap_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (img, cap) in enumerate(items):
+        x0 = pad + (k % cols) * (tile + pad)
+        y0 = pad + (k // cols) * (tile + cap_h + pad)
+        im = Image.fromarray(img)
+        scale = tile / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.NEAREST)
+        sheet.paste(im, (x0 + (tile - im.width) // 2, y0 + (tile - im.height) // 2))
+        draw.multiline_text((x0, y0 + tile + 2), cap, fill="black", font=font, spacing=2)
+    sheet.save(path)

@@ -6,6 +6,10 @@
 
 Every input goes through the one eval transform (``data.decode.eval_transform``) that built the
 training cache, so a file predicted here is preprocessed exactly as it was during evaluation.
+
+A checkpoint of a clip model (``meta["sequence"]``) predicts clips instead: a sample folder of frames,
+an animated image file (GIF, WebP...) or an array of frames, each made into T frames by the training
+rules (``data.sequences.read_clip``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from PIL import Image
 
 from . import checkpoint as ckpt
 from .data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
+from .data.sequences import decode_clip, read_clip
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -76,6 +81,7 @@ class Predictor:
         self.mean = torch.tensor(meta["normalization"]["mean"], device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(meta["normalization"]["std"], device=self.device).view(1, -1, 1, 1)
         self.temperature = float(meta.get("temperature", 1.0))
+        self.frames: int | None = meta["sequence"]["frames"] if meta.get("sequence") else None  # clip models: T
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Predictor:
@@ -84,13 +90,17 @@ class Predictor:
 
     # ------------------------------------------------------------------ tensors
     def preprocess(self, x: ImageInput) -> np.ndarray:
-        """Any single image -> uint8 (C, S, S), by the shared eval transform."""
+        """Any single image -> uint8 (C, S, S), by the shared eval transform (clip models: a clip -> (T, C, S, S))."""
+        if self.frames:
+            return read_clip(x if isinstance(x, np.ndarray | Image.Image) else str(x), self.frames, self.size, self.channels, self.background)  # type: ignore[arg-type]
         return eval_transform(x if not isinstance(x, os.PathLike) else str(x), self.size, self.channels, self.background)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def probs_from_uint8(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """(N, C, S, S) uint8 -> (N, K) calibrated probabilities."""
+        """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""
         out = []
+        if x.dim() == 5:  # about batch_size frames per forward pass
+            batch_size = max(1, batch_size // x.shape[1])
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(self.device).float().div_(255).sub_(self.mean).div_(self.std)
             out.append((self.model(xb).float() / self.temperature).softmax(1).cpu())
@@ -110,7 +120,8 @@ class Predictor:
         """A path, PIL image or numpy array -> one Prediction; a list of them -> a list (batched)."""
         single = not isinstance(x, list | tuple)
         items = [x] if single else list(x)  # type: ignore[list-item]
-        arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros((0, self.channels, self.size, self.size), np.uint8)
+        empty = (0, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
+        arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros(empty, np.uint8)
         paths = [str(i) if isinstance(i, str | os.PathLike) else None for i in items]
         preds = self._to_predictions(self.probs_from_uint8(torch.from_numpy(arr)), top_k, paths)
         return preds[0] if single else preds
@@ -122,7 +133,7 @@ class Predictor:
         with ThreadPoolExecutor(workers) as pool:
             for i in range(0, len(paths), batch_size):
                 chunk = list(paths[i : i + batch_size])
-                decoded = list(pool.map(lambda p: decode_file(p, self.size, self.channels, self.background), chunk))
+                decoded = list(pool.map(self._decode, chunk))
                 good = [(p, d) for p, d in zip(chunk, decoded, strict=True) if not isinstance(d, DecodeError)]
                 preds = iter(
                     self._to_predictions(self.probs_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))), top_k,
@@ -130,6 +141,12 @@ class Predictor:
                 )
                 for d in decoded:
                     yield d if isinstance(d, DecodeError) else next(preds)
+
+
+    def _decode(self, path: str) -> np.ndarray | DecodeError:
+        if self.frames:  # a sample folder or an animated file -> (T, C, S, S)
+            return decode_clip(path, self.frames, self.size, self.channels, self.background)  # type: ignore[arg-type]
+        return decode_file(path, self.size, self.channels, self.background)  # type: ignore[arg-type]
 
 
 def write_csv(path: str | os.PathLike[str], preds: Sequence[Prediction], top_k: int) -> None:

@@ -137,7 +137,16 @@ class BatchAugment:
         x = normalize(x, self.mean.to(x.device), self.std.to(x.device))
         if not (self.cfg.uses_affine or self.cfg.erase > 0):
             return x
-        p = self.cfg.sample(x.shape[0], x.shape[-1], generator, x.device)
+        if x.dim() == 5:
+            # Clips (N, T, C, H, W): parameters drawn once per clip and applied to each of its frames, so
+            # motion is kept (a crop or rotation that changed every frame would invent motion).
+            n, t = x.shape[:2]
+            p = self.cfg.sample(n, x.shape[-1], generator, x.device)
+            p = {k: v.repeat_interleave(t, 0) for k, v in p.items()}
+            return self._apply(x.flatten(0, 1), p).reshape(x.shape)
+        return self._apply(x, self.cfg.sample(x.shape[0], x.shape[-1], generator, x.device))
+
+    def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.cfg.uses_affine:
             # outside pixels become black (0 before normalisation), like zero padding in the seed.
             black = (-self.mean / self.std).to(x)
@@ -153,6 +162,8 @@ def eval_normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of a uint8 batch (n, C, H, W), in [0, 1] units."""
+    """Per-channel mean and std of a uint8 batch (n, C, H, W), or clips (n, T, C, H, W) over all their
+    frames, in [0, 1] units."""
+    x = x.reshape(-1, *x.shape[-3:])
     xf = x.float().div_(255.0).transpose(0, 1).reshape(x.shape[1], -1)
     return xf.mean(1), xf.std(1).clamp(min=1e-3)

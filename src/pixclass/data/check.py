@@ -4,6 +4,10 @@ Decodes every file (filling the training cache on the way), and reports images p
 modes seen, unreadable files with their reason, exact duplicates (same bytes), duplicates filed under
 two classes, and files that appear in more than one split. Nothing is changed on disk unless
 ``quarantine`` is given, and then broken files are *moved* (never deleted) with a manifest.
+
+Sequence datasets (``data.sequences``) are checked by the training rule: samples per class, frames per
+sample, broken frames, and the samples skipped because of them (quarantine moves whole sample folders);
+duplicates are samples whose frames are identical files.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .cache import decode_all, probe_all
 from .dataset import GREY_MODES, DataConfig, typical_size
+from .sequences import as_sequences, is_sequence_source, load_clips
 from .sources import DataError, Source, open_source
 
 
@@ -40,6 +46,8 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)  # reasons the data cannot be trained on
     quarantined: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    frames: dict[str, Any] | None = None  # sequences: frames per sample (min/median/max, counts) and T used
+    skipped_samples: list[str] = field(default_factory=list)  # sequences: samples with a broken frame
 
     @property
     def ok(self) -> bool:
@@ -62,27 +70,36 @@ class CheckReport:
             "problems": self.problems,
             "warnings": self.warnings,
             "quarantined": self.quarantined,
+            **({"frames": self.frames, "skipped_samples": self.skipped_samples} if self.frames is not None else {}),
         }
 
     def render(self) -> str:
-        lines = [f"data: {self.data} ({self.kind}), {len(self.classes)} classes, {sum(self.classes.values())} usable images"]
+        unit = "samples" if self.frames is not None else "images"  # sequences: a sample is a folder of frames
+        lines = [f"data: {self.data} ({self.kind}), {len(self.classes)} classes, {sum(self.classes.values())} usable {unit}"]
         w = max((len(c) for c in self.classes), default=5)
         for split, counts in self.splits.items():
-            lines.append(f"  split {split}: {sum(counts.values())} images")
-        lines.append("  images per class:")
+            lines.append(f"  split {split}: {sum(counts.values())} {unit}")
+        lines.append(f"  {unit} per class:")
         for c, n in self.classes.items():
             lines.append(f"    {c:<{w}}  {n}")
         if self.sizes:
             top = ", ".join(f"{k} ({v})" for k, v in list(self.sizes.items())[:5])
             lines.append(f"  sizes: {top}{' ...' if len(self.sizes) > 5 else ''}")
             lines.append("  modes: " + ", ".join(f"{k} ({v})" for k, v in self.modes.items()))
+        if self.frames is not None:
+            f = self.frames
+            lines.append(f"  frames per sample: min {f['min']}, median {f['median']:g}, max {f['max']}; "
+                         f"clips are made {f['used']} frames long (sampled uniformly; shorter ones repeat their last frame)")
         if self.ignored:
             lines.append(f"  ignored {len(self.ignored)} non-image file(s), e.g. {self.ignored[0]}")
-        lines.append(f"  broken: {len(self.broken)}")
+        lines.append(f"  broken{' frames' if self.frames is not None else ''}: {len(self.broken)}")
         for b in self.broken[:50]:
             lines.append(f"    {b['path']}: {b['reason']}")
         if len(self.broken) > 50:
             lines.append(f"    ... and {len(self.broken) - 50} more (see --json)")
+        if self.skipped_samples:
+            lines.append(f"  skipped samples (a broken frame): {len(self.skipped_samples)}")
+            lines += [f"    {p}" for p in self.skipped_samples[:50]]
         lines.append(f"  exact duplicates: {len(self.duplicates)} group(s)")
         for g in self.conflicting_duplicates[:20]:
             lines.append(f"    same image under different classes: {', '.join(g)}")
@@ -110,7 +127,7 @@ def check_data(
     quarantine: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> CheckReport:
-    src = data if isinstance(data, Source) else open_source(data)
+    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind)
     names = list(src.splits)
     per_split: dict[str, Counter[int]] = {s: Counter() for s in names}
     broken: list[dict[str, str]] = []
@@ -118,8 +135,12 @@ def check_data(
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     bad_abs: list[tuple[str, str]] = []
+    frames_info: dict[str, Any] | None = None
+    skipped: list[str] = []
 
-    if all(s.images is not None for s in src.splits.values()):
+    if is_sequence_source(src):
+        frames_info, skipped = _check_clips(src, cfg, progress, per_split, broken, groups, sizes, modes, bad_abs)
+    elif all(s.images is not None for s in src.splits.values()):
         for s, sp in src.splits.items():
             imgs = sp.images
             assert imgs is not None
@@ -187,11 +208,45 @@ def check_data(
         splits={s: {name: per_split[s].get(i, 0) for i, name in enumerate(src.classes)} for s in names},
         broken=broken, duplicates=duplicates, conflicting_duplicates=conflicting,
         cross_split_duplicates=cross, sizes=dict(sizes.most_common()), modes=dict(modes.most_common()),
-        ignored=list(src.ignored), problems=problems, warnings=warnings,
+        ignored=list(src.ignored), problems=problems, warnings=warnings, frames=frames_info, skipped_samples=skipped,
     )
     if quarantine is not None and bad_abs:
         report.quarantined = quarantine_files(bad_abs, src, Path(quarantine))
     return report
+
+
+def _check_clips(src: Source, cfg: DataConfig, progress: bool, per_split: dict[str, Counter[int]],
+                 broken: list[dict[str, str]], groups: dict[str, list[tuple[str, int, str]]], sizes: Counter[str],
+                 modes: Counter[str], bad_abs: list[tuple[str, str]]) -> tuple[dict[str, Any], list[str]]:
+    """The sequence part of ``check_data``: fills its counters the way training reads the clips."""
+    clips = load_clips(src, cfg, progress)  # the training rule; fills the training cache too
+    for s, (_, labels, _) in clips.splits.items():
+        per_split[s].update(labels.tolist())
+    broken += [{"path": e.path, "reason": e.reason} for e in clips.broken]
+    for w, h, m in clips.frame_sizes:
+        sizes[f"{w}x{h}"] += 1
+        modes[m] += 1
+    skipped = [p for v in clips.skipped.values() for p in v]
+    why: dict[str, str] = {}  # sample folder -> its first broken frame's reason
+    for e in clips.broken:  # a broken frame's path, or the sample's own path when it holds no frame
+        why.setdefault(e.path if e.path in skipped else os.path.dirname(e.path), e.reason)
+    bad_abs += [(os.path.join(src.root, p), why.get(p, "broken frame")) for p in skipped]
+    lengths = [len(fl) for sp in src.splits.values() for fl in (sp.frames or [])]
+    # a sample's identity: the bytes of its frames, in order
+    for s, sp in src.splits.items():
+        for folder, fl, lab in tqdm(list(zip(sp.paths or [], sp.frames or [], sp.labels.tolist(), strict=True)),
+                                    desc="hashing frames", unit="sample", disable=not progress or len(lengths) < 500):
+            digest = hashlib.blake2b(digest_size=16)
+            try:
+                for p in fl:
+                    digest.update(_file_hash(p).encode())
+            except OSError:
+                continue
+            groups[digest.hexdigest()].append((src.rel(folder), int(lab), s))
+    info = {"min": int(min(lengths, default=0)), "median": float(np.median(lengths)) if lengths else 0.0,
+            "max": int(max(lengths, default=0)), "used": clips.frames,
+            "counts": {str(k): v for k, v in sorted(Counter(lengths).items())}}
+    return info, skipped
 
 
 def quarantine_files(files: list[tuple[str, str]], src: Source, dest: Path) -> list[dict[str, str]]:

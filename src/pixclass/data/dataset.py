@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .cache import DEFAULT_RAM_LIMIT, ImageStore, decode_all, probe_all
 from .decode import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, DecodeError
+from .sequences import DEFAULT_MAX_FRAMES, as_sequences, is_sequence_source, load_clips
 from .sources import DataError, Source, open_source
 from .split import save_manifest, stratified_split
 
@@ -39,13 +40,16 @@ class DataConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int | None = None  # decode processes; None: all cores
     ram_limit: int = DEFAULT_RAM_LIMIT
+    kind: str = "auto"  # auto | images | sequences (folders of frames, see data.sequences)
+    frames: int | None = None  # sequences: frames per clip; None: the median clip length, capped
+    max_frames: int = DEFAULT_MAX_FRAMES
 
 
 @dataclass
 class SplitData:
-    store: ImageStore  # (N, C, S, S) uint8
+    store: ImageStore  # (N, C, S, S) uint8; (N, T, C, S, S) for sequences
     labels: torch.Tensor  # (N,) int64
-    paths: list[str] | None  # relative to the source root; None for array datasets
+    paths: list[str] | None  # relative to the source root (sample folders for sequences); None for arrays
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -60,6 +64,7 @@ class Dataset:
     splits: dict[str, SplitData]
     broken: list[DecodeError] = field(default_factory=list)  # paths relative to the source root
     manifest: dict = field(default_factory=dict)
+    frames: int | None = None  # T of a sequence dataset (stores are (N, T, C, S, S)); None for images
 
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(self.splits[split].labels.tolist())
@@ -95,13 +100,19 @@ def load_data(
     manifest_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> Dataset:
-    src = data if isinstance(data, Source) else open_source(data)
+    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind)
     if len(src.classes) == 0:
         raise DataError(f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>")
 
     broken: list[DecodeError] = []
     arrays: dict[str, tuple[ImageStore, np.ndarray, list[str] | None]] = {}
-    if all(s.images is not None for s in src.splits.values()):
+    frames: int | None = None
+    skipped: dict[str, list[str]] = {}
+    if is_sequence_source(src):  # folders of frames -> (N, T, C, S, S)
+        clips = load_clips(src, cfg, progress)
+        size, channels, frames, broken, skipped = clips.size, clips.channels, clips.frames, clips.broken, clips.skipped
+        arrays = dict(clips.splits)  # type: ignore[arg-type]
+    elif all(s.images is not None for s in src.splits.values()):
         size = cfg.image_size or min(cfg.max_image_size, next(iter(src.splits.values())).images.shape[-1])  # type: ignore[union-attr]
         channels = cfg.channels or next(iter(src.splits.values())).images.shape[1]  # type: ignore[union-attr]
         for name, s in src.splits.items():
@@ -163,14 +174,17 @@ def load_data(
         "splits": listing,
         "broken": [{"path": e.path, "reason": e.reason} for e in broken],
     }
+    if frames is not None:
+        manifest["frames"] = frames
+        manifest["skipped_samples"] = [p for v in skipped.values() for p in v]
     if manifest_path is not None:
         save_manifest(manifest_path, manifest)
-    ds = Dataset(src, list(src.classes), channels, size, splits, broken, manifest)
+    ds = Dataset(src, list(src.classes), channels, size, splits, broken, manifest, frames)
     return ds
 
 
 def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int = 8) -> list[Path]:
-    """Write the first ``n`` images of a split as PNGs named after their class (for demos/tests)."""
+    """Write the first ``n`` images of a split as PNGs named after their class (clips: animated GIFs)."""
     from PIL import Image
 
     outd = Path(out)
@@ -180,6 +194,12 @@ def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int =
     written = []
     for i, img in enumerate(x):
         lab = ds.classes[int(sd.labels[i])].replace("/", "-").replace(" ", "_")
+        if img.ndim == 4:  # a clip (T, C, S, S): an animated GIF, which `pixclass predict` reads back as a clip
+            p = outd / f"{i:03d}_{lab}.gif"
+            ims = [Image.fromarray(f[0] if f.shape[0] == 1 else f.transpose(1, 2, 0)) for f in img]
+            ims[0].save(p, save_all=True, append_images=ims[1:], duration=100, loop=0, optimize=False)
+            written.append(p)
+            continue
         p = outd / f"{i:03d}_{lab}.png"
         Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(p)
         written.append(p)

@@ -49,11 +49,13 @@ class DataError(Exception):
 
 @dataclass
 class Split:
-    """One split. Either ``paths`` (files to decode) or ``images`` (already uint8 (N, C, H, W))."""
+    """One split. Either ``paths`` (files to decode) or ``images`` (already uint8 (N, C, H, W)).
+    In a sequence dataset ``paths`` are sample folders and ``frames`` their frame files, in order."""
 
     labels: np.ndarray  # (N,) int64
     paths: list[str] | None = None  # absolute paths
     images: np.ndarray | None = None  # (N, C, H, W) uint8
+    frames: list[list[str]] | None = None  # per sample: absolute frame paths (see data.sequences)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -157,7 +159,7 @@ def from_csv(csv_path: Path, name: str) -> Source:
             if not lab:
                 raise DataError(f"{csv_path}:{lineno}: empty label for {p!r}; give every row a class name")
             full = p if os.path.isabs(p) else str(base / p)
-            if not os.path.isfile(full):
+            if not (os.path.isfile(full) or os.path.isdir(full)):  # a folder: a sample of frames (data.sequences)
                 raise DataError(f"{csv_path}:{lineno}: file not found: {p} (paths are relative to the CSV's folder)")
             split = SPLIT_DIRS.get(row.get("split", "").lower(), "") if "split" in cols else ""
             rows.append((full, lab, split))
@@ -252,16 +254,19 @@ def fashion_mnist(download: bool = True) -> Source:
 BUILTIN = {"fashion-mnist": fashion_mnist, "fashion_mnist": fashion_mnist, "fmnist": fashion_mnist}
 
 
-def open_source(data: str | os.PathLike[str]) -> Source:
-    """Resolve what the user typed: a built-in name, a CSV file, or a folder."""
+def open_source(data: str | os.PathLike[str], kind: str = "auto") -> Source:
+    """Resolve what the user typed: a built-in name, a CSV file, or a folder. ``kind`` ("auto",
+    "images", "sequences") says whether samples are images or folders of frames (``data.sequences``)."""
+    from .sequences import as_sequences
+
     name = str(data)
     if name.lower() in BUILTIN and not os.path.exists(name):
-        return BUILTIN[name.lower()]()
+        return as_sequences(BUILTIN[name.lower()](), kind)
     p = Path(name)
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
-        return from_csv(p, name)
+        return as_sequences(from_csv(p, name), kind)
     if p.is_dir():
-        return from_folder(p, name)
+        return as_sequences(from_folder(p, name), kind)
     if p.exists():
         raise DataError(f"{name}: not a folder or a .csv file; give a folder of class sub-folders, a CSV or 'fashion-mnist'")
     raise DataError(f"{name}: no such file or folder (built-in datasets: {', '.join(sorted(set(BUILTIN)))})")

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from .. import checkpoint as ckpt
 from ..config import TrainConfig, save_yaml
 from ..data.augment import BatchAugment, channel_stats, eval_normalize
 from ..data.dataset import Dataset, load_data
+from ..data.sequences import sequence_meta
 from ..data.sources import DataError
 from ..models import create_model
+from ..models.rnn import model_for_data
 from .optim import loss_fn, make_optimizer, make_schedule
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_img_per_s"]
@@ -74,6 +77,7 @@ def model_meta(model: nn.Module, ds: Dataset, mean: torch.Tensor, std: torch.Ten
         "metrics": metrics,
         "data": {"source": ds.source.name, "n": {k: len(v) for k, v in ds.splits.items()}},
         "versions": ckpt.versions(),
+        **({"sequence": sequence_meta(ds.frames)} if ds.frames else {}),  # clips: frame count, order rule
     }
 
 
@@ -88,10 +92,12 @@ def predict_logits(model: nn.Module, store: Any, mean: torch.Tensor, std: torch.
     model.eval()
     out = []
     n = len(store)
+    if len(store.shape) == 5:  # clips (N, T, C, H, W): about batch_size frames per batch
+        batch_size = max(1, batch_size // store.shape[1])
     for i in range(0, n, batch_size):
         x = store.take(torch.arange(i, min(n, i + batch_size))).to(device, non_blocking=True)
         x = eval_normalize(x, mean, std)
-        if channels_last:
+        if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
@@ -134,8 +140,13 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log: Any = None,
+    on_epoch_end: Callable[[int, nn.Module, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train ``cfg.model`` on ``data``; write checkpoints, metrics.csv, config.yaml, the split manifest."""
+    """Train ``cfg.model`` on ``data``; write checkpoints, metrics.csv, config.yaml, the split manifest.
+
+    ``on_epoch_end(epoch, eval_model, row)`` is called after each epoch's checkpoints are written (the
+    benchmarks use it to time accuracy); ``row`` is that epoch's metrics.csv row.
+    """
     log = log or _print
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
@@ -157,11 +168,14 @@ def train(
     # The training set lives on the device as uint8; float only inside the step.
     x_train = train_split.store.tensor().to(device) if train_split.store.in_memory else None
     y_train = train_split.labels.to(device)
-    sample = train_split.store.take(torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:20000])
+    sample = train_split.store.take(torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[: 20000 // (ds.frames or 1)])
     mean, std = channel_stats(sample)
     mean, std = mean.to(device), std.to(device)
 
-    model = create_model(cfg.model, len(ds.classes), ds.channels, ds.image_size, **cfg.model_kwargs).to(device)
+    name, model_kwargs = model_for_data(cfg.model, cfg.model_kwargs, ds.frames)  # clips: an image CNN encodes frames
+    if ds.frames:
+        log(f"clips: {n_train} training samples of {ds.frames} frames ({ds.image_size} px); model {name} {model_kwargs}")
+    model = create_model(name, len(ds.classes), ds.channels, ds.image_size, **model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
@@ -217,7 +231,7 @@ def train(
             xb = x_train[idx.to(device)] if x_train is not None else train_split.store.take(idx).to(device, non_blocking=True)
             yb = y_train[idx.to(device)]
             xf = augment(xb, gen)  # (B, C, H, W) float, normalised and augmented
-            if cfg.channels_last:
+            if cfg.channels_last and xf.dim() == 4:
                 xf = xf.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(xf)
@@ -268,6 +282,9 @@ def train(
         if improved or not (run / "best.safetensors").exists():
             ckpt.atomic_save(weights, meta, run / "best.safetensors")
         _save_resume(run, model, ema, opt, sched, gen, epoch + 1, history, best_metric, since_best)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, eval_model, row)
+            model.train()
         if cfg.patience is not None and since_best >= cfg.patience and epoch + 1 < cfg.epochs:
             log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
             stopped_early = True
@@ -278,7 +295,18 @@ def train(
                          train_seconds, ds.classes, stopped_early, [{"path": b.path, "reason": b.reason} for b in ds.broken])
     if cfg.calibrate and val_split is not None and len(val_split) >= 20:
         _calibrate_run(result, ds, device, log)
+    _write_report(result, ds, device, log)
     return result
+
+
+def _write_report(result: TrainResult, ds: Dataset, device: torch.device, log: Any) -> None:
+    """report.html in the run folder. Training has succeeded by now, so a failing report only warns."""
+    try:
+        from ..report import build_report
+
+        log(f"report: {build_report(result.run_dir, ds=ds, device=device, log=log)}")
+    except Exception as e:
+        log(f"warning: report.html not written ({type(e).__name__}: {e}); retry with `pixclass report {result.run_dir}`")
 
 
 def _print(msg: str) -> None:

@@ -1,0 +1,187 @@
+"""engine/fit.py: the training loop -- it learns, it resumes exactly, it repeats, it stops early, and
+it leaves a complete run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import pixclass.engine.fit as fit
+from pixclass import checkpoint as ckpt
+from pixclass.config import TrainConfig, load_yaml, merge
+from pixclass.data.augment import AugmentConfig
+from pixclass.data.sources import DataError
+
+TIMING = ("epoch_seconds", "train_img_per_s")
+#: Augmentation that draws from the run's generator every step, so resuming must restore it.
+BUSY_AUGMENT = AugmentConfig(pad=2, rotate=10, erase=0.5, translate=0.1)
+
+
+def read_metrics(run: Path) -> tuple[list[str], list[dict[str, float]]]:
+    with open(run / "metrics.csv", newline="") as f:
+        r = csv.DictReader(f)
+        rows = [{k: float(v) for k, v in row.items()} for row in r]
+        return list(r.fieldnames or []), rows
+
+
+def assert_rows_match(a: list[dict[str, float]], b: list[dict[str, float]]) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if k not in TIMING:
+                assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7, nan_ok=True), (k, ra, rb)
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    ta, _ = ckpt.read(a)
+    tb, _ = ckpt.read(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.allclose(ta[k].double(), tb[k].double(), rtol=1e-5, atol=1e-6), k
+
+
+@pytest.fixture
+def data(tmp_path, patterns):
+    """Two learnable classes of 16 px images: 20 train, 2 val, 2 test after the default split."""
+    return patterns.folder(tmp_path / "data", {"top": 12, "bottom": 12})
+
+
+# ------------------------------------------------------------------------------------------- it learns
+@pytest.mark.parametrize("model,kw", [
+    ("rescnn", {"model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]}, "optimizer": "sgd", "lr": 0.05}),
+    ("seed_cnn", {"model_kwargs": {}, "optimizer": "adamw", "lr": 3e-3}),
+])
+def test_overfits_one_batch(make_folder, tmp_path, tiny_train, model, kw):
+    """16 noise images with arbitrary labels, one batch per epoch, no augmentation or smoothing: the
+    loop must be able to memorise them (a broken gradient, label or optimizer path cannot)."""
+    noise = make_folder({"a": 8, "b": 8})
+    res = tiny_train(noise, tmp_path / "run", data_cfg={"val_fraction": 0.0, "test_fraction": 0.0},
+                     model=model, epochs=30, batch_size=16, schedule="constant", weight_decay=0.0,
+                     label_smoothing=0.0, augment=AugmentConfig(), **kw)
+    first, last = res.history[0], res.history[-1]
+    assert len(res.history) == 30
+    assert first["train_acc"] <= 0.75
+    assert last["train_acc"] == 1.0
+    assert last["train_loss"] < 0.05 < first["train_loss"]
+
+
+# ------------------------------------------------------------------------------------------- run folder
+def test_run_folder_is_complete(tmp_path, data, tiny_train):
+    (data / "top" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but then nothing")
+    run = tmp_path / "run"
+    res = tiny_train(data, run, epochs=3)
+    cols, rows = read_metrics(run)
+    assert cols == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_img_per_s"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for r, h in zip(rows, res.history, strict=True):
+        assert 0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1
+        assert r["epoch_seconds"] > 0 and r["train_img_per_s"] > 0 and r["lr"] > 0
+        assert r["train_loss"] == pytest.approx(h["train_loss"], rel=1e-5)
+    assert res.history[-1]["val_acc"] == 1.0  # learnable: two val images, both right
+
+    for name in ("best.safetensors", "last.safetensors", "resume.safetensors", "config.yaml", "split_manifest.json"):
+        assert (run / name).is_file(), name
+    # config.yaml reads back into the very config that ran
+    cfg = merge(TrainConfig(), load_yaml(run / "config.yaml"))
+    assert cfg.model == "rescnn" and cfg.model_kwargs == {"widths": [8, 16, 16], "blocks": [0, 1, 1]}
+    assert cfg.epochs == 3 and cfg.optimizer == "adamw" and cfg.data.image_size == 16
+    man = json.loads((run / "split_manifest.json").read_text())
+    assert man["classes"] == ["bottom", "top"]
+    assert sum(len(v) for v in man["splits"].values()) == 24
+    # the broken file is skipped, listed, and reported
+    assert (run / "broken_files.txt").read_text().startswith("top/broken.png\t")
+    assert [b["path"] for b in res.broken] == ["top/broken.png"]
+    assert res.classes == ["bottom", "top"] and res.best == run / "best.safetensors"
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path, data, tiny_train):
+    kw = {"epochs": 2, "augment": BUSY_AUGMENT}
+    tiny_train(data, tmp_path / "a", seed=7, **kw)
+    tiny_train(data, tmp_path / "b", seed=7, **kw)
+    tiny_train(data, tmp_path / "c", seed=8, **kw)
+    a, b, c = (read_metrics(tmp_path / n)[1] for n in "abc")
+    assert_rows_match(a, b)
+    assert_same_tensors(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
+    assert [r["train_loss"] for r in a] != [r["train_loss"] for r in c]
+
+
+# ------------------------------------------------------------------------------------------- resume
+def test_resume_extends_a_run_exactly(tmp_path, data, tiny_train):
+    """1 epoch, then resume to 2 == 2 epochs straight. With a constant rate: a schedule's shape depends
+    on the epoch budget, so only a flat one is the same whatever budget the first run had."""
+    kw = {"schedule": "constant", "augment": BUSY_AUGMENT, "seed": 3}
+    straight = tiny_train(data, tmp_path / "straight", epochs=2, **kw)
+    tiny_train(data, tmp_path / "resumed", epochs=1, **kw)
+    resumed = tiny_train(data, tmp_path / "resumed", epochs=2, resume=True, **kw)
+    assert len(resumed.history) == 2
+    assert_rows_match(read_metrics(tmp_path / "straight")[1], read_metrics(tmp_path / "resumed")[1])
+    assert resumed.best_metric == straight.best_metric
+    for f in ("best.safetensors", "last.safetensors"):
+        assert_same_tensors(tmp_path / "straight" / f, tmp_path / "resumed" / f)
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_interrupted_run_resumes_exactly(tmp_path, data, tiny_train, monkeypatch, ema):
+    """The default one-cycle schedule (and weight EMA): stopped after epoch 1 of 3, then resumed, the
+    run ends exactly where an uninterrupted one does."""
+    kw = {"epochs": 3, "schedule": "onecycle", "optimizer": "sgd", "lr": 0.02, "ema": ema, "augment": BUSY_AUGMENT}
+    tiny_train(data, tmp_path / "straight", **kw)
+
+    save_resume = fit._save_resume
+
+    def stop_after_first_epoch(*a, **k):
+        save_resume(*a, **k)
+        raise KeyboardInterrupt  # as Ctrl-C right after the epoch's checkpoints
+
+    monkeypatch.setattr(fit, "_save_resume", stop_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_train(data, tmp_path / "resumed", **kw)
+    assert len(read_metrics(tmp_path / "resumed")[1]) == 1
+    monkeypatch.setattr(fit, "_save_resume", save_resume)
+    tiny_train(data, tmp_path / "resumed", resume=True, **kw)
+
+    assert_rows_match(read_metrics(tmp_path / "straight")[1], read_metrics(tmp_path / "resumed")[1])
+    for f in ("best.safetensors", "last.safetensors"):
+        assert_same_tensors(tmp_path / "straight" / f, tmp_path / "resumed" / f)
+
+
+def test_resume_without_state_is_a_clear_error(tmp_path, data, tiny_train):
+    with pytest.raises(DataError, match="nothing to resume"):
+        tiny_train(data, tmp_path / "fresh", resume=True)
+
+
+# ------------------------------------------------------------------------------------------- stopping
+def test_early_stopping_stops_before_the_budget(tmp_path, data, tiny_train):
+    """lr = 0 and a model without batch norm: the validation metric cannot improve after epoch 1."""
+    res = tiny_train(data, tmp_path / "run", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=0.0,
+                     schedule="constant", epochs=10, patience=2)
+    assert res.stopped_early
+    assert len(res.history) == 3  # epoch 1 sets the best, 2 and 3 do not beat it
+    assert len(read_metrics(tmp_path / "run")[1]) == 3
+    # the same patience that the budget ends first is not an early stop
+    res = tiny_train(data, tmp_path / "run2", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=0.0,
+                     schedule="constant", epochs=3, patience=2)
+    assert not res.stopped_early and len(res.history) == 3
+
+
+# ------------------------------------------------------------------------------------------- losses
+@pytest.mark.parametrize("loss,smoothing", [("ce", 0.3), ("mse", 0.0)])
+def test_loss_options_reach_the_loop(tmp_path, data, tiny_train, monkeypatch, loss, smoothing):
+    seen = []
+
+    def spy(name, label_smoothing=0.0):
+        seen.append((name, label_smoothing))
+        return fit_loss_fn(name, label_smoothing)
+
+    fit_loss_fn = fit.loss_fn
+    monkeypatch.setattr(fit, "loss_fn", spy)
+    res = tiny_train(data, tmp_path / "run", epochs=1, loss=loss, label_smoothing=smoothing)
+    assert seen == [(loss, smoothing)]
+    assert torch.isfinite(torch.tensor(res.history[0]["train_loss"]))
+    if loss == "mse":  # MSE on softmax vs one-hot is at most 1 per sample
+        assert 0 <= res.history[0]["train_loss"] <= 1

@@ -1,0 +1,38 @@
+"""Accuracy targets on real Fashion-MNIST (slow: minutes of CPU training; `make test-slow`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pixclass.data.sources import DataError, fashion_mnist
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _need_fashion_mnist() -> None:
+    try:
+        fashion_mnist(download=False)
+    except DataError:
+        pytest.skip("Fashion-MNIST is not installed (make setup installs Debian's dataset-fashion-mnist)")
+
+
+def _train_and_test(tmp_path, overrides: dict) -> float:
+    from pixclass.config import DATA_DEFAULTS, PRESETS, TrainConfig, merge
+    from pixclass.engine.fit import train
+    from pixclass.evaluate import evaluate
+
+    cfg = merge(TrainConfig(), DATA_DEFAULTS["fashion-mnist"])
+    cfg = merge(cfg, PRESETS.get(overrides.pop("preset", "default"), {}))
+    cfg = merge(cfg, overrides)
+    res = train("fashion-mnist", cfg, tmp_path / "run", progress=False)
+    return evaluate(res.best, "fashion-mnist", "test", progress=False)["accuracy"]
+
+
+def test_seed_recipe_reaches_90(tmp_path) -> None:
+    # The seed's CNN and Keras recipe (SGD 0.01/0.9, batch 32, 10 epochs): Keras reaches about 91%.
+    assert _train_and_test(tmp_path, {"preset": "seed"}) >= 0.90
+
+
+def test_default_recipe_reaches_92(tmp_path) -> None:
+    assert _train_and_test(tmp_path, {}) >= 0.92
