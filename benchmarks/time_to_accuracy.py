@@ -41,6 +41,7 @@ from pixclass.config import DATA_DEFAULTS, PRESETS, TrainConfig, merge
 from pixclass.data.augment import eval_normalize
 from pixclass.data.dataset import load_data
 from pixclass.engine.fit import train
+from pixclass.models import count_flops, create_model
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93)
 KERAS_SPEEDUP_GOAL = 5.0  # pixclass reaches Keras's 10-epoch accuracy in <= 1/5 of Keras's time
@@ -165,14 +166,15 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         "Time to accuracy on Fashion-MNIST test (10k images): wall-clock seconds of training until the test "
         "accuracy first reaches each level (scored after every epoch; scoring time left out).",
-        common.machine_line(m),
+        common.machine_line(m) + f" fp32 matmul peak {res['matmul_peak_gflops']:.0f} GFLOP/s (utilization: "
+        "3 x forward FLOPs per image x median epoch images/s over that peak).",
         "",
-        f"| recipe | epochs | final acc | final acc (flip TTA) | {head} | total s |",
-        "|---|---:|---:|---:|" + "---:|" * len(targets) + "---:|",
+        f"| recipe | epochs | final acc | final acc (flip TTA) | {head} | total s | train images/s | utilization |",
+        "|---|---:|---:|---:|" + "---:|" * len(targets) + "---:|---:|---:|",
     ]
     for name, s in res["sides"].items():
         if "skipped" in s:
-            lines.append(f"| {name} | {s['skipped']} |" + " |" * (len(targets) + 3))
+            lines.append(f"| {name} | {s['skipped']} |" + " |" * (len(targets) + 5))
             continue
         h = s["history"]
         reach = [fmt_s(first_reach(h, t)) for t in targets]
@@ -180,7 +182,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {len(h)} | {common.fmt_pct(h[-1]['test_acc'], 2) if h else '–'} | {flip} | "
             + " | ".join(reach)
-            + f" | {fmt_s(h[-1]['wall_s'] if h else None)} |"
+            + f" | {fmt_s(h[-1]['wall_s'] if h else None)} | {common.fmt_int(s.get('median_img_per_s'))} | "
+            f"{common.fmt_pct(s.get('utilization'))} |"
         )
     lines += ["", "Per epoch (test accuracy, wall seconds):", ""]
     for name, s in res["sides"].items():
@@ -256,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     common.set_threads(a.threads)
     info = common.context(a.threads)
     loads: dict[str, float | None] = {"start": common.loadavg()}
+    peak0 = common.matmul_peak(a.threads)
     sides: dict[str, Any] = {}
     for r in recipes:
         loads[f"pixclass_{r}"] = common.loadavg()
@@ -276,6 +280,18 @@ def main(argv: list[str] | None = None) -> int:
             seed=a.seed,
         )
     loads["end"] = common.loadavg()
+    peak = max(peak0["gflops"], common.matmul_peak(a.threads)["gflops"])
+    for side in sides.values():  # training utilization: median epoch images/s x training FLOPs / peak
+        if "history" not in side or not side["history"]:
+            continue
+        model = side.get("config", {}).get("model", "seed_cnn")
+        kw = side.get("config", {}).get("model_kwargs", {}) or {}
+        flops = 3 * count_flops(create_model(model, 10, 1, 28, **kw), 1, 28)
+        n = side.get("n_train", 0)
+        ips = [h.get("img_per_s") or n / h["epoch_s"] for h in side["history"]]
+        side["train_flops_per_image"] = flops
+        side["median_img_per_s"] = common.median(ips)
+        side["utilization"] = common.utilization(flops, side["median_img_per_s"], peak)
 
     k = sides["keras seed"]
     keras_target = k["history"][-1]["test_acc"] if "history" in k and k["history"] else None
@@ -341,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "load_average_1min": loads,
         "thresholds": THRESHOLDS,
+        "matmul_peak_gflops": peak,
         "keras_target": keras_target,
         "sides": sides,
         "summary": summary,

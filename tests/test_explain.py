@@ -8,6 +8,7 @@ colour alone decides the class, so the only evidence is inside the square's box.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,6 +62,14 @@ def spot_set(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray, list[tuple[in
         labels.append(CLASSES.index(name))
         boxes.append(box)
     return torch.from_numpy(np.stack(ims)), np.array(labels), boxes  # type: ignore[return-value]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:  # two test workers share two cores: intra-op threads would only contend
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _train_spots(root: Path) -> None:

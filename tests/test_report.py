@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +18,14 @@ from pixclass.cli import main
 PLOTS = ("learning_curves.png", "confusion_val.png", "reliability_val.png", "mistakes_val.png")
 SECTIONS = ("Dataset", "Learning curves", "Confusion matrix", "Per class", "Most confused pairs", "Calibration",
             "Worst mistakes", "Config", "Timing")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:  # two test workers share two cores: intra-op threads would only contend
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _train(data: Path, out: Path, epochs: int = 2, log: list[str] | None = None) -> None:

@@ -52,6 +52,11 @@ def cmd_train(a: argparse.Namespace) -> int:
         if not (run / "config.yaml").is_file():
             raise DataError(f"{run}: not a run folder (no config.yaml); give the --out folder of the interrupted run")
         cfg = merge(TrainConfig(), load_yaml(run / "config.yaml"), str(run / "config.yaml"))
+        # --epochs / --patience may extend a resumed run; the learning-rate schedule is then laid out
+        # for the new budget from the step reached. Every other option comes from the run's config.yaml.
+        extend = {k: getattr(a, k) for k in ("epochs", "patience") if getattr(a, k) is not None}
+        if extend:
+            cfg = merge(cfg, extend, "command line")
         data = a.data or json.loads((run / "split_manifest.json").read_text())["data"]
         out = run
     else:

@@ -315,11 +315,9 @@ def _print(msg: str) -> None:
 
 def _calibrate_run(result: TrainResult, ds: Dataset, device: torch.device, log: Any) -> None:
     """Fit a temperature on the validation split and store it in best/last checkpoints."""
-    try:
-        from ..calibrate import fit_temperature
-    except ImportError:  # calibration arrives with the explain/report issue
-        return
-    for path in (result.best, result.last):
+    from ..calibrate import fit_temperature
+
+    for path in (result.last, result.best):  # best last, so the log line reports best's temperature
         c = ckpt.load(path)
         model = c.build_model().to(device)
         mean = torch.tensor(c.meta["normalization"]["mean"], device=device)
@@ -328,7 +326,7 @@ def _calibrate_run(result: TrainResult, ds: Dataset, device: torch.device, log: 
         t = fit_temperature(logits, ds.splits["val"].labels)
         c.meta["temperature"] = t
         ckpt.atomic_save(c.state_dict, c.meta, path)
-    log(f"calibrated: temperature {t:.3f} (fit on {len(ds.splits['val'])} validation images)")
+    log(f"calibrated best.safetensors: temperature {t:.3f} (fit on {len(ds.splits['val'])} validation images)")
 
 
 def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
