@@ -22,7 +22,7 @@ from .data.dataset import DataConfig
 class TrainConfig:
     model: str = "rescnn"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 256
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1  # peak learning rate, for batch_size (not rescaled automatically)
@@ -40,7 +40,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (measured slower there)
-    channels_last: bool = False
+    channels_last: bool = True  # measured: +15-30% training img/s for the CNNs on this 2-core CPU
     calibrate: bool = True  # fit a temperature on the validation split after training
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()

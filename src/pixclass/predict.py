@@ -82,6 +82,10 @@ class Predictor:
         self.std = torch.tensor(meta["normalization"]["std"], device=self.device).view(1, -1, 1, 1)
         self.temperature = float(meta.get("temperature", 1.0))
         self.frames: int | None = meta["sequence"]["frames"] if meta.get("sequence") else None  # clip models: T
+        # Run in the memory format the model trained in: faster on CPU, and the same numbers as training.
+        self.channels_last = bool(meta.get("train_config", {}).get("channels_last")) and not self.frames
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Predictor:
@@ -103,6 +107,8 @@ class Predictor:
             batch_size = max(1, batch_size // x.shape[1])
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(self.device).float().div_(255).sub_(self.mean).div_(self.std)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             out.append((self.model(xb).float() / self.temperature).softmax(1).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
