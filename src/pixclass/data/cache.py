@@ -15,10 +15,11 @@ import json
 import multiprocessing as mp
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +121,28 @@ def _pool(n_tasks: int, workers: int | None) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
+def run_chunks(fn: Callable[..., list[Any]], tasks: list[tuple], sizes: list[int], bar: Any, workers: int | None) -> list[Any]:
+    """Run ``fn(*task)`` for every task, in worker processes when there are several, advancing ``bar``
+    by each task's size as it completes; returns the concatenated results, in task order."""
+    out: list[Any] = []
+    pool = _pool(len(tasks), workers)
+    try:
+        if pool:
+            futs = [pool.submit(fn, *t) for t in tasks]
+            for f, n in zip(futs, sizes, strict=True):
+                out += f.result()
+                bar.update(n)
+        else:
+            for t, n in zip(tasks, sizes, strict=True):
+                out += fn(*t)
+                bar.update(n)
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
+    return out
+
+
 def _probe_chunk(paths: list[str], max_pixels: int) -> list[tuple[int, int, str] | str]:
     out: list[tuple[int, int, str] | str] = []
     for p in paths:
@@ -213,25 +236,10 @@ def decode_all(
     if not hit:
         tmp = d / f"{key}.{os.getpid()}.npy.tmp"
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
-        errors: list[tuple[int, str]] = []
         chunks = _chunks(len(paths))
+        tasks = [(str(tmp), shape, a, list(paths[a:b]), size, channels, tuple(background), max_pixels) for a, b in chunks]
         bar = tqdm(total=len(paths), desc="decoding images (once)", unit="img", disable=not progress or len(paths) < 500)
-        pool = _pool(len(chunks), workers)
-        try:
-            args = [(str(tmp), shape, a, list(paths[a:b]), size, channels, tuple(background), max_pixels) for a, b in chunks]
-            if pool:
-                futs = [pool.submit(_decode_chunk, *a) for a in args]
-                for f, (a, b) in zip(futs, chunks, strict=True):
-                    errors += f.result()
-                    bar.update(b - a)
-            else:
-                for a in args:
-                    errors += _decode_chunk(*a)
-                    bar.update(len(a[3]))
-        finally:
-            bar.close()
-            if pool:
-                pool.shutdown()
+        errors = run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
         os.replace(tmp, npy)
         # The JSON is written last: its presence marks a complete cache entry.
         _atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))

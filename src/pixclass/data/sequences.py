@@ -52,10 +52,10 @@ from .cache import (
     DEFAULT_RAM_LIMIT,
     ImageStore,
     _atomic_write_text,
-    _pool,
     cache_dir,
     file_list_key,
     probe_all,
+    run_chunks,
 )
 from .decode import (
     DEFAULT_BACKGROUND,
@@ -247,25 +247,10 @@ def decode_clips(
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
         per = max(1, 128 // max(t, 1))  # about 128 frames per task, as for images
         chunks = [(i, min(len(clips), i + per)) for i in range(0, len(clips), per)]
-        errors: list[tuple[int, str, str]] = []
+        tasks = [(str(tmp), a, [list(c) for c in clips[a:b]], size, channels, tuple(background), max_pixels)
+                 for a, b in chunks]
         bar = tqdm(total=len(clips), desc="decoding clips (once)", unit="clip", disable=not progress or len(flat) < 500)
-        pool = _pool(len(chunks), workers)
-        try:
-            tasks = [(str(tmp), a, [list(c) for c in clips[a:b]], size, channels, tuple(background), max_pixels)
-                     for a, b in chunks]
-            if pool:
-                futs = [pool.submit(_decode_clip_chunk, *task) for task in tasks]  # type: ignore[arg-type]
-                for f, (a, b) in zip(futs, chunks, strict=True):
-                    errors += f.result()
-                    bar.update(b - a)
-            else:
-                for task in tasks:
-                    errors += _decode_clip_chunk(*task)  # type: ignore[arg-type]
-                    bar.update(len(task[2]))
-        finally:
-            bar.close()
-            if pool:
-                pool.shutdown()
+        errors = run_chunks(_decode_clip_chunk, tasks, [b - a for a, b in chunks], bar, workers)
         os.replace(tmp, npy)
         _atomic_write_text(meta, json.dumps({"settings": settings, "n": len(clips), "errors": errors}))
     info = json.loads(meta.read_text())
