@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark",
     )
     loads["pixclass"] = common.loadavg()
-    px = run_pixclass_cfg(ds, cfg, a.batch_size, a.epochs, channels_last=False)
+    px = run_pixclass_cfg(ds, cfg, a.batch_size, a.epochs, channels_last=None)  # the config's default
     px_epoch_s = px["images_per_epoch"] / px["img_per_s"]
     print(f"pixclass: {px['img_per_s']:,.0f} img/s, epoch {px_epoch_s:.2f} s", flush=True)
 

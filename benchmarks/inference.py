@@ -3,7 +3,8 @@
 For ``seed_cnn`` and the default model (``rescnn``), 1 x 28 x 28 grey Fashion-MNIST test images:
 
 * **pixclass**: ``Predictor.probs_from_uint8`` -- uint8 in, calibrated probabilities out (the
-  normalisation, forward pass and softmax that ``pixclass predict`` runs after decoding).
+  normalisation, forward pass and softmax that ``pixclass predict`` runs after decoding), built as
+  from a checkpoint of the default training config (so with its memory format: channels_last).
 * **torch eager**: ``model(x)`` under ``torch.no_grad()`` on an already normalised float tensor.
 * **keras** (seed_cnn only: the seed's Keras model; child process, ``keras_peer.py``): ``predict``,
   the issue's peer, and the lighter ``predict_on_batch`` and ``model(x)`` calls, on x / 255 floats.
@@ -40,6 +41,7 @@ import common
 import torch
 from torch import nn
 
+from pixclass.config import TrainConfig
 from pixclass.models import count_flops, create_model
 from pixclass.predict import Predictor
 
@@ -57,6 +59,8 @@ def make_predictor(model: nn.Module, classes: list[str]) -> Predictor:
         "channels": 1,
         "normalization": {"mean": [MEAN], "std": [STD], "scale": 1 / 255},
         "temperature": 1.0,
+        # What a checkpoint of the default training config says: the predictor follows its memory format.
+        "train_config": {"channels_last": TrainConfig().channels_last},
     }
     return Predictor(model, meta, "cpu")
 
@@ -151,7 +155,7 @@ def lever_fn(name: str, model: nn.Module, x1: torch.Tensor, threads: int) -> tup
 
 def measure(fn1: Callable[[], Any], fnb: Callable[[], Any], n: int, a: argparse.Namespace) -> dict[str, Any]:
     lat = common.lat_summary(common.latencies(fn1, a.calls, a.warmup, a.max_seconds))
-    tl = common.latencies(fnb, a.repeats, 1, a.max_seconds, min_calls=1)
+    tl = common.latencies(fnb, a.repeats, 2, a.max_seconds, min_calls=1)
     return {"latency": lat, "img_per_s": n / statistics.median(tl)}
 
 
@@ -178,8 +182,13 @@ def markdown(res: dict[str, Any]) -> str:
                 continue
             lat, ips = s["latency"], s["img_per_s"]
             vs = f"{ips / k:.2f}x" if k else "–"
+            label = (
+                f"{side} (channels_last)"
+                if side == "pixclass predictor" and r.get("predictor_channels_last")
+                else side
+            )
             lines.append(
-                f"| {side} | {lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {ips:,.0f} | {vs} | "
+                f"| {label} | {lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {ips:,.0f} | {vs} | "
                 f"{common.fmt_pct(s['utilization'], 2)} |"
             )
     lines.append("")
@@ -316,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 print(f"{name:10s} {side:28s} {s['skipped']}", flush=True)
-        models[name] = {"forward_flops_per_image": fwd, "sides": sides}
+        models[name] = {
+            "forward_flops_per_image": fwd,
+            "predictor_channels_last": getattr(pred, "channels_last", False),
+            "sides": sides,
+        }
 
     peak1 = common.matmul_peak(a.threads)
     peak = max(peak0["gflops"], peak1["gflops"])

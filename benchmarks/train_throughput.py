@@ -55,28 +55,22 @@ def steady(values: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ pixclass
-def run_pixclass(ds: Any, batch: int, epochs: int, channels_last: bool) -> dict[str, Any]:
-    """The ``seed`` preset at this batch size (no augmentation: the seed had none)."""
+def run_pixclass(ds: Any, batch: int, epochs: int, channels_last: bool | None) -> dict[str, Any]:
+    """The ``seed`` preset at this batch size (no augmentation: the seed had none); ``channels_last``
+    None keeps the config's default, as ``pixclass train fashion-mnist --preset seed`` would."""
     return run_pixclass_cfg(
         ds, merge(TrainConfig(), PRESETS["seed"], "preset seed"), batch, epochs, channels_last
     )
 
 
 def run_pixclass_cfg(
-    ds: Any, cfg: TrainConfig, batch: int, epochs: int, channels_last: bool
+    ds: Any, cfg: TrainConfig, batch: int, epochs: int, channels_last: bool | None
 ) -> dict[str, Any]:
     """``train(ds, cfg)`` for ``epochs`` epochs; images/s from its metrics.csv."""
-    cfg = merge(
-        cfg,
-        {
-            "batch_size": batch,
-            "epochs": epochs,
-            "calibrate": False,
-            "device": "cpu",
-            "channels_last": channels_last,
-        },
-        "benchmark",
-    )
+    o: dict[str, Any] = {"batch_size": batch, "epochs": epochs, "calibrate": False, "device": "cpu"}
+    if channels_last is not None:
+        o["channels_last"] = channels_last
+    cfg = merge(cfg, o, "benchmark")
     with tempfile.TemporaryDirectory(prefix="pixclass-bench-") as td:
         res = train(ds, cfg, td, progress=False, log=lambda m: None)
         with open(Path(td) / "metrics.csv", newline="") as f:
@@ -90,7 +84,7 @@ def run_pixclass_cfg(
         "img_per_s": steady(ips),
         "train_loss": [float(r["train_loss"]) for r in rows],
         "train_seconds": res.train_seconds,
-        "channels_last": channels_last,
+        "channels_last": cfg.channels_last,
     }
 
 
@@ -186,7 +180,7 @@ def markdown(res: dict[str, Any]) -> str:
                 continue
             ips = s["img_per_s"]
             lines.append(
-                f"| {b} | {name} | {ips:,.0f} | {s['epoch_img_per_s'][0]:,.0f} | "
+                f"| {b} | {name}{' (channels_last)' if s.get('channels_last') else ''} | {ips:,.0f} | {s['epoch_img_per_s'][0]:,.0f} | "
                 f"{f'{ips / k:.2f}x' if k else '–'} | {f'{ips / t:.2f}x' if t else '–'} | "
                 f"{common.fmt_pct(s['utilization'])} |"
             )
@@ -222,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sides",
         default="pixclass,torch,keras",
-        help="which to time, of pixclass, pixclass_cl (channels_last), torch, torch_dataloader, keras, keras_xla",
+        help="which to time, of pixclass (the preset's own settings), pixclass_cl / pixclass_nocl (channels_last "
+        "forced on / off), torch, torch_dataloader, keras, keras_xla",
     )
     ap.add_argument("--keras-xla", action="store_true", help="also time Keras with jit_compile=True")
     ap.add_argument("--seed", type=int, default=0)
@@ -233,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     sides = [s.strip() for s in a.sides.split(",") if s.strip()]
     if a.keras_xla and "keras_xla" not in sides:
         sides.append("keras_xla")
-    known = ("pixclass", "pixclass_cl", "torch", "torch_dataloader", "keras", "keras_xla")
+    known = ("pixclass", "pixclass_cl", "pixclass_nocl", "torch", "torch_dataloader", "keras", "keras_xla")
     if bad := [s for s in sides if s not in known]:
         ap.error(f"unknown side(s) {', '.join(bad)}; choose from {', '.join(known)}")
     batches = [int(b) for b in a.batches.split(",")]
@@ -263,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:
             loads[f"b{b}_{side}"] = common.loadavg()
             t0 = time.perf_counter()
-            if side in ("pixclass", "pixclass_cl"):
-                r = run_pixclass(ds, b, a.epochs, channels_last=side == "pixclass_cl")
+            if side in ("pixclass", "pixclass_cl", "pixclass_nocl"):
+                cl = {"pixclass": None, "pixclass_cl": True, "pixclass_nocl": False}[side]
+                r = run_pixclass(ds, b, a.epochs, channels_last=cl)
             elif side in ("torch", "torch_dataloader"):
                 r = run_torch(arr["x_train"], arr["y_train"], b, a.epochs, side == "torch_dataloader", a.seed)
             else:  # keras, keras_xla
