@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import lat_summary, latencies
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -170,28 +171,6 @@ def task_accuracy(a: argparse.Namespace, keras: Any) -> dict[str, Any]:
     return {"n_train": len(x), "n_test": len(x_test), "batch": a.batch, "epochs": a.epochs, "history": rows}
 
 
-def _latencies(fn: Any, calls: int, warmup: int, max_seconds: float, min_calls: int = 50) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out: list[float] = []
-    t_end = time.perf_counter() + max_seconds
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-        if len(out) >= min_calls and time.perf_counter() > t_end:
-            break
-    return out
-
-
-def _lat_summary(lat: list[float]) -> dict[str, Any]:
-    ms = np.array(lat) * 1e3
-    return {
-        "calls": len(lat),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-    }
 
 
 def task_infer(a: argparse.Namespace, keras: Any) -> dict[str, Any]:
@@ -209,12 +188,12 @@ def task_infer(a: argparse.Namespace, keras: Any) -> dict[str, Any]:
         "call": (lambda x: model(x, training=False).numpy()),
     }
     for name, f in ways.items():
-        res["latency"][name] = _lat_summary(_latencies(lambda f=f: f(x1), a.calls, a.warmup, a.max_seconds))
+        res["latency"][name] = lat_summary(latencies(lambda f=f: f(x1), a.calls, a.warmup, a.max_seconds))
         if name == "predict":
-            lat = _latencies(lambda f=f: f(xs), a.repeats, 1, a.max_seconds, min_calls=1)
+            lat = latencies(lambda f=f: f(xs), a.repeats, 1, a.max_seconds, min_calls=1)
             ips = len(xs) / statistics.median(lat)
         else:
-            lat = _latencies(lambda f=f: f(xb), a.batch_calls, 3, a.max_seconds)
+            lat = latencies(lambda f=f: f(xb), a.batch_calls, 3, a.max_seconds)
             ips = a.batch / statistics.median(lat)
         res["throughput"][name] = {"calls": len(lat), "img_per_s": ips}
         print(
