@@ -225,4 +225,9 @@ def median(xs: list[float]) -> float:
     return float(np.median(xs)) if xs else float("nan")
 
 
+def load_line(loads: dict[str, Any]) -> str:
+    """The markdown line every result ends with: the 1-minute load average at each phase."""
+    return "1-minute load average: " + ", ".join(f"{k} {v}" for k, v in loads.items()) + "."
+
+
 # ------------------------------------------------------------------------------------------ timing

@@ -108,7 +108,7 @@ def markdown(res: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "1-minute load average: " + ", ".join(f"{k} {v}" for k, v in res["load_average_1min"].items()) + ".",
+        common.load_line(res["load_average_1min"]),
     ]
     return "\n".join(lines) + "\n"
 

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['img_per_s']:,.0f} | {min(r['bursts']):,.0f}-{max(r['bursts']):,.0f} | "
             f"{common.fmt_pct(r['utilization'])} |"
         )
-    lines += ["", "1-minute load average: " + ", ".join(f"{k} {v}" for k, v in loads.items()) + "."]
+    lines += ["", common.load_line(loads)]
     md = "\n".join(lines) + "\n"
     print("\n" + md, end="")
     res = {
