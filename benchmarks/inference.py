@@ -51,8 +51,9 @@ DEFAULT_LEVERS = "inference_mode,threads1,channels_last,bn_fold,jit_freeze,onnxr
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train statistics, in [0, 1] units
 
 
-def make_predictor(model: nn.Module, classes: list[str]) -> Predictor:
-    """The predictor a checkpoint of this model would give (only the metadata it reads)."""
+def make_predictor(model: nn.Module, classes: list[str], backend: str = "auto") -> Predictor:
+    """The predictor a checkpoint of this model would give (only the metadata it reads), on its own
+    copy of the model (the torch backend converts its model to channels_last)."""
     meta = {
         "classes": classes,
         "input_size": 28,
@@ -62,7 +63,7 @@ def make_predictor(model: nn.Module, classes: list[str]) -> Predictor:
         # What a checkpoint of the default training config says: the predictor follows its memory format.
         "train_config": {"channels_last": TrainConfig().channels_last},
     }
-    return Predictor(model, meta, "cpu")
+    return Predictor(copy.deepcopy(model), meta, "cpu", backend=backend)
 
 
 def batched(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, b: int) -> Callable[[], None]:
@@ -182,11 +183,11 @@ def markdown(res: dict[str, Any]) -> str:
                 continue
             lat, ips = s["latency"], s["img_per_s"]
             vs = f"{ips / k:.2f}x" if k else "–"
-            label = (
-                f"{side} (channels_last)"
-                if side == "pixclass predictor" and r.get("predictor_channels_last")
-                else side
-            )
+            label = side
+            if side == "pixclass predictor":
+                label += f" (backend {s.get('backend', 'torch')})"
+            if side.startswith("pixclass predictor") and "onnxruntime" not in label and r.get("predictor_channels_last"):
+                label = label[:-1] + ", channels_last)" if label.endswith(")") else label + " (channels_last)"
             lines.append(
                 f"| {label} | {lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {ips:,.0f} | {vs} | "
                 f"{common.fmt_pct(s['utilization'], 2)} |"
@@ -266,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
             n,
             a,
         )
+        sides["pixclass predictor"]["backend"] = pred.backend
+        if pred.backend != "torch":  # the same predictor on PyTorch eager, for comparison
+            pred_t = make_predictor(model, classes, backend="torch")
+            sides["pixclass predictor (backend torch)"] = measure(
+                lambda pred=pred_t: pred.probs_from_uint8(x1_u8),
+                lambda pred=pred_t: pred.probs_from_uint8(x_u8, batch_size=a.batch),
+                n,
+                a,
+            )
 
         def eager(x: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
             with torch.no_grad():
@@ -328,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = {
             "forward_flops_per_image": fwd,
             "predictor_channels_last": getattr(pred, "channels_last", False),
+            "predictor_backend": pred.backend,
             "sides": sides,
         }
 

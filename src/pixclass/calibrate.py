@@ -121,15 +121,10 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: s
     return summary
 
 
-@torch.no_grad()
 def logits_from_uint8(pred: Any, store: Any, batch_size: int = 512) -> torch.Tensor:
-    """Raw logits (N, K) of a Predictor's model for every row of a uint8 store (N, C, S, S)."""
-    out = []
-    n = len(store)
-    for i in range(0, n, batch_size):
-        xb = store.take(torch.arange(i, min(n, i + batch_size))).to(pred.device).float().div_(255)
-        out.append(pred.model(xb.sub_(pred.mean).div_(pred.std)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(pred.classes))
+    """Logits (N, K) before the temperature, as the Predictor computes them (its backend and test-time
+    flip), for every row of a uint8 store (N, C, S, S)."""
+    return pred.logits_from_uint8(store, batch_size)  # type: ignore[no-any-return]
 
 
 __all__ = ["T_MAX", "T_MIN", "calibrate_checkpoint", "calibration_summary", "checkpoint_data_config", "fit_temperature",

@@ -150,18 +150,29 @@ def _add_sequence_opts(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--frames", type=int, help="sequences: frames per clip, sampled uniformly; shorter clips repeat their last frame (default: median length, at most 32)")
 
 
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
+                   help="inference runtime: auto = onnxruntime on the CPU when installed and the model exports "
+                   "exactly (measured ~1.7x faster than PyTorch for small CNNs), else PyTorch (default: auto)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time flip (mean of the image and its mirror). Default: what the checkpoint says; "
+                   "training turns it on when the model trained with flips and it helps on the validation split")
+
+
 # -------------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .metrics import format_report
 
     plots = a.plots or str(Path(a.checkpoint).parent)
-    m = evaluate(a.checkpoint, a.data, a.split, device=a.device, progress=not a.quiet, plots=plots)
+    m = evaluate(a.checkpoint, a.data, a.split, device=a.device, progress=not a.quiet, plots=plots,
+                 backend=a.backend, tta=a.tta)
     classes = list(m["per_class"])
     print(f"{m['data']} [{m['split']}]")
     print(format_report(m, classes))
     if m.get("ece_uncalibrated") is not None:
         print(f"ECE before calibration {m['ece_uncalibrated']:.4f}, after (T = {m['temperature']:.3f}) {m['ece']:.4f}")
+    print(f"test-time flip {'on' if m['tta'] else 'off'}; runtime {m['backend']}")
     if m["broken"]:
         print(f"skipped {len(m['broken'])} unreadable image(s), e.g. {m['broken'][0]['path']}: {m['broken'][0]['reason']}")
     print(f"confusion matrix plot: {m['confusion_png']}")
@@ -188,6 +199,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="FILE", help="write every metric as JSON")
     p.add_argument("--plots", metavar="DIR", help="folder for the confusion-matrix PNG (default: the checkpoint's folder)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    _add_runtime_options(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -198,7 +210,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .data.sequences import expand_clips
     from .predict import Predictor, expand_paths, write_csv
 
-    pred = Predictor.from_checkpoint(a.checkpoint, device=a.device)
+    pred = Predictor.from_checkpoint(a.checkpoint, device=a.device, backend=a.backend, tta=a.tta)
     paths, missing = (expand_clips if pred.frames else expand_paths)(a.paths)  # clip models: sample folders, GIFs
     failed = list(missing)
     preds = []
@@ -242,6 +254,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--min-confidence", type=float, metavar="P", help="answer 'unknown' when the top probability is below P")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    _add_runtime_options(p)
     p.set_defaults(func=cmd_predict)
 
 

@@ -22,7 +22,7 @@ from .data.dataset import DataConfig
 class TrainConfig:
     model: str = "rescnn"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 256
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1  # peak learning rate, for batch_size (not rescaled automatically)
@@ -62,8 +62,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Defaults for built-in datasets: clothes keep their meaning when mirrored, so flipping is on.
-DATA_DEFAULTS: dict[str, dict[str, Any]] = {"fashion-mnist": {"augment": {"hflip": 0.5}}}
+# Defaults for built-in datasets. Fashion-MNIST: clothes keep their meaning when mirrored, so flipping
+# is on; its items are centred and aligned, and pad-and-crop shifts cost accuracy within a 10-epoch
+# budget (measured: 93.04% without vs 92.61% with pad 2 at 9 epochs; benchmarks/README.md).
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {"fashion-mnist": {"augment": {"hflip": 0.5, "pad": 0}}}
 
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:

@@ -17,9 +17,11 @@ from .predict import Predictor
 
 
 def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test", device: str = "cpu",
-             data_cfg: DataConfig | None = None, progress: bool = True, plots: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Metrics of ``checkpoint`` on ``split`` of ``data`` (a plain class folder: every image)."""
-    pred = Predictor.from_checkpoint(checkpoint, device=device)
+             data_cfg: DataConfig | None = None, progress: bool = True, plots: str | os.PathLike[str] | None = None, backend: str = "auto",
+             tta: bool | None = None) -> dict[str, Any]:
+    """Metrics of ``checkpoint`` on ``split`` of ``data`` (a plain class folder: every image).
+    ``backend`` and ``tta`` as for ``Predictor`` (default: the checkpoint's own test-time flip setting)."""
+    pred = Predictor.from_checkpoint(checkpoint, device=device, backend=backend, tta=tta)
     base = data_cfg or DataConfig()
     cfg = replace(base, image_size=pred.size, channels=pred.channels, background=pred.background, val_fraction=0.0, test_fraction=0.0,
                   kind="sequences" if pred.frames else "images", frames=pred.frames)  # the data as the model reads it
@@ -43,6 +45,8 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
     m["split"] = name if ds.source.has_splits else "all"
     m["data"] = str(data)
     m["temperature"] = logits_t
+    m["tta"] = "hflip" if pred.tta else None
+    m["backend"] = pred.backend
     raw_probs = None
     if logits_t != 1.0 and len(probs):  # ECE before calibration too, for comparison
         raw = torch.from_numpy(np.log(np.clip(probs, 1e-30, 1))) * logits_t

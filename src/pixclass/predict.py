@@ -70,7 +70,18 @@ def expand_paths(items: Iterable[str]) -> tuple[list[str], list[DecodeError]]:
 
 
 class Predictor:
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu"):
+    """A trained model ready to predict: the checkpoint's eval transform, normalisation, temperature and
+    test-time augmentation, run by ``backend``: ``auto`` (onnxruntime on the CPU when installed and the
+    model exports faithfully, else PyTorch), ``torch`` or ``onnxruntime``. ``tta`` None follows the
+    checkpoint (``meta["tta"]``, chosen on the validation split at training time); True/False force it.
+    ``model`` stays the plain PyTorch module (explanations use it)."""
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
+                 backend: str = "auto", tta: bool | None = None):
+        from .runtime import BACKENDS, FlipTTA
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta
@@ -82,15 +93,35 @@ class Predictor:
         self.std = torch.tensor(meta["normalization"]["std"], device=self.device).view(1, -1, 1, 1)
         self.temperature = float(meta.get("temperature", 1.0))
         self.frames: int | None = meta["sequence"]["frames"] if meta.get("sequence") else None  # clip models: T
+        self.tta = meta.get("tta") == "hflip" if tta is None else bool(tta)
+        self.net = FlipTTA(self.model).eval() if self.tta else self.model
+        self.backend_requested = backend
+        self._runtime: Any = None
         # Run in the memory format the model trained in: faster on CPU, and the same numbers as training.
         self.channels_last = bool(meta.get("train_config", {}).get("channels_last")) and not self.frames
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Predictor:
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu", backend: str = "auto",
+                        tta: bool | None = None) -> Predictor:
         c = ckpt.load(path)
-        return cls(c.build_model(), c.meta, device)
+        return cls(c.build_model(), c.meta, device, backend, tta)
+
+    @property
+    def runtime(self) -> Any:
+        """The ``runtime.Runtime`` in use, made on first use (an ONNX export takes a moment)."""
+        if self._runtime is None:
+            from .runtime import make_runtime
+
+            shape = (2, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
+            example = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+            self._runtime = make_runtime(self.net, self.backend_requested, self.device, example, self.channels_last)
+            if self.channels_last and self._runtime.name == "torch":
+                self.model.to(memory_format=torch.channels_last)
+        return self._runtime
+
+    @property
+    def backend(self) -> str:
+        return str(self.runtime.name)
 
     # ------------------------------------------------------------------ tensors
     def preprocess(self, x: ImageInput) -> np.ndarray:
@@ -100,17 +131,22 @@ class Predictor:
         return eval_transform(x if not isinstance(x, os.PathLike) else str(x), self.size, self.channels, self.background)  # type: ignore[arg-type]
 
     @torch.no_grad()
-    def probs_from_uint8(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""
+    def logits_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
+        """(N, C, S, S) uint8 tensor or image store (clips: (N, T, C, S, S)) -> (N, K) logits before the
+        temperature (test-time flip applied when on)."""
         out = []
-        if x.dim() == 5:  # about batch_size frames per forward pass
+        n = len(x)
+        if len(x.shape) == 5:  # about batch_size frames per forward pass
             batch_size = max(1, batch_size // x.shape[1])
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(self.device).float().div_(255).sub_(self.mean).div_(self.std)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            out.append((self.model(xb).float() / self.temperature).softmax(1).cpu())
+        for i in range(0, n, batch_size):
+            xb = x[i : i + batch_size] if isinstance(x, torch.Tensor) else x.take(torch.arange(i, min(n, i + batch_size)))
+            xb = xb.to(self.device).float().div_(255).sub_(self.mean).div_(self.std)
+            out.append(self.runtime.run(xb).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
+        """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""
+        return (self.logits_from_uint8(x, batch_size) / self.temperature).softmax(1)
 
     def _to_predictions(self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]) -> list[Prediction]:
         k = max(1, min(top_k, len(self.classes)))

@@ -73,6 +73,7 @@ def model_meta(model: nn.Module, ds: Dataset, mean: torch.Tensor, std: torch.Ten
             "size": ds.image_size, "channels": ds.channels, "background": list(cfg.data.background),
         },
         "temperature": temperature,
+        "tta": None,  # "hflip": test-time flip, chosen on the validation split after training
         "train_config": _jsonable(cfg.to_dict()),
         "metrics": metrics,
         "data": {"source": ds.source.name, "n": {k: len(v) for k, v in ds.splits.items()}},
@@ -87,8 +88,8 @@ def _jsonable(x: Any) -> Any:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, store: Any, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-                   batch_size: int = 1024, channels_last: bool = False) -> torch.Tensor:
-    """Logits for every row of a uint8 store, in batches (eval mode)."""
+                   batch_size: int = 1024, channels_last: bool = False, flip: bool = False) -> torch.Tensor:
+    """Logits for every row of a uint8 store, in batches (eval mode); ``flip``: of the mirror images."""
     model.eval()
     out = []
     n = len(store)
@@ -97,6 +98,8 @@ def predict_logits(model: nn.Module, store: Any, mean: torch.Tensor, std: torch.
     for i in range(0, n, batch_size):
         x = store.take(torch.arange(i, min(n, i + batch_size))).to(device, non_blocking=True)
         x = eval_normalize(x, mean, std)
+        if flip:
+            x = x.flip(-1)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(model(x).float().cpu())
@@ -293,8 +296,8 @@ def train(
     log(f"training took {train_seconds:.1f} s ({len(history)} epochs); best {cfg.metric} {best_metric:.4f}")
     result = TrainResult(run, run / "best.safetensors", run / "last.safetensors", history, best_metric,
                          train_seconds, ds.classes, stopped_early, [{"path": b.path, "reason": b.reason} for b in ds.broken])
-    if cfg.calibrate and val_split is not None and len(val_split) >= 20:
-        _calibrate_run(result, ds, device, log)
+    if val_split is not None and len(val_split) >= 20:
+        _finish_run(result, ds, cfg, device, log)
     _write_report(result, ds, device, log)
     return result
 
@@ -313,20 +316,34 @@ def _print(msg: str) -> None:
     print(msg, flush=True)  # flushed: a log file shows each epoch as it ends
 
 
-def _calibrate_run(result: TrainResult, ds: Dataset, device: torch.device, log: Any) -> None:
-    """Fit a temperature on the validation split and store it in best/last checkpoints."""
+def _finish_run(result: TrainResult, ds: Dataset, cfg: TrainConfig, device: torch.device, log: Any) -> None:
+    """After training, on the validation split, for best and last: switch test-time flip on when the
+    run trained with flips and flipping helps there, then fit the temperature (``cfg.calibrate``) on
+    the logits the Predictor will compute. Both go into the checkpoint's metadata."""
     from ..calibrate import fit_temperature
 
-    for path in (result.last, result.best):  # best last, so the log line reports best's temperature
+    val = ds.splits["val"]
+    for path in (result.last, result.best):  # best last, so the log line reports best's numbers
         c = ckpt.load(path)
         model = c.build_model().to(device)
         mean = torch.tensor(c.meta["normalization"]["mean"], device=device)
         std = torch.tensor(c.meta["normalization"]["std"], device=device)
-        logits = predict_logits(model, ds.splits["val"].store, mean, std, device)
-        t = fit_temperature(logits, ds.splits["val"].labels)
-        c.meta["temperature"] = t
+        logits = predict_logits(model, val.store, mean, std, device, channels_last=cfg.channels_last)
+        acc = float((logits.argmax(1) == val.labels).float().mean())
+        msg = f"validation accuracy {acc:.4f}"
+        c.meta["tta"] = None
+        if cfg.augment.hflip > 0:
+            flipped = predict_logits(model, val.store, mean, std, device, channels_last=cfg.channels_last, flip=True)
+            both = (logits + flipped) / 2
+            acc_flip = float((both.argmax(1) == val.labels).float().mean())
+            if acc_flip > acc:
+                c.meta["tta"], logits = "hflip", both
+            msg += f", {acc_flip:.4f} with test-time flip ({'on' if c.meta['tta'] else 'off'})"
+        if cfg.calibrate:
+            c.meta["temperature"] = t = fit_temperature(logits, val.labels)
+            msg += f"; temperature {t:.3f}"
         ckpt.atomic_save(c.state_dict, c.meta, path)
-    log(f"calibrated best.safetensors: temperature {t:.3f} (fit on {len(ds.splits['val'])} validation images)")
+    log(f"best.safetensors: {msg} (on {len(val)} validation images)")
 
 
 def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:

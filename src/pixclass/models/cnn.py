@@ -61,7 +61,7 @@ class ResCNN(nn.Module):
     gradcam_layer = "stages.2"
 
     def __init__(self, num_classes: int, in_chans: int = 3, input_size: int = 32,
-                 widths: tuple[int, ...] = (24, 48, 96), blocks: tuple[int, ...] = (0, 1, 0), dropout: float = 0.0):
+                 widths: tuple[int, ...] = (16, 64, 128), blocks: tuple[int, ...] = (0, 1, 0), dropout: float = 0.0):
         super().__init__()
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, input_size
         widths, blocks = tuple(widths), tuple(blocks)
