@@ -11,7 +11,11 @@ tool for choosing defaults, not one of the issue's goals; ``train_throughput.py`
     .venv/bin/python benchmarks/levers.py --variants seed_cnn:32:2,seed_cnn:32:1 --rounds 10
     .venv/bin/python benchmarks/levers.py --quick
 
-A variant is ``model:batch:threads[:cl]`` (``cl`` = channels_last).
+A variant is ``model:batch:threads[:cl]`` (``cl`` = channels_last); ``model`` may carry rescnn widths,
+``rescnn@16-64-128`` (how the default's widths were chosen: channel counts that suit oneDNN's kernels
+ran faster than narrower ones with fewer FLOPs):
+
+    .venv/bin/python benchmarks/levers.py --variants rescnn@24-48-96:256:2:cl,rescnn@16-64-128:256:2:cl,rescnn@32-64-128:256:2:cl
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class Variant:
         parts = spec.split(":")
         self.spec = spec
         self.model_name, self.batch, self.threads = parts[0], int(parts[1]), int(parts[2])
+        kw: dict = {}
+        if "@" in self.model_name:  # rescnn@16-64-128: the stage widths
+            self.model_name, widths = self.model_name.split("@", 1)
+            kw["widths"] = tuple(int(w) for w in widths.split("-"))
         self.cl = len(parts) > 3 and parts[3] == "cl"
         # seed_cnn: the seed preset (no augmentation); others: the default fashion-mnist recipe.
         cfg = merge(TrainConfig(), DATA_DEFAULTS["fashion-mnist"], "defaults")
@@ -47,7 +55,7 @@ class Variant:
             cfg = merge(cfg, PRESETS["seed"], "seed")
         cfg = merge(cfg, {"model": self.model_name, "batch_size": self.batch}, "variant")
         torch.manual_seed(0)
-        self.model = create_model(self.model_name, 10, 1, 28)
+        self.model = create_model(self.model_name, 10, 1, 28, **kw)
         self.flops = 3 * count_flops(self.model, 1, 28)
         if self.cl:
             self.model = self.model.to(memory_format=torch.channels_last)

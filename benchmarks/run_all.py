@@ -133,7 +133,7 @@ def goal_rows(res: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
     if ta:
         for g in ta["goals"]:
             if g["goal"] == "keras_speedup":
-                label = "Time to the Keras recipe's final accuracy: Keras s / pixclass s"
+                label = f"Time to the Keras recipe's final accuracy: Keras s / pixclass `{g.get('recipe', 'default')}` s"
                 if g.get("ratio"):
                     m = f"{g['ratio']:.1f}x ({g['pixclass_s']:.0f} s vs {g['keras_s']:.0f} s to {100 * g['keras_target']:.2f}%)"
                     rows.append((label, m, ">= 5x", verdict(g["met"])))

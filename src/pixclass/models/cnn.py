@@ -25,11 +25,13 @@ class SeedCNN(nn.Module):
         self.fc1 = nn.Linear(64 * side * side, 64)
         self.fc2 = nn.Linear(64, num_classes)
         self.num_features = 64
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU()  # not in-place: attribution methods hook it
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu(self.conv1(x)))
-        x = self.pool(self.relu(self.conv2(x)))
+        # relu(pool(x)) == pool(relu(x)) (max commutes with a monotonic function), and the ReLU then
+        # touches 4x fewer values: the same network as the seed's, with less memory traffic.
+        x = self.relu(self.pool(self.conv1(x)))
+        x = self.relu(self.pool(self.conv2(x)))
         return self.relu(self.fc1(torch.flatten(x, 1)))
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
