@@ -78,7 +78,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
                  backend: str = "auto", tta: bool | None = None):
-        from .runtime import BACKENDS, FlipTTA
+        from .runtime import BACKENDS, FlipTTA, Normalized
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -94,7 +94,8 @@ class Predictor:
         self.temperature = float(meta.get("temperature", 1.0))
         self.frames: int | None = meta["sequence"]["frames"] if meta.get("sequence") else None  # clip models: T
         self.tta = meta.get("tta") == "hflip" if tta is None else bool(tta)
-        self.net = FlipTTA(self.model).eval() if self.tta else self.model
+        # uint8 in, logits out: normalisation (and test-time flip) inside the module that the runtime runs
+        self.net = Normalized(FlipTTA(self.model) if self.tta else self.model, self.mean, self.std).eval()
         self.backend_requested = backend
         self._runtime: Any = None
         # Run in the memory format the model trained in: faster on CPU, and the same numbers as training.
@@ -113,7 +114,7 @@ class Predictor:
             from .runtime import make_runtime
 
             shape = (2, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
-            example = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+            example = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(self.device)
             self._runtime = make_runtime(self.net, self.backend_requested, self.device, example, self.channels_last)
             if self.channels_last and self._runtime.name == "torch":
                 self.model.to(memory_format=torch.channels_last)
@@ -140,8 +141,7 @@ class Predictor:
             batch_size = max(1, batch_size // x.shape[1])
         for i in range(0, n, batch_size):
             xb = x[i : i + batch_size] if isinstance(x, torch.Tensor) else x.take(torch.arange(i, min(n, i + batch_size)))
-            xb = xb.to(self.device).float().div_(255).sub_(self.mean).div_(self.std)
-            out.append(self.runtime.run(xb).float().cpu())
+            out.append(self.runtime.run(xb.to(self.device)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:

@@ -22,6 +22,20 @@ from torch import nn
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
+class Normalized(nn.Module):
+    """uint8 images in, logits out: the scaling to [0, 1] and the normalisation are part of the graph,
+    so onnxruntime takes the uint8 batch as it is (4x less memory traffic, no PyTorch ops in between)."""
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("scale", 1 / (255 * std.reshape(1, -1, 1, 1).float()))
+        self.register_buffer("shift", (mean / std).reshape(1, -1, 1, 1).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.float() * self.scale - self.shift)
+
+
 class FlipTTA(nn.Module):
     """Test-time flip: the mean of the logits of the image and of its mirror image."""
 
@@ -35,7 +49,7 @@ class FlipTTA(nn.Module):
 
 @dataclass
 class Runtime:
-    """``run(x)``: normalised float batch (N, C, H, W) on the predictor's device -> float logits (N, K)."""
+    """``run(x)``: a batch (N, C, H, W) as the model takes it, on the predictor's device -> float logits (N, K)."""
 
     name: str
     run: Callable[[torch.Tensor], torch.Tensor]
@@ -73,6 +87,9 @@ def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = 
     so.intra_op_num_threads = threads or torch.get_num_threads()
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # No busy-waiting between runs: on a small machine spinning threads starve whatever runs next
+    # (decoding, PyTorch's own thread pool).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:
