@@ -30,9 +30,15 @@ def _train_and_test(tmp_path, overrides: dict) -> float:
 
 
 def test_seed_recipe_reaches_90(tmp_path) -> None:
-    # The seed's CNN and Keras recipe (SGD 0.01/0.9, batch 32, 10 epochs): Keras reaches about 91%.
+    # The seed's CNN and Keras recipe (SGD 0.01/0.9, batch 32, 10 epochs): Keras's own run ended at 89.16%.
     assert _train_and_test(tmp_path, {"preset": "seed"}) >= 0.90
 
 
-def test_default_recipe_reaches_92(tmp_path) -> None:
-    assert _train_and_test(tmp_path, {}) >= 0.92
+def test_default_recipe_reaches_93(tmp_path) -> None:
+    # measured 93.59% (test-time flip on, chosen on validation); 93.0% leaves room for seed noise
+    assert _train_and_test(tmp_path, {}) >= 0.93
+
+
+def test_fast_preset_reaches_90_5(tmp_path) -> None:
+    # measured 91.19% plain / 91.41% with flip in ~42 s
+    assert _train_and_test(tmp_path, {"preset": "fast"}) >= 0.905
