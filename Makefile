@@ -51,8 +51,8 @@ demo: setup
 	$(BIN)/pixclass data sample fashion-mnist --split test -n 8 --out runs/demo/samples
 	$(BIN)/pixclass predict runs/demo/best.safetensors runs/demo/samples --top-k 3
 
-# The whole issue-4 suite (~50 min on 2 cores; needs a quiet machine). Peers (Keras + tensorflow-cpu,
-# onnxruntime) come from `make bench-peers`; without them the suite skips those columns and says so.
+# The whole issue-4 suite (~50 min on 2 cores; needs a quiet machine). The peers (Keras +
+# tensorflow-cpu) come from `make bench-peers`; without them the suite skips those columns and says so.
 # BENCH_ARGS: e.g. --quick (smoke run), --only inference, --with-best, --wait-idle 600.
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
