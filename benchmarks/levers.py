@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "variant": v.spec,
-                "model": v.model_name,
+                "model": v.spec.split(":")[0],  # with @widths when given
                 "batch": v.batch,
                 "threads": v.threads,
                 "channels_last": v.cl,
