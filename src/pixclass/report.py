@@ -158,7 +158,8 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
     clip = f"{meta['sequence']['frames']} frames × " if meta.get("sequence") else ""
     parts.append(f"<h1>{html.escape(title)}</h1><p class='sub'>model <b>{html.escape(spec['name'])}</b> · "
                  f"{len(classes)} classes · input {clip}{meta['channels']}×{meta['input_size']}×{meta['input_size']} · "
-                 f"temperature {float(meta.get('temperature', 1.0)):.3f} · checkpoint {html.escape(best.name)} · "
+                 f"temperature {float(meta.get('temperature', 1.0)):.3f} · "
+                 f"test-time flip {'on' if meta.get('tta') == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
                  f"written {time.strftime('%Y-%m-%d %H:%M')}</p>")
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     for n in notes:
