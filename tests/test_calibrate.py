@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pixclass import checkpoint as ckpt
-from pixclass.calibrate import T_MIN, calibration_summary, fit_temperature, logits_from_uint8
+from pixclass.calibrate import T_MIN, calibration_summary, fit_temperature
 from pixclass.cli import main
 from pixclass.predict import Predictor
 
@@ -109,7 +109,7 @@ def test_calibrate_cli_refits_and_rewrites_the_checkpoint(run: SimpleNamespace, 
     manifest = json.loads((run.best.parent / "split_manifest.json").read_text())
     assert sorted(ds.splits["val"].paths) == sorted(manifest["splits"]["val"])
     pred = Predictor(new.build_model(), new.meta)
-    t = fit_temperature(logits_from_uint8(pred, ds.splits["val"].store), ds.splits["val"].labels)
+    t = fit_temperature(pred.logits_from_uint8(ds.splits["val"].store), ds.splits["val"].labels)
     assert new.meta["temperature"] == pytest.approx(t)
     assert new.meta["temperature"] == pytest.approx(ckpt.load(run.best).meta["temperature"], rel=1e-3)
 

@@ -107,7 +107,7 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: s
         raise DataError(f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})")
     sd = ds.splits[split]
     remap = torch.tensor([pred.classes.index(k) for k in ds.classes], dtype=torch.long)
-    logits = logits_from_uint8(pred, sd.store)
+    logits = pred.logits_from_uint8(sd.store)
     labels = remap[sd.labels]
     old = float(c.meta.get("temperature", 1.0))
     t = fit_temperature(logits, labels)
@@ -121,11 +121,4 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: s
     return summary
 
 
-def logits_from_uint8(pred: Any, store: Any, batch_size: int = 512) -> torch.Tensor:
-    """Logits (N, K) before the temperature, as the Predictor computes them (its backend and test-time
-    flip), for every row of a uint8 store (N, C, S, S)."""
-    return pred.logits_from_uint8(store, batch_size)  # type: ignore[no-any-return]
-
-
-__all__ = ["T_MAX", "T_MIN", "calibrate_checkpoint", "calibration_summary", "checkpoint_data_config", "fit_temperature",
-           "logits_from_uint8"]
+__all__ = ["T_MAX", "T_MIN", "calibrate_checkpoint", "calibration_summary", "checkpoint_data_config", "fit_temperature"]

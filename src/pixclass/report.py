@@ -127,7 +127,6 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
     run folder (``data`` overrides the path recorded in split_manifest.json). ``log`` gets notes, such
     as a rebuilt split that no longer matches the manifest.
     """
-    from .calibrate import logits_from_uint8
     from .metrics import classification_metrics, expected_calibration_error, reliability_bins
     from .plots import plot_confusion, plot_curves, plot_reliability
     from .predict import Predictor
@@ -197,7 +196,7 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
     else:
         pred = Predictor(c.build_model(), meta, device)
         sd = ds.splits[split]
-        logits = logits_from_uint8(pred, sd.store)
+        logits = pred.logits_from_uint8(sd.store)
         labels = sd.labels.numpy()
         probs = (logits / pred.temperature).softmax(1).numpy().astype(np.float64)
         raw = logits.softmax(1).numpy().astype(np.float64)
