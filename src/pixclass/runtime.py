@@ -11,7 +11,6 @@ kept in ``Runtime.note``.
 from __future__ import annotations
 
 import io
-import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +78,6 @@ def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         # The TorchScript exporter: it needs no onnx/onnxscript packages and exports these small nets fine.
         torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["x"], output_names=["logits"],
                           dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
