@@ -1,9 +1,9 @@
 """Inference runtimes for ``Predictor``: PyTorch eager, or the same model exported to ONNX and run by
 onnxruntime on the CPU; and test-time flip as a module that either runtime runs.
 
-Why onnxruntime on the CPU: ``benchmarks/inference.py`` measured seed_cnn at 0.07 ms batch-1 p50 and
-~30k images/s at batch 256 under onnxruntime, against 0.3 ms and ~18k for eager PyTorch (and ~13k
-for Keras ``predict``) on the 2-core machine. The export is checked against eager on a probe batch
+Why onnxruntime on the CPU: ``benchmarks/inference.py`` measured seed_cnn through the Predictor at
+0.12-0.16 ms batch-1 p50 and 24-32k images/s at batch 256 under onnxruntime, against 0.18-0.24 ms
+and 19-23k on PyTorch (channels_last) and ~15k for Keras ``predict``, on the 2-core machine. The export is checked against eager on a probe batch
 before it is used; anything that fails to export or disagrees falls back to eager, with the reason
 kept in ``Runtime.note``.
 """
@@ -24,6 +24,9 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 class Normalized(nn.Module):
     """uint8 images in, logits out: the scaling to [0, 1] and the normalisation are part of the graph,
     so onnxruntime takes the uint8 batch as it is (4x less memory traffic, no PyTorch ops in between)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
@@ -78,8 +81,9 @@ def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        # The TorchScript exporter: it needs no onnx/onnxscript packages and exports these small nets fine.
-        torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["x"], output_names=["logits"],
+        # The TorchScript exporter: it needs the onnx package but not onnxscript, and exports these nets fine.
+        # (torch's stub says str | PathLike for f; a file object works and keeps the model off the disk)
+        torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["x"], output_names=["logits"],  # type: ignore[arg-type]
                           dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or torch.get_num_threads()
@@ -115,14 +119,13 @@ def make_runtime(model: nn.Module, backend: str, device: torch.device, example: 
     try:
         return onnx_runtime(model, example)
     except ImportError as e:
-        if backend == "onnxruntime":
-            raise ValueError("backend onnxruntime: the onnxruntime package is not installed (pip install onnxruntime)") from e
-        rt = torch_runtime(model, channels_last)
-        rt.note = "onnxruntime not installed"
-        return rt
+        why, fix = "onnxruntime not installed", "the onnxruntime package is not installed (pip install onnxruntime)"
+        err: Exception = e
     except Exception as e:  # export or check failed: eager PyTorch is always right
-        if backend == "onnxruntime":
-            raise ValueError(f"backend onnxruntime: this model cannot run there ({type(e).__name__}: {e})") from e
-        rt = torch_runtime(model, channels_last)
-        rt.note = f"onnxruntime unavailable for this model ({type(e).__name__}: {str(e)[:200]})"
-        return rt
+        why = f"onnxruntime unavailable for this model ({type(e).__name__}: {str(e)[:200]})"
+        fix, err = f"this model cannot run there ({type(e).__name__}: {e})", e
+    if backend == "onnxruntime":
+        raise ValueError(f"backend onnxruntime: {fix}") from err
+    rt = torch_runtime(model, channels_last)
+    rt.note = why
+    return rt
