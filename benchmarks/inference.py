@@ -184,10 +184,9 @@ def markdown(res: dict[str, Any]) -> str:
             lat, ips = s["latency"], s["img_per_s"]
             vs = f"{ips / k:.2f}x" if k else "–"
             label = side
-            if side == "pixclass predictor":
-                label += f" (backend {s.get('backend', 'torch')})"
-            if side.startswith("pixclass predictor") and "onnxruntime" not in label and r.get("predictor_channels_last"):
-                label = label[:-1] + ", channels_last)" if label.endswith(")") else label + " (channels_last)"
+            if "backend" in s:  # the predictor sides: say what ran them
+                cl = ", channels_last" if s["backend"] == "torch" and r.get("predictor_channels_last") else ""
+                label = f"pixclass predictor (backend {s['backend']}{cl})"
             lines.append(
                 f"| {label} | {lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {ips:,.0f} | {vs} | "
                 f"{common.fmt_pct(s['utilization'], 2)} |"
@@ -276,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 n,
                 a,
             )
+            sides["pixclass predictor (backend torch)"]["backend"] = "torch"
 
         def eager(x: torch.Tensor, model: nn.Module = model) -> torch.Tensor:
             with torch.no_grad():
