@@ -20,12 +20,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .errors import CheckpointError
+
 FORMAT = "pixclass-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

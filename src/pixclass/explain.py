@@ -41,16 +41,12 @@ from PIL import Image
 from torch import nn
 
 from .data.decode import DecodeError, decode_file, open_image, to_channels
-from .data.sources import DataError
+from .errors import ExplainError
 from .predict import ImageInput, Predictor
 
 METHODS = ("gradcam", "saliency", "integrated-gradients", "occlusion")
 METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "saliency", "integrated-gradients": "integrated gradients",
                 "occlusion": "occlusion"}
-
-
-class ExplainError(DataError):
-    """A request that cannot be explained (unknown class, no Grad-CAM layer...); one line for the user."""
 
 
 # ---------------------------------------------------------------------------------------------- pieces

@@ -32,7 +32,7 @@ def _data_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _data_config(args: argparse.Namespace, **extra: object):  # -> DataConfig
-    from .data.dataset import DataConfig
+    from ..data.dataset import DataConfig
 
     kw: dict[str, object] = {}
     if args.image_size:
@@ -53,7 +53,7 @@ def _data_config(args: argparse.Namespace, **extra: object):  # -> DataConfig
 
 # ------------------------------------------------------------------------------------------------ data
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from .data.check import check_data
+    from ..data.check import check_data
 
     rep = check_data(args.data, _data_config(args), quarantine=args.quarantine, progress=not args.json)
     if args.json:
@@ -67,7 +67,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_sample(args: argparse.Namespace) -> int:
-    from .data.dataset import load_data, write_samples
+    from ..data.dataset import load_data, write_samples
 
     ds = load_data(args.data, _data_config(args))
     split = args.split if args.split in ds.splits else next(iter(ds.splits))
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from . import __version__
+    from .. import __version__
 
     ap.add_argument("--version", action="version", version=f"pixclass {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -124,14 +124,13 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data.sources import DataError
+    from ..errors import PixclassError
 
     _register_all()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DataError, CheckpointError) as e:
+    except PixclassError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `pixclass predict ... | head`: the reader left; not an error of ours

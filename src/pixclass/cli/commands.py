@@ -43,9 +43,9 @@ def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from .config import DATA_DEFAULTS, PRESETS, TrainConfig, load_yaml, merge
-    from .data.sources import DataError
-    from .engine.fit import train
+    from ..config import DATA_DEFAULTS, PRESETS, TrainConfig, load_yaml, merge
+    from ..data.sources import DataError
+    from ..engine.fit import train
 
     if a.resume:
         run = Path(a.resume)
@@ -85,7 +85,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .config import PRESETS
+    from ..config import PRESETS
 
     p = sub.add_parser(
         "train", help="train a model on DATA",
@@ -161,8 +161,8 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
 
 # -------------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .metrics import format_report
+    from ..evaluate import evaluate
+    from ..metrics import format_report
 
     plots = a.plots or str(Path(a.checkpoint).parent)
     m = evaluate(a.checkpoint, a.data, a.split, device=a.device, progress=not a.quiet, plots=plots,
@@ -206,9 +206,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------------- predict
 def cmd_predict(a: argparse.Namespace) -> int:
-    from .data.decode import DecodeError
-    from .data.sequences import expand_clips
-    from .predict import Predictor, expand_paths, write_csv
+    from ..data.decode import DecodeError
+    from ..data.sequences import expand_clips
+    from ..predict import Predictor, expand_paths, write_csv
 
     pred = Predictor.from_checkpoint(a.checkpoint, device=a.device, backend=a.backend, tta=a.tta)
     paths, missing = (expand_clips if pred.frames else expand_paths)(a.paths)  # clip models: sample folders, GIFs
@@ -260,7 +260,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------------- models
 def cmd_models(a: argparse.Namespace) -> int:
-    from .models import count_flops, create_model, get_entry, list_models
+    from ..models import count_flops, create_model, get_entry, list_models
 
     print(f"{'name':<22}{'family':<13}{'params':>12}{'MFLOPs/img':>12}  description   (input {a.channels}x{a.input_size}x{a.input_size})")
     for name in list_models():
@@ -286,8 +286,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------------------- explain
 def cmd_explain(a: argparse.Namespace) -> int:
-    from .data.decode import DecodeError
-    from .explain import explain_files
+    from ..data.decode import DecodeError
+    from ..explain import explain_files
 
     n_ok, failed = 0, []
     for r in explain_files(a.checkpoint, a.paths, a.out, a.method, a.target, a.layer, a.device):
@@ -311,7 +311,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
-    from .explain import METHODS
+    from ..explain import METHODS
 
     p = sub.add_parser(
         "explain", help="heatmaps of where the model found its evidence",
@@ -336,7 +336,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------- calibrate
 def cmd_calibrate(a: argparse.Namespace) -> int:
-    from .calibrate import calibrate_checkpoint
+    from ..calibrate import calibrate_checkpoint
 
     s = calibrate_checkpoint(a.checkpoint, a.data, a.split, device=a.device, out=a.out, progress=not a.quiet)
     print(f"temperature {s['previous_temperature']:.4f} -> {s['temperature']:.4f}  (fit on {int(s['n'])} {s['split']} images)")
@@ -366,7 +366,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------------- report
 def cmd_report(a: argparse.Namespace) -> int:
-    from .report import build_report
+    from ..report import build_report
 
     print(f"report: {build_report(a.run_dir, data=a.data, device=a.device)}")
     return 0
