@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pixclass.errors import ConfigError
 from pixclass.models import count_flops, create_model, get_entry, list_models
 from pixclass.models.tv import TV_MODELS
 from pixclass.predict import Prediction, Predictor
@@ -101,11 +102,11 @@ def test_rescnn_kwargs_change_the_architecture():
 
 
 def test_bad_requests_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown model 'nope'.*rescnn"):
+    with pytest.raises(ConfigError, match="unknown model 'nope'.*rescnn"):
         create_model("nope", 2)
-    with pytest.raises(ValueError, match="at least 32 px"):
+    with pytest.raises(ConfigError, match="at least 32 px"):
         create_model("resnet18", 2, 3, 16)
-    with pytest.raises(ValueError, match="at least 10 px"):
+    with pytest.raises(ConfigError, match="at least 10 px"):
         create_model("seed_cnn", 2, 1, 8)
     with pytest.raises(ValueError, match="divisible by 16"):
         create_model("vit_b_16", 2, 3, 40)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,14 +11,17 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float, nesterov: bool,
+                   groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
     """SGD (with momentum) or AdamW. Weight decay applies to weights only, not to biases and norms
-    (decaying BN scales fights the normalisation)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    (decaying BN scales fights the normalisation). ``groups``: parameter groups made by the caller
+    (e.g. ``finetune.param_groups_discriminative``: their own learning rates) instead of these two."""
+    if groups is None:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim > 1 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adamw":

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -29,16 +31,17 @@ class ModelEntry:
     family: str
     description: str
     min_input_size: int = 1
+    weights: str | None = None  # pretrained weights that --pretrained loads (e.g. "ImageNet-1k"); None: random init only
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, family: str, description: str, min_input_size: int = 1) -> Callable:
+def register(name: str, family: str, description: str, min_input_size: int = 1, weights: str | None = None) -> Callable:
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, fn, family, description, min_input_size)
+        _REGISTRY[name] = ModelEntry(name, fn, family, description, min_input_size, weights)
         return fn
 
     return deco
@@ -59,10 +62,16 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def models_with_weights() -> list[str]:
+    """The registered models that ``--pretrained`` can start from."""
+    _load_families()
+    return sorted(n for n, e in _REGISTRY.items() if e.weights)
+
+
 def get_entry(name: str) -> ModelEntry:
     _load_families()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; `pixclass models` lists them: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))} (`pixclass models` describes them)")
     return _REGISTRY[name]
 
 
@@ -70,7 +79,7 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int
     """Build a registered model; ``kwargs`` are the family's own options (widths, hidden size...)."""
     entry = get_entry(name)
     if input_size < entry.min_input_size:
-        raise ValueError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
+        raise ConfigError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
     model = entry.fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs)
     model.pixclass_spec = {  # type: ignore[assignment]
         "name": name, "num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "kwargs": kwargs,

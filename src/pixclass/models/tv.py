@@ -1,9 +1,11 @@
 """torchvision's classification architectures, with any channel count and number of classes.
 
-Weights start random (``weights=None``): pretrained weights need a download, which pixclass leaves to
-an explicit ``--init-weights FILE`` (a later issue). The first convolution is swapped for one with
-``in_chans`` inputs, and the last ``nn.Linear`` is split off as the head, so every torchvision net
-answers the same ``forward_features`` / ``forward_head`` interface as the built-in models.
+Built with random weights (``weights=None``); ``models.pretrained`` loads torchvision's ImageNet
+weights (or a local file) into them afterwards, so a checkpoint never depends on a weights file. The
+first convolution is swapped for one with ``in_chans`` inputs, and the last ``nn.Linear`` is split off
+as the head, so every torchvision net answers the same ``forward_features`` / ``forward_head``
+interface as the built-in models. ``stem_conv`` and ``classifier`` keep the names those two modules
+have in torchvision's own state dict, which is what lets its weight files be mapped onto this module.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .registry import register
 # name -> (Grad-CAM layer inside ``net``, minimum input size)
 TV_MODELS: dict[str, tuple[str | None, int]] = {
     "resnet18": ("layer4", 32), "resnet34": ("layer4", 32), "resnet50": ("layer4", 32),
-    "mobilenet_v3_small": ("features", 32), "mobilenet_v3_large": ("features", 32),
+    "mobilenet_v2": ("features", 32), "mobilenet_v3_small": ("features", 32), "mobilenet_v3_large": ("features", 32),
     "efficientnet_b0": ("features", 32), "convnext_tiny": ("features", 32),
     "regnet_y_400mf": ("trunk_output", 32), "shufflenet_v2_x1_0": ("conv5", 32),
     "vit_b_16": (None, 32),
@@ -51,6 +53,7 @@ class TorchvisionNet(nn.Module):
         lin = net.get_submodule(last)
         assert isinstance(lin, nn.Linear)
         _replace(net, last, nn.Identity())
+        self.stem_conv, self.classifier = first, last  # dotted names inside torchvision's net
         self.net = net
         self.head = nn.Linear(lin.in_features, num_classes)
         self.num_features, self.num_classes = lin.in_features, num_classes
@@ -76,4 +79,5 @@ def _factory(name: str):
 
 
 for _name, (_layer, _min) in TV_MODELS.items():
-    register(_name, "torchvision", f"torchvision {_name} (random init)", min_input_size=_min)(_factory(_name))
+    register(_name, "torchvision", f"torchvision {_name} (random init, or ImageNet with --pretrained)",
+             min_input_size=_min, weights="ImageNet-1k")(_factory(_name))
