@@ -238,7 +238,7 @@ def test_cli_errors_are_one_line(spots: SimpleNamespace, tmp_path: Path, capsys:
 
 
 # ------------------------------------------------------------------------------------- other models
-@pytest.mark.parametrize(("name", "size"), [("seed_cnn", 28), ("rescnn_wide", 32), ("resnet18", 64), ("mobilenet_v3_small", 64)])
+@pytest.mark.parametrize(("name", "size"), [("seed_cnn", 28), ("rescnn", 32), ("resnet18", 64), ("mobilenet_v3_small", 64)])
 def test_gradcam_finds_its_layer_in_built_in_and_torchvision_nets(name: str, size: int) -> None:
     torch.manual_seed(0)
     model = create_model(name, 4, 3, size)

@@ -14,7 +14,6 @@ rules (``data.sequences.read_clip``).
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from PIL import Image
 from . import checkpoint as ckpt
 from .data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
 from .data.sequences import decode_clip, read_clip
+from .files import expand_inputs, walk_files
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -50,23 +50,8 @@ class Prediction:
 
 def expand_paths(items: Iterable[str]) -> tuple[list[str], list[DecodeError]]:
     """Files, folders (recursed, sorted, hidden and non-image files skipped) and globs -> image paths."""
-    out: list[str] = []
-    missing: list[DecodeError] = []
-    for it in items:
-        if os.path.isdir(it):
-            for dp, dns, fns in os.walk(it):
-                dns[:] = sorted(d for d in dns if not d.startswith("."))
-                out += [os.path.join(dp, f) for f in sorted(fns) if is_image_file(f)]
-        elif os.path.isfile(it):
-            out.append(it)
-        elif any(ch in it for ch in "*?["):
-            hits = sorted(glob.glob(it, recursive=True))
-            out += [h for h in hits if os.path.isfile(h) and is_image_file(h)]
-            if not hits:
-                missing.append(DecodeError(it, "no file matches this pattern"))
-        else:
-            missing.append(DecodeError(it, "no such file or folder"))
-    return out, missing
+    found, missing = expand_inputs(items, is_image_file, lambda d: walk_files(d, is_image_file))
+    return found, [DecodeError(item, why) for item, why in missing]
 
 
 class Predictor:

@@ -371,9 +371,4 @@ def _save_resume(run: Path, model: nn.Module, ema: AveragedModel | None, opt: to
     ckpt.atomic_save(tensors, meta, run / "resume.safetensors")
 
 
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)
-
-
 __all__ = ["METRIC_COLUMNS", "TrainResult", "predict_logits", "train"]
