@@ -86,7 +86,11 @@ def expand_inputs(
             add(folder_units(item))
         elif any(ch in item for ch in "*?["):
             hits = sorted(glob.glob(item, recursive=True))
-            units = [u for h in hits for u in (folder_units(h) if os.path.isdir(h) else [h] if accept_file(h) else [])]
+            units = [
+                u
+                for h in hits
+                for u in (folder_units(h) if os.path.isdir(h) else [h] if accept_file(h) else [])
+            ]
             if not units:
                 missing.append((item, "no file matches this pattern"))
             add(units)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import check_choice, check_float, check_int
 from ..errors import ConfigError
 from .decode import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS
 
@@ -46,8 +47,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, 8, 4096, none_ok=True)
         check_int("max_image_size", self.max_image_size, 8, 4096)
-        if self.channels is not None and self.channels not in (1, 3):
-            raise ConfigError(f"channels: {self.channels!r} is not allowed; choose 1 (grey) or 3 (RGB)")
+        if self.channels is not None:
+            check_choice("channels", self.channels, (1, 3))
         check_float("val_fraction", self.val_fraction, 0.0, 0.9)
         check_float("test_fraction", self.test_fraction, 0.0, 0.9)
         if self.val_fraction + self.test_fraction >= 1:
@@ -59,29 +60,9 @@ class DataConfig:
         check_int("max_pixels", self.max_pixels, 1, 2**62)
         check_int("workers", self.workers, 1, 1024, none_ok=True)
         check_int("ram_limit", self.ram_limit, 0, 2**62)
-        if self.kind not in KINDS:
-            raise ConfigError(f"kind: {self.kind!r} is not allowed; choose one of {', '.join(KINDS)}")
+        check_choice("kind", self.kind, KINDS)
         check_int("frames", self.frames, 1, 4096, none_ok=True)
         check_int("max_frames", self.max_frames, 1, 4096)
-
-
-def check_int(name: str, v: object, lo: int, hi: int, none_ok: bool = False) -> None:
-    """``v`` is an int in [lo, hi] (or None when allowed), else a ConfigError naming the option."""
-    if v is None and none_ok:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ConfigError(f"{name}: {v!r} is not allowed; give a whole number from {lo:,} to {hi:,}")
-
-
-def check_float(name: str, v: object, lo: float, hi: float, none_ok: bool = False, lo_open: bool = False) -> None:
-    """``v`` is a finite number in [lo, hi] ((lo, hi] with ``lo_open``), else a ConfigError."""
-    if v is None and none_ok:
-        return
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
-    ok = ok and (lo < v if lo_open else lo <= v) and v <= hi  # type: ignore[operator]
-    if not ok:
-        where = f"above {lo:g}" if lo_open else f"from {lo:g}"
-        raise ConfigError(f"{name}: {v!r} is not allowed; give a number {where} to {hi:g}")
 
 
 def typical_size(sizes: Sequence[tuple[int, int]], cap: int) -> int:
