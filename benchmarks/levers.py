@@ -29,10 +29,10 @@ import common
 import torch
 
 from pixclass.config import TrainConfig, merge
-from pixclass.presets import PRESETS, data_defaults
 from pixclass.data.augment import BatchAugment, channel_stats
 from pixclass.engine.optim import loss_fn, make_optimizer, make_schedule
 from pixclass.models import count_flops, create_model
+from pixclass.presets import PRESETS, data_defaults
 
 DEFAULT_VARIANTS = (
     "seed_cnn:32:2,seed_cnn:32:1,seed_cnn:32:2:cl,seed_cnn:64:2,seed_cnn:128:2,seed_cnn:256:2,seed_cnn:256:1,"

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 
 from pixclass.config import TrainConfig, merge
-from pixclass.presets import PRESETS
 from pixclass.data.dataset import DataConfig, load_data
-from pixclass.run import train
 from pixclass.models import count_flops, create_model
+from pixclass.presets import PRESETS
+from pixclass.run import train
 
 GOAL = 2.0  # pixclass >= 2x Keras at batch 32 and at batch 256
 FULL = 60_000

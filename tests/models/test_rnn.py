@@ -175,8 +175,8 @@ def test_rnn_rows_trains_and_round_trips(tmp_path, patterns):
     from pixclass.config import TrainConfig
     from pixclass.data.augment import AugmentConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.run import train
     from pixclass.predict import Predictor
+    from pixclass.run import train
 
     root = patterns.folder(tmp_path / "p", {"top": 24, "bottom": 24, "left": 24, "right": 24}, size=12, mode="L")
     cfg = TrainConfig(model="rnn_rows", model_kwargs={"hidden": 24, "layers": 1}, epochs=6, batch_size=16,
