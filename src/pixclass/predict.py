@@ -14,6 +14,7 @@ rules (``data.sequences.read_clip``).
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -169,8 +170,6 @@ class Predictor:
 
 
 def write_csv(path: str | os.PathLike[str], preds: Sequence[Prediction], top_k: int) -> None:
-    import csv
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)

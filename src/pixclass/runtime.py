@@ -78,7 +78,7 @@ def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = 
     Raises ImportError without onnxruntime, and RuntimeError when the export fails or its outputs
     differ from eager PyTorch on ``example``.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # here, not at the top: without it make_runtime falls back to PyTorch
 
     model = model.eval()
     example = example.contiguous()

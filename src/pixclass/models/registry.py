@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,6 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int
 
 def count_flops(model: nn.Module, in_chans: int, input_size: int, frames: int | None = None) -> int:
     """Forward FLOPs per image (multiply-add = 2 FLOPs), counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     shape = (1, frames, in_chans, input_size, input_size) if frames else (1, in_chans, input_size, input_size)
     was = model.training
     model.eval()
