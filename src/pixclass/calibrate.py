@@ -2,7 +2,7 @@
 
 ``train`` fits T on the validation split when training ends; ``pixclass calibrate CKPT DATA`` refits
 it later (e.g. on a larger validation set) and rewrites the checkpoint. Every probability pixclass
-reports afterwards (predict, evaluate, explain, report, serve) is divided by it (``Predictor``).
+reports afterwards (predict, evaluate, explain, report) is divided by it (``Predictor``).
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class Predictor:
     def predict(self, x: ImageInput | Sequence[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
         """A path, PIL image or numpy array -> one Prediction; a list of them -> a list (batched)."""
         single = not isinstance(x, list | tuple)
-        items = [x] if single else list(x)  # type: ignore[list-item]
+        items: list[ImageInput] = [x] if single else list(x)  # type: ignore[list-item, arg-type]
         empty = (0, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
         arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros(empty, np.uint8)
         paths = [str(i) if isinstance(i, str | os.PathLike) else None for i in items]

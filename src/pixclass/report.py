@@ -161,8 +161,8 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
                  f"test-time flip {'on' if meta.get('tta') == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
                  f"written {time.strftime('%Y-%m-%d %H:%M')}</p>")
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
-    for n in notes:
-        log(f"note: {n}")
+    for note in notes:
+        log(f"note: {note}")
 
     # Dataset summary -------------------------------------------------------------------------------
     splits = list(ds.splits)

@@ -1,10 +1,9 @@
 """Inference runtimes for ``Predictor``: PyTorch eager, or the same model exported to ONNX and run by
 onnxruntime on the CPU; and test-time flip as a module that either runtime runs.
 
-Why onnxruntime on the CPU: ``benchmarks/inference.py`` measured seed_cnn through the Predictor at
-0.12-0.16 ms batch-1 p50 and 24-32k images/s at batch 256 under onnxruntime, against 0.18-0.24 ms
-and 19-23k on PyTorch (channels_last) and ~15k for Keras ``predict``, on the 2-core machine. The export is checked against eager on a probe batch
-before it is used; anything that fails to export or disagrees falls back to eager, with the reason
+Why onnxruntime on the CPU: faster than PyTorch eager for the small CNNs at every batch size (the
+figures, with the command that measures them, are in benchmarks/README.md, "What each lever gave":
+``python benchmarks/inference.py``). The export is checked against eager on a probe batch before it is used; anything that fails to export or disagrees falls back to eager, with the reason
 kept in ``Runtime.note``.
 """
 
