@@ -30,6 +30,7 @@ from . import checkpoint as ckpt
 from .data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
 from .data.sequences import decode_clip, read_clip
 from .device import pick_device
+from .errors import ConfigError
 from .files import expand_inputs, walk_files
 from .runtime import BACKENDS, FlipTTA, Normalized, batched_logits, make_runtime
 
@@ -67,7 +68,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
                  backend: str = "auto", tta: bool | None = None):
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta

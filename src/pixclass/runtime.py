@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .data.augment import normalize
+from .errors import ConfigError
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -129,11 +130,11 @@ def make_runtime(model: nn.Module, backend: str, device: torch.device, example: 
     """The runtime for ``backend``: ``auto`` takes onnxruntime on the CPU when it is installed and the
     model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return torch_runtime(model, channels_last)
     if device.type != "cpu":
-        raise ValueError("backend onnxruntime runs on the CPU here; use --device cpu or backend torch")
+        raise ConfigError("--backend onnxruntime runs on the CPU here; use --device cpu or --backend torch")
     try:
         return onnx_runtime(model, example)
     except ImportError as e:
@@ -143,7 +144,7 @@ def make_runtime(model: nn.Module, backend: str, device: torch.device, example: 
         why = f"onnxruntime unavailable for this model ({type(e).__name__}: {str(e)[:200]})"
         fix, err = f"this model cannot run there ({type(e).__name__}: {e})", e
     if backend == "onnxruntime":
-        raise ValueError(f"backend onnxruntime: {fix}") from err
+        raise ConfigError(f"--backend onnxruntime: {fix}") from err
     rt = torch_runtime(model, channels_last)
     rt.note = why
     return rt

@@ -29,9 +29,9 @@ from ..data.dataset import Dataset, SplitData, load_data
 from ..data.sequences import sequence_meta
 from ..data.split import save_manifest
 from ..device import pick_device
-from ..errors import TrainingFailed
+from ..errors import RunError, TrainingFailed
 from ..files import atomic_path
-from ..models import create_model
+from ..models import create_model, get_entry
 from ..models.rnn import model_for_data
 from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
 from .optim import loss_fn, make_optimizer, make_schedule
@@ -115,8 +115,9 @@ def fit(
     and the loaded dataset (for what comes after training: calibration, the report).
     """
     log = log or log_line
-    run = Path(out)
+    run = prepare_run_dir(Path(out))
     device = pick_device(cfg.device)
+    get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
     torch.manual_seed(cfg.seed)
     ds = load_run_data(data, cfg, run, progress, log)
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
@@ -161,6 +162,17 @@ def fit(
 
 
 # ------------------------------------------------------------------------------------------- set-up
+def prepare_run_dir(run: Path) -> Path:
+    """The run folder, created; refused in one line when it cannot be written."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"{run}: cannot create the run folder ({e.strerror}); choose another --out") from None
+    if not os.access(run, os.W_OK | os.X_OK):
+        raise RunError(f"{run}: the run folder is not writable; choose another --out")
+    return run
+
+
 def load_run_data(
     data: str | os.PathLike[str] | Dataset,
     cfg: TrainConfig,

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -54,7 +56,7 @@ def list_models() -> list[str]:
 
 def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; `pixclass models` lists them: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))} (`pixclass models` describes them)")
     return _REGISTRY[name]
 
 
@@ -62,8 +64,11 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int
     """Build a registered model; ``kwargs`` are the family's own options (widths, hidden size...)."""
     entry = get_entry(name)
     if input_size < entry.min_input_size:
-        raise ValueError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
-    model = entry.fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs)
+        raise ConfigError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
+    try:
+        model = entry.fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs)
+    except (TypeError, ValueError) as e:  # a misspelt or out-of-range model option (model_kwargs)
+        raise ConfigError(f"model {name!r}: {e}") from None
     model.pixclass_spec = {  # type: ignore[assignment]
         "name": name, "num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "kwargs": kwargs,
     }
