@@ -17,7 +17,8 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weig
     (decaying BN scales fights the normalisation). ``groups``: parameter groups made by the caller
     (e.g. ``finetune.param_groups_discriminative``: their own learning rates) instead of these two."""
     if groups is None:
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in model.parameters():
             if p.requires_grad:
                 (decay if p.ndim > 1 else no_decay).append(p)
