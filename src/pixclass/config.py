@@ -22,7 +22,7 @@ from .data.augment import AugmentConfig
 from .data.settings import DataConfig
 from .errors import ConfigError
 from .files import atomic_write_text
-from .presets import PRESETS, data_defaults
+from .presets import PRESETS, data_defaults, transfer_defaults
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -57,6 +57,13 @@ class TrainConfig:
     calibrate: bool = True  # fit a temperature on the validation split after training
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()
+    # Where the weights start (engine.finetune): random, ImageNet (pretrained), a local state-dict
+    # file for the architecture (weights), or the body of an earlier pixclass run's checkpoint (init).
+    pretrained: bool = False
+    weights: str | None = None
+    init: str | None = None
+    freeze_epochs: int = 0  # first epochs train the head only (body frozen, its batch norm in eval mode)
+    lr_mult: float = 1.0  # head lr / first layers' lr; > 1: rates fall geometrically towards the input
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -83,7 +90,15 @@ class TrainConfig:
         )
         if not device_ok:
             raise ConfigError(f"device: {self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
-        for name in ("nesterov", "amp", "channels_last", "calibrate"):
+        for name in ("weights", "init"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise ConfigError(f"{name}: {v!r} is not a file path")
+        if self.init is not None and (self.pretrained or self.weights is not None):
+            raise ConfigError("init: starts from a checkpoint's weights; drop pretrained/weights, or init")
+        check_int("freeze_epochs", self.freeze_epochs, 0, self.epochs if isinstance(self.epochs, int) else 100_000)
+        check_float("lr_mult", self.lr_mult, 1.0, 1e6)
+        for name in ("nesterov", "amp", "channels_last", "calibrate", "pretrained"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; give true or false")
         if not isinstance(self.augment, AugmentConfig) or not isinstance(self.data, DataConfig):
@@ -139,16 +154,21 @@ def build_config(
     config_file: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults < the built-in dataset's defaults < ``preset`` < ``config_file`` < ``overrides``."""
+    """Defaults < the built-in dataset's defaults < the fine-tuning defaults (when the run starts from
+    pretrained weights or a checkpoint) < ``preset`` < ``config_file`` < ``overrides``."""
     cfg = TrainConfig()
     if data is not None and data_defaults(data):
         cfg = merge(cfg, data_defaults(data), f"{data} defaults")
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
+    from_file = load_yaml(config_file) if config_file is not None else {}
+    start = {**(PRESETS[preset].overrides if preset else {}), **from_file, **(overrides or {})}
+    if transfer_defaults(start):
+        cfg = merge(cfg, transfer_defaults(start), "fine-tuning defaults")
     if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
         cfg = merge(cfg, PRESETS[preset].overrides, f"preset {preset}")
     if config_file is not None:
-        cfg = merge(cfg, load_yaml(config_file), str(config_file))
+        cfg = merge(cfg, from_file, str(config_file))
     if overrides:
         cfg = merge(cfg, overrides, "command line")
     return cfg

@@ -29,6 +29,10 @@ TRAIN_FIELDS = (
     "patience",
     "seed",
     "device",
+    "weights",
+    "init",
+    "freeze_epochs",
+    "lr_mult",
 )
 AUGMENT_FIELDS = ("pad", "rotate", "hflip", "translate", "erase")
 
@@ -44,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when some images could not be read). Options: built-in defaults < --preset < --config FILE < flags.",
         epilog="examples:\n  pixclass train photos/ --epochs 20\n  pixclass train fashion-mnist --preset seed\n"
         "  pixclass train data.csv --model resnet18 --image-size 64 --optimizer adamw --lr 1e-3\n"
-        "  pixclass train --resume runs/photos\n\npresets:\n"
+        "  pixclass train --resume runs/photos\n"
+        "  pixclass train few_photos/ --pretrained            # ImageNet MobileNetV2, fine-tuned\n"
+        "  pixclass train new_classes/ --init runs/old/best.safetensors\n\npresets:\n"
         + "\n".join(f"  {n:<8} {pr.about}\n           measured: {pr.figure}" for n, pr in PRESETS.items()),
         formatter_class=RAW,
     )
@@ -114,6 +120,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--no-calibrate", action="store_true", help="skip the temperature fit on the validation split"
     )
+    g = p.add_argument_group(
+        "transfer learning",
+        "Start from pretrained weights or an earlier run instead of random weights. Any of these switches "
+        "on the fine-tuning defaults (AdamW 1e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
+        "--lr-mult 10; --pretrained also: mobilenet_v2, images of at least 64 px); flags still override them.",
+    )
+    g.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="ImageNet weights through torchvision (cached in $TORCH_HOME/hub/checkpoints, downloaded when "
+        "missing); `pixclass models` lists the models that have them. Normalisation becomes ImageNet's",
+    )
+    g.add_argument(
+        "--weights", metavar="FILE", help="a local .pth or .safetensors state dict for --model (e.g. torchvision's file)"
+    )
+    g.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="the body of an earlier pixclass run's checkpoint (other classes are fine), with a new head; "
+        "image size, channels and normalisation follow the checkpoint unless given",
+    )
+    g.add_argument(
+        "--freeze-epochs", type=int_in(0), help="first epochs train the head only, body and its batch norm frozen"
+    )
+    g.add_argument(
+        "--lr-mult",
+        type=float_in(1, 1e6),
+        help="head lr / first layers' lr (rates fall geometrically in between; 1: one rate for all)",
+    )
     g = p.add_argument_group("augmentation (applied in batches on the device)")
     g.add_argument(
         "--crop-scale",
@@ -142,6 +178,8 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
         o["channels_last"] = a.channels_last
     if a.no_calibrate:
         o["calibrate"] = False
+    if a.pretrained:
+        o["pretrained"] = True
     aug = {k: getattr(a, k) for k in AUGMENT_FIELDS if getattr(a, k) is not None}
     if a.crop_scale is not None:
         aug["crop_scale"] = tuple(a.crop_scale)

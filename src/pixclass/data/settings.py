@@ -32,6 +32,7 @@ KINDS = ("auto", "images", "sequences")
 class DataConfig:
     image_size: int | None = None  # None: the data's typical size, capped at max_image_size
     max_image_size: int = DEFAULT_MAX_IMAGE_SIZE
+    min_image_size: int = 8  # smaller data is upsampled to this (pretrained weights: 64, see engine.finetune)
     channels: int | None = None  # None: 3 unless every image is grey
     val_fraction: float = 0.1  # carved from train when the data has no val split
     test_fraction: float = 0.1  # carved only when the data has no split at all
@@ -47,6 +48,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, 8, 4096, none_ok=True)
         check_int("max_image_size", self.max_image_size, 8, 4096)
+        check_int("min_image_size", self.min_image_size, 8, 4096)
         if self.channels is not None:
             check_choice("channels", self.channels, (1, 3))
         check_float("val_fraction", self.val_fraction, 0.0, 0.9)
@@ -76,11 +78,13 @@ def choose_size_channels(heads: Sequence[object], cfg: DataConfig) -> tuple[int,
     """Training size and channels from the probed headers ``(w, h, mode)`` (failed probes are skipped):
     the asked values, else the median shorter side (capped) and 1 channel when every image is grey."""
     good = [h for h in heads if isinstance(h, tuple)]
-    size = cfg.image_size or typical_size([(w, h) for w, h, _ in good], cfg.max_image_size)
+    size = cfg.image_size or max(cfg.min_image_size, typical_size([(w, h) for w, h, _ in good], cfg.max_image_size))
     channels = cfg.channels or (1 if good and all(m in GREY_MODES for _, _, m in good) else 3)
     return size, channels
 
 
 def array_size_channels(shape: Sequence[int], cfg: DataConfig) -> tuple[int, int]:
-    """Training size and channels of a built-in array dataset (N, C, H, W): as asked, else its own."""
-    return cfg.image_size or min(cfg.max_image_size, int(shape[-1])), cfg.channels or int(shape[1])
+    """Training size and channels of a built-in array dataset (N, C, H, W): as asked, else its own
+    (within min_image_size..max_image_size)."""
+    size = cfg.image_size or max(cfg.min_image_size, min(cfg.max_image_size, int(shape[-1])))
+    return size, cfg.channels or int(shape[1])

@@ -9,25 +9,29 @@ of it with lower learning rates for the early layers.
 * ``param_groups_discriminative(model, lr, ...)``: optimizer groups whose learning rates fall
   geometrically from the head (``lr``) to the first layers (``lr / lr_mult``), as fastai's
   ``fine_tune`` does.
-* ``finetune_defaults(...)``: the recipe chosen by measurement (benchmarks/transfer.py) when
-  ``--pretrained``, ``--weights`` or ``--init`` is given.
+* ``check_start`` / ``data_config`` / ``start_model``: what ``engine.fit`` asks when a run starts
+  from weights. The recipe's default values live in ``presets.TRANSFER_DEFAULTS``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from .. import checkpoint as ckpt
 from ..checkpoint import Checkpoint
-from ..errors import CheckpointError
+from ..data.settings import DataConfig
+from ..errors import CheckpointError, ConfigError
+from ..models import create_model
+from ..models.pretrained import build_pretrained, imagenet_normalization, require_weights
 
-#: Smallest side pretrained ImageNet weights are fine-tuned at: 28-32 px images are upsampled to it.
-#: Measured on Fashion-MNIST, 50/class (benchmarks/README.md): 64 px is most of 96 px's accuracy at
-#: about half its training time; 32 px leaves MobileNetV2 a 1x1 final feature map.
-PRETRAINED_MIN_SIZE = 64
-
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 def head_name(model: nn.Module) -> str:
     """The dotted name of the classifier layer: ``head`` when the model has one (the built-in and
@@ -82,15 +86,13 @@ def param_groups_discriminative(
 
 
 # ---------------------------------------------------------------------------------- --init from a run
-def model_from_checkpoint(c: Checkpoint, num_classes: int) -> tuple[nn.Module, list[str]]:
-    """The checkpoint's architecture (same name, arguments, channels and input size) for
-    ``num_classes`` classes: every tensor but the classifier's is loaded, the classifier is new.
-    Returns (model, the re-initialised parameter names)."""
-    from ..models import create_model
-
+def model_from_checkpoint(c: Checkpoint, num_classes: int, input_size: int | None = None) -> tuple[nn.Module, list[str]]:
+    """The checkpoint's architecture (same name, arguments and channels; its input size unless
+    ``input_size`` is given) for ``num_classes`` classes: every tensor but the classifier's is loaded,
+    the classifier is new. Returns (model, the re-initialised parameter names)."""
     spec = c.meta["model"]
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
-    model = create_model(spec["name"], num_classes, spec["in_chans"], spec["input_size"], **kw)
+    model = create_model(spec["name"], num_classes, spec["in_chans"], input_size or spec["input_size"], **kw)
     return model, init_from_checkpoint(model, c.state_dict, spec["name"])
 
 
@@ -125,32 +127,57 @@ def recipe_from_checkpoint(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------------------------- the recipe
-def finetune_defaults(n_train: int) -> dict[str, Any]:
-    """TrainConfig values for fine-tuning ``n_train`` images (chosen by measurement on the few-shot
-    benchmark, see benchmarks/README.md): AdamW, small batches so that a few-shot set still gives
-    a few hundred steps, one head-only epoch, a lower learning rate for the early layers."""
-    batch = 32 if n_train >= 64 else max(2, n_train // 2)
-    steps_per_epoch = max(1, n_train // batch)
-    epochs = int(min(30, max(8, -(-300 // steps_per_epoch))))  # about 300 steps, 8..30 epochs
-    return {
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 0.01,
-        "batch_size": batch,
-        "epochs": epochs,
-        "schedule": "cosine",
-        "warmup_epochs": 0.0,
-        "freeze_epochs": 1,
-        "lr_mult": 10.0,
-        "label_smoothing": 0.1,
-    }
+# ------------------------------------------------------------------------------ wiring into a run
+def is_transfer(cfg: TrainConfig) -> bool:
+    """Does the run start from weights (pretrained, a weights file, or a checkpoint)?"""
+    return bool(cfg.pretrained or cfg.weights or cfg.init)
+
+
+def check_start(cfg: TrainConfig) -> None:
+    """Fail before any data is decoded: a model without weights, a missing weights or checkpoint file."""
+    if cfg.pretrained:
+        require_weights(cfg.model)
+    if cfg.weights is not None and not Path(cfg.weights).is_file():
+        raise CheckpointError(f"--weights {cfg.weights}: no such file")
+    if cfg.init is not None:
+        ckpt.load(cfg.init)  # a missing, damaged or resume-state file fails here, in one line
+
+
+def data_config(cfg: TrainConfig) -> DataConfig:
+    """The data settings for this start: an --init run reads images at the checkpoint's size and
+    channels unless the config says otherwise (its body learnt on those)."""
+    if cfg.init is None:
+        return cfg.data
+    meta = ckpt.load(cfg.init).meta
+    if cfg.data.channels is not None and cfg.data.channels != meta["channels"]:
+        raise ConfigError(
+            f"--init {cfg.init}: the checkpoint's model reads {meta['channels']}-channel images; drop --channels "
+            f"{cfg.data.channels} (grey and colour data both convert)"
+        )
+    return replace(cfg.data, image_size=cfg.data.image_size or int(meta["input_size"]), channels=int(meta["channels"]))
+
+
+def start_model(
+    cfg: TrainConfig, num_classes: int, in_chans: int, input_size: int, log: Callable[[str], None]
+) -> tuple[nn.Module, dict[str, list[float]] | None]:
+    """The model a fine-tuning run starts from, and the normalisation its weights expect (None: the
+    data's own statistics). ImageNet weights come with ImageNet's mean and std; a checkpoint with its own."""
+    if cfg.init is not None:
+        c = ckpt.load(cfg.init)
+        model, _ = model_from_checkpoint(c, num_classes, input_size)
+        log(f"--init: {c.meta['model']['name']} body from {cfg.init} ({len(c.classes)} classes there), new head for {num_classes}")
+        return model, recipe_from_checkpoint(c.meta)["normalization"]
+    model = build_pretrained(cfg.model, num_classes, in_chans, input_size, weights=cfg.weights)
+    log(f"{cfg.model}: body from {cfg.weights or 'ImageNet weights'}, new head for {num_classes} classes")
+    return model, imagenet_normalization(in_chans)
 
 
 __all__ = [
-    "PRETRAINED_MIN_SIZE",
     "apply_freeze",
-    "finetune_defaults",
+    "check_start",
+    "data_config",
+    "is_transfer",
+    "start_model",
     "head_name",
     "init_from_checkpoint",
     "model_from_checkpoint",

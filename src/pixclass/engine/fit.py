@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..files import atomic_path
 from ..models import create_model, get_entry
 from ..models.rnn import model_for_data
 from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
+from . import finetune
 from .optim import loss_fn, make_optimizer, make_schedule
 from .resume import load_resume, save_resume
 
@@ -118,8 +119,9 @@ def fit(
     run = prepare_run_dir(Path(out))
     device = pick_device(cfg.device)
     get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
+    finetune.check_start(cfg)  # and so do missing weights or checkpoint files
     torch.manual_seed(cfg.seed)
-    ds = load_run_data(data, cfg, run, progress, log)
+    ds = load_run_data(data, replace(cfg, data=finetune.data_config(cfg)), run, progress, log)
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
     save_yaml(cfg, run / "config.yaml")
     parts = build_parts(ds, cfg, device, log)
@@ -206,7 +208,12 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
         log(
             f"clips: {n_train} training samples of {ds.frames} frames ({ds.image_size} px); model {name} {model_kwargs}"
         )
-    model = create_model(name, len(ds.classes), ds.channels, ds.image_size, **model_kwargs).to(device)
+    if finetune.is_transfer(cfg):  # weights from ImageNet, a file or a checkpoint, with their normalisation
+        model, norm = finetune.start_model(cfg, len(ds.classes), ds.channels, ds.image_size, log)
+        mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
+    else:
+        model = create_model(name, len(ds.classes), ds.channels, ds.image_size, **model_kwargs)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = (
@@ -216,7 +223,10 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
     )
     batch = min(cfg.batch_size, n_train)
     steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+    groups = (  # discriminative learning rates: lower towards the input
+        finetune.param_groups_discriminative(model, cfg.lr, cfg.weight_decay, cfg.lr_mult) if cfg.lr_mult > 1 else None
+    )
+    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, groups)
     sched = make_schedule(
         opt, cfg.schedule, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
     )
@@ -275,6 +285,8 @@ def train_one_epoch(
     model, device = parts.model, parts.device
     amp = cfg.amp and device.type == "cuda"
     model.train()
+    if cfg.freeze_epochs:
+        finetune.apply_freeze(model, frozen=epoch < cfg.freeze_epochs)  # head-only epochs first
     t0 = time.perf_counter()
     perm = torch.randperm(len(split), generator=parts.gen)
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
@@ -327,7 +339,7 @@ def train_one_epoch(
         "epoch": epoch + 1,
         "train_loss": loss_sum.item() / seen,
         "train_acc": correct.item() / seen,
-        "lr": parts.opt.param_groups[0]["lr"],
+        "lr": parts.opt.param_groups[-1]["lr"],  # the head's (discriminative groups: the highest)
         "train_img_per_s": seen / train_time,
     }
 

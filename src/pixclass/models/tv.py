@@ -79,5 +79,5 @@ def _factory(name: str):
 
 
 for _name, (_layer, _min) in TV_MODELS.items():
-    register(_name, "torchvision", f"torchvision {_name} (random init, or ImageNet with --pretrained)",
+    register(_name, "torchvision", f"torchvision {_name}",
              min_input_size=_min, weights="ImageNet-1k")(_factory(_name))
