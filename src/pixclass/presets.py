@@ -84,12 +84,12 @@ BUILTIN_ALIASES = {
 
 # Fine-tuning defaults, applied (under any preset, file or flag) when a run starts from pretrained
 # weights (--pretrained / --weights) or from an earlier run (--init). Measured on few-shot subsets of
-# three datasets (benchmarks/transfer.py, benchmarks/README.md): AdamW at 1e-3 with a cosine decay,
+# three datasets (benchmarks/transfer.py, benchmarks/README.md): AdamW at 3e-3 with a cosine decay,
 # small batches (a few-shot set still gives several steps per epoch), one head-only epoch, then the
 # whole net with learning rates falling 10x from the head to the first layers.
 TRANSFER_DEFAULTS: dict[str, Any] = {
     "optimizer": "adamw",
-    "lr": 1e-3,
+    "lr": 3e-3,
     "weight_decay": 0.01,
     "batch_size": 16,
     "epochs": 15,

@@ -106,3 +106,55 @@ def test_a_checkpoint_of_another_architecture_is_a_clear_error():
         CheckpointError, match=r"--init run/best: its weights do not fit the model .*wrong shape \['stages"
     ):
         init_from_checkpoint(create_model("rescnn", 2, 1, 16, **TINY), other.state_dict(), "run/best")
+
+
+# ------------------------------------------------------------------------------------ the config layer
+def test_fine_tuning_defaults_sit_under_the_users_options():
+    from pixclass.config import build_config
+    from pixclass.presets import TRANSFER_DEFAULTS
+
+    plain = build_config(None, None, None, {})
+    assert (plain.freeze_epochs, plain.lr_mult, plain.pretrained, plain.data.min_image_size) == (0, 1.0, False, 8)
+    pre = build_config("fashion-mnist", None, None, {"pretrained": True})
+    assert pre.model == "mobilenet_v2" and pre.data.min_image_size == 64 and pre.augment.hflip == 0.5
+    assert all(getattr(pre, k) == v for k, v in TRANSFER_DEFAULTS.items())
+    mine = build_config(None, "fast", None, {"pretrained": True, "model": "resnet18", "epochs": 2})
+    assert (mine.model, mine.epochs, mine.optimizer) == ("resnet18", 2, "adamw")  # flags and preset win
+    init = build_config(None, None, None, {"init": "runs/a/best.safetensors"})
+    assert init.model == "rescnn" and init.data.min_image_size == 8 and init.freeze_epochs == 1
+
+
+def test_contradictory_starts_are_config_errors():
+    from pixclass.config import TrainConfig
+    from pixclass.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="init: starts from a checkpoint"):
+        TrainConfig(init="a.safetensors", pretrained=True)
+    with pytest.raises(ConfigError, match="freeze_epochs"):
+        TrainConfig(epochs=2, freeze_epochs=3)
+    with pytest.raises(ConfigError, match="lr_mult"):
+        TrainConfig(lr_mult=0.5)
+
+
+def test_min_image_size_upsamples_small_data_only():
+    from pixclass.data.settings import DataConfig, array_size_channels, choose_size_channels
+
+    assert array_size_channels((10, 1, 28, 28), DataConfig(min_image_size=64)) == (64, 1)
+    assert array_size_channels((10, 3, 96, 96), DataConfig(min_image_size=64)) == (96, 3)
+    assert array_size_channels((10, 1, 28, 28), DataConfig(min_image_size=64, image_size=32)) == (32, 1)
+    assert choose_size_channels([(20, 30, "L")] * 3, DataConfig(min_image_size=64)) == (64, 1)
+
+
+def test_a_run_with_head_only_epochs_and_discriminative_rates(tmp_path, patterns, tiny_train):
+    """Through the engine: the frozen first epoch leaves the body as it started; metrics report the head's lr."""
+    data = patterns.folder(tmp_path / "d", {"top": 10, "bottom": 10})
+    first = tiny_train(data, tmp_path / "a", epochs=1, freeze_epochs=1, lr_mult=10.0, seed=3)
+    torch.manual_seed(3)  # the run's seed: the engine builds the model from the same random stream
+    fresh = create_model("rescnn", 2, 3, 16, **TINY)
+    trained = ckpt.load(first.last).state_dict
+    body = [k for k in trained if not k.startswith("head.")]
+    assert all(torch.equal(trained[k], fresh.state_dict()[k]) for k in body)
+    assert not torch.equal(trained["head.weight"], fresh.state_dict()["head.weight"])
+    second = tiny_train(data, tmp_path / "b", epochs=2, freeze_epochs=1, lr_mult=10.0, seed=3)
+    trained = ckpt.load(second.last).state_dict
+    assert not all(torch.equal(trained[k], fresh.state_dict()[k]) for k in body)  # epoch 2 trains the body

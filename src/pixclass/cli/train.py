@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group(
         "transfer learning",
         "Start from pretrained weights or an earlier run instead of random weights. Any of these switches "
-        "on the fine-tuning defaults (AdamW 1e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
+        "on the fine-tuning defaults (AdamW 3e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
         "--lr-mult 10; --pretrained also: mobilenet_v2, images of at least 64 px); flags still override them.",
     )
     g.add_argument(
