@@ -142,12 +142,13 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"`{res['command']}`",
         "",
-        common.machine_line(res["machine"]) + f"; {res['threads']} torch threads; load average before "
+        common.machine_line(res["machine"]).rstrip(".") + f"; load average before "
         f"{res['load_before']}, after {res['load_after']} (a shared machine: times are comparable within "
         "this run only).",
         "",
-        "Accuracy on 500 test images (5 classes, 100 each), training time in seconds (`train_s`: the "
-        "engine's epoch time; SVC: fit time). Network runs: " + ", ".join(f"{k}/class {v} steps"
+        "Accuracy on 500 test images (5 classes, 100 each); time: the engine's training seconds on this "
+        "busy machine, and in brackets the CPU seconds the whole run used (one thread: about its time on an "
+        "idle core); SVC: fit seconds. Network runs: " + ", ".join(f"{k}/class {v} steps"
                                                                            for k, v in res["steps"].items())
         + " of batch 16.",
         "",
