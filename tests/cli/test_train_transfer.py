@@ -117,7 +117,11 @@ def test_pretrained_upsamples_grey_data_and_records_the_transform(tmp_path, patt
     assert c.meta["train_config"]["pretrained"] is True
     r = pixclass(tmp_path, "predict", "run/best.safetensors", "d/top", env={"TORCH_HOME": str(tmp_path / "empty")})
     assert r.returncode == 0, r.stderr
-    assert not (tmp_path / "empty").exists()  # predicting never looked for ImageNet weights
+    r = pixclass(tmp_path, "explain", "run/best.safetensors", "d/top/000.png", "--out", "why",
+                 env={"TORCH_HOME": str(tmp_path / "empty")})
+    assert r.returncode == 0, r.stderr
+    assert any((tmp_path / "why").glob("*.png"))
+    assert not (tmp_path / "empty").exists()  # predicting and explaining never looked for ImageNet weights
 
 
 def test_pretrained_errors_are_one_line(tmp_path, patterns, capsys, monkeypatch):
