@@ -25,7 +25,7 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
     base = data_cfg or DataConfig()
     cfg = replace(base, image_size=pred.size, channels=pred.channels, background=pred.background, val_fraction=0.0, test_fraction=0.0,
                   kind="sequences" if pred.frames else "images", frames=pred.frames)  # the data as the model reads it
-    ds = load_data(data, cfg, progress=progress)
+    ds = load_data(data, cfg, progress=progress, for_training=False)
     # A plain folder (no split of its own) is evaluated whole: it sits in "train" after load_data.
     name = split if split in ds.splits else ("train" if not ds.source.has_splits else None)
     if name is None:
