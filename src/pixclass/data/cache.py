@@ -26,12 +26,11 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from ..files import atomic_path, atomic_write_text, user_cache_dir
 from .decode import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, DecodeError, decode_file, probe
-from .sources import user_cache_dir
+from .settings import DEFAULT_RAM_LIMIT
 
 CACHE_VERSION = 1
-#: Arrays up to this many bytes are held in RAM; larger ones are memory-mapped from the cache file.
-DEFAULT_RAM_LIMIT = int(os.environ.get("PIXCLASS_RAM_LIMIT", 4 << 30))
 _CHUNK = 128  # files per task: large enough to amortise IPC, small enough for a smooth progress bar
 
 
@@ -184,7 +183,7 @@ def probe_all(
         bar.close()
         if pool:
             pool.shutdown()
-    _atomic_write_text(cfile, json.dumps(res))
+    atomic_write_text(cfile, json.dumps(res))
     return res
 
 
@@ -287,8 +286,7 @@ def _build_entry(npy: Path, meta: Path, paths: Sequence[str], shape: tuple[int, 
                  workers: int | None, progress: bool) -> None:
     """Decode into a private temporary file, then rename it into place, then write the JSON index."""
     meta.unlink(missing_ok=True)  # a damaged entry: not complete from now until the new JSON lands
-    tmp = npy.with_name(f"{npy.stem}.{os.getpid()}.npy.tmp")
-    try:
+    with atomic_path(npy, suffix=".npy") as tmp:  # a private file per process, renamed into place when whole
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
         chunks = _chunks(len(paths))
         size, channels = settings["size"], settings["channels"]
@@ -296,18 +294,8 @@ def _build_entry(npy: Path, meta: Path, paths: Sequence[str], shape: tuple[int, 
                   settings["max_pixels"]) for a, b in chunks]
         bar = tqdm(total=len(paths), desc="decoding images (once)", unit="img", disable=not progress or len(paths) < 500)
         errors = run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
-        os.replace(tmp, npy)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
+    atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
 
 
 def _to_stderr(msg: str) -> None:
     print(f"note: {msg}", file=sys.stderr, flush=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
