@@ -27,6 +27,8 @@ from filelock import FileLock, Timeout
 from .errors import OutputError, RunError
 
 LOCK_NAME = ".pixclass.lock"
+#: Input files that are models or settings, not data: their folder is not a data folder.
+MODEL_FILES = (".safetensors", ".onnx", ".yaml", ".yml", ".json")
 
 PathLike = str | os.PathLike[str]
 
@@ -37,25 +39,33 @@ def _real(path: PathLike) -> Path:
     return Path(os.path.expanduser(os.fspath(path))).resolve()
 
 
-def refuse_output_in_inputs(out_path: PathLike, inputs: Iterable[PathLike], option: str) -> None:
+def refuse_output_in_inputs(
+    out_path: PathLike, inputs: Iterable[PathLike], option: str, writes_images: bool = False
+) -> None:
     """Raise ``OutputError`` naming ``option`` when ``out_path`` is an input file, an input folder or
     anything inside an input folder (symlinks resolved, so ``data/link -> data`` is caught too).
 
     ``inputs`` are what the command reads: data folders, CSV files (their folder holds the images, so
     it counts as a data folder), checkpoints, image files. Names that are not paths (``fashion-mnist``)
-    and paths that do not exist are skipped."""
+    and paths that do not exist are skipped. ``writes_images``: the output is a folder that receives
+    image files (plots, heatmaps, samples), so the folder of every input file other than a checkpoint
+    counts as a data folder too -- a heatmap written beside ``cat/1.png`` would become a cat."""
     out = _real(out_path)
     for given in inputs:
         if not os.path.exists(given):
             continue
         inp = _real(given)
-        folder = inp.parent if inp.suffix.lower() in (".csv", ".tsv") and inp.is_file() else inp
+        guards_folder = inp.is_file() and (
+            inp.suffix.lower() in (".csv", ".tsv") or (writes_images and inp.suffix.lower() not in MODEL_FILES)
+        )
+        folder = inp.parent if guards_folder else inp
         if out == inp:
             what = "an input folder" if inp.is_dir() else "an input file"
             raise OutputError(f"{option} {out_path}: is {what} ({given}) and would be overwritten; "
                               "write outputs somewhere else")
         if folder.is_dir() and (out == folder or folder in out.parents):
-            raise OutputError(f"{option} {out_path}: is inside the data folder {given}; written files would become "
+            where = f"the data folder {given}" if folder == inp else f"the folder of the input {given}"
+            raise OutputError(f"{option} {out_path}: is inside {where}; written files would become "
                               f"part of the data -- write outputs outside it, e.g. {option} runs/NAME")
 
 

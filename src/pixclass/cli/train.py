@@ -155,6 +155,7 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
 def run(a: argparse.Namespace) -> int:
     from ..config import TrainConfig, build_config, load_yaml, merge
     from ..errors import DataError, RunError
+    from ..guards import RunLock, refuse_output_in_inputs
     from ..run import train
 
     if a.resume:
@@ -163,6 +164,8 @@ def run(a: argparse.Namespace) -> int:
             raise RunError(
                 f"{out}: not a run folder (no config.yaml); give the --out folder of the interrupted run"
             )
+        if not (out / "resume.safetensors").is_file():  # before anything is written into the folder
+            raise RunError(f"{out}: no resume.safetensors; nothing to resume (start a new run without --resume)")
         cfg = merge(TrainConfig(), load_yaml(out / "config.yaml"), str(out / "config.yaml"))
         # --epochs / --patience may extend a resumed run; the learning-rate schedule is then laid out
         # for the new budget from the step reached. Every other option comes from the run's config.yaml.
@@ -175,12 +178,15 @@ def run(a: argparse.Namespace) -> int:
         data = a.data
         cfg = build_config(data, a.preset, a.config, overrides(a))
         out = Path(a.out or f"runs/{a.name or Path(str(data).rstrip('/')).name}")
-        if (out / "resume.safetensors").exists() and not a.overwrite:
+    option = "--resume" if a.resume else "--out"
+    refuse_output_in_inputs(out, [data], option, writes_images=True)
+    with RunLock(out, option):  # one run at a time writes into a run folder
+        if not a.resume and (out / "resume.safetensors").exists() and not a.overwrite:
             raise RunError(
                 f"{out}: already holds a run; continue it with --resume {out}, or pass --out NEW_DIR or --overwrite"
             )
-    t0 = time.perf_counter()
-    res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
+        t0 = time.perf_counter()
+        res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
     print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
     print(
         f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)"
