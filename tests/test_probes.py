@@ -70,15 +70,25 @@ def finish(p: subprocess.Popen[str], timeout: float = 240) -> subprocess.Complet
 # ------------------------------------------------------------------------------------- the shared run
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny run of the real CLI, made once per test process: its folder holds best.safetensors,
+    """One tiny run, made once per test process by the library (the CLI's own code path, without the
+    report.html that would cost ten times the training): its folder holds best.safetensors,
     resume.safetensors, config.yaml, metrics.csv and split_manifest.json."""
+    from pixclass.config import build_config
+    from pixclass.run import train
+
     base = tmp_path_factory.mktemp("probe-run")
     make_pattern_folder(base / "data", CLASSES, seed=7)
     (base / "tiny.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
-    env = {**os.environ, "PIXCLASS_CACHE": str(base / "cache")}
-    r = subprocess.run([sys.executable, "-m", "pixclass", "train", "data", "--config", "tiny.yaml", "--out", "run",
-                        "-q", "--seed", "0"], cwd=base, text=True, capture_output=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr
+    cfg = build_config(str(base / "data"), None, str(base / "tiny.yaml"), {"seed": 0, "device": "cpu"})
+    cache = os.environ.get("PIXCLASS_CACHE")
+    os.environ["PIXCLASS_CACHE"] = str(base / "cache")
+    try:
+        train(base / "data", cfg, base / "run", progress=False, log=lambda _msg: None, report=False)
+    finally:
+        if cache is None:
+            os.environ.pop("PIXCLASS_CACHE")
+        else:
+            os.environ["PIXCLASS_CACHE"] = cache
     return base
 
 
@@ -253,6 +263,20 @@ def _truncated_cache(w: Work, argv: list[str]) -> subprocess.CompletedProcess[st
     third = pixclass(*argv, cwd=w.dir)  # the rebuilt entry is whole: no second rebuild
     assert third.returncode == 0 and "rebuil" not in third.stderr.lower(), third.stderr[-3000:]
     return again
+
+
+def _full_disk(w: Work, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """As if the disk filled up: no file may grow past 40 kB (the checkpoint is about 60 kB)."""
+
+    def limit() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    return subprocess.run([sys.executable, "-m", "pixclass", *argv], cwd=w.dir, text=True, capture_output=True,
+                          timeout=240, stdin=subprocess.DEVNULL, preexec_fn=limit)
 
 
 def _symlink_loop(w: Work) -> list[str]:
@@ -435,6 +459,8 @@ PROBES: list[Probe] = [
     Probe("train-out-under-a-file", lambda w: train("--out", w.file("afile", "x") + "/run"), words=("afile",)),
     Probe("train-out-not-writable", _then(lambda w: (w.dir / "ro").mkdir(mode=0o555), train("--out", "ro/run")),
           words=("ro",), marks=(NOT_ROOT,)),
+    Probe("calibrate-in-place-disk-full", _args("calibrate", "ckpt/best.safetensors", "data", "-q"),
+          words=("best.safetensors", "unchanged"), runner=_full_disk),
     Probe("resume-no-run", lambda w: (os.mkdir(w.dir / "empty"), ["train", "--resume", "empty"])[1], words=("empty",)),
     Probe("resume-missing-folder", _args("train", "--resume", "nosuch"), words=("nosuch",)),
     Probe("resume-no-state", lambda w: (os.remove(w.dir / "run" / "resume.safetensors"), ["train", "--resume", "run"])[1],

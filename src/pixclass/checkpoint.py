@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 from .files import atomic_path
 
 FORMAT = "pixclass-checkpoint"
@@ -45,8 +45,13 @@ def atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: st
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     md = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "pixclass": json.dumps(meta), "sha256": _digest(tensors)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=md)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=md)
+    except (OSError, SafetensorError) as e:  # a full disk, a file-size limit, a folder gone read-only
+        reason = getattr(e, "strerror", None) or str(e).rsplit(": ", 1)[-1]
+        kept = "the previous file is unchanged" if Path(path).exists() else "nothing was written"
+        raise OutputError(f"{path}: could not be written ({reason}); {kept} -- free some disk space, or write elsewhere") from e
 
 
 def read(path: str | os.PathLike[str], verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
