@@ -240,18 +240,9 @@ def decode_all(
     npy, meta = d / f"{key}.npy", d / f"{key}.json"
     shape = (len(paths), channels, size, size)
     entry = _open_entry(npy, meta, shape)
-    hit = isinstance(entry, tuple)
-    if not hit:
-        with FileLock(str(d / f"{key}.lock")):
-            entry = _open_entry(npy, meta, shape)  # another process may have built it while we waited
-            hit = isinstance(entry, tuple)
-            if not hit:
-                if entry:  # a reason: the entry exists but is damaged
-                    say(f"cache entry {npy} was damaged ({entry}); rebuilding it (decoding the images again)")
-                _build_entry(npy, meta, paths, shape, settings, workers, progress)
-                entry = _open_entry(npy, meta, shape)
-                if not isinstance(entry, tuple):  # cannot happen unless the disk misbehaves
-                    raise OSError(f"{npy}: the cache entry just written cannot be read back ({entry})")
+    hit = not isinstance(entry, str)
+    if isinstance(entry, str):
+        entry, hit = _build_once(d / f"{key}.lock", npy, meta, paths, shape, settings, workers, progress, say)
     arr, info = entry
     ok = np.ones(len(paths), dtype=bool)
     errs = []
@@ -261,6 +252,25 @@ def decode_all(
     nbytes = int(np.prod(shape))
     store = ImageStore(torch.from_numpy(np.array(arr)) if nbytes <= ram_limit else arr)
     return Decoded(store=store, ok=ok, errors=errs, cache_file=npy, hit=hit)
+
+
+def _build_once(
+    lock: Path, npy: Path, meta: Path, paths: Sequence[str], shape: tuple[int, ...], settings: dict[str, Any],
+    workers: int | None, progress: bool, say: Callable[[str], None],
+) -> tuple[tuple[np.ndarray, dict[str, Any]], bool]:
+    """Under the entry's lock: the entry another process built while we waited (and True), or a new
+    one built here (and False)."""
+    with FileLock(str(lock)):
+        entry = _open_entry(npy, meta, shape)
+        if not isinstance(entry, str):
+            return entry, True
+        if entry:  # a reason: the entry exists but is damaged
+            say(f"cache entry {npy} was damaged ({entry}); rebuilding it (decoding the images again)")
+        _build_entry(npy, meta, paths, shape, settings, workers, progress)
+        entry = _open_entry(npy, meta, shape)
+        if isinstance(entry, str):  # cannot happen unless the disk misbehaves
+            raise OSError(f"{npy}: the cache entry just written cannot be read back ({entry})")
+        return entry, False
 
 
 def _open_entry(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict[str, Any]] | str:
