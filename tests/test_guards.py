@@ -137,3 +137,13 @@ def test_image_outputs_stay_out_of_an_input_image_folder(tmp_path, data):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "best.safetensors").write_bytes(b"x")
     refuse_output_in_inputs(tmp_path / "run", [tmp_path / "run" / "best.safetensors"], "--plots", writes_images=True)
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_folder(tmp_path):
+    with pytest.raises(ValueError), RunLock(tmp_path / "new"):
+        raise ValueError("bad data")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ValueError), RunLock(tmp_path / "kept"):
+        raise ValueError("bad data")
+    assert (tmp_path / "kept").is_dir()  # it was there before

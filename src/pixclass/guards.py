@@ -110,8 +110,10 @@ class RunLock:
         self.option = option
         self.path = self.run_dir / LOCK_NAME
         self._lock: FileLock | None = None
+        self._created = False
 
     def acquire(self) -> RunLock:
+        self._created = not self.run_dir.exists()
         writable_folder(self.run_dir, self.option)
         lock = FileLock(str(self.path), timeout=0)
         try:
@@ -149,7 +151,15 @@ class RunLock:
         return self.acquire()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        created = self._created and self.held
         self.release()
+        if exc is not None and created:  # a run that failed before writing anything leaves no empty folder
+            try:
+                if [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
+                    self.path.unlink()
+                    self.run_dir.rmdir()
+            except OSError:
+                pass
 
 
 __all__ = ["LOCK_NAME", "RunLock", "output_file", "refuse_output_in_inputs", "writable_folder"]
