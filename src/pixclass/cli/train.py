@@ -178,13 +178,13 @@ def run(a: argparse.Namespace) -> int:
         data = a.data
         cfg = build_config(data, a.preset, a.config, overrides(a))
         out = Path(a.out or f"runs/{a.name or Path(str(data).rstrip('/')).name}")
-    option = "--resume" if a.resume else "--out"
-    refuse_output_in_inputs(out, [data], option, writes_images=True)
-    with RunLock(out, option):  # one run at a time writes into a run folder
-        if not a.resume and (out / "resume.safetensors").exists() and not a.overwrite:
+        if (out / "resume.safetensors").exists() and not a.overwrite:  # refused before the folder is touched
             raise RunError(
                 f"{out}: already holds a run; continue it with --resume {out}, or pass --out NEW_DIR or --overwrite"
             )
+    option = "--resume" if a.resume else "--out"
+    refuse_output_in_inputs(out, [data], option, writes_images=True)
+    with RunLock(out, option):  # one run at a time writes into a run folder; a second one is refused here
         t0 = time.perf_counter()
         res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
     print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
