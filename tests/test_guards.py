@@ -132,8 +132,9 @@ def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(
 def test_image_outputs_stay_out_of_an_input_image_folder(tmp_path, data):
     img = data / "cat" / "0.png"
     refuse_output_in_inputs(data / "cat", [img], "--csv")  # a CSV beside an image: not an image
-    with pytest.raises(OutputError, match="--out .*inside the folder of the input .*0.png"):
+    with pytest.raises(OutputError, match="--out .*is the folder of the input image .*0.png"):
         refuse_output_in_inputs(data / "cat", [img], "--out", writes_images=True)
+    refuse_output_in_inputs(data / "cat" / "explained", [img], "--out", writes_images=True)  # a new folder: fine
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "best.safetensors").write_bytes(b"x")
     refuse_output_in_inputs(tmp_path / "run", [tmp_path / "run" / "best.safetensors"], "--plots", writes_images=True)

@@ -48,25 +48,27 @@ def refuse_output_in_inputs(
     ``inputs`` are what the command reads: data folders, CSV files (their folder holds the images, so
     it counts as a data folder), checkpoints, image files. Names that are not paths (``fashion-mnist``)
     and paths that do not exist are skipped. ``writes_images``: the output is a folder that receives
-    image files (plots, heatmaps, samples), so the folder of every input file other than a checkpoint
-    counts as a data folder too -- a heatmap written beside ``cat/1.png`` would become a cat."""
+    image files (plots, heatmaps, samples), so it must not be the very folder an input image lies in
+    either -- a heatmap written beside ``cat/1.png`` would become a cat (a new folder beside the
+    image, ``--out explained/``, is fine)."""
     out = _real(out_path)
     for given in inputs:
         if not os.path.exists(given):
             continue
         inp = _real(given)
-        guards_folder = inp.is_file() and (
-            inp.suffix.lower() in (".csv", ".tsv") or (writes_images and inp.suffix.lower() not in MODEL_FILES)
-        )
-        folder = inp.parent if guards_folder else inp
         if out == inp:
             what = "an input folder" if inp.is_dir() else "an input file"
             raise OutputError(f"{option} {out_path}: is {what} ({given}) and would be overwritten; "
                               "write outputs somewhere else")
+        csv_file = inp.is_file() and inp.suffix.lower() in (".csv", ".tsv")
+        folder = inp.parent if csv_file else inp
         if folder.is_dir() and (out == folder or folder in out.parents):
-            where = f"the data folder {given}" if folder == inp else f"the folder of the input {given}"
+            where = f"the folder of the data file {given}" if csv_file else f"the data folder {given}"
             raise OutputError(f"{option} {out_path}: is inside {where}; written files would become "
                               f"part of the data -- write outputs outside it, e.g. {option} runs/NAME")
+        if writes_images and inp.is_file() and inp.suffix.lower() not in MODEL_FILES and out == inp.parent:
+            raise OutputError(f"{option} {out_path}: is the folder of the input image {given}; the images written "
+                              f"there would mix with it -- give a new folder, e.g. {option} explained/")
 
 
 def writable_folder(path: PathLike, option: str) -> Path:
