@@ -11,6 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from pixclass.data.cache import cache_dir
+from pixclass.data.dataset import DataConfig
 from pixclass.engine import distributed
 from pixclass.engine.launch import launch
 from pixclass.errors import ConfigError, DataError, RunError
@@ -103,8 +105,8 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(21, 1, 8, 8, generator=g), torch.randint(0, 3, (21,), generator=g)
 
 
-def _two_rank_worker(tmp: str, state: dict[str, torch.Tensor]) -> dict:
-    """Runs in each of 2 spawned processes; rank 0 returns what the test checks."""
+def _two_rank_worker(tmp: str, folder: str, state: dict[str, torch.Tensor]) -> dict:
+    """Runs in each of 2 spawned processes; rank 0 returns what the tests check."""
     with distributed.worker("cpu") as world:
         marker = Path(tmp) / "rank0-was-here"
         with distributed.main_first():
@@ -117,52 +119,90 @@ def _two_rank_worker(tmp: str, state: dict[str, torch.Tensor]) -> dict:
         bn.running_mean.fill_(float(world.rank))
         distributed.sync_buffers(bn)
 
+        # The cache: decoded by rank 0 alone; over the RAM limit (0 bytes), so memory-mapped in both.
+        manifest = Path(tmp) / "split_manifest.json"
+        ds = distributed.load_data_once(
+            folder, DataConfig(image_size=8, workers=1, ram_limit=0), manifest, False
+        )
+        npy = sorted(cache_dir().glob("*.npy"))
+        decoded_at = distributed.broadcast_object([p.stat().st_mtime_ns for p in npy])
+        train = ds.splits["train"]
+
         x, y = _data()
         model = _net()
         model.load_state_dict(state)
         ddp = distributed.wrap_model(model, world)
         rows = distributed.shard_batches(distributed.epoch_order(len(x), 0, 0), 8, world.rank, world.size)[0]
         _one_sgd_step(ddp, x[rows], y[rows])
+        mine = {
+            "rank": world.rank,
+            "first_ok": first_ok,
+            "decision": decision,
+            "bn_mean": bn.running_mean.tolist(),
+            "rows": rows.tolist(),
+            "memory_mapped": not train.store.in_memory,
+            "train_labels": train.labels.tolist(),
+            "npy_unchanged": [p.stat().st_mtime_ns for p in npy] == decoded_at,
+        }
         gathered: list = [None] * world.size
-        dist.all_gather_object(
-            gathered,
-            {
-                "rank": world.rank,
-                "first_ok": first_ok,
-                "decision": decision,
-                "bn_mean": bn.running_mean.tolist(),
-                "rows": rows.tolist(),
-            },
-        )
+        dist.all_gather_object(gathered, mine)
         return {
             "world": (world.rank, world.size, world.backend),
             "counts": counts,
-            "ranks": gathered,
+            "ranks": sorted(gathered, key=lambda r: r["rank"]),
+            "npy_files": len(npy),
             "params": {k: v.detach().clone() for k, v in distributed.unwrap(ddp).state_dict().items()},
         }
 
 
-@pytest.mark.distributed
-def test_two_gloo_processes_step_as_one_process_on_the_whole_batch(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One launch of two gloo processes (each start costs seconds), shared by the tests below."""
+    from conftest import make_class_folder
+
+    tmp = tmp_path_factory.mktemp("two-ranks")
+    folder = make_class_folder(tmp / "data", {"a": 6, "b": 6}, size=10)
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in _net().state_dict().items()}
-    out = launch(_two_rank_worker, (str(tmp_path), state), nproc=2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIXCLASS_CACHE", str(tmp / "cache"))  # the workers inherit it
+        out = launch(_two_rank_worker, (str(tmp), str(folder), state), nproc=2)
+    return {"out": out, "state": state, "tmp": tmp}
 
+
+@pytest.mark.distributed
+def test_two_ranks_join_one_gloo_group_and_sum_counts(two_ranks: dict) -> None:
+    out = two_ranks["out"]
     assert out["world"] == (0, 2, "gloo")
     assert out["counts"] == [1.5 + 3.0, 2 + 3]  # summed over the ranks
-    ranks = sorted(out["ranks"], key=lambda r: r["rank"])
-    assert all(r["first_ok"] for r in ranks)
-    assert [r["decision"] for r in ranks] == ["stop", "stop"]  # rank 0's decision everywhere
-    assert [r["bn_mean"] for r in ranks] == [[0.0, 0.0], [0.0, 0.0]]  # rank 0's buffers everywhere
-    assert len(set(ranks[0]["rows"]) | set(ranks[1]["rows"])) == 8  # disjoint halves of the global batch
+    assert all(r["first_ok"] for r in out["ranks"])
+    assert [r["decision"] for r in out["ranks"]] == ["stop", "stop"]  # rank 0's decision everywhere
+    assert [r["bn_mean"] for r in out["ranks"]] == [[0.0, 0.0], [0.0, 0.0]]  # rank 0's buffers everywhere
+
+
+@pytest.mark.distributed
+def test_the_cache_is_decoded_once_and_stays_memory_mapped_in_every_rank(two_ranks: dict) -> None:
+    out = two_ranks["out"]
+    assert out["npy_files"] == 1
+    assert all(r["npy_unchanged"] for r in out["ranks"])  # rank 1 opened rank 0's file, did not rewrite it
+    assert all(r["memory_mapped"] for r in out["ranks"])
+    assert out["ranks"][0]["train_labels"] == out["ranks"][1]["train_labels"]  # the same split
+    assert (two_ranks["tmp"] / "split_manifest.json").is_file()
+
+
+@pytest.mark.distributed
+def test_one_ddp_step_of_2_x_half_batches_equals_one_step_on_the_whole_batch(two_ranks: dict) -> None:
+    out, state = two_ranks["out"], two_ranks["state"]
+    r0, r1 = (set(r["rows"]) for r in out["ranks"])
+    assert len(r0) == len(r1) == 4 and not r0 & r1  # disjoint halves of the global batch
 
     # The reference: one process, one step on the whole global batch of 8.
     x, y = _data()
+    batch = distributed.epoch_order(len(x), 0, 0)[:8]
+    assert set(batch.tolist()) == r0 | r1
     ref = _net()
     ref.load_state_dict(state)
-    _one_sgd_step(
-        ref, x[distributed.epoch_order(len(x), 0, 0)[:8]], y[distributed.epoch_order(len(x), 0, 0)[:8]]
-    )
+    _one_sgd_step(ref, x[batch], y[batch])
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(out["params"][k], v, rtol=1e-5, atol=1e-6)
         assert not torch.equal(v, state[k])  # the step moved every parameter

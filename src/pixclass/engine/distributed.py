@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..data.dataset import DataConfig, Dataset, load_data
 from ..errors import ConfigError, PixclassError, RunError
 
 #: The variables torchrun (and every launcher built on torch.distributed.run) sets for each process.
@@ -234,6 +235,23 @@ def main_first() -> Iterator[None]:
         barrier()
 
 
+def load_data_once(
+    data: str | os.PathLike[str],
+    cfg: DataConfig,
+    manifest_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """``data.dataset.load_data`` in every rank, the decoding done once.
+
+    Rank 0 loads first: it probes and decodes into the cache, writes the split manifest, shows the
+    progress bar. The others wait at a barrier, then load the same data: a cache hit that opens the
+    file rank 0 wrote (memory-mapped when it is over the RAM limit, so N ranks share one copy in the
+    page cache) and that splits the same way (the split is seeded)."""
+    with main_first():
+        main = is_main()
+        return load_data(data, cfg, manifest_path if main else None, progress and main)
+
+
 def on_main(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
     """``fn(*args, **kwargs)`` on rank 0 only (files, logs); ``None`` on the other ranks."""
     return fn(*args, **kwargs) if is_main() else None
@@ -381,6 +399,7 @@ __all__ = [
     "epoch_order",
     "is_main",
     "launched_by_torchrun",
+    "load_data_once",
     "main_first",
     "main_only",
     "on_main",
