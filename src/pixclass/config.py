@@ -41,6 +41,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (measured slower there)
     channels_last: bool = True  # measured: +15-30% training img/s for the CNNs on this 2-core CPU
+    sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (GPUs only)
     calibrate: bool = True  # fit a temperature on the validation split after training
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()

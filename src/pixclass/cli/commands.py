@@ -27,6 +27,8 @@ def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
         o["channels_last"] = True
     if a.no_calibrate:
         o["calibrate"] = False
+    if a.sync_bn:
+        o["sync_bn"] = True
     aug = {k: getattr(a, k) for k in ("pad", "rotate", "hflip", "translate", "erase") if getattr(a, k) is not None}
     if a.crop_scale is not None:
         aug["crop_scale"] = tuple(a.crop_scale)
@@ -45,7 +47,9 @@ def _train_overrides(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(a: argparse.Namespace) -> int:
     from ..config import DATA_DEFAULTS, PRESETS, TrainConfig, load_yaml, merge
     from ..data.sources import DataError
+    from ..engine import distributed
     from ..engine.fit import train
+    from .distributed import launch_command, wants_launch
 
     if a.resume:
         run = Path(a.resume)
@@ -55,6 +59,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         # --epochs / --patience may extend a resumed run; the learning-rate schedule is then laid out
         # for the new budget from the step reached. Every other option comes from the run's config.yaml.
         extend = {k: getattr(a, k) for k in ("epochs", "patience") if getattr(a, k) is not None}
+        if a.sync_bn:
+            extend["sync_bn"] = True
         if extend:
             cfg = merge(cfg, extend, "command line")
         data = a.data or json.loads((run / "split_manifest.json").read_text())["data"]
@@ -77,15 +83,21 @@ def cmd_train(a: argparse.Namespace) -> int:
         out = Path(a.out or f"runs/{a.name or Path(str(data).rstrip('/')).name}")
         if (out / "resume.safetensors").exists() and not a.overwrite:
             raise DataError(f"{out}: already holds a run; continue it with --resume {out}, or pass --out NEW_DIR or --overwrite")
+    if wants_launch(a):  # --nproc N: this same command in N processes
+        return launch_command(a, out)
     t0 = time.perf_counter()
-    res = train(data, cfg, out, resume=bool(a.resume), progress=not a.quiet)
-    print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
-    print(f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)")
+    with distributed.worker(cfg.device) as world:  # under torchrun: one rank of the job
+        res = train(data, cfg, out, resume=bool(a.resume), progress=not a.quiet)
+    if world.is_main:
+        print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
+        print(f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from ..config import PRESETS
+    from .distributed import EPILOG as DISTRIBUTED_EPILOG
+    from .distributed import add_arguments as add_distributed_arguments
 
     p = sub.add_parser(
         "train", help="train a model on DATA",
@@ -94,7 +106,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "images could not be read). Options: built-in defaults < --preset < --config FILE < flags.",
         epilog="examples:\n  pixclass train photos/ --epochs 20\n  pixclass train fashion-mnist --preset seed\n"
         "  pixclass train data.csv --model resnet18 --image-size 64 --optimizer adamw --lr 1e-3\n"
-        "  pixclass train --resume runs/photos", formatter_class=RAW,
+        "  pixclass train --resume runs/photos\n\n" + DISTRIBUTED_EPILOG, formatter_class=RAW,
     )
     p.add_argument("data", nargs="?", metavar="DATA", help="folder, CSV or fashion-mnist (see `pixclass --help`)")
     p.add_argument("--out", help="run folder (default runs/<name>)")
@@ -141,6 +153,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--test-fraction", type=float, help="test share carved when the data has no split at all (0.1)")
     g.add_argument("--split-seed", type=int, help="seed of the stratified split (0)")
     _add_sequence_opts(g)
+    add_distributed_arguments(p)
     p.set_defaults(func=cmd_train)
 
 

@@ -162,35 +162,44 @@ def _active() -> bool:
 
 
 @contextlib.contextmanager
-def worker(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[World]:
-    """One training process: join the group, run the body, leave the group.
-
-    An error in the body is recorded for the launcher (torchrun prints it in its failure summary,
-    ``engine.launch`` turns it into one line), and a ``PixclassError`` gets this rank's number in
-    front. A lost peer (the collective failed because another rank died) becomes a one-line
-    ``RunError``: that other rank's failure is the cause the launcher reports."""
+def joined(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[World]:
+    """The process group for the body: the one already joined, or torchrun's (joined here and left
+    after the body), or none (``World()``) in a plain process."""
+    if dist.is_available() and dist.is_initialized():
+        yield current()
+        return
     world = setup(device, timeout_s)
     try:
         yield world
-    except PixclassError as e:
-        err = type(e)(f"rank {world.rank}: {e}") if world.distributed else e
-        _record(err)
-        raise err from None
-    except Exception as e:
-        if not (world.distributed and _lost_peer(e)):
-            _record(e)
-            raise
-        err = RunError(f"rank {world.rank}: lost contact with the other processes ({_first_line(e)})")
-        _record(err)
-        # The rank that failed first is the one to report: give the agent time to see it (it polls
-        # every 0.1 s) and stop this process, before this secondary failure reaches it.
-        time.sleep(LOST_PEER_GRACE_S)
-        raise err from None
-    except BaseException as e:
-        _record(e)
-        raise
     finally:
         teardown()
+
+
+@contextlib.contextmanager
+def worker(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[World]:
+    """One training process: ``joined``, and an error in the body reported as this rank's.
+
+    The error is recorded for the launcher (torchrun prints it in its failure summary, ``engine.launch``
+    turns it into one line), and a ``PixclassError`` gets this rank's number in front. A lost peer (a
+    collective failed because another rank died) becomes a one-line ``RunError``: the other rank's
+    failure is the cause, and the launcher reports that one."""
+    with joined(device, timeout_s) as world:
+        try:
+            yield world
+        except PixclassError as e:
+            err = type(e)(f"rank {world.rank}: {e}") if world.distributed else e
+            _record(err)
+            raise err from None
+        except Exception as e:
+            if not (world.distributed and _lost_peer(e)):
+                _record(e)
+                raise
+            err = RunError(f"rank {world.rank}: lost contact with the other processes ({_first_line(e)})")
+            _record(err)
+            # The rank that failed first is the one to report: give the agent time to see it (it polls
+            # every 0.1 s) and stop this process, before this secondary failure reaches it.
+            time.sleep(LOST_PEER_GRACE_S)
+            raise err from None
 
 
 def _lost_peer(e: BaseException) -> bool:
@@ -280,10 +289,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def rank_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
-    """A generator for this rank's own randomness in an epoch (augmentation): different on each rank,
-    fixed by (seed, epoch, rank), so a resumed epoch draws the same as the interrupted one."""
-    return torch.Generator().manual_seed(_mix(seed, epoch, rank + 1))
+def rank_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:
+    """A seed for this rank's own randomness in an epoch (augmentation, dropout): different on each rank
+    and for each ``stream``, fixed by (seed, epoch, rank), so a resumed epoch draws what the
+    interrupted one drew; nothing random needs saving."""
+    return _mix(seed, epoch, rank + 1, stream)
+
+
+def rank_generator(seed: int, epoch: int, rank: int, stream: int = 0) -> torch.Generator:
+    """A generator seeded with ``rank_seed``."""
+    return torch.Generator().manual_seed(rank_seed(seed, epoch, rank, stream))
 
 
 def _mix(*xs: int) -> int:
@@ -398,6 +413,7 @@ __all__ = [
     "current",
     "epoch_order",
     "is_main",
+    "joined",
     "launched_by_torchrun",
     "load_data_once",
     "main_first",
@@ -405,6 +421,7 @@ __all__ = [
     "on_main",
     "per_rank_batch",
     "rank_generator",
+    "rank_seed",
     "ratio",
     "setup",
     "shard_batches",

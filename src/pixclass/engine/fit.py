@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -29,6 +30,7 @@ from ..data.sequences import sequence_meta
 from ..data.sources import DataError
 from ..models import create_model
 from ..models.rnn import model_for_data
+from . import distributed
 from .optim import loss_fn, make_optimizer, make_schedule
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_img_per_s"]
@@ -149,24 +151,50 @@ def train(
 
     ``on_epoch_end(epoch, eval_model, row)`` is called after each epoch's checkpoints are written (the
     benchmarks use it to time accuracy); ``row`` is that epoch's metrics.csv row.
+
+    Under torchrun (or ``pixclass train --nproc N``) every process calls this: it joins the process
+    group, trains its shard of each global batch (``cfg.batch_size``) under DDP, and rank 0 alone
+    writes files, logs and calls ``on_epoch_end`` (see ``engine.distributed``).
     """
-    log = log or _print
+    with distributed.joined(cfg.device) as world:
+        return _train(world, data, cfg, out, resume, progress, log or _print, on_epoch_end)
+
+
+def _train(
+    world: distributed.World,
+    data: str | os.PathLike[str] | Dataset,
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    resume: bool,
+    progress: bool,
+    log: Any,
+    on_epoch_end: Callable[[int, nn.Module, dict[str, float]], None] | None,
+) -> TrainResult:
+    main = world.is_main
+    log = distributed.main_only(log)  # rank 0 alone logs, shows progress and writes files
+    progress = progress and main
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
+    device = world.device if world.distributed else pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
 
-    ds = data if isinstance(data, Dataset) else load_data(data, cfg.data, run / "split_manifest.json", progress)
     if isinstance(data, Dataset):
-        from ..data.split import save_manifest
+        ds = data
+        if main:
+            from ..data.split import save_manifest
 
-        save_manifest(run / "split_manifest.json", ds.manifest)
-    if ds.broken:
+            save_manifest(run / "split_manifest.json", ds.manifest)
+    elif world.distributed:
+        ds = distributed.load_data_once(data, cfg.data, run / "split_manifest.json", progress)
+    else:
+        ds = load_data(data, cfg.data, run / "split_manifest.json", progress)
+    if ds.broken and main:
         (run / "broken_files.txt").write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
         log(f"skipped {len(ds.broken)} unreadable image(s) (first: {ds.broken[0]}); full list: {run / 'broken_files.txt'}")
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
     n_train = len(train_split)
-    save_yaml(cfg, run / "config.yaml")
+    if main:
+        save_yaml(cfg, run / "config.yaml")
 
     # The training set lives on the device as uint8; float only inside the step.
     x_train = train_split.store.tensor().to(device) if train_split.store.in_memory else None
@@ -182,14 +210,15 @@ def train(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    batch = min(cfg.batch_size, n_train)
+    # The global batch (all ranks together); each rank takes batch / world.size rows of it.
+    batch = min(cfg.batch_size, max(world.size, n_train // world.size * world.size))
+    distributed.per_rank_batch(batch, world.size)  # a batch that does not split evenly: one-line error
     steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
     total = steps_per_epoch * cfg.epochs
     opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
     sched = make_schedule(opt, cfg.schedule, total, int(cfg.warmup_epochs * steps_per_epoch))
     criterion = loss_fn(cfg.loss, cfg.label_smoothing)
     augment = BatchAugment(cfg.augment, mean, std)
-    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation: saved for resume
     amp = cfg.amp and device.type == "cuda"
 
     start_epoch, history = 0, []
@@ -206,38 +235,47 @@ def train(
             ema.load_state_dict({k[4:]: v for k, v in st.items() if k.startswith("ema.")})
         _load_optimizer(opt, st, meta["optimizer"])
         sched.load_state_dict({**sched.state_dict(), **meta["scheduler"]})
-        gen.set_state(st["rng.generator"])
-        torch.set_rng_state(st["rng.torch"])
         start_epoch, history = meta["epoch"], meta["history"]
         best_metric, since_best = meta["best_metric"], meta["since_best"]
         log(f"resuming {run} at epoch {start_epoch + 1}/{cfg.epochs}")
 
+    train_model = distributed.wrap_model(model, world, cfg.sync_bn)  # DDP across ranks; ``model`` alone
+
     def evaluate_split(m: nn.Module, split: Any) -> tuple[float, float]:
-        logits = predict_logits(m, split.store, mean, std, device, channels_last=cfg.channels_last)
-        y = split.labels
-        loss = float(criterion(logits, y)) if len(y) else float("nan")
-        return loss, float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+        # Each rank scores its part of the rows; counts are summed over ranks, ratios taken after.
+        rows = distributed.shard_rows(len(split), world.rank, world.size)
+        store = split.store if len(rows) == len(split) else split.store.subset(np.arange(rows.start, rows.stop))
+        y = split.labels[rows.start : rows.stop]
+        logits = predict_logits(m, store, mean, std, device, channels_last=cfg.channels_last)
+        loss_sum = float(criterion(logits, y)) * len(y) if len(y) else 0.0
+        loss_sum, correct, n = distributed.sum_counts(loss_sum, (logits.argmax(1) == y).sum(), len(y))
+        return distributed.ratio(loss_sum, n), distributed.ratio(correct, n)
 
     stopped_early = False
     train_seconds = sum(h["epoch_seconds"] for h in history)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n_train, generator=gen)
+        # Shuffling from (seed, epoch) alone, the same in every rank and after a resume with any number
+        # of ranks; each rank's augmentation and dropout from (seed, epoch, rank).
+        rows_per_step = distributed.shard_batches(distributed.epoch_order(n_train, cfg.seed, epoch), batch,
+                                                  world.rank, world.size)
+        gen = distributed.rank_generator(cfg.seed, epoch, world.rank)
+        torch.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank, stream=1))
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
                    disable=not progress, mininterval=0.5)
         for step in bar:
-            idx = perm[step * batch : (step + 1) * batch]
+            idx = rows_per_step[step]
             xb = x_train[idx.to(device)] if x_train is not None else train_split.store.take(idx).to(device, non_blocking=True)
             yb = y_train[idx.to(device)]
             xf = augment(xb, gen)  # (B, C, H, W) float, normalised and augmented
             if cfg.channels_last and xf.dim() == 4:
                 xf = xf.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(xf)
+                logits = train_model(xf)
                 loss = criterion(logits.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -258,36 +296,39 @@ def train(
             torch.cuda.synchronize()
         train_time = time.perf_counter() - t0
         train_seconds += train_time
+        loss_total, correct_total, seen = distributed.sum_counts(loss_sum, correct, seen)
         eval_model = ema.module if ema is not None else model
+        distributed.sync_buffers(eval_model)  # BN statistics: rank 0's everywhere, as it saves them
         if val_split is not None and len(val_split):
             val_loss, val_acc = evaluate_split(eval_model, val_split)
         else:
             val_loss, val_acc = float("nan"), float("nan")
         row = {
-            "epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+            "epoch": epoch + 1, "train_loss": loss_total / seen, "train_acc": correct_total / seen,
             "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
             "epoch_seconds": time.perf_counter() - t0, "train_img_per_s": seen / train_time,
         }
         history.append(row)
         log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}  {row['train_img_per_s']:.0f} img/s  {row['epoch_seconds']:.1f}s")
-        _write_metrics(run / "metrics.csv", history)
-
         current = row[cfg.metric] if not math.isnan(row[cfg.metric]) else -row["train_loss"]
-        improved = current > best_metric if higher else current < best_metric
-        weights = eval_model.state_dict()
-        meta = model_meta(eval_model, ds, mean, std, cfg, {k: float(v) for k, v in row.items()})
-        ckpt.atomic_save(weights, meta, run / "last.safetensors")
+        # Rank 0 decides (best checkpoint, early stop); the others follow its decision.
+        improved = distributed.broadcast_object(current > best_metric if higher else current < best_metric)
         if improved:
             best_metric, since_best = current, 0
         else:
             since_best += 1
-        if improved or not (run / "best.safetensors").exists():
-            ckpt.atomic_save(weights, meta, run / "best.safetensors")
-        _save_resume(run, model, ema, opt, sched, gen, epoch + 1, history, best_metric, since_best)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, eval_model, row)
-            model.train()
+        if main:
+            _write_metrics(run / "metrics.csv", history)
+            weights = eval_model.state_dict()
+            meta = model_meta(eval_model, ds, mean, std, cfg, {k: float(v) for k, v in row.items()})
+            ckpt.atomic_save(weights, meta, run / "last.safetensors")
+            if improved or not (run / "best.safetensors").exists():
+                ckpt.atomic_save(weights, meta, run / "best.safetensors")
+            _save_resume(run, model, ema, opt, sched, epoch + 1, history, best_metric, since_best)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, eval_model, row)
+                model.train()
         if cfg.patience is not None and since_best >= cfg.patience and epoch + 1 < cfg.epochs:
             log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
             stopped_early = True
@@ -296,6 +337,8 @@ def train(
     log(f"training took {train_seconds:.1f} s ({len(history)} epochs); best {cfg.metric} {best_metric:.4f}")
     result = TrainResult(run, run / "best.safetensors", run / "last.safetensors", history, best_metric,
                          train_seconds, ds.classes, stopped_early, [{"path": b.path, "reason": b.reason} for b in ds.broken])
+    if not main:
+        return result
     if val_split is not None and len(val_split) >= 20:
         _finish_run(result, ds, cfg, device, log)
     _write_report(result, ds, device, log)
@@ -357,15 +400,14 @@ def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def _save_resume(run: Path, model: nn.Module, ema: AveragedModel | None, opt: torch.optim.Optimizer, sched: Any,
-                 gen: torch.Generator, epoch: int, history: list, best_metric: float, since_best: int) -> None:
-    """Everything to continue where this epoch ended, as safetensors + JSON (no pickle of code)."""
+                 epoch: int, history: list, best_metric: float, since_best: int) -> None:
+    """Everything to continue where this epoch ended, as safetensors + JSON (no pickle of code). No
+    random state: each epoch's draws follow from (seed, epoch, rank), whatever the number of ranks."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     ot, oj = _optimizer_tensors(opt)
     tensors.update(ot)
-    tensors["rng.generator"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
     meta = {"kind": "resume", "epoch": epoch, "history": history, "best_metric": best_metric, "since_best": since_best,
             "optimizer": _jsonable(oj), "scheduler": _sched_state(sched)}
     ckpt.atomic_save(tensors, meta, run / "resume.safetensors")
