@@ -3,6 +3,7 @@ torch's elastic agent (through engine.launch), checked against one plain process
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,27 @@ def test_a_malformed_torchrun_variable_is_a_run_error(monkeypatch: pytest.Monkey
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RunError, match="RANK='zero' is not an integer"):
         distributed.setup("cpu")
+
+
+def test_a_taken_master_port_is_a_one_line_run_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0 hosts the store on MASTER_PORT when no agent does (workers started by hand, or a launcher
+    that does not host it); a port in use says so instead of a c10d traceback."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        for k, v in {
+            "RANK": "0",
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+        with pytest.raises(RunError, match=f"^rank 0: port 127.0.0.1:{port} is taken .*--master-port"):
+            distributed.setup("cpu", timeout_s=10)
+    assert not dist.is_initialized()
 
 
 # ---------------------------------------------------------------------------- two gloo processes

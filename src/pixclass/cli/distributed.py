@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 EPILOG = """\
 several processes (data-parallel, PyTorch DDP; gloo on CPUs, NCCL with one GPU per process):
-  pixclass train photos/ --nproc 2                            this machine, 2 processes
-  torchrun --nproc-per-node 2 -m pixclass train photos/       the same, started by torchrun
-  torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 \\
-      --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m pixclass train photos/   several machines
+  pixclass train photos/ --nproc 2                           this machine, 2 processes
+  torchrun --nproc-per-node 2 -m pixclass train photos/      the same, started by torchrun
+  torchrun --nnodes 2 --node-rank 0 --nproc-per-node 4 --rdzv-endpoint HOST:29500 \\
+      -m pixclass train photos/          two machines: run on each, --node-rank 1 on the other
 --batch-size is the global batch (all processes together), so the recipe does not change with N;
 rank 0 alone writes the run folder and prints; --resume works with any N.
 """

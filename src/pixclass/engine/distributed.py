@@ -234,13 +234,16 @@ def barrier() -> None:
 
 
 @contextlib.contextmanager
-def main_first() -> Iterator[None]:
-    """Rank 0 runs the body first, then the others (e.g. rank 0 decodes the cache; the others wait,
-    then open the finished store: a cache hit, memory-mapped when rank 0's is)."""
-    if not is_main():
+def main_first(per_machine: bool = False) -> Iterator[None]:
+    """Rank 0 runs the body first, then the others (e.g. rank 0 writes a file the others then read).
+
+    ``per_machine``: local rank 0 of every machine first (each machine has its own cache folder), then
+    the other ranks."""
+    first = (current().local_rank if per_machine else current().rank) == 0 if _active() else True
+    if not first:
         barrier()
     yield
-    if is_main():
+    if first:
         barrier()
 
 
@@ -250,13 +253,13 @@ def load_data_once(
     manifest_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> Dataset:
-    """``data.dataset.load_data`` in every rank, the decoding done once.
+    """``data.dataset.load_data`` in every rank, the decoding done once per machine.
 
-    Rank 0 loads first: it probes and decodes into the cache, writes the split manifest, shows the
-    progress bar. The others wait at a barrier, then load the same data: a cache hit that opens the
-    file rank 0 wrote (memory-mapped when it is over the RAM limit, so N ranks share one copy in the
-    page cache) and that splits the same way (the split is seeded)."""
-    with main_first():
+    Local rank 0 loads first: it probes and decodes into the cache (rank 0 also writes the split
+    manifest and shows the progress bar). The others wait at a barrier, then load the same data: a
+    cache hit that opens the file already written (memory-mapped when it is over the RAM limit, so
+    the ranks of a machine share one copy in the page cache), split the same way (the split is seeded)."""
+    with main_first(per_machine=True):
         main = is_main()
         return load_data(data, cfg, manifest_path if main else None, progress and main)
 
