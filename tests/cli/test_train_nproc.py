@@ -114,26 +114,15 @@ def test_two_processes_write_one_set_of_files_and_the_checkpoint_predicts(tmp_pa
 
 
 def test_one_step_of_2_x_half_batches_gives_the_parameters_of_one_step_on_the_whole_batch(
-    tmp_path: Path, patterns, no_report
+    tmp_path: Path, patterns
 ) -> None:
     from pixclass.config import TrainConfig
     from pixclass.data.augment import AugmentConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.engine.fit import train
+    from pixclass.run import train
 
     # 20 images, 4 to validation: 16 training images = one global batch of 16, one step, no augmentation.
     patterns.folder(tmp_path / "data", {"top": 5, "bottom": 5, "left": 5, "right": 5})
-    recipe = {
-        "model": "seed_cnn",
-        "epochs": 1,
-        "batch_size": 16,
-        "optimizer": "sgd",
-        "lr": 0.05,
-        "schedule": "constant",
-        "calibrate": False,
-        "device": "cpu",
-        "augment": AugmentConfig(pad=0),
-    }
     r = finish(
         pixclass(
             tmp_path,
@@ -155,6 +144,8 @@ def test_one_step_of_2_x_half_batches_gives_the_parameters_of_one_step_on_the_wh
             "0.05",
             "--schedule",
             "constant",
+            "--pad",
+            "0",
             "--image-size",
             "16",
             "--workers",
@@ -164,34 +155,34 @@ def test_one_step_of_2_x_half_batches_gives_the_parameters_of_one_step_on_the_wh
             "--no-calibrate",
             "--device",
             "cpu",
-            "--pad",
-            "0",
             "-q",
         )
     )
     assert r.returncode == 0, r.stderr
-    one = train(
-        tmp_path / "data",
-        TrainConfig(**recipe, data=DataConfig(image_size=16, workers=1, val_fraction=0.2)),
-        tmp_path / "one",
-        progress=False,
-        log=lambda _m: None,
-    )
-    assert len(one.history) == 1 and metrics(tmp_path / "two")[0]["epoch"] == "1"
 
-    start = train(
-        tmp_path / "data",
-        TrainConfig(**{**recipe, "lr": 0.0}, data=DataConfig(image_size=16, workers=1, val_fraction=0.2)),
-        tmp_path / "zero",
-        progress=False,
-        log=lambda _m: None,
-    )
-    a, b = load_file(tmp_path / "two" / "last.safetensors"), load_file(one.last)
-    moved = load_file(start.last)
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
-        assert not torch.equal(a[k], moved[k])  # the step changed every tensor
+    def one_process(out: str, lr: float) -> dict[str, torch.Tensor]:
+        cfg = TrainConfig(
+            model="seed_cnn",
+            epochs=1,
+            batch_size=16,
+            optimizer="sgd",
+            lr=lr,
+            schedule="constant",
+            augment=AugmentConfig(pad=0),
+            calibrate=False,
+            device="cpu",
+            data=DataConfig(image_size=16, workers=1, val_fraction=0.2),
+        )
+        res = train(tmp_path / "data", cfg, tmp_path / out, progress=False, log=lambda _m: None, report=False)
+        assert len(res.history) == 1
+        return load_file(res.last)
+
+    two, one = load_file(tmp_path / "two" / "last.safetensors"), one_process("one", 0.05)
+    start = one_process("start", 1e-12)  # the same initial weights, (almost) not moved
+    assert two.keys() == one.keys()
+    for k in two:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
+    assert sum(float((two[k] - start[k]).abs().sum()) for k in two) > 1e-2  # the step did move the weights
 
 
 def test_a_killed_rank_stops_the_job_in_one_line_and_resume_completes_it(tmp_path: Path, patterns) -> None:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from .options import int_in
 
 EPILOG = """\
 several processes (data-parallel, PyTorch DDP; gloo on CPUs, NCCL with one GPU per process):
@@ -31,14 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("several processes (data-parallel)")
     g.add_argument(
         "--nproc",
-        type=int,
+        type=int_in(1),
         metavar="N",
         help="train in N processes on this machine (PyTorch DDP), as `torchrun --nproc-per-node N "
         "-m pixclass train ...`; --batch-size stays the global batch",
     )
     g.add_argument(
         "--master-port",
-        type=int,
+        type=int_in(1, 65535),
         metavar="PORT",
         help="with --nproc: the port the processes meet on (default: a free one)",
     )
@@ -69,6 +69,8 @@ def _run_worker(args: argparse.Namespace) -> Any:
     # tqdm's default lock is a multiprocessing semaphore, registered with the launcher's resource
     # tracker: a worker stopped by a signal would leave it behind, and the tracker warns about it at
     # exit. Only rank 0 draws bars, so a thread lock does.
+    from tqdm import tqdm  # here, not at the top: `pixclass --help` does not import it (start-up time)
+
     tqdm.set_lock(threading.RLock())
     return args.func(args)
 

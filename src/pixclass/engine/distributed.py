@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.dataset import DataConfig, Dataset, load_data
-from ..errors import ConfigError, PixclassError, RunError
+from ..errors import ConfigError, DeviceError, PixclassError, RunError
 
 #: The variables torchrun (and every launcher built on torch.distributed.run) sets for each process.
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -82,19 +82,16 @@ def _env_int(name: str) -> int:
 
 
 def _pick_device(device: str, local_rank: int) -> torch.device:
-    """``auto``: GPU ``local_rank`` when there are enough GPUs, else CPU; ``cuda``: GPU ``local_rank``."""
+    """``auto``: GPU ``local_rank`` when there are enough GPUs, else CPU; ``cuda`` (or ``cuda:N``): GPU
+    ``local_rank`` (each process has its own GPU: the one of its local rank)."""
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from ..errors import DeviceError
-
-        raise DeviceError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+        raise DeviceError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
     n = torch.cuda.device_count()
     if local_rank >= n:
         if device == "auto":
             return torch.device("cpu")
-        from ..errors import DeviceError
-
         raise DeviceError(
             f"--device cuda: local rank {local_rank} has no GPU of its own ({n} here); "
             f"start at most {n} process(es) per machine"
