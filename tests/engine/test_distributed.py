@@ -240,7 +240,7 @@ def _failing_worker() -> None:
 @pytest.mark.distributed
 def test_a_failing_rank_stops_the_job_with_its_error_in_one_line() -> None:
     with pytest.raises(RunError) as e:
-        launch(_failing_worker, (), nproc=2, run_hint="continue with --resume")
+        launch(_failing_worker, (), nproc=2, run_hint=lambda: "continue with --resume")
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith("rank 1 of 2 (pid ")

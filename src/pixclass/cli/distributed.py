@@ -60,7 +60,11 @@ def launch_command(args: argparse.Namespace, run_dir: str | os.PathLike[str] | N
     """Run ``args.func(args)`` in ``args.nproc`` processes; rank 0's exit status."""
     from ..engine.launch import launch
 
-    hint = f"continue with `pixclass train --resume {Path(run_dir)} --nproc {args.nproc}`" if run_dir else ""
+    def hint() -> str:  # asked after a failure: only a run that saved a resume state can continue
+        if run_dir is None or not (Path(run_dir) / "resume.safetensors").is_file():
+            return ""
+        return f"continue with `pixclass train --resume {Path(run_dir)} --nproc {args.nproc}`"
+
     return int(launch(_run_worker, (args,), args.nproc, args.master_port, run_hint=hint) or 0)
 
 

@@ -47,13 +47,14 @@ def launch(
     args: tuple[Any, ...],
     nproc: int,
     master_port: int | None = None,
-    run_hint: str = "",
+    run_hint: Callable[[], str] | None = None,
 ) -> Any:
     """Run ``fn(*args)`` in ``nproc`` processes (torchrun's environment set in each); rank 0's return value.
 
     ``fn`` and ``args`` must be picklable (the workers are spawned). ``master_port``: the rendezvous port
     (default: a free one). A failed worker stops all of them; raises ``RunError`` with the root cause in
-    one line, followed by ``run_hint`` (e.g. how to resume)."""
+    one line, followed by ``run_hint()`` when it returns a line (e.g. how to resume, when there is a
+    resume state by then)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -83,7 +84,8 @@ def launch(
         with _quiet_agent():
             out = elastic_launch(config, fn)(*args)
     except ChildFailedError as e:
-        raise RunError(describe_failure(e.failures, nproc) + (f"; {run_hint}" if run_hint else "")) from None
+        hint = run_hint() if run_hint else ""
+        raise RunError(describe_failure(e.failures, nproc) + (f"; {hint}" if hint else "")) from None
     except Exception as e:  # the rendezvous itself failed (e.g. the port was taken in between)
         raise RunError(f"could not start {nproc} processes: {_cause(e)}") from None
     return out.get(0)
