@@ -343,13 +343,13 @@ def train_one_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_time = time.perf_counter() - t0
-    loss_sum, correct, seen = distributed.sum_counts(loss_sum, correct, seen)  # all ranks: counts, then ratios
+    total_loss, total_correct, total_seen = distributed.sum_counts(loss_sum, correct, seen)  # counts, then ratios
     return {
         "epoch": epoch + 1,
-        "train_loss": loss_sum / seen,
-        "train_acc": correct / seen,
+        "train_loss": total_loss / total_seen,
+        "train_acc": total_correct / total_seen,
         "lr": parts.opt.param_groups[0]["lr"],
-        "train_img_per_s": seen / train_time,
+        "train_img_per_s": total_seen / train_time,
     }
 
 
