@@ -16,7 +16,7 @@ from pixclass.data.cache import cache_dir
 from pixclass.data.dataset import DataConfig
 from pixclass.engine import distributed
 from pixclass.engine.launch import launch
-from pixclass.errors import ConfigError, DataError, RunError
+from pixclass.errors import ConfigError, DataError, DeviceError, RunError
 
 
 # ------------------------------------------------------------------------------- shard arithmetic
@@ -79,6 +79,18 @@ def test_without_a_process_group_the_helpers_are_identities() -> None:
 def test_sync_bn_on_cpu_is_a_config_error_naming_the_flag() -> None:
     with pytest.raises(ConfigError, match="--sync-bn: .*only on CUDA"):
         distributed.wrap_model(nn.BatchNorm2d(2), distributed.World(), sync_bn=True)
+
+
+def test_every_local_rank_gets_its_own_gpu_or_all_use_the_cpu() -> None:
+    pick = distributed._pick_device
+    assert pick("auto", 1, 2, gpus=2) == torch.device("cuda", 1)
+    assert pick("cuda:0", 1, 2, gpus=2) == torch.device("cuda", 1)  # the local rank's GPU, whatever N
+    assert pick("auto", 0, 2, gpus=1) == torch.device("cpu")  # not one each: gloo for all, not a mix
+    assert pick("cpu", 0, 2, gpus=2) == torch.device("cpu")
+    with pytest.raises(DeviceError, match="2 processes on this machine but 1 GPU"):
+        pick("cuda", 0, 2, gpus=1)
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        pick("cuda", 0, 1, gpus=0)
 
 
 def test_a_malformed_torchrun_variable_is_a_run_error(monkeypatch: pytest.MonkeyPatch) -> None:

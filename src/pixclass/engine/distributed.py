@@ -81,20 +81,21 @@ def _env_int(name: str) -> int:
         raise RunError(f"{name}={raw!r} is not an integer; it is set by torchrun, leave it to it") from None
 
 
-def _pick_device(device: str, local_rank: int) -> torch.device:
-    """``auto``: GPU ``local_rank`` when there are enough GPUs, else CPU; ``cuda`` (or ``cuda:N``): GPU
-    ``local_rank`` (each process has its own GPU: the one of its local rank)."""
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+def _pick_device(device: str, local_rank: int, local_size: int, gpus: int | None = None) -> torch.device:
+    """The device of local rank ``local_rank`` of ``local_size`` processes on this machine.
+
+    Each process needs a GPU of its own (NCCL refuses two ranks on one GPU), and all ranks must agree
+    on the backend: ``auto`` is GPU ``local_rank`` when every local process has one, else the CPU for
+    all; ``cuda`` (or ``cuda:N``) is GPU ``local_rank``, an error when there are too few."""
+    n = (torch.cuda.device_count() if torch.cuda.is_available() else 0) if gpus is None else gpus
+    if device == "cpu" or (device == "auto" and n < local_size):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
+    if n == 0:
         raise DeviceError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
-    n = torch.cuda.device_count()
-    if local_rank >= n:
-        if device == "auto":
-            return torch.device("cpu")
+    if n < local_size:
         raise DeviceError(
-            f"--device cuda: local rank {local_rank} has no GPU of its own ({n} here); "
-            f"start at most {n} process(es) per machine"
+            f"--device {device}: {local_size} processes on this machine but {n} GPU(s); each process needs "
+            f"its own: start at most {n} per machine, or use --device cpu"
         )
     return torch.device("cuda", local_rank)
 
@@ -107,7 +108,8 @@ def setup(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
     if not launched_by_torchrun():
         return World()
     rank, size, local_rank = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK")
-    dev = _pick_device(device, local_rank)
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    dev = _pick_device(device, local_rank, local_size)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
