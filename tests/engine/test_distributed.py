@@ -189,24 +189,21 @@ def _two_rank_worker(tmp: str, folder: str, state: dict[str, torch.Tensor]) -> d
         }
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One launch of two gloo processes (each start costs seconds), shared by the tests below."""
+@pytest.mark.distributed
+def test_two_gloo_ranks_share_counts_decisions_the_cache_and_one_step(tmp_path: Path) -> None:
+    """One launch of two processes (each start costs seconds), checked in three parts."""
     from conftest import make_class_folder
 
-    tmp = tmp_path_factory.mktemp("two-ranks")
-    folder = make_class_folder(tmp / "data", {"a": 6, "b": 6}, size=10)
+    folder = make_class_folder(tmp_path / "data", {"a": 6, "b": 6}, size=10)
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in _net().state_dict().items()}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PIXCLASS_CACHE", str(tmp / "cache"))  # the workers inherit it
-        out = launch(_two_rank_worker, (str(tmp), str(folder), state), nproc=2)
-    return {"out": out, "state": state, "tmp": tmp}
+    out = launch(_two_rank_worker, (str(tmp_path), str(folder), state), nproc=2)  # the cache env is inherited
+    _check_group(out)
+    _check_cache_decoded_once(out, tmp_path)
+    _check_step_equals_one_process_on_the_whole_batch(out, state)
 
 
-@pytest.mark.distributed
-def test_two_ranks_join_one_gloo_group_and_sum_counts(two_ranks: dict) -> None:
-    out = two_ranks["out"]
+def _check_group(out: dict) -> None:
     assert out["world"] == (0, 2, "gloo")
     assert out["counts"] == [1.5 + 3.0, 2 + 3]  # summed over the ranks
     assert all(r["first_ok"] for r in out["ranks"])
@@ -214,22 +211,17 @@ def test_two_ranks_join_one_gloo_group_and_sum_counts(two_ranks: dict) -> None:
     assert [r["bn_mean"] for r in out["ranks"]] == [[0.0, 0.0], [0.0, 0.0]]  # rank 0's buffers everywhere
 
 
-@pytest.mark.distributed
-def test_the_cache_is_decoded_once_and_stays_memory_mapped_in_every_rank(two_ranks: dict) -> None:
-    out = two_ranks["out"]
+def _check_cache_decoded_once(out: dict, tmp: Path) -> None:
     assert out["npy_files"] == 1
     assert all(r["npy_unchanged"] for r in out["ranks"])  # rank 1 opened rank 0's file, did not rewrite it
     assert all(r["memory_mapped"] for r in out["ranks"])
     assert out["ranks"][0]["train_labels"] == out["ranks"][1]["train_labels"]  # the same split
-    assert (two_ranks["tmp"] / "split_manifest.json").is_file()
+    assert (tmp / "split_manifest.json").is_file()
 
 
-@pytest.mark.distributed
-def test_one_ddp_step_of_2_x_half_batches_equals_one_step_on_the_whole_batch(two_ranks: dict) -> None:
-    out, state = two_ranks["out"], two_ranks["state"]
+def _check_step_equals_one_process_on_the_whole_batch(out: dict, state: dict[str, torch.Tensor]) -> None:
     r0, r1 = (set(r["rows"]) for r in out["ranks"])
     assert len(r0) == len(r1) == 4 and not r0 & r1  # disjoint halves of the global batch
-
     # The reference: one process, one step on the whole global batch of 8.
     x, y = _data()
     batch = distributed.epoch_order(len(x), 0, 0)[:8]
