@@ -96,7 +96,7 @@ def test_quick_run_every_section_on_cpu(tmp_path: Path) -> None:
     assert set(res["recipes"]["rows"]) == {"default", "gpu", "seed"}
     assert all("test_acc" in r for r in res["recipes"]["rows"].values())
     assert res["profile"]["steps"] >= 1 and res["profile"]["top_cpu_ops"]
-    assert (tmp_path / "gpu_trace.json.gz").is_file()
+    assert (tmp_path / "gpu_trace_quick.json.gz").is_file()
     cand = res["candidates"]["rows"]["wide-64-128-256"]
     assert cand["params"] <= 2_000_000 and "test_acc" in cand
     assert res["inference"]["top1_agreement"] == 1.0
