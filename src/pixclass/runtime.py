@@ -1,10 +1,9 @@
 """Inference runtimes for ``Predictor``: PyTorch eager, or the same model exported to ONNX and run by
 onnxruntime on the CPU; and test-time flip as a module that either runtime runs.
 
-Why onnxruntime on the CPU: ``benchmarks/inference.py`` measured seed_cnn through the Predictor at
-0.12-0.16 ms batch-1 p50 and 24-32k images/s at batch 256 under onnxruntime, against 0.18-0.24 ms
-and 19-23k on PyTorch (channels_last) and ~15k for Keras ``predict``, on the 2-core machine. The export is checked against eager on a probe batch
-before it is used; anything that fails to export or disagrees falls back to eager, with the reason
+Why onnxruntime on the CPU: faster than PyTorch eager for the small CNNs at every batch size (the
+figures, with the command that measures them, are in benchmarks/README.md, "What each lever gave":
+``python benchmarks/inference.py``). The export is checked against eager on a probe batch before it is used; anything that fails to export or disagrees falls back to eager, with the reason
 kept in ``Runtime.note``.
 """
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from .data.augment import normalize
+from .errors import ConfigError
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -62,11 +62,14 @@ class Runtime:
     note: str = ""
 
 
-def torch_runtime(model: nn.Module, channels_last: bool) -> Runtime:
+def torch_runtime(model: nn.Module, channels_last: bool, amp: bool = False) -> Runtime:
+    """Eager PyTorch. ``amp``: bf16 autocast on the input's device (training's validation on CUDA, where
+    the matrix units run bf16; logits come back as float32)."""
+
     def run(x: torch.Tensor) -> torch.Tensor:
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             return model(x).float()
 
     return Runtime("torch", run)
@@ -78,7 +81,7 @@ def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = 
     Raises ImportError without onnxruntime, and RuntimeError when the export fails or its outputs
     differ from eager PyTorch on ``example``.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # here, not at the top: without it make_runtime falls back to PyTorch
 
     model = model.eval()
     example = example.contiguous()
@@ -130,11 +133,11 @@ def make_runtime(model: nn.Module, backend: str, device: torch.device, example: 
     """The runtime for ``backend``: ``auto`` takes onnxruntime on the CPU when it is installed and the
     model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return torch_runtime(model, channels_last)
     if device.type != "cpu":
-        raise ValueError("backend onnxruntime runs on the CPU here; use --device cpu or backend torch")
+        raise ConfigError("--backend onnxruntime runs on the CPU here; use --device cpu or --backend torch")
     try:
         return onnx_runtime(model, example)
     except ImportError as e:
@@ -144,7 +147,7 @@ def make_runtime(model: nn.Module, backend: str, device: torch.device, example: 
         why = f"onnxruntime unavailable for this model ({type(e).__name__}: {str(e)[:200]})"
         fix, err = f"this model cannot run there ({type(e).__name__}: {e})", e
     if backend == "onnxruntime":
-        raise ValueError(f"backend onnxruntime: {fix}") from err
+        raise ConfigError(f"--backend onnxruntime: {fix}") from err
     rt = torch_runtime(model, channels_last)
     rt.note = why
     return rt

@@ -35,9 +35,9 @@ from ..data.dataset import Dataset, SplitData
 from ..data.sequences import sequence_meta
 from ..data.split import save_manifest
 from ..device import pick_device
-from ..errors import TrainingFailed
+from ..errors import RunError, TrainingFailed
 from ..files import atomic_path
-from ..models import create_model
+from ..models import create_model, get_entry
 from ..models.rnn import model_for_data
 from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
 from . import distributed
@@ -127,8 +127,9 @@ def fit(
     world = distributed.current()
     log = distributed.main_only(log or log_line)  # rank 0 alone logs, shows progress and writes files
     progress = progress and world.is_main
-    run = Path(out)
+    run = prepare_run_dir(Path(out))
     device = world.device if world.distributed else pick_device(cfg.device)
+    get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
     torch.manual_seed(cfg.seed)
     ds = load_run_data(data, cfg, run, progress, log)
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
@@ -174,6 +175,17 @@ def fit(
 
 
 # ------------------------------------------------------------------------------------------- set-up
+def prepare_run_dir(run: Path) -> Path:
+    """The run folder, created; refused in one line when it cannot be written."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"{run}: cannot create the run folder ({e.strerror}); choose another --out") from None
+    if not os.access(run, os.W_OK | os.X_OK):
+        raise RunError(f"{run}: the run folder is not writable; choose another --out")
+    return run
+
+
 def load_run_data(
     data: str | os.PathLike[str] | Dataset,
     cfg: TrainConfig,
@@ -295,6 +307,8 @@ def train_one_epoch(
     rows = distributed.shard_batches(
         distributed.epoch_order(len(split), cfg.seed, epoch), parts.batch, world.rank, world.size
     )  # (steps, batch / world.size) row indices of this rank
+    # on the device once per epoch: a blocking CPU->GPU copy of each step's indices waits for the GPU
+    rows_dev = rows.to(device)
     parts.gen.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank))
     torch.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank, stream=1))
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
@@ -309,13 +323,12 @@ def train_one_epoch(
         mininterval=0.5,
     )
     for step in bar:
-        idx = rows[step]
         xb = (
-            x_train[idx.to(device)]
+            x_train[rows_dev[step]]
             if x_train is not None
-            else split.store.take(idx).to(device, non_blocking=True)
+            else split.store.take(rows[step]).to(device, non_blocking=True)
         )
-        yb = y_train[idx.to(device)]
+        yb = y_train[rows_dev[step]]
         xf = parts.augment(xb, parts.gen)  # (B, C, H, W) float, normalised and augmented
         if cfg.channels_last and xf.dim() == 4:
             xf = xf.contiguous(memory_format=torch.channels_last)
@@ -362,13 +375,16 @@ def predict_logits(
     channels_last: bool = False,
     tta: bool = False,
     batch_size: int = 1024,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Logits (N, K) for every row of a uint8 store, in eval mode, through the same normalisation and
-    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor."""
+    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor; ``amp``:
+    in bf16 on CUDA (ignored elsewhere, as in training)."""
     was_training = model.training
     net = Normalized(FlipTTA(model) if tta else model, mean, std).eval()
     try:
-        return batched_logits(torch_runtime(net, channels_last).run, store, device, batch_size)
+        run = torch_runtime(net, channels_last, amp=amp and device.type == "cuda").run
+        return batched_logits(run, store, device, batch_size)
     finally:
         model.train(was_training)
 
@@ -385,7 +401,9 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
     part = distributed.shard_rows(len(split), world.rank, world.size)
     store = split.store if len(part) == len(split) else split.store.subset(np.arange(part.start, part.stop))
     y = split.labels[part.start : part.stop]
-    logits = predict_logits(parts.eval_model, store, parts.mean, parts.std, parts.device, cfg.channels_last)
+    logits = predict_logits(
+        parts.eval_model, store, parts.mean, parts.std, parts.device, cfg.channels_last, amp=cfg.amp
+    )
     loss_sum = float(parts.criterion(logits, y)) * len(y) if len(y) else 0.0
     loss_sum, correct, n = distributed.sum_counts(loss_sum, (logits.argmax(1) == y).sum(), len(y))
     return {"val_loss": distributed.ratio(loss_sum, n), "val_acc": distributed.ratio(correct, n)}
