@@ -14,6 +14,7 @@ import pixclass.engine.fit as fit
 from pixclass import checkpoint as ckpt
 from pixclass.config import TrainConfig, load_yaml, merge
 from pixclass.data.augment import AugmentConfig
+from pixclass.engine.distributed import World
 from pixclass.errors import RunError
 
 TIMING = ("epoch_seconds", "train_img_per_s")
@@ -216,7 +217,7 @@ def test_validate_passes_the_amp_setting(monkeypatch):
     monkeypatch.setattr(fit, "predict_logits", fake)
     split = type("S", (), {"store": None, "labels": torch.tensor([0, 1]), "__len__": lambda self: 2})()
     parts = type("P", (), {"eval_model": None, "mean": None, "std": None, "device": torch.device("cpu"),
-                           "criterion": staticmethod(torch.nn.functional.cross_entropy)})()
+                           "criterion": staticmethod(torch.nn.functional.cross_entropy), "world": World()})()
     fit.validate(parts, split, TrainConfig(amp=False))
     assert seen["amp"] is False
     fit.validate(parts, split, TrainConfig())
