@@ -79,10 +79,16 @@ def _example(pred: Predictor, n: int, seed: int = 0) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- training images
 def _evenly(n_total: int, n: int) -> np.ndarray:
     """``n`` indices spread over 0..n_total-1 (a split listed class by class gets every class)."""
-    return np.unique(np.linspace(0, n_total - 1, min(n, n_total)).round().astype(np.int64)) if n_total else np.zeros(0, np.int64)
+    return (
+        np.unique(np.linspace(0, n_total - 1, min(n, n_total)).round().astype(np.int64))
+        if n_total
+        else np.zeros(0, np.int64)
+    )
 
 
-def split_images(checkpoint: str | os.PathLike[str], pred: Predictor, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_images(
+    checkpoint: str | os.PathLike[str], pred: Predictor, split: str, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``n`` images of ``split`` of the run's data, as the model reads them: (uint8 (m, C, S, S),
     labels (m,) in the checkpoint's class order). Raises DataError saying why they cannot be had."""
     from .data.decode import DecodeError, decode_file
@@ -91,7 +97,9 @@ def split_images(checkpoint: str | os.PathLike[str], pred: Predictor, split: str
     run = Path(checkpoint).resolve().parent
     mpath = run / "split_manifest.json"
     if not mpath.is_file():
-        raise DataError(f"{run}: no split_manifest.json beside the checkpoint, so the training data is unknown")
+        raise DataError(
+            f"{run}: no split_manifest.json beside the checkpoint, so the training data is unknown"
+        )
     manifest = json.loads(mpath.read_text())
     if pred.frames:
         raise DataError("clip models are compared on the probe batch only")
@@ -110,7 +118,11 @@ def split_images(checkpoint: str | os.PathLike[str], pred: Predictor, split: str
         sd = load_data(src, checkpoint_data_config(pred.meta), progress=False).splits[split]
         idx = _evenly(len(sd), n)
         return sd.store.take(torch.from_numpy(idx)), sd.labels[idx]
-    label_of = {src.rel(p): src.classes[int(y)] for s in src.splits.values() for p, y in zip(s.paths or [], s.labels, strict=True)}
+    label_of = {
+        src.rel(p): src.classes[int(y)]
+        for s in src.splits.values()
+        for p, y in zip(s.paths or [], s.labels, strict=True)
+    }
     xs, ys = [], []
     for i in _evenly(len(listing), n):
         rel = listing[i]
@@ -143,7 +155,11 @@ def _runner(path: Path, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _batched(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bs: int = 256) -> np.ndarray:
-    return np.concatenate([run(x[i : i + bs]) for i in range(0, len(x), bs)]) if len(x) else np.zeros((0, 0), np.float32)
+    return (
+        np.concatenate([run(x[i : i + bs]) for i in range(0, len(x), bs)])
+        if len(x)
+        else np.zeros((0, 0), np.float32)
+    )
 
 
 def compare(run: Callable[[np.ndarray], np.ndarray], ref: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:
@@ -153,11 +169,16 @@ def compare(run: Callable[[np.ndarray], np.ndarray], ref: torch.nn.Module, x: to
     got = _batched(run, x.numpy())
     if got.shape != want.shape:
         return {"n": len(x), "max_abs_diff": float("inf"), "top1_agreement": 0.0}
-    return {"n": len(x), "max_abs_diff": float(np.abs(got - want).max()),
-            "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean())}
+    return {
+        "n": len(x),
+        "max_abs_diff": float(np.abs(got - want).max()),
+        "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean()),
+    }
 
 
-def parity(path: Path, fmt: str, module: torch.nn.Module, probe: torch.Tensor, real: torch.Tensor | None) -> dict[str, Any]:
+def parity(
+    path: Path, fmt: str, module: torch.nn.Module, probe: torch.Tensor, real: torch.Tensor | None
+) -> dict[str, Any]:
     run = _runner(path, fmt)
     out: dict[str, Any] = {"tolerance": PARITY_TOL, "probe": compare(run, module, probe)}
     if real is not None and len(real):
@@ -238,7 +259,7 @@ def describe(pred: Predictor, exporter: str) -> dict[str, str]:
         "input_size": str(s),
         "channels": str(c),
         "resize": f"first frame; EXIF orientation; alpha composited on RGB {tuple(pred.background)}; to "
-                  f"{'RGB' if c == 3 else 'L (grey)'}; shorter side resized to {s} (bicubic, antialiased); centre crop {s}x{s}",
+        f"{'RGB' if c == 3 else 'L (grey)'}; shorter side resized to {s} (bicubic, antialiased); centre crop {s}x{s}",
         "background": json.dumps(list(pred.background)),
         "temperature": repr(pred.temperature),
         "tta": "hflip" if pred.tta else "none",
@@ -267,9 +288,16 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> None:
     pre = _tmp(out, ".pre")
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        quantize_static(
+            str(pre),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+        )
     finally:
         pre.unlink(missing_ok=True)
 
@@ -298,10 +326,17 @@ def int8_check(fp32: Path, int8: Path, xv: np.ndarray, yv: np.ndarray) -> dict[s
         s32.append(throughput(r32, xb))
         s8.append(throughput(r8, xb))
     f32, f8 = max(s32), max(s8)
-    return {"val_images": len(yv), "val_acc_fp32": acc32, "val_acc_int8": acc8,
-            "acc_change_points": round(100 * (acc8 - acc32), 3), "max_loss_points": INT8_MAX_LOSS,
-            "img_per_s_fp32": round(f32), "img_per_s_int8": round(f8), "speedup": round(f8 / f32, 3),
-            "calibration_images": 0}
+    return {
+        "val_images": len(yv),
+        "val_acc_fp32": acc32,
+        "val_acc_int8": acc8,
+        "acc_change_points": round(100 * (acc8 - acc32), 3),
+        "max_loss_points": INT8_MAX_LOSS,
+        "img_per_s_fp32": round(f32),
+        "img_per_s_int8": round(f8),
+        "speedup": round(f8 / f32, 3),
+        "calibration_images": 0,
+    }
 
 
 # --------------------------------------------------------------------------------------------- export
@@ -319,9 +354,16 @@ def _check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
         raise OutputError(f"{out}: already exists; pass --overwrite to replace it, or --out NEW_FILE")
 
 
-def export_checkpoint(checkpoint: str | os.PathLike[str], fmt: str = "onnx", out: str | os.PathLike[str] | None = None,
-                      int8: bool = False, force: bool = False, overwrite: bool = False, exporter: str = "auto",
-                      log: Callable[[str], None] = print) -> ExportResult:
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    fmt: str = "onnx",
+    out: str | os.PathLike[str] | None = None,
+    int8: bool = False,
+    force: bool = False,
+    overwrite: bool = False,
+    exporter: str = "auto",
+    log: Callable[[str], None] = print,
+) -> ExportResult:
     """Export ``checkpoint`` to ``out`` (default: beside it), check it, store the figures in it.
 
     ``exporter`` (ONNX): ``auto`` (dynamo, else TorchScript), ``dynamo`` or ``torchscript``. Raises
@@ -367,8 +409,15 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], fmt: str = "onnx", out
     return ExportResult(dest, fmt, used, par, meta, int8_info, notes)
 
 
-def _export_checked(module: torch.nn.Module, probe: torch.Tensor, real: torch.Tensor | None, tmp: Path, fmt: str,
-                    exporter: str, notes: list[str]) -> tuple[str, dict[str, Any]]:
+def _export_checked(
+    module: torch.nn.Module,
+    probe: torch.Tensor,
+    real: torch.Tensor | None,
+    tmp: Path,
+    fmt: str,
+    exporter: str,
+    notes: list[str],
+) -> tuple[str, dict[str, Any]]:
     """Write the float file into ``tmp`` and check it; returns (exporter used, parity figures)."""
     if fmt == "torchscript":
         _write_torchscript(module, probe[:2], tmp)
@@ -396,16 +445,27 @@ def _export_checked(module: torch.nn.Module, probe: torch.Tensor, real: torch.Te
 
 def _refuse_beyond_tolerance(par: dict[str, Any], what: str) -> None:
     if not par["max_abs_diff"] <= PARITY_TOL:
-        raise ExportRefused(f"{what} export refused, nothing written: max |Δprob| {par['max_abs_diff']:.3g} vs PyTorch "
-                            f"exceeds {PARITY_TOL:g} (top-1 agreement {par['top1_agreement']:.2%})")
+        raise ExportRefused(
+            f"{what} export refused, nothing written: max |Δprob| {par['max_abs_diff']:.3g} vs PyTorch "
+            f"exceeds {PARITY_TOL:g} (top-1 agreement {par['top1_agreement']:.2%})"
+        )
 
 
-def _make_int8(ck: Path, pred: Predictor, module: torch.nn.Module, probe: torch.Tensor, real: torch.Tensor | None,
-               tmp: Path, force: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _make_int8(
+    ck: Path,
+    pred: Predictor,
+    module: torch.nn.Module,
+    probe: torch.Tensor,
+    real: torch.Tensor | None,
+    tmp: Path,
+    force: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Quantize the checked float file in ``tmp`` (in place); returns (int8 figures, parity vs PyTorch)."""
     if real is None:
-        raise DataError("--int8 needs the training images (calibration) and the validation split (accuracy check), "
-                        "found through split_manifest.json beside the checkpoint; the data is not reachable")
+        raise DataError(
+            "--int8 needs the training images (calibration) and the validation split (accuracy check), "
+            "found through split_manifest.json beside the checkpoint; the data is not reachable"
+        )
     xv, yv = split_images(ck, pred, "val", VAL_MAX)
     q = _tmp(tmp, ".int8")
     try:
@@ -417,7 +477,8 @@ def _make_int8(ck: Path, pred: Predictor, module: torch.nn.Module, probe: torch.
             raise ExportRefused(
                 f"int8 export refused, nothing written: validation accuracy {info['val_acc_fp32']:.4f} -> "
                 f"{info['val_acc_int8']:.4f} loses {-info['acc_change_points']:.2f} points, more than "
-                f"{INT8_MAX_LOSS} (pass --force to write it anyway)")
+                f"{INT8_MAX_LOSS} (pass --force to write it anyway)"
+            )
         os.replace(q, tmp)
     finally:
         q.unlink(missing_ok=True)
