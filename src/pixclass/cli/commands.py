@@ -390,5 +390,6 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 REGISTER: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_evaluate, _add_predict, _add_models,
                                                                 _add_explain, _add_calibrate, _add_report]
 from .export import register as _add_export  # noqa: E402
+from .serve import register as _add_serve  # noqa: E402
 
-REGISTER += [_add_export]
+REGISTER += [_add_export, _add_serve]
