@@ -19,6 +19,7 @@ import asyncio
 import base64
 import io
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,10 @@ log = logging.getLogger("pixclass.serve")
 #: Pixel limit of an upload, checked from the header before decoding: a 24 Mpx photo (6000 x 4000)
 #: decodes to 72 MB of RGB; a 10 MB PNG can claim billions of pixels.
 SERVE_MAX_PIXELS = 24_000_000
+#: Work small enough to do on the event loop rather than hand to a thread (see ``batcher``): batches of
+#: up to this many images, and images of up to this many pixels (from the header) to decode.
+INLINE_BATCH = 4
+INLINE_PIXELS = 256 * 256
 ROUTES = ("/", "/predict", "/explain", "/health", "/metadata", "/metrics")
 
 
@@ -52,6 +57,7 @@ class Settings:
     top_k: int = 5
     max_pixels: int = SERVE_MAX_PIXELS
     backend: str = "auto"
+    threads: int | None = None  # runtime threads; None: one core less than the machine has (the event loop's)
 
 
 class ApiError(Exception):
@@ -98,7 +104,9 @@ class Service:
         self.pred: Any = None
         self.error: str | None = None
         self.ready = threading.Event()
-        self.batcher = MicroBatcher(self._run, s.max_batch, s.max_wait_ms / 1000, metrics.batch.observe)
+        self.batcher = MicroBatcher(
+            self._run, s.max_batch, s.max_wait_ms / 1000, metrics.batch.observe, INLINE_BATCH
+        )
         self._explainer: Any = None
         self._explain_lock = asyncio.Lock()
 
@@ -108,6 +116,8 @@ class Service:
 
             from ..predict import Predictor
 
+            # One core for the event loop (HTTP parsing, decoding: Python), the others for the runtime.
+            torch.set_num_threads(self.settings.threads or max(1, (os.cpu_count() or 1) - 1))
             pred = Predictor.from_checkpoint(self.settings.checkpoint, backend=self.settings.backend)
             pred.probs_from_uint8(
                 torch.zeros(2, pred.channels, pred.size, pred.size, dtype=torch.uint8)
@@ -137,6 +147,18 @@ class Service:
         p = self.pred
         arr = decode_bytes(data, name, p.size, p.channels, p.background, self.settings.max_pixels)
         return {"filename": name, "reason": arr.reason} if isinstance(arr, DecodeError) else arr
+
+    @staticmethod
+    def small(data: bytes) -> bool:
+        """True when the image's header says it has at most ``INLINE_PIXELS`` pixels (or it is no image:
+        its error is as quick to find). Reads the header only."""
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return bool(im.size[0] * im.size[1] <= INLINE_PIXELS)
+        except Exception:
+            return len(data) <= 1 << 20
 
     def explainer(self) -> Any:
         if self._explainer is None:
@@ -325,12 +347,15 @@ def create_app(settings: Settings) -> Any:
     @app.post("/predict")
     async def predict(
         files: Annotated[list[UploadFile], File()], top_k: Annotated[int | None, Query(ge=1)] = None
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         p = svc.require_ready()
         svc.batcher.incoming += 1
         try:
             named = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
-            decoded = await asyncio.to_thread(lambda: [svc.decode(n, b) for n, b in named])
+            if all(svc.small(b) for _, b in named):
+                decoded = [svc.decode(n, b) for n, b in named]
+            else:  # big pictures decode in a thread: the event loop keeps serving meanwhile
+                decoded = await asyncio.to_thread(lambda: [svc.decode(n, b) for n, b in named])
         finally:
             svc.batcher.incoming -= 1
         bad = [d for d in decoded if isinstance(d, dict)]
@@ -346,11 +371,15 @@ def create_app(settings: Settings) -> Any:
         import torch
 
         preds = p._to_predictions(torch.from_numpy(probs), top_k or settings.top_k, [n for n, _ in named])
-        return {
-            "predictions": [
-                {"filename": pr.path, "label": pr.label, "prob": pr.prob, "top_k": pr.top_k} for pr in preds
-            ]
-        }
+        # A JSONResponse as it is: plain JSON types, no need for FastAPI's encoder (a cost on every request)
+        return JSONResponse(
+            {
+                "predictions": [
+                    {"filename": pr.path, "label": pr.label, "prob": pr.prob, "top_k": pr.top_k}
+                    for pr in preds
+                ]
+            }
+        )
 
     @app.post("/explain")
     async def explain(file: Annotated[UploadFile, File()]) -> dict[str, Any]:

@@ -4,7 +4,11 @@ One worker task takes the first waiting request, then everything already queued,
 images; while other requests are still being decoded it waits up to ``max_wait_s`` for them. A lone
 request therefore never waits (the p50 at concurrency 1 is one runtime call), and under load the
 batches grow by themselves: requests that arrive during one runtime call form the next batch.
-The runtime runs in one dedicated thread, so the event loop keeps accepting and decoding meanwhile.
+
+Where the runtime runs: a batch of up to ``inline_max`` images runs on the event loop itself (a small
+model takes well under a millisecond there, less than handing it to a thread and back, which on a busy
+machine costs milliseconds of scheduling); a larger batch runs in one dedicated thread, so that the
+event loop keeps accepting and decoding the next requests meanwhile.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_s: float = 0.005,
         on_batch: Callable[[int], None] | None = None,
+        inline_max: int = 0,
     ):
         self.run, self.max_batch, self.max_wait_s = run, max(1, max_batch), max(0.0, max_wait_s)
+        self.inline_max = inline_max  # batches of at most this many images run on the event loop
         self.on_batch = on_batch or (lambda n: None)
         self.incoming = 0  # requests between arrival and submit (decoding): worth waiting for
         self._queue: asyncio.Queue[_Job] | None = None
@@ -89,7 +95,10 @@ class MicroBatcher:
                 continue
             x = np.concatenate([j.x for j in jobs]) if len(jobs) > 1 else jobs[0].x
             try:
-                out = await loop.run_in_executor(self._pool, self.run, x)
+                if len(x) <= self.inline_max:
+                    out = self.run(x)
+                else:
+                    out = await loop.run_in_executor(self._pool, self.run, x)
             except Exception as e:  # the requests fail; the worker keeps serving
                 for j in jobs:
                     if not j.done.done():
