@@ -157,9 +157,9 @@ TINY_MODEL = {"model": "rescnn", "model_kwargs": {"widths": [8, 16, 16], "blocks
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training without the closing report.html: its plots cost ten times a tiny run's training."""
-    import pixclass.engine.fit as fit
+    import pixclass.run
 
-    monkeypatch.setattr(fit, "_write_report", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(pixclass.run, "write_report", lambda *a, **k: None)
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def tiny_train(no_report: None) -> Callable[..., object]:
     def run(data: object, out: Path, data_cfg: dict | None = None, resume: bool = False, **overrides: object) -> object:
         from pixclass.config import TrainConfig
         from pixclass.data.dataset import DataConfig
-        from pixclass.engine.fit import train
+        from pixclass.run import train
 
         kw: dict = {**TINY_MODEL, "epochs": 2, "batch_size": 8, "optimizer": "adamw", "lr": 0.01,
                     "calibrate": False, "device": "cpu"}
@@ -190,14 +190,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     split_manifest.json) and ``.best`` (its calibrated best.safetensors)."""
     from pixclass.config import TrainConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.engine import fit
+    from pixclass.run import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     data = make_pattern_folder(root / "data", {"top": 12, "bottom": 12, "left": 12})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIXCLASS_CACHE", str(root / "cache"))  # module scope: the per-test cache is not there yet
-        mp.setattr(fit, "_write_report", lambda *a, **k: None, raising=False)
         kw: dict = {**TINY_MODEL, "epochs": 3, "batch_size": 8, "optimizer": "adamw", "lr": 0.01, "device": "cpu"}
         cfg = TrainConfig(**kw, data=DataConfig(image_size=16, workers=1, val_fraction=0.3))
-        res = fit.train(data, cfg, root / "run", progress=False, log=lambda _msg: None)
+        res = train(data, cfg, root / "run", progress=False, log=lambda _msg: None, report=False)
     return SimpleNamespace(data=data, dir=root / "run", best=Path(res.best))

@@ -11,6 +11,7 @@ import torch
 
 from pixclass import checkpoint as ckpt
 from pixclass.data.augment import AugmentConfig
+from pixclass.errors import ConfigError
 from pixclass.models import create_model
 from pixclass.predict import Predictor
 from pixclass.runtime import FlipTTA, make_runtime, onnx_runtime, torch_runtime
@@ -62,7 +63,7 @@ def test_auto_falls_back_to_torch_when_the_export_disagrees(monkeypatch):
     x = torch.randn(2, 1, 16, 16)
     rt = runtime.make_runtime(m, "auto", torch.device("cpu"), x)
     assert rt.name == "torch" and "differs" in rt.note
-    with pytest.raises(ValueError, match="cannot run there"):
+    with pytest.raises(ConfigError, match="cannot run there"):
         runtime.make_runtime(m, "onnxruntime", torch.device("cpu"), x)
 
 
@@ -79,13 +80,13 @@ def test_missing_onnxruntime_auto_uses_torch_and_named_backend_says_what_to_inst
     x = torch.randn(2, 1, 16, 16)
     rt = make_runtime(m, "auto", torch.device("cpu"), x)
     assert rt.name == "torch" and rt.note == "onnxruntime not installed"
-    with pytest.raises(ValueError, match="pip install onnxruntime"):
+    with pytest.raises(ConfigError, match="pip install onnxruntime"):
         make_runtime(m, "onnxruntime", torch.device("cpu"), x)
 
 
 def test_unknown_backend_is_refused():
     m = create_model("seed_cnn", 3, 1, 16).eval()
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(ConfigError, match="choose one of"):
         make_runtime(m, "tensorrt", torch.device("cpu"), torch.zeros(1, 1, 16, 16))
     assert torch_runtime(m, channels_last=True).run(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 if TYPE_CHECKING:
     from .predict import Predictor
@@ -28,7 +28,7 @@ def load(checkpoint: str, device: str = "cpu", backend: str = "auto", tta: bool 
 
 def __getattr__(name: str) -> Any:  # lazy: `import pixclass` must not pay for torch
     if name == "train":
-        from .engine.fit import train
+        from .run import train
 
         return train
     if name == "load_data":

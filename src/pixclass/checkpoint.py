@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
+from .files import atomic_path
+from .models import create_model
+from .version import __version__
 
 FORMAT = "pixclass-checkpoint"
 FORMAT_VERSION = 1
@@ -37,22 +41,10 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     md = {"format": FORMAT, "pixclass": json.dumps(meta), "sha256": _digest(tensors)}
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=md)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's permissions, not the temp file's 0600
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read(path: str | os.PathLike[str], verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -90,8 +82,6 @@ class Checkpoint:
 
     def build_model(self) -> torch.nn.Module:
         """Rebuild the architecture from its recorded name and arguments, then load the weights."""
-        from .models import create_model
-
         spec = self.meta["model"]
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
         model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], **kw)
@@ -114,9 +104,10 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
     return Checkpoint(tensors, meta)
 
 
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON values (tuples become lists; anything else unknown becomes its string)."""
+    return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
 def versions() -> dict[str, str]:
-    import torchvision
-
-    from . import __version__
-
     return {"pixclass": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}

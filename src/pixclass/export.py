@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, OutputError, PixclassError
+from .files import atomic_path
 from .predict import Predictor
 
 FORMATS = ("onnx", "torchscript")
@@ -364,11 +365,12 @@ def export_checkpoint(
     force: bool = False,
     overwrite: bool = False,
     exporter: str = "auto",
+    tta: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export ``checkpoint`` to ``out`` (default: beside it), check it, store the figures in it.
 
-    ``exporter`` (ONNX): ``auto`` (dynamo, else TorchScript), ``dynamo`` or ``torchscript``. Raises
+    ``tta``: the test-time flip in the graph (None: as the checkpoint says). ``exporter`` (ONNX): ``auto`` (dynamo, else TorchScript), ``dynamo`` or ``torchscript``. Raises
     ExportRefused (nothing written) when the file disagrees with PyTorch beyond ``PARITY_TOL``, or an
     int8 model loses more than ``INT8_MAX_LOSS`` points without ``force``."""
     if fmt not in FORMATS:
@@ -380,7 +382,7 @@ def export_checkpoint(
     ck = Path(checkpoint)
     dest = Path(out) if out is not None else default_out(ck, fmt, int8)
     _check_out(dest, ck, overwrite)
-    pred = Predictor.from_checkpoint(ck, backend="torch")
+    pred = Predictor.from_checkpoint(ck, backend="torch", tta=tta)
     module = probability_module(pred)
     probe = _example(pred, PROBE_N)
     notes: list[str] = []
@@ -389,9 +391,8 @@ def export_checkpoint(
     except DataError as e:
         real = None
         notes.append(f"parity on the probe batch only: {e}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(dest)
-    try:
+    # Written and checked under a temporary name; renamed onto ``dest`` only when every check passed.
+    with atomic_path(dest) as tmp:
         used, par = _export_checked(module, probe, real, tmp, fmt, exporter, notes)
         meta = describe(pred, used)
         meta["parity"] = json.dumps(par)
@@ -405,9 +406,6 @@ def export_checkpoint(
         if notes:
             meta["notes"] = " | ".join(notes)
         write_metadata(tmp, fmt, meta)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(dest, fmt, used, par, meta, int8_info, notes)
 
 

@@ -1,10 +1,9 @@
 """Inference runtimes for ``Predictor``: PyTorch eager, or the same model exported to ONNX and run by
 onnxruntime on the CPU; and test-time flip as a module that either runtime runs.
 
-Why onnxruntime on the CPU: ``benchmarks/inference.py`` measured seed_cnn through the Predictor at
-0.12-0.16 ms batch-1 p50 and 24-32k images/s at batch 256 under onnxruntime, against 0.18-0.24 ms
-and 19-23k on PyTorch (channels_last) and ~15k for Keras ``predict``, on the 2-core machine. The export is checked against eager on a probe batch
-before it is used; anything that fails to export or disagrees falls back to eager, with the reason
+Why onnxruntime on the CPU: faster than PyTorch eager for the small CNNs at every batch size (the
+figures, with the command that measures them, are in benchmarks/README.md, "What each lever gave":
+``python benchmarks/inference.py``). The export is checked against eager on a probe batch before it is used; anything that fails to export or disagrees falls back to eager, with the reason
 kept in ``Runtime.note``.
 """
 
@@ -20,24 +19,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data.augment import normalize
+from .errors import ConfigError
+
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 class Normalized(nn.Module):
-    """uint8 images in, logits out: the scaling to [0, 1] and the normalisation are part of the graph,
-    so onnxruntime takes the uint8 batch as it is (4x less memory traffic, no PyTorch ops in between)."""
+    """uint8 images in, logits out: the scaling to [0, 1] and the normalisation (``data.augment.normalize``,
+    the same function training uses) are part of the graph, so onnxruntime takes the uint8 batch as it
+    is (4x less memory traffic, no PyTorch ops in between)."""
 
-    scale: torch.Tensor
-    shift: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         self.model = model
-        self.register_buffer("scale", 1 / (255 * std.reshape(1, -1, 1, 1).float()))
-        self.register_buffer("shift", (mean / std).reshape(1, -1, 1, 1).float())
+        self.register_buffer("mean", mean.detach().reshape(-1).float().clone())
+        self.register_buffer("std", std.detach().reshape(-1).float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.float() * self.scale - self.shift)
+        return self.model(normalize(x, self.mean, self.std))
 
 
 class FlipTTA(nn.Module):
@@ -152,16 +155,31 @@ def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = 
     return Runtime("onnxruntime", run)
 
 
+@torch.no_grad()
+def batched_logits(run: Callable[[torch.Tensor], torch.Tensor], x: Any, device: torch.device,
+                   batch_size: int = 512) -> torch.Tensor:
+    """The one batched-logits loop: a uint8 tensor or image store (N, C, S, S) (clips: (N, T, C, S, S))
+    through ``run`` in batches of about ``batch_size`` images -> float logits (N, K) on the CPU."""
+    out = []
+    n = len(x)
+    if len(x.shape) == 5:  # clips: about batch_size frames per forward pass
+        batch_size = max(1, batch_size // x.shape[1])
+    for i in range(0, n, batch_size):
+        xb = x[i : i + batch_size] if isinstance(x, torch.Tensor) else x.take(torch.arange(i, min(n, i + batch_size)))
+        out.append(run(xb.to(device, non_blocking=True)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def make_runtime(model: nn.Module, backend: str, device: torch.device, example: torch.Tensor,
                  channels_last: bool = False) -> Runtime:
     """The runtime for ``backend``: ``auto`` takes onnxruntime on the CPU when it is installed and the
     model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return torch_runtime(model, channels_last)
     if device.type != "cpu":
-        raise ValueError("backend onnxruntime runs on the CPU here; use --device cpu or backend torch")
+        raise ConfigError("--backend onnxruntime runs on the CPU here; use --device cpu or --backend torch")
     try:
         return onnx_runtime(model, example)
     except ImportError as e:
@@ -171,7 +189,7 @@ def make_runtime(model: nn.Module, backend: str, device: torch.device, example: 
         why = f"onnxruntime unavailable for this model ({type(e).__name__}: {str(e)[:200]})"
         fix, err = f"this model cannot run there ({type(e).__name__}: {e})", e
     if backend == "onnxruntime":
-        raise ValueError(f"backend onnxruntime: {fix}") from err
+        raise ConfigError(f"--backend onnxruntime: {fix}") from err
     rt = torch_runtime(model, channels_last)
     rt.note = why
     return rt

@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-RAW = argparse.RawDescriptionHelpFormatter
+from .options import RAW
 
 
 def run(a: argparse.Namespace) -> int:
     from ..export import PARITY_TOL, export_checkpoint
 
     res = export_checkpoint(
-        a.checkpoint, a.format, a.out, int8=a.int8, force=a.force, overwrite=a.overwrite, exporter=a.exporter
+        a.checkpoint,
+        a.format,
+        a.out,
+        int8=a.int8,
+        force=a.force,
+        overwrite=a.overwrite,
+        exporter=a.exporter,
+        tta=a.tta,
     )
     for note in res.notes:
         print(f"note: {note}")
@@ -88,6 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         choices=("auto", "dynamo", "torchscript"),
         help="ONNX exporter: auto tries dynamo, then TorchScript when dynamo fails or is not exact",
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time flip inside the graph (default: what the checkpoint says)",
     )
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     p.set_defaults(func=run)

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-RAW = argparse.RawDescriptionHelpFormatter
+from .options import RAW, add_runtime, float_in, int_in
 
 
 def run(a: argparse.Namespace) -> int:
     from ..checkpoint import load
-    from ..errors import ConfigError
     from ..serve import Settings, is_loopback, serve
 
     load(a.checkpoint)  # a missing or broken checkpoint fails here, as one line, before the server starts
-    if a.max_batch < 1 or a.max_wait_ms < 0 or a.max_body_mb <= 0 or a.top_k < 1:
-        raise ConfigError("--max-batch and --top-k must be >= 1, --max-wait-ms >= 0 and --max-body-mb > 0")
     if not is_loopback(a.host):
         print(
             f"warning: serving on {a.host}: anyone who can reach this machine can use the model "
@@ -56,30 +53,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--max-batch", type=int, default=64, help="most images per runtime call (default: 64)")
+    p.add_argument("--port", type=int_in(1, 65535), default=8000, help="port (default: 8000)")
+    p.add_argument(
+        "--max-batch", type=int_in(1, 4096), default=64, help="most images per runtime call (default: 64)"
+    )
     p.add_argument(
         "--max-wait-ms",
-        type=float,
+        type=float_in(0, 10_000),
         default=5.0,
         help="longest wait for requests still being decoded before a batch runs (default: 5)",
     )
     p.add_argument(
-        "--max-body-mb", type=float, default=10.0, help="request body limit in MB, else 413 (default: 10)"
+        "--max-body-mb",
+        type=float_in(0, 10_000, lo_open=True),
+        default=10.0,
+        help="request body limit in MB, else 413 (default: 10)",
     )
     p.add_argument(
         "--max-pixels",
-        type=int,
+        type=int_in(1),
         default=SERVE_MAX_PIXELS,
         help=f"refuse larger images from their header, before decoding (default: {SERVE_MAX_PIXELS:,})",
     )
     p.add_argument(
-        "--top-k", type=int, default=5, help="classes listed per image (default: 5; ?top_k= per request)"
+        "--top-k",
+        type=int_in(1),
+        default=5,
+        help="classes listed per image (default: 5; ?top_k= per request)",
     )
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", "torch", "onnxruntime"),
-        help="runtime (default: auto, onnxruntime on the CPU when the model exports faithfully)",
-    )
+    add_runtime(p)
     p.set_defaults(func=run)

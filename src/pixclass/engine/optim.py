@@ -13,7 +13,8 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float, nesterov: bool) -> torch.optim.Optimizer:
     """SGD (with momentum) or AdamW. Weight decay applies to weights only, not to biases and norms
     (decaying BN scales fights the normalisation)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)

@@ -69,7 +69,7 @@ class ResCNN(nn.Module):
         widths, blocks = tuple(widths), tuple(blocks)
         self.stem = conv_bn(in_chans, widths[0] // 2 if widths[0] >= 16 else widths[0])
         stages = []
-        cin = self.stem[0].out_channels
+        cin: int = self.stem[0].out_channels  # type: ignore[assignment]
         for w, b in zip(widths, blocks, strict=True):
             stages.append(nn.Sequential(conv_bn(cin, w), nn.MaxPool2d(2) if input_size >= 8 else nn.Identity(),
                                         *[ResBlock(w) for _ in range(b)]))
@@ -99,11 +99,4 @@ def seed_cnn(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
 
 @register("rescnn", "cnn", "compact residual CNN with batch norm; the default for CPU training", min_input_size=8)
 def rescnn(num_classes: int, in_chans: int, input_size: int, **kw) -> nn.Module:
-    return ResCNN(num_classes, in_chans, input_size, **kw)
-
-
-@register("rescnn_wide", "cnn", "wider rescnn (64-128-256) for the longer 'best' recipe", min_input_size=8)
-def rescnn_wide(num_classes: int, in_chans: int, input_size: int, **kw) -> nn.Module:
-    kw.setdefault("widths", (64, 128, 256))
-    kw.setdefault("blocks", (1, 1, 1))
     return ResCNN(num_classes, in_chans, input_size, **kw)

@@ -57,6 +57,7 @@ class Settings:
     top_k: int = 5
     max_pixels: int = SERVE_MAX_PIXELS
     backend: str = "auto"
+    tta: bool | None = None  # test-time flip: None follows the checkpoint
     threads: int | None = None  # runtime threads; None: one core less than the machine has (the event loop's)
 
 
@@ -118,7 +119,9 @@ class Service:
 
             # One core for the event loop (HTTP parsing, decoding: Python), the others for the runtime.
             torch.set_num_threads(self.settings.threads or max(1, (os.cpu_count() or 1) - 1))
-            pred = Predictor.from_checkpoint(self.settings.checkpoint, backend=self.settings.backend)
+            pred = Predictor.from_checkpoint(
+                self.settings.checkpoint, backend=self.settings.backend, tta=self.settings.tta
+            )
             pred.probs_from_uint8(
                 torch.zeros(2, pred.channels, pred.size, pred.size, dtype=torch.uint8)
             )  # export + warm-up
