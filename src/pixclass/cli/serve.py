@@ -32,7 +32,7 @@ def run(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..serve.app import SERVE_MAX_PIXELS
+    from ..serve.settings import SERVE_MAX_PIXELS
 
     p = sub.add_parser(
         "serve",

@@ -35,30 +35,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batcher import MicroBatcher
+from .settings import Settings
 
 log = logging.getLogger("pixclass.serve")
 
-#: Pixel limit of an upload, checked from the header before decoding: a 24 Mpx photo (6000 x 4000)
-#: decodes to 72 MB of RGB; a 10 MB PNG can claim billions of pixels.
-SERVE_MAX_PIXELS = 24_000_000
 #: Work small enough to do on the event loop rather than hand to a thread (see ``batcher``): batches of
 #: up to this many images, and images of up to this many pixels (from the header) to decode.
 INLINE_BATCH = 4
 INLINE_PIXELS = 256 * 256
 ROUTES = ("/", "/predict", "/explain", "/health", "/metadata", "/metrics")
-
-
-@dataclass
-class Settings:
-    checkpoint: str
-    max_batch: int = 64
-    max_wait_ms: float = 5.0
-    max_body_mb: float = 10.0
-    top_k: int = 5
-    max_pixels: int = SERVE_MAX_PIXELS
-    backend: str = "auto"
-    tta: bool | None = None  # test-time flip: None follows the checkpoint
-    threads: int | None = None  # runtime threads; None: one core less than the machine has (the event loop's)
 
 
 class ApiError(Exception):
@@ -436,17 +421,6 @@ def _overlay_png(image: np.ndarray, heat: np.ndarray, min_side: int = 224) -> by
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
