@@ -39,9 +39,10 @@ from .settings import Settings
 
 log = logging.getLogger("pixclass.serve")
 
-#: Work small enough to do on the event loop rather than hand to a thread (see ``batcher``): batches of
-#: up to this many images, and images of up to this many pixels (from the header) to decode.
-INLINE_BATCH = 4
+#: Work small enough to do on the event loop rather than hand to a thread (see ``batcher``): runtime
+#: calls estimated (from a timed warm-up batch) to take at most INLINE_SECONDS, and decoding images of
+#: up to INLINE_PIXELS pixels (from the header).
+INLINE_SECONDS = 0.002
 INLINE_PIXELS = 256 * 256
 ROUTES = ("/", "/predict", "/explain", "/health", "/metadata", "/metrics")
 
@@ -90,9 +91,7 @@ class Service:
         self.pred: Any = None
         self.error: str | None = None
         self.ready = threading.Event()
-        self.batcher = MicroBatcher(
-            self._run, s.max_batch, s.max_wait_ms / 1000, metrics.batch.observe, INLINE_BATCH
-        )
+        self.batcher = MicroBatcher(self._run, s.max_batch, s.max_wait_ms / 1000, metrics.batch.observe)
         self._explainer: Any = None
         self._explain_lock = asyncio.Lock()
 
@@ -107,9 +106,17 @@ class Service:
             pred = Predictor.from_checkpoint(
                 self.settings.checkpoint, backend=self.settings.backend, tta=self.settings.tta
             )
-            pred.probs_from_uint8(
-                torch.zeros(2, pred.channels, pred.size, pred.size, dtype=torch.uint8)
-            )  # export + warm-up
+            x = torch.zeros(16, pred.channels, pred.size, pred.size, dtype=torch.uint8)
+            pred.probs_from_uint8(x)  # the export, and a warm-up
+            t0 = time.perf_counter()
+            pred.probs_from_uint8(x)
+            per_image = (time.perf_counter() - t0) / len(x)
+            self.batcher.inline_max = int(INLINE_SECONDS / max(per_image, 1e-6))
+            log.info(
+                "runtime %.3f ms per image: batches of up to %d run on the event loop",
+                1e3 * per_image,
+                self.batcher.inline_max,
+            )
             self.pred = pred
             self.ready.set()
             log.info("model ready: %s (%s)", self.settings.checkpoint, pred.backend)

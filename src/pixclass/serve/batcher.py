@@ -5,10 +5,10 @@ images; while other requests are still being decoded it waits up to ``max_wait_s
 request therefore never waits (the p50 at concurrency 1 is one runtime call), and under load the
 batches grow by themselves: requests that arrive during one runtime call form the next batch.
 
-Where the runtime runs: a batch of up to ``inline_max`` images runs on the event loop itself (a small
-model takes well under a millisecond there, less than handing it to a thread and back, which on a busy
-machine costs milliseconds of scheduling); a larger batch runs in one dedicated thread, so that the
-event loop keeps accepting and decoding the next requests meanwhile.
+Where the runtime runs: a batch of up to ``inline_max`` images runs on the event loop itself (the app
+sets it to what the model does in about 2 ms: less than handing the batch to a thread and back, which
+on a busy machine costs milliseconds of scheduling, paid batch after batch); a larger batch runs in one
+dedicated thread, so that the event loop keeps accepting and decoding the next requests meanwhile.
 """
 
 from __future__ import annotations
