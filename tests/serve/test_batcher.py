@@ -74,3 +74,24 @@ def test_a_failed_runtime_call_fails_its_requests_and_the_next_ones_are_served()
         await b.stop()
 
     asyncio.run(main())
+
+
+def test_small_batches_run_on_the_event_loop_and_large_ones_in_the_runtime_thread() -> None:
+    import threading
+
+    where: list[tuple[int, str]] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        where.append((len(x), threading.current_thread().name))
+        return np.zeros((len(x), 1), np.float32)
+
+    async def main() -> None:
+        b = MicroBatcher(run, max_batch=64, max_wait_s=0.0, inline_max=2)
+        b.start()
+        await b.submit(_requests([2])[0])
+        await b.submit(_requests([5])[0])
+        await b.stop()
+
+    asyncio.run(main())
+    assert where[0] == (2, threading.main_thread().name)
+    assert where[1][0] == 5 and where[1][1].startswith("pixclass-runtime")
