@@ -63,11 +63,14 @@ class Runtime:
     note: str = ""
 
 
-def torch_runtime(model: nn.Module, channels_last: bool) -> Runtime:
+def torch_runtime(model: nn.Module, channels_last: bool, amp: bool = False) -> Runtime:
+    """Eager PyTorch. ``amp``: bf16 autocast on the input's device (training's validation on CUDA, where
+    the matrix units run bf16; logits come back as float32)."""
+
     def run(x: torch.Tensor) -> torch.Tensor:
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             return model(x).float()
 
     return Runtime("torch", run)

@@ -277,6 +277,8 @@ def train_one_epoch(
     model.train()
     t0 = time.perf_counter()
     perm = torch.randperm(len(split), generator=parts.gen)
+    # on the device once per epoch: a blocking CPU->GPU copy of each step's indices waits for the GPU
+    perm_dev = perm.to(device)
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -289,13 +291,13 @@ def train_one_epoch(
         mininterval=0.5,
     )
     for step in bar:
-        idx = perm[step * parts.batch : (step + 1) * parts.batch]
+        rows = slice(step * parts.batch, (step + 1) * parts.batch)
         xb = (
-            x_train[idx.to(device)]
+            x_train[perm_dev[rows]]
             if x_train is not None
-            else split.store.take(idx).to(device, non_blocking=True)
+            else split.store.take(perm[rows]).to(device, non_blocking=True)
         )
-        yb = y_train[idx.to(device)]
+        yb = y_train[perm_dev[rows]]
         xf = parts.augment(xb, parts.gen)  # (B, C, H, W) float, normalised and augmented
         if cfg.channels_last and xf.dim() == 4:
             xf = xf.contiguous(memory_format=torch.channels_last)
@@ -341,13 +343,16 @@ def predict_logits(
     channels_last: bool = False,
     tta: bool = False,
     batch_size: int = 1024,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Logits (N, K) for every row of a uint8 store, in eval mode, through the same normalisation and
-    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor."""
+    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor; ``amp``:
+    in bf16 on CUDA (ignored elsewhere, as in training)."""
     was_training = model.training
     net = Normalized(FlipTTA(model) if tta else model, mean, std).eval()
     try:
-        return batched_logits(torch_runtime(net, channels_last).run, store, device, batch_size)
+        run = torch_runtime(net, channels_last, amp=amp and device.type == "cuda").run
+        return batched_logits(run, store, device, batch_size)
     finally:
         model.train(was_training)
 
@@ -357,7 +362,7 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
     if split is None or len(split) == 0:
         return {"val_loss": math.nan, "val_acc": math.nan}
     logits = predict_logits(
-        parts.eval_model, split.store, parts.mean, parts.std, parts.device, cfg.channels_last
+        parts.eval_model, split.store, parts.mean, parts.std, parts.device, cfg.channels_last, amp=cfg.amp
     )
     y = split.labels
     return {
