@@ -95,16 +95,14 @@ def test_the_flip_and_the_temperature_are_inside_the_graph(tiny_run, tmp_path) -
 def test_dynamo_is_tried_first_and_the_torchscript_exporter_takes_over_when_it_fails(
     tiny_run, tmp_path, monkeypatch
 ) -> None:
-    import pixclass.runtime as runtime
-
-    real = runtime.export_onnx
+    real = ex.export_onnx
 
     def no_dynamo(model, example, exporter="torchscript", output_name="logits"):
         if exporter == "dynamo":
             raise RuntimeError("dynamo cannot trace this")
         return real(model, example, exporter, output_name)
 
-    monkeypatch.setattr(runtime, "export_onnx", no_dynamo)
+    monkeypatch.setattr(ex, "export_onnx", no_dynamo)
     res = ex.export_checkpoint(tiny_run.best, out=tmp_path / "m.onnx")
     assert res.exporter == "torchscript" and res.metadata["exporter"] == "torchscript"
     assert (

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import __version__
+from .calibrate import checkpoint_data_config
+from .data.dataset import load_data
+from .data.decode import DecodeError, decode_file
+from .data.sources import open_source
 from .errors import ConfigError, DataError, OutputError, PixclassError
 from .files import atomic_path
 from .predict import Predictor
+from .runtime import Calibrated, export_onnx, ort_session
 
 FORMATS = ("onnx", "torchscript")
 #: Largest |probability difference| allowed between a float export and PyTorch (probabilities in 0..1).
@@ -68,8 +75,6 @@ class ExportResult:
 # ------------------------------------------------------------------------------------------ the graph
 def probability_module(pred: Predictor) -> torch.nn.Module:
     """uint8 (N, C, S, S) -> calibrated probabilities (N, K): the Predictor's own graph plus softmax(/T)."""
-    from .runtime import Calibrated
-
     return Calibrated(pred.net, pred.temperature).eval()
 
 
@@ -93,9 +98,6 @@ def split_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``n`` images of ``split`` of the run's data, as the model reads them: (uint8 (m, C, S, S),
     labels (m,) in the checkpoint's class order). Raises DataError saying why they cannot be had."""
-    from .data.decode import DecodeError, decode_file
-    from .data.sources import open_source
-
     run = Path(checkpoint).resolve().parent
     mpath = run / "split_manifest.json"
     if not mpath.is_file():
@@ -114,9 +116,6 @@ def split_images(
     except PixclassError as e:
         raise DataError(f"the run's data {data} is not reachable ({e})") from e
     if isinstance(listing, dict):  # built-in arrays: the split exactly as in training
-        from .calibrate import checkpoint_data_config
-        from .data.dataset import load_data
-
         sd = load_data(src, checkpoint_data_config(pred.meta), progress=False).splits[split]
         idx = _evenly(len(sd), n)
         return sd.store.take(torch.from_numpy(idx)), sd.labels[idx]
@@ -143,8 +142,6 @@ def split_images(
 def _runner(path: Path, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
     """The written file, opened by its own runtime: uint8 batch -> probabilities."""
     if fmt == "onnx":
-        from .runtime import ort_session
-
         sess = ort_session(path)
         return lambda x: np.asarray(sess.run(None, {"x": np.ascontiguousarray(x)})[0])
     mod = _jit_load(path)
@@ -197,14 +194,10 @@ def _tmp(out: Path, tag: str = "") -> Path:
 
 
 def _write_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str) -> None:
-    from .runtime import export_onnx
-
     path.write_bytes(export_onnx(module, example, exporter, output_name="probs"))
 
 
 def _write_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    import warnings
-
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer notes on the flip's shape arithmetic
         traced = torch.jit.trace(module, (example,), check_trace=False)
@@ -212,8 +205,6 @@ def _write_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Pat
 
 
 def _jit_load(path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Any:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's own deprecation notice
         return torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
@@ -222,15 +213,13 @@ def _jit_load(path: str | os.PathLike[str], extra: dict[str, Any] | None = None)
 def write_metadata(path: Path, fmt: str, meta: dict[str, str]) -> None:
     """Store ``meta`` (str -> str) in the file: ONNX ``metadata_props``, TorchScript ``metadata.json``."""
     if fmt == "onnx":
-        import onnx
+        import onnx  # here: only an ONNX file needs it
 
         model = onnx.load(str(path))
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, meta)
         onnx.save(model, str(path))
     else:
-        import warnings
-
         mod = _jit_load(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -241,7 +230,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The metadata of an exported file (either format)."""
     p = str(path)
     if p.endswith(".onnx"):
-        import onnx
+        import onnx  # here: only an ONNX file needs it
 
         return {e.key: e.value for e in onnx.load(p, load_external_data=False).metadata_props}
     extra = {"metadata.json": ""}
@@ -251,8 +240,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def describe(pred: Predictor, exporter: str) -> dict[str, str]:
     """The file's metadata, everything an application needs besides the file (values are strings)."""
-    from . import __version__
-
     s, c = pred.size, pred.channels
     return {
         "classes": json.dumps(pred.classes),
@@ -277,6 +264,7 @@ def describe(pred: Predictor, exporter: str) -> dict[str, str]:
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> None:
     """onnxruntime static quantization of ``fp32`` into ``out``: QDQ, int8 per-channel weights, uint8
     activations, ranges from ``calib`` (uint8 training images), Conv/Gemm/MatMul only."""
+    # here: onnxruntime's quantization tools load only for --int8
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

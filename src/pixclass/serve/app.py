@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import os
 import threading
@@ -28,13 +29,23 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
+import torch
+import uvicorn
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import __version__
+from ..data.decode import DecodeError, decode_bytes, open_image
+from ..errors import ExplainError
+from ..explain import Explainer
+from ..plots import overlay_rgb
+from ..predict import Predictor
 from .batcher import MicroBatcher
+from .page import PAGE
 from .settings import Settings
 
 log = logging.getLogger("pixclass.serve")
@@ -97,10 +108,6 @@ class Service:
 
     def load(self) -> None:
         try:
-            import torch
-
-            from ..predict import Predictor
-
             # One core for the event loop (HTTP parsing, decoding: Python), the others for the runtime.
             torch.set_num_threads(self.settings.threads or max(1, (os.cpu_count() or 1) - 1))
             pred = Predictor.from_checkpoint(
@@ -125,8 +132,6 @@ class Service:
             log.error("cannot load %s: %s", self.settings.checkpoint, self.error)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
         return self.pred.probs_from_uint8(torch.from_numpy(x), batch_size=max(len(x), 1)).numpy()
 
     def require_ready(self) -> Any:
@@ -137,8 +142,6 @@ class Service:
         return self.pred
 
     def decode(self, name: str, data: bytes) -> np.ndarray | dict[str, str]:
-        from ..data.decode import DecodeError, decode_bytes
-
         p = self.pred
         arr = decode_bytes(data, name, p.size, p.channels, p.background, self.settings.max_pixels)
         return {"filename": name, "reason": arr.reason} if isinstance(arr, DecodeError) else arr
@@ -147,8 +150,6 @@ class Service:
     def small(data: bytes) -> bool:
         """True when the image's header says it has at most ``INLINE_PIXELS`` pixels (or it is no image:
         its error is as quick to find). Reads the header only."""
-        from PIL import Image
-
         try:
             with Image.open(io.BytesIO(data)) as im:
                 return bool(im.size[0] * im.size[1] <= INLINE_PIXELS)
@@ -157,16 +158,12 @@ class Service:
 
     def explainer(self) -> Any:
         if self._explainer is None:
-            from ..explain import Explainer
-
             self._explainer = Explainer(self.pred, "gradcam")
         return self._explainer
 
 
 # ------------------------------------------------------------------------------------------ middleware
 def _json_bytes(status: int, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    import json
-
     raw = json.dumps(body).encode()
     return (
         {
@@ -310,8 +307,6 @@ def create_app(settings: Settings) -> Any:
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
-        from .. import __version__
-
         p = svc.require_ready()
         return {
             "classes": p.classes,
@@ -335,8 +330,6 @@ def create_app(settings: Settings) -> Any:
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
-        from .page import PAGE
-
         return HTMLResponse(PAGE)
 
     @app.post("/predict")
@@ -363,8 +356,6 @@ def create_app(settings: Settings) -> Any:
             )
         probs = await svc.batcher.submit(np.stack(decoded))  # type: ignore[arg-type]
         metrics.images.inc(len(named))
-        import torch
-
         preds = p._to_predictions(torch.from_numpy(probs), top_k or settings.top_k, [n for n, _ in named])
         # A JSONResponse as it is: plain JSON types, no need for FastAPI's encoder (a cost on every request)
         return JSONResponse(
@@ -385,8 +376,6 @@ def create_app(settings: Settings) -> Any:
         )  # the same checks as /predict, from the bytes
         if isinstance(checked, dict):
             raise ApiError(422, f"{name}: {checked['reason']}", [checked])
-        from ..errors import ExplainError
-
         async with svc._explain_lock:  # Captum hooks the one model: one explanation at a time
             try:
                 e = await asyncio.to_thread(_explain_one, svc, data)
@@ -406,8 +395,6 @@ def create_app(settings: Settings) -> Any:
 
 
 def _explain_one(svc: Service, data: bytes) -> Any:
-    from ..data.decode import open_image
-
     im = open_image(data, svc.settings.max_pixels)
     out = next(iter(svc.explainer().explain([im])))
     if not hasattr(out, "heatmap"):
@@ -418,8 +405,6 @@ def _explain_one(svc: Service, data: bytes) -> Any:
 def _overlay_png(image: np.ndarray, heat: np.ndarray, min_side: int = 224) -> bytes:
     """The Grad-CAM map over the picture, enlarged (nearest) to at least ``min_side`` so small images show."""
     from PIL import Image
-
-    from ..plots import overlay_rgb
 
     im = Image.fromarray(overlay_rgb(image, heat))
     f = max(1, -(-min_side // max(1, min(im.size))))
@@ -432,7 +417,5 @@ def _overlay_png(image: np.ndarray, heat: np.ndarray, min_side: int = 224) -> by
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
     """Run the service with uvicorn until interrupted."""
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
