@@ -79,7 +79,7 @@ def test_onnx_file_gives_the_predictors_probabilities_and_says_what_it_needs(
 
 def test_the_flip_and_the_temperature_are_inside_the_graph(tiny_run, tmp_path) -> None:
     ck = _variant(tiny_run, tmp_path, tta="hflip", temperature=2.5)
-    res = ex.export_checkpoint(ck, exporter="torchscript", log=lambda _m: None)
+    res = ex.export_checkpoint(ck, exporter="torchscript")
     assert res.path == ck.with_suffix(".onnx") and res.metadata["tta"] == "hflip"
     files = _files(tiny_run)
     on, off = (

@@ -354,7 +354,6 @@ def export_checkpoint(
     overwrite: bool = False,
     exporter: str = "auto",
     tta: bool | None = None,
-    log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export ``checkpoint`` to ``out`` (default: beside it), check it, store the figures in it.
 
