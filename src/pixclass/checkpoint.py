@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError, OutputError
 from .files import atomic_path
+from .models import create_model, list_models
+from .version import __version__
 
 FORMAT = "pixclass-checkpoint"
 #: The layout of the file and its metadata. A reader refuses a higher number (written by a newer
@@ -128,8 +131,6 @@ class Checkpoint:
             raise bad("its class names are missing or not a list of names")
         if len(set(classes)) != len(classes):
             raise bad(f"its class names repeat ({', '.join(classes)})")
-        from .models import list_models
-
         if spec["name"] not in list_models():
             newer = _newer_pixclass(m)
             raise CheckpointError(
@@ -176,8 +177,6 @@ class Checkpoint:
                                       f"shape {list(have[k])}, the model expects {list(want[k])}")
 
     def _create(self, where: str = "checkpoint") -> torch.nn.Module:
-        from .models import create_model
-
         spec = self.meta["model"]
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
         try:
@@ -234,8 +233,4 @@ def jsonable(x: Any) -> Any:
 
 
 def versions() -> dict[str, str]:
-    import torchvision
-
-    from . import __version__
-
     return {"pixclass": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}
