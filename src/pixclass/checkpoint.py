@@ -22,7 +22,7 @@ import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import CheckpointError, OutputError
+from .errors import CheckpointError, ConfigError, OutputError
 from .files import atomic_path
 from .models import create_model, list_models
 from .version import __version__
@@ -181,7 +181,7 @@ class Checkpoint:
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
         try:
             return create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], **kw)
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError, RuntimeError) as e:  # edited kwargs or sizes
+        except (ConfigError, TypeError, ValueError, AttributeError, KeyError, IndexError, RuntimeError) as e:  # edited kwargs
             raise CheckpointError(f"{where}: model {spec['name']!r} cannot be built from its metadata ({e})") from e
 
     def build_model(self) -> torch.nn.Module:
