@@ -208,3 +208,72 @@ def test_cli_reports_a_damaged_checkpoint(saved, tmp_path, capsys, imgs):
     assert main(["predict", str(bad), str(img)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}") and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- metadata vs the weights
+def _doctor(saved: Path, **changes: object) -> Path:
+    tensors, meta = ckpt.read(saved)
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        d = meta
+        for k in parents:
+            d = d[k]
+        d[last] = value
+    ckpt.atomic_save(tensors, meta, saved)
+    return saved
+
+
+@pytest.mark.parametrize(
+    ("changes", "needles"),
+    [
+        ({"classes": ["a", "b", "c", "d", "e"]}, ["names 5 classes", "3 outputs"]),
+        ({"classes": ["a", "b"]}, ["names 2 classes", "3 outputs"]),
+        ({"classes": ["a", "b", "d", "e", "f"], "model__num_classes": 5}, ["names 5 classes", "head", "3 outputs"]),
+        ({"classes": ["a", "a", "b"]}, ["repeat"]),
+        ({"model__name": "nosuchnet"}, ["'nosuchnet' is not known", "rescnn"]),
+        ({"input_size": 0, "model__input_size": 0}, ["input_size is 0"]),
+        ({"input_size": 10**6, "model__input_size": 10**6}, ["input_size is 1000000"]),
+        ({"input_size": 24}, ["input_size is 24 (model: 16)"]),
+        ({"channels": 2}, ["channels is 2"]),
+        ({"normalization__std": [0.25, 0.0, 0.25]}, ["normalization"]),
+        ({"temperature": -1}, ["temperature is -1"]),
+        ({"model__kwargs": {"widths": "x"}}, ["cannot be built"]),
+    ],
+)
+def test_metadata_that_does_not_fit_the_weights_is_one_line(saved, changes, needles):
+    _doctor(saved, **changes)
+    with pytest.raises(CheckpointError) as e:
+        ckpt.load(saved)
+    msg = str(e.value)
+    assert "\n" not in msg and str(saved) in msg, msg
+    for n in needles:
+        assert n in msg, msg
+
+
+def test_a_newer_pixclass_model_name_says_upgrade(saved):
+    _doctor(saved, model__name="vit_giant", versions={"pixclass": "9.0.0"})
+    with pytest.raises(CheckpointError, match="written by a newer pixclass: upgrade"):
+        ckpt.load(saved)
+
+
+def test_a_newer_checkpoint_format_says_upgrade(saved):
+    from safetensors import safe_open
+
+    with safe_open(str(saved), framework="pt") as f:
+        md = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert md["format_version"] == str(ckpt.FORMAT_VERSION)
+    md["format_version"] = "7"
+    save_file(tensors, str(saved), metadata=md)
+    with pytest.raises(CheckpointError, match=r"checkpoint format 7; this pixclass .* reads format 1 and older -- upgrade"):
+        ckpt.read(saved)
+
+
+def test_a_checkpoint_without_a_format_version_is_format_1(saved):
+    from safetensors import safe_open
+
+    with safe_open(str(saved), framework="pt") as f:
+        md = {k: v for k, v in f.metadata().items() if k != "format_version"}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    save_file(tensors, str(saved), metadata=md)
+    assert ckpt.load(saved).classes == ["a", "b", "c"]

@@ -118,3 +118,16 @@ def test_training_with_flips_records_a_tta_choice_and_predictor_follows_it(run, 
     res2 = tiny_train(data, tmp_path / "run2", {"val_fraction": 0.4}, epochs=1, augment=AugmentConfig(hflip=0.0))
     assert ckpt.read(res2.best, verify=False)[1]["tta"] is None
     assert not Predictor.from_checkpoint(res2.best).tta
+
+
+def test_torch_runtime_in_bf16_gives_float_logits_close_to_fp32():
+    """``amp``: bf16 autocast on the input's device (CUDA in training's validation; the CPU here runs
+    the same code path)."""
+    torch.manual_seed(0)
+    m = create_model("rescnn", 3, 1, 16).eval()
+    x = torch.randn(4, 1, 16, 16)
+    ref = torch_runtime(m, channels_last=True).run(x)
+    got = torch_runtime(m, channels_last=True, amp=True).run(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert not torch.equal(got, ref)  # bf16 really ran
+    torch.testing.assert_close(got, ref, rtol=0.1, atol=0.1)

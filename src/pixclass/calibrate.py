@@ -97,7 +97,7 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: s
     validation images the model was not trained on."""
     c = ckpt.load(checkpoint)
     pred = Predictor(c.build_model(), c.meta, device)
-    ds = load_data(data, checkpoint_data_config(c.meta), progress=progress)
+    ds = load_data(data, checkpoint_data_config(c.meta), progress=progress, for_training=False)
     if split not in ds.splits or len(ds.splits[split]) == 0:
         raise DataError(f"{data}: no {split!r} split to calibrate on (it has: {', '.join(ds.splits)}); pick one with --split")
     missing = [k for k in ds.classes if k not in pred.classes]

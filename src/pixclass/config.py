@@ -55,6 +55,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (measured slower there)
     channels_last: bool = True  # measured: +15-30% training img/s for the CNNs on this 2-core CPU
     calibrate: bool = True  # fit a temperature on the validation split after training
+    sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (GPUs only)
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()
     # Where the weights start (engine.finetune): random, ImageNet (pretrained), a local state-dict
@@ -98,7 +99,7 @@ class TrainConfig:
             raise ConfigError("init: starts from a checkpoint's weights; drop pretrained/weights, or init")
         check_int("freeze_epochs", self.freeze_epochs, 0, self.epochs if isinstance(self.epochs, int) else 100_000)
         check_float("lr_mult", self.lr_mult, 1.0, 1e6)
-        for name in ("nesterov", "amp", "channels_last", "calibrate", "pretrained"):
+        for name in ("nesterov", "amp", "channels_last", "calibrate", "sync_bn", "pretrained"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; give true or false")
         if not isinstance(self.augment, AugmentConfig) or not isinstance(self.data, DataConfig):

@@ -26,12 +26,11 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
     base = data_cfg or DataConfig()
     cfg = replace(base, image_size=pred.size, channels=pred.channels, background=pred.background, val_fraction=0.0, test_fraction=0.0,
                   kind="sequences" if pred.frames else "images", frames=pred.frames)  # the data as the model reads it
-    ds = load_data(data, cfg, progress=progress)
-    # A plain folder (no split of its own) is evaluated whole: it sits in "train" after load_data.
-    name = split if split in ds.splits else ("train" if not ds.source.has_splits else None)
-    if name is None:
-        raise DataError(f"{data}: no split {split!r} (it has: {', '.join(ds.splits)}); pick one with --split")
-    sd = ds.splits[name]
+    ds = load_data(data, cfg, progress=progress, for_training=False)
+    # A plain folder (no split of its own) is evaluated whole under the default "test": it sits in "train"
+    # after load_data. Any other split name must exist.
+    whole = not ds.source.has_splits and split == "test"
+    sd = ds.splits["train"] if whole else ds.split(split)
     missing = [c for c in ds.classes if c not in pred.classes]
     if missing:
         raise DataError(f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})")
@@ -43,7 +42,7 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
         probs_list.append(pred.probs_from_uint8(sd.store.take(torch.arange(i, min(len(sd), i + 1024)))))
     probs = torch.cat(probs_list).numpy().astype(np.float64) if probs_list else np.zeros((0, len(pred.classes)))
     m = classification_metrics(probs, labels, pred.classes)
-    m["split"] = name if ds.source.has_splits else "all"
+    m["split"] = "all" if whole else split
     m["data"] = str(data)
     m["temperature"] = logits_t
     m["tta"] = "hflip" if pred.tta else None

@@ -59,7 +59,7 @@ def _load_run_data(run: Path, meta: dict[str, Any], data: str | None) -> Any:
     if not src:
         raise DataError(f"{run}: no split_manifest.json naming the data; give it with --data DATA")
     try:
-        return load_data(src, checkpoint_data_config(meta), progress=False)
+        return load_data(src, checkpoint_data_config(meta), progress=False, for_training=False)
     except DataError as e:
         raise DataError(f"{e} (the data of run {run}; if it moved, give it with --data DATA)") from e
 

@@ -16,6 +16,7 @@ from .calibrate import fit_temperature
 from .config import TrainConfig
 from .data.dataset import Dataset
 from .device import pick_device
+from .engine import distributed
 from .engine.fit import TrainResult, fit, log_line, predict_logits
 from .errors import PixclassError
 from .report import build_report
@@ -36,9 +37,15 @@ def train(
 ) -> TrainResult:
     """Train ``cfg.model`` on ``data`` into the run folder ``out``; see ``engine.fit.fit``. Then, on the
     validation split, choose the test-time flip and fit the temperature for best and last, and write
-    report.html (``report=False`` skips it)."""
+    report.html (``report=False`` skips it).
+
+    Under torchrun every process calls this: the training joins torchrun's process group (data-parallel,
+    see ``engine.distributed``), and rank 0 alone finishes the checkpoints and writes the report."""
     log = log or log_line
-    result, ds = fit(data, cfg, out, resume, progress, log, on_epoch_end)
+    with distributed.joined(cfg.device) as world:
+        result, ds = fit(data, cfg, out, resume, progress, log, on_epoch_end)
+    if not world.is_main:
+        return result
     val = ds.splits.get("val")
     device = pick_device(cfg.device)
     if val is not None and len(val) >= MIN_VAL_TO_FINISH:

@@ -178,3 +178,67 @@ def test_parallel_decode_matches_serial(tmp_path, imgs, monkeypatch):
     assert torch.equal(serial.store.tensor(), parallel.store.tensor())
     assert serial.errors == parallel.errors and len(parallel.errors) == 1
     assert probe_all(paths, workers=2, progress=False) == probe_all(paths, workers=1, progress=False)
+
+
+# ------------------------------------------------------------------------------ damage and concurrency
+def test_a_truncated_cache_file_is_rebuilt_and_said(class_folder, count_decodes, capsys):
+    first = load_data(class_folder, CFG, progress=False)
+    (npy,) = cache_dir().glob("*.npy")
+    npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])  # "mmap length is greater than file size"
+    calls = count_decodes.calls
+    again = load_data(class_folder, CFG, progress=False)
+    assert count_decodes.calls == calls + 40  # every image decoded again
+    err = capsys.readouterr().err
+    assert f"cache entry {npy} was damaged" in err and "rebuilding" in err
+    for name, (x, y, paths) in all_pixels(first).items():
+        x2, y2, paths2 = all_pixels(again)[name]
+        assert torch.equal(x, x2) and torch.equal(y, y2) and paths == paths2
+    count_decodes.fail = True  # whole again: the next load decodes nothing and says nothing
+    load_data(class_folder, CFG, progress=False)
+    assert "damaged" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["empty-array", "bad-json", "wrong-shape"])
+def test_other_damage_is_rebuilt_too(class_folder, damage, capsys):
+    load_data(class_folder, CFG, progress=False)
+    (npy,) = cache_dir().glob("*.npy")
+    meta = npy.with_suffix(".json")
+    if damage == "empty-array":
+        npy.write_bytes(b"")
+    elif damage == "bad-json":
+        meta.write_text("{")
+    else:
+        np.save(npy, np.zeros((3, 3, 16, 16), np.uint8))
+    ds = load_data(class_folder, CFG, progress=False)
+    assert sum(len(s) for s in ds.splits.values()) == 40
+    assert "damaged" in capsys.readouterr().err
+
+
+BUILD = """
+import sys, numpy as np
+from pixclass.data.cache import decode_all
+paths = sys.argv[1:]
+d = decode_all(paths, 16, 3, workers=1, progress=False)
+print(int(d.hit), d.store.tensor().numpy().astype(np.int64).sum(), flush=True)
+"""
+
+
+def test_two_processes_building_one_entry_both_succeed(class_folder, cache_root):
+    """Started together on the same files and settings: one decodes, the other waits for it (or both
+    finish), both get the same pixels, and the cache holds one whole entry and no temporary files."""
+    import subprocess
+    import sys
+
+    paths = sorted(str(p) for p in class_folder.rglob("*.png"))
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD, *paths], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    sums = {o.split()[1] for o, _ in outs}
+    assert len(sums) == 1
+    files = sorted(p.name for p in cache_dir().iterdir())
+    assert len([f for f in files if f.endswith(".npy")]) == 1
+    assert len([f for f in files if f.endswith(".json") and ".probe" not in f]) == 1
+    assert not [f for f in files if f.endswith(".tmp")]
+    d = decode_all(paths, 16, 3, workers=1, progress=False)  # a third reader: a hit with the same pixels
+    assert d.hit and str(d.store.tensor().numpy().astype(np.int64).sum()) in sums

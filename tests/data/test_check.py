@@ -192,7 +192,7 @@ def test_quarantine_inside_data_is_refused(messy, imgs, capsys):
     rc, _, err = cli(capsys, "data", "check", messy, "--quarantine", messy / "q", "--workers", "1")
     assert rc != 0
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "outside the data folder" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: --quarantine ") and "inside the data folder" in lines[0]
     assert imgs.snapshot(messy) == before
 
 
@@ -258,3 +258,11 @@ def test_check_array_source(tmp_path):
     ds = load_data(src, DataConfig(image_size=16, channels=3, val_fraction=0.5), progress=False)
     assert ds.splits["test"].store.shape == (2, 3, 16, 16) and ds.splits["test"].paths is None
     assert len(ds.splits["train"]) + len(ds.splits["val"]) == 6
+
+
+def test_a_symlink_loop_counts_every_file_once_and_warns(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"cat": 5, "dog": 5})
+    (root / "cat" / "up").symlink_to("..", target_is_directory=True)
+    rep = check_data(root, DataConfig(image_size=16, workers=1), progress=False)
+    assert rep.classes == {"cat": 5, "dog": 5} and rep.duplicates == []
+    assert any("symlink" in w and "cat/up" in w for w in rep.warnings)

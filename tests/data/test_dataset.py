@@ -110,3 +110,29 @@ def test_write_samples(class_folder, tmp_path):
     ):
         assert p.name.endswith(f"_{ds.classes[int(lab)]}.png")
         assert np.array_equal(np.asarray(Image.open(p)), img.numpy().transpose(1, 2, 0))
+
+
+def test_one_class_is_refused_for_training_only(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"cat": 6})
+    with pytest.raises(DataError, match=r"d: only one class \(cat\); a classifier needs at least 2"):
+        load_data(root, DataConfig(image_size=16, workers=1), progress=False)
+    ds = load_data(root, DataConfig(image_size=16, workers=1), progress=False, for_training=False)  # evaluate
+    assert ds.classes == ["cat"]
+
+
+def test_a_class_without_a_usable_image_is_refused_for_training(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"cat": 6, "dog": 6})
+    (root / "eel").mkdir()
+    (root / "eel" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="class\\(es\\) with no usable image: eel"):
+        load_data(root, DataConfig(image_size=16, workers=1), progress=False)
+
+
+def test_a_split_by_name(class_folder):
+    ds = load_data(class_folder, DataConfig(image_size=16, workers=1), progress=False)
+    assert ds.split("val") is ds.splits["val"]
+    with pytest.raises(DataError, match=r"classes: no split 'nosuch'; it has: .*train.*--split"):
+        ds.split("nosuch")
+    with pytest.raises(DataError, match="no split 'tset'"):
+        write_samples(ds, "tset", class_folder.parent / "samples")
+    assert not (class_folder.parent / "samples").exists()

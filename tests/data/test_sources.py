@@ -181,6 +181,100 @@ def test_csv_errors_name_the_file(tmp_path, imgs, text, needles):
         assert n in msg, msg
 
 
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("path,label,split\na.png,x,train\na.png,y,tset\n", [":3:", "unknown split 'tset'", "train, val", "test"]),
+        ("path,label,split\na.png,x,train\na.png,y,\na.png,y,\n", [":3:", "empty split", "'a.png'"]),
+        ("path,label,split\na.png,x,\na.png,y,test\n", [":2:", "empty split"]),
+    ],
+)
+def test_csv_split_column_is_all_or_nothing(tmp_path, imgs, text, needles):
+    imgs.save(imgs.noise(0), tmp_path / "a.png")
+    with pytest.raises(DataError) as e:
+        open_source(write_csv(tmp_path / "my_labels.csv", text))
+    msg = str(e.value)
+    assert "my_labels.csv" in msg and "\n" not in msg
+    for n in needles:
+        assert n in msg, msg
+
+
+def test_csv_split_column_left_empty_everywhere_is_no_split(tmp_path, imgs):
+    imgs.save(imgs.noise(0), tmp_path / "a.png")
+    src = open_source(write_csv(tmp_path / "d.csv", "path,label,split\na.png,x,\na.png,y,\n"))
+    assert list(src.splits) == ["all"]
+
+
+def test_csv_line_numbers_count_quoted_newlines(tmp_path, imgs):
+    imgs.save(imgs.noise(0), tmp_path / "a.png")
+    text = 'path,label,note\na.png,x,"two\nlines"\nb.png,y,\n'
+    with pytest.raises(DataError, match=r"d.csv:4: file not found: b.png"):
+        open_source(write_csv(tmp_path / "d.csv", text))
+
+
+def test_csv_not_utf8_is_one_line(tmp_path, imgs):
+    imgs.save(imgs.noise(0), tmp_path / "a.png")
+    p = tmp_path / "latin.csv"
+    p.write_bytes("path,label\na.png,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text \(it holds the byte 0xe9\); save it as UTF-8"):
+        open_source(p)
+
+
+# ------------------------------------------------------------------------------------------- symlinks
+def counts(src, split="all") -> dict[str, int]:
+    return {c: len(ps) for c, ps in by_class(src, split).items()}
+
+
+def test_a_link_back_up_the_tree_is_not_followed(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"cat": 3, "dog": 2})
+    (root / "cat" / "up").symlink_to("..", target_is_directory=True)
+    (root / "dog" / "self").symlink_to(".", target_is_directory=True)
+    src = open_source(root)
+    assert counts(src) == {"cat": 3, "dog": 2}
+    assert sorted(src.skipped_links) == ["cat/up", "dog/self"]
+
+
+def test_links_into_another_class_count_there_only(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"cat": 3, "dog": 2})
+    (root / "cat" / "a_dog.png").symlink_to("../dog/000.png")  # sorts before any dog is met
+    (root / "cat" / "dogs").symlink_to("../dog", target_is_directory=True)
+    (root / "cat" / "same.png").symlink_to("000.png")  # a second name for a cat
+    src = open_source(root)
+    assert by_class(src) == {"cat": ["cat/000.png", "cat/001.png", "cat/002.png"], "dog": ["dog/000.png", "dog/001.png"]}
+    assert sorted(src.skipped_links) == ["cat/a_dog.png", "cat/dogs", "cat/same.png"]
+
+
+def test_a_linked_folder_outside_is_followed_once(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"cat": 1, "dog": 1})
+    imgs.make_class_folder(tmp_path / "elsewhere", {"more": 2}, seed=5)
+    (root / "cat" / "more").symlink_to(tmp_path / "elsewhere" / "more", target_is_directory=True)
+    (root / "cat" / "again").symlink_to(tmp_path / "elsewhere" / "more", target_is_directory=True)
+    (root / "dog" / "theirs").symlink_to(tmp_path / "elsewhere" / "more", target_is_directory=True)
+    src = open_source(root)
+    assert by_class(src) == {"cat": ["cat/000.png", "cat/again/000.png", "cat/again/001.png"], "dog": ["dog/000.png"]}
+    assert sorted(src.skipped_links) == ["cat/more", "dog/theirs"]
+
+
+def test_a_class_folder_that_is_a_link_is_read(tmp_path, imgs):
+    imgs.make_class_folder(tmp_path / "store", {"cat": 2}, seed=3)
+    root = imgs.make_class_folder(tmp_path / "d", {"dog": 2})
+    (root / "cat").symlink_to(tmp_path / "store" / "cat", target_is_directory=True)
+    (root / "kitty").symlink_to(tmp_path / "store" / "cat", target_is_directory=True)  # the same folder twice
+    src = open_source(root)
+    assert counts(src) == {"cat": 2, "dog": 2, "kitty": 0}
+    assert src.skipped_links == ["kitty"]
+
+
+def test_split_folders_do_not_share_files_through_links(tmp_path, imgs):
+    root = tmp_path / "d"
+    imgs.make_class_folder(root / "train", {"cat": 2, "dog": 2}, seed=1)
+    imgs.make_class_folder(root / "val", {"cat": 1, "dog": 1}, seed=2)
+    (root / "train" / "cat" / "v").symlink_to(root / "val" / "cat", target_is_directory=True)
+    (root / "val" / "dog" / "t.png").symlink_to(root / "train" / "dog" / "000.png")
+    src = open_source(root)
+    assert counts(src, "train") == {"cat": 2, "dog": 2} and counts(src, "val") == {"cat": 1, "dog": 1}
+
+
 def test_open_source_errors(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
         open_source(tmp_path / "nope")

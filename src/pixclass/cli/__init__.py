@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import calibrate, data, evaluate, explain, models, predict, report, train
+from . import calibrate, data, evaluate, explain, export, models, predict, report, serve, train
 from .options import EPILOG, RAW, Parser
 
-COMMANDS = (data, train, evaluate, predict, explain, calibrate, report, models)
+COMMANDS = (data, train, evaluate, predict, explain, calibrate, report, models, export, serve)
 
 
 def build_parser() -> Parser:

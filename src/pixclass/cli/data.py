@@ -49,7 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_check(a: argparse.Namespace) -> int:
     from ..data.check import check_data
+    from ..guards import refuse_output_in_inputs
 
+    if a.quarantine:
+        refuse_output_in_inputs(a.quarantine, [a.data], "--quarantine")
     rep = check_data(
         a.data, data_config(a), quarantine=a.quarantine, progress=not a.json and show_progress(a)
     )
@@ -62,8 +65,11 @@ def run_check(a: argparse.Namespace) -> int:
 
 def run_sample(a: argparse.Namespace) -> int:
     from ..data.dataset import load_data, write_samples
+    from ..guards import refuse_output_in_inputs, writable_folder
 
-    ds = load_data(a.data, data_config(a), progress=show_progress(a))
+    refuse_output_in_inputs(a.out, [a.data], "--out", writes_images=True)
+    ds = load_data(a.data, data_config(a), progress=show_progress(a), for_training=False)
+    writable_folder(a.out, "--out")
     for p in write_samples(ds, a.split, a.out, a.n):
         print(p)
     return 0

@@ -36,9 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from ..evaluate import evaluate
     from ..files import atomic_write_text
+    from ..guards import output_file, refuse_output_in_inputs, writable_folder
     from ..metrics import format_report
 
     plots = a.plots or str(Path(a.checkpoint).parent)
+    for value, option in ((a.json, "--json"), (plots, "--plots")):
+        if value:
+            refuse_output_in_inputs(value, [a.checkpoint, a.data], option, writes_images=option == "--plots")
+    if a.json:
+        output_file(a.json, "--json")
+    writable_folder(plots, "--plots")
     m = evaluate(
         a.checkpoint,
         a.data,

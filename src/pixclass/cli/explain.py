@@ -45,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from ..data.decode import DecodeError
     from ..explain import explain_files
+    from ..guards import refuse_output_in_inputs, writable_folder
 
+    refuse_output_in_inputs(a.out, [a.checkpoint, *a.paths], "--out", writes_images=True)
+    writable_folder(a.out, "--out")
     n_ok, failed = 0, []
     for r in explain_files(a.checkpoint, a.paths, a.out, a.method, a.target, a.layer, a.device):
         if isinstance(r, DecodeError):

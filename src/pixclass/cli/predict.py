@@ -40,8 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from ..data.decode import DecodeError
     from ..data.sequences import expand_clips
+    from ..guards import output_file, refuse_output_in_inputs
     from ..predict import Predictor, expand_paths, write_csv
 
+    if a.csv:
+        refuse_output_in_inputs(a.csv, [a.checkpoint, *_glob_hits(a.paths)], "--csv")
+        output_file(a.csv, "--csv")
     pred = Predictor.from_checkpoint(a.checkpoint, device=a.device, backend=a.backend, tta=a.tta)
     paths, missing = (expand_clips if pred.frames else expand_paths)(
         a.paths
@@ -72,3 +76,10 @@ def run(a: argparse.Namespace) -> int:
         print("error: no image files found in the given paths", file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+def _glob_hits(paths: list[str]) -> list[str]:
+    """The PATH arguments and what their globs match: the inputs an output must not overwrite."""
+    import glob
+
+    return [*paths, *(h for p in paths if any(c in p for c in "*?[") for h in glob.glob(p, recursive=True))]

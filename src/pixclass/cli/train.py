@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from .distributed import add_arguments as add_distributed_arguments
 from .options import RAW, add_data_options, add_quiet, data_overrides, float_in, int_in, show_progress
 
 # Options that map one-to-one onto TrainConfig fields (None: not given, the config's value stands).
@@ -39,6 +41,7 @@ AUGMENT_FIELDS = ("pad", "rotate", "hflip", "translate", "erase")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..presets import PRESETS  # data only: no torch
+    from .distributed import EPILOG as DISTRIBUTED_EPILOG
 
     p = sub.add_parser(
         "train",
@@ -51,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  pixclass train --resume runs/photos\n"
         "  pixclass train few_photos/ --pretrained            # ImageNet MobileNetV2, fine-tuned\n"
         "  pixclass train new_classes/ --init runs/old/best.safetensors\n\npresets:\n"
-        + "\n".join(f"  {n:<8} {pr.about}\n           measured: {pr.figure}" for n, pr in PRESETS.items()),
+        + "\n".join(f"  {n:<8} {pr.about}\n           measured: {pr.figure}" for n, pr in PRESETS.items())
+        + "\n\n"
+        + DISTRIBUTED_EPILOG,
         formatter_class=RAW,
     )
     p.add_argument(
@@ -166,6 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--translate", type=float_in(0, 0.5), help="random shift as a fraction of the side")
     g.add_argument("--erase", type=float_in(0, 1), help="random-erasing probability")
     add_data_options(p, splitting=True)
+    add_distributed_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -178,6 +184,8 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
         o["channels_last"] = a.channels_last
     if a.no_calibrate:
         o["calibrate"] = False
+    if a.sync_bn:
+        o["sync_bn"] = True
     if a.pretrained:
         o["pretrained"] = True
     aug = {k: getattr(a, k) for k in AUGMENT_FIELDS if getattr(a, k) is not None}
@@ -192,8 +200,11 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 def run(a: argparse.Namespace) -> int:
     from ..config import TrainConfig, build_config, load_yaml, merge
+    from ..engine import distributed
     from ..errors import DataError, RunError
+    from ..guards import RunLock, refuse_output_in_inputs
     from ..run import train
+    from .distributed import launch_command, wants_launch
 
     if a.resume:
         out = Path(a.resume)
@@ -201,10 +212,14 @@ def run(a: argparse.Namespace) -> int:
             raise RunError(
                 f"{out}: not a run folder (no config.yaml); give the --out folder of the interrupted run"
             )
+        if not (out / "resume.safetensors").is_file():  # before anything is written into the folder
+            raise RunError(f"{out}: no resume.safetensors; nothing to resume (start a new run without --resume)")
         cfg = merge(TrainConfig(), load_yaml(out / "config.yaml"), str(out / "config.yaml"))
         # --epochs / --patience may extend a resumed run; the learning-rate schedule is then laid out
         # for the new budget from the step reached. Every other option comes from the run's config.yaml.
         extend = {k: getattr(a, k) for k in ("epochs", "patience") if getattr(a, k) is not None}
+        if a.sync_bn:
+            extend["sync_bn"] = True
         cfg = merge(cfg, extend, "command line") if extend else cfg
         data = a.data or json.loads((out / "split_manifest.json").read_text())["data"]
     else:
@@ -213,14 +228,24 @@ def run(a: argparse.Namespace) -> int:
         data = a.data
         cfg = build_config(data, a.preset, a.config, overrides(a))
         out = Path(a.out or f"runs/{a.name or Path(str(data).rstrip('/')).name}")
-        if (out / "resume.safetensors").exists() and not a.overwrite:
+        if (out / "resume.safetensors").exists() and not a.overwrite:  # refused before the folder is touched
             raise RunError(
                 f"{out}: already holds a run; continue it with --resume {out}, or pass --out NEW_DIR or --overwrite"
             )
-    t0 = time.perf_counter()
-    res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
-    print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
-    print(
-        f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)"
-    )
+    option = "--resume" if a.resume else "--out"
+    refuse_output_in_inputs(out, [data], option, writes_images=True)
+    # One run at a time writes into a run folder (a second one is refused): the lock is held by a plain
+    # run, or by the --nproc launcher for its ranks; ranks under torchrun do not take it themselves.
+    lock = nullcontext() if distributed.launched_by_torchrun() else RunLock(out, option)
+    with lock:
+        if wants_launch(a):  # --nproc N: this same command in N processes
+            return launch_command(a, out)
+        t0 = time.perf_counter()
+        with distributed.worker(cfg.device) as world:  # under torchrun: one rank of the job
+            res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
+    if world.is_main:
+        print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
+        print(
+            f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)"
+        )
     return 0

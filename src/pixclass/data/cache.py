@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 
-from ..files import atomic_write_text, user_cache_dir
+from ..files import atomic_path, atomic_write_text, user_cache_dir
 from .decode import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, DecodeError, decode_file, probe
 from .settings import DEFAULT_RAM_LIMIT
 
@@ -223,32 +224,88 @@ def decode_all(
     workers: int | None = None,
     progress: bool = True,
     ram_limit: int = DEFAULT_RAM_LIMIT,
+    log: Callable[[str], None] | None = None,
 ) -> Decoded:
-    """Decode every file once into a cached uint8 array (see module docstring)."""
+    """Decode every file once into a cached uint8 array (see module docstring).
+
+    Safe with several processes: an entry is built under a file lock (``KEY.lock``), so a second
+    process asking for the same entry waits and then reads it instead of decoding it again, and files
+    appear by atomic rename, so no reader ever sees half an entry. An entry found damaged (cut short,
+    say by a full disk or a copy) is rebuilt, and ``log`` (default: stderr) says so."""
+    say = log or _to_stderr
     settings = {"size": size, "channels": channels, "background": list(background), "max_pixels": max_pixels}
     key = hashlib.sha256((file_list_key(paths) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:32]
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     npy, meta = d / f"{key}.npy", d / f"{key}.json"
     shape = (len(paths), channels, size, size)
-    hit = meta.is_file() and npy.is_file()
-    if not hit:
-        tmp = d / f"{key}.{os.getpid()}.npy.tmp"
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
-        chunks = _chunks(len(paths))
-        tasks = [(str(tmp), shape, a, list(paths[a:b]), size, channels, tuple(background), max_pixels) for a, b in chunks]
-        bar = tqdm(total=len(paths), desc="decoding images (once)", unit="img", disable=not progress or len(paths) < 500)
-        errors = run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
-        os.replace(tmp, npy)
-        # The JSON is written last: its presence marks a complete cache entry.
-        atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
-    info = json.loads(meta.read_text())
+    entry = _open_entry(npy, meta, shape)
+    hit = not isinstance(entry, str)
+    if isinstance(entry, str):
+        entry, hit = _build_once(d / f"{key}.lock", npy, meta, paths, shape, settings, workers, progress, say)
+    arr, info = entry
     ok = np.ones(len(paths), dtype=bool)
     errs = []
     for row, reason in info["errors"]:
         ok[row] = False
         errs.append(DecodeError(paths[row], reason))
     nbytes = int(np.prod(shape))
-    arr = np.load(npy, mmap_mode="r")
     store = ImageStore(torch.from_numpy(np.array(arr)) if nbytes <= ram_limit else arr)
     return Decoded(store=store, ok=ok, errors=errs, cache_file=npy, hit=hit)
+
+
+def _build_once(
+    lock: Path, npy: Path, meta: Path, paths: Sequence[str], shape: tuple[int, ...], settings: dict[str, Any],
+    workers: int | None, progress: bool, say: Callable[[str], None],
+) -> tuple[tuple[np.ndarray, dict[str, Any]], bool]:
+    """Under the entry's lock: the entry another process built while we waited (and True), or a new
+    one built here (and False)."""
+    with FileLock(str(lock)):
+        entry = _open_entry(npy, meta, shape)
+        if not isinstance(entry, str):
+            return entry, True
+        if entry:  # a reason: the entry exists but is damaged
+            say(f"cache entry {npy} was damaged ({entry}); rebuilding it (decoding the images again)")
+        _build_entry(npy, meta, paths, shape, settings, workers, progress)
+        entry = _open_entry(npy, meta, shape)
+        if isinstance(entry, str):  # cannot happen unless the disk misbehaves
+            raise OSError(f"{npy}: the cache entry just written cannot be read back ({entry})")
+        return entry, False
+
+
+def _open_entry(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict[str, Any]] | str:
+    """(memory-mapped array, info) of a whole cache entry, or why there is none: "" when it is absent,
+    else what is wrong with it."""
+    if not meta.is_file():  # the JSON is written last: without it the entry is not complete
+        return ""
+    try:
+        info = json.loads(meta.read_text())
+        arr = np.load(npy, mmap_mode="r")  # a file cut short fails here ("mmap length is greater than file size")
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
+        return str(e) or type(e).__name__
+    if arr.shape != shape or arr.dtype != np.uint8:
+        return f"holds {arr.dtype} {arr.shape}, expected uint8 {shape}"
+    if not isinstance(info, dict) or info.get("n") != shape[0] or not isinstance(info.get("errors"), list):
+        return "its index file does not match the array"
+    return arr, info
+
+
+def _build_entry(npy: Path, meta: Path, paths: Sequence[str], shape: tuple[int, ...], settings: dict[str, Any],
+                 workers: int | None, progress: bool) -> None:
+    """Decode into a private temporary file, then rename it into place, then write the JSON index."""
+    meta.unlink(missing_ok=True)  # a damaged entry: not complete from now until the new JSON lands
+    with atomic_path(npy, suffix=".npy") as tmp:  # a private file per process, renamed into place when whole
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+        chunks = _chunks(len(paths))
+        size, channels = settings["size"], settings["channels"]
+        tasks = [(str(tmp), shape, a, list(paths[a:b]), size, channels, tuple(settings["background"]),
+                  settings["max_pixels"]) for a, b in chunks]
+        bar = tqdm(total=len(paths), desc="decoding images (once)", unit="img", disable=not progress or len(paths) < 500)
+        errors = run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
+    atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
+
+
+def _to_stderr(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr, flush=True)

@@ -198,6 +198,9 @@ def check_data(
     warnings = []
     if src.has_splits and "train" in per_split and sum(per_split["train"].values()) == 0:
         problems.append("the train split has no usable image")
+    if src.skipped_links:
+        warnings.append(f"did not follow {len(src.skipped_links)} symlink(s) to files or folders read already, or back "
+                        f"up the tree (e.g. {src.skipped_links[0]}): every file counts once")
     small = [c for c, n in classes.items() if 0 < n < 5]
     if small:
         warnings.append(f"very few images in: {', '.join(small)} (fewer than 5)")

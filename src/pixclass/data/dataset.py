@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +25,8 @@ from .sequences import load_clips
 from .settings import DataConfig, array_size_channels, choose_size_channels
 from .sources import DataError, Source, as_sequences, is_sequence_source, open_source
 from .split import save_manifest, stratified_split
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,6 +54,17 @@ class Dataset:
         c = Counter(self.splits[split].labels.tolist())
         return {name: c.get(i, 0) for i, name in enumerate(self.classes)}
 
+    def split(self, name: str) -> SplitData:
+        """The split called ``name``; ``DataError`` listing the splits there are when there is none."""
+        return split_named(self.splits, name, self.source.name)
+
+
+def split_named(splits: Mapping[str, T], name: str, data: str) -> T:
+    """``splits[name]``, or ``DataError`` naming the data and the splits it has (for ``--split``)."""
+    if name not in splits:
+        raise DataError(f"{data}: no split {name!r}; it has: {', '.join(splits) or 'none'} (pick one with --split)")
+    return splits[name]
+
 
 def _resize_arrays(x: np.ndarray, size: int, channels: int) -> np.ndarray:
     """Built-in uint8 arrays (N, C, H, W) to the asked size and channels (once, in chunks)."""
@@ -72,10 +87,16 @@ def load_data(
     cfg: DataConfig = DataConfig(),
     manifest_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    for_training: bool = True,
 ) -> Dataset:
+    """``for_training``: refuse data that ``pixclass data check`` calls untrainable (one class, or a
+    class without a usable image). Evaluation passes False: measuring a model on one class is fine."""
     src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind)
     if len(src.classes) == 0:
         raise DataError(f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>")
+    if for_training and len(src.classes) == 1 and any(len(s) for s in src.splits.values()):
+        raise DataError(f"{src.name}: only one class ({src.classes[0]}); a classifier needs at least 2 -- "
+                        "add a folder (or CSV label) per class")
 
     broken: list[DecodeError] = []
     arrays: dict[str, tuple[ImageStore, np.ndarray, list[str] | None]] = {}
@@ -133,6 +154,12 @@ def load_data(
             listing[name] = sub_paths if sub_paths is not None else {"from": base, "indices": idx.tolist()}
     if "train" not in splits or len(splits["train"]) == 0:
         raise DataError(f"{src.name}: no usable training image (every file is broken, or the train split is empty)")
+    if for_training:
+        usable = Counter(int(i) for sd in splits.values() for i in sd.labels.tolist())
+        empty = [c for i, c in enumerate(src.classes) if usable[i] == 0]
+        if empty:
+            raise DataError(f"{src.name}: class(es) with no usable image: {', '.join(empty)}; add images or remove "
+                            "the folder (`pixclass data check` lists what could not be read)")
 
     manifest = {
         "data": src.name,
@@ -155,9 +182,9 @@ def load_data(
 
 def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int = 8) -> list[Path]:
     """Write the first ``n`` images of a split as PNGs named after their class (clips: animated GIFs)."""
+    sd = ds.split(split)
     outd = Path(out)
     outd.mkdir(parents=True, exist_ok=True)
-    sd = ds.splits[split]
     x = sd.store.take(np.arange(min(n, len(sd)))).numpy()
     written = []
     for i, img in enumerate(x):

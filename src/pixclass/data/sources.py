@@ -72,6 +72,7 @@ class Source:
     classes: list[str]
     splits: dict[str, Split]  # "all" when the data has no split of its own
     ignored: list[str] = field(default_factory=list)  # non-image files skipped (relative paths)
+    skipped_links: list[str] = field(default_factory=list)  # symlinks not followed: already read, or a loop
 
     @property
     def has_splits(self) -> bool:
@@ -85,61 +86,178 @@ class Source:
 
 
 # --------------------------------------------------------------------------------------------- folders
-def _walk_images(folder: Path, ignored: list[str], root: Path) -> list[str]:
-    """Image files under ``folder`` at any depth, sorted, hidden files and folders skipped."""
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in sorted(filenames):
-            p = os.path.join(dirpath, fn)
-            if is_image_file(p):
-                out.append(p)
-            elif not fn.startswith("."):
-                ignored.append(os.path.relpath(p, root))
-    return out
+class _Walk:
+    """What one folder source has read so far, by real path, so that symlinks cannot make a file count
+    twice or a folder be walked twice (a ``cat/up -> ..`` link would otherwise loop, and a link from
+    one class folder into another would file the same images under two classes). The rule is in
+    ``from_folder``'s docstring."""
+
+    def __init__(self, root: Path, class_dirs: list[Path]):
+        self.root = root
+        # real class folder -> its index; a real folder reached by its own name wins over a link to it
+        self.owner: dict[str, int] = {}
+        for links in (False, True):
+            for i, d in enumerate(class_dirs):
+                if d.is_symlink() == links:
+                    self.owner.setdefault(os.path.realpath(d), i)
+        # folders that hold class folders: a link to one of them leads back up the tree
+        self.ancestors = {os.path.realpath(root), *(str(q) for d in self.owner for q in Path(d).parents)}
+        self.real_dir: dict[str, tuple[str, int | None]] = {}  # walked folder -> (real path, owning class)
+        self.seen_dirs: set[str] = set()  # real paths of the walked folders
+        self.seen_files: set[str] = set()
+        self.skipped: list[str] = []  # links not followed, relative to root
+
+    def _owner_of(self, real: str) -> int | None:
+        """The index of the innermost class folder that holds ``real``, or None."""
+        p = real
+        while p not in self.owner:
+            parent = os.path.dirname(p)
+            if parent == p:
+                return None
+            p = parent
+        return self.owner[p]
+
+    def _skip(self, path: str) -> None:
+        self.skipped.append(os.path.relpath(path, self.root))
+
+    def folder_ok(self, path: str, me: int) -> bool:
+        """Walk ``path`` for class ``me``: not when its real folder was walked already, holds class
+        folders, or lies in another class's folder."""
+        real = os.path.realpath(path)
+        owner = self._owner_of(real)
+        if real in self.ancestors or owner not in (None, me) or real in self.seen_dirs:
+            if os.path.islink(path):
+                self._skip(path)
+            return False
+        self.real_dir[path] = (real, owner)
+        self.seen_dirs.add(real)
+        return True
+
+    def file_ok(self, dirpath: str, fn: str, me: int) -> bool:
+        """Count ``dirpath/fn`` for class ``me``: once by its real path, and not when it really lies in
+        another class's folder."""
+        p = os.path.join(dirpath, fn)
+        if os.path.islink(p):
+            real = os.path.realpath(p)
+            owner = self._owner_of(real)
+        else:  # the common case, without a realpath call per file
+            real_dir, owner = self.real_dir[dirpath]
+            real = os.path.join(real_dir, fn)
+        if real in self.seen_files or owner not in (None, me):
+            self._skip(p)
+            return False
+        self.seen_files.add(real)
+        return True
+
+    def images(self, folder: Path, me: int, ignored: list[str]) -> list[str]:
+        """Image files under class folder number ``me`` at any depth, sorted; hidden files and folders
+        are skipped, other files listed in ``ignored``."""
+        out: list[str] = []
+        if not self.folder_ok(str(folder), me):
+            return out
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and self.folder_ok(os.path.join(dirpath, d), me)]
+            for fn in sorted(filenames):
+                if is_image_file(fn):
+                    if self.file_ok(dirpath, fn, me):
+                        out.append(os.path.join(dirpath, fn))
+                elif not fn.startswith("."):
+                    ignored.append(os.path.relpath(os.path.join(dirpath, fn), self.root))
+        return out
 
 
 def _class_dirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _folder_split(folder: Path, classes: list[str], ignored: list[str], root: Path) -> Split:
+def _folder_split(
+    folder: Path, classes: list[str], walk: _Walk, first: int, ignored: list[str]
+) -> Split:
+    """Class folders ``folder/<class>``; ``first`` is this split's first index in ``walk``'s class folders."""
     paths: list[str] = []
     labels: list[int] = []
     for i, c in enumerate(classes):
         d = folder / c
         if not d.is_dir():
             continue
-        files = _walk_images(d, ignored, root)
+        files = walk.images(d, first + i, ignored)
         paths += files
         labels += [i] * len(files)
     return Split(labels=np.asarray(labels, dtype=np.int64), paths=paths)
 
 
 def from_folder(root: Path, name: str) -> Source:
+    """A folder of class folders, or of split folders (train/val/test) of class folders.
+
+    Symlinks: a linked file counts once, by its real path (under the class folder it really lives in,
+    when that is one of this data's); a linked folder is followed once per real folder, and not at all
+    when it leads back up the tree (``cat/up -> ..``) or into another class or split folder. Links that
+    were not followed are listed in ``Source.skipped_links``."""
     root = root.resolve()
     ignored: list[str] = []
     subdirs = _class_dirs(root)
     split_dirs = {SPLIT_DIRS[d.lower()]: root / d for d in subdirs if d.lower() in SPLIT_DIRS}
     if "train" in split_dirs or len(split_dirs) >= 2:
         classes = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
-        splits = {s: _folder_split(d, classes, ignored, root) for s, d in split_dirs.items()}
-        for fn in sorted(os.listdir(root)):
-            if (root / fn).is_file() and not fn.startswith("."):
-                ignored.append(fn)
+        parents = list(split_dirs.values())
     else:
         classes = subdirs
-        splits = {"all": _folder_split(root, classes, ignored, root)}
-        for fn in sorted(os.listdir(root)):
-            if (root / fn).is_file() and not fn.startswith("."):
-                ignored.append(fn)
-    return Source(name=name, kind="folder", root=root, classes=classes, splits=splits, ignored=ignored)
+        parents = [root]
+    walk = _Walk(root, [p / c for p in parents for c in classes])
+    if parents == [root]:
+        splits = {"all": _folder_split(root, classes, walk, 0, ignored)}
+    else:
+        splits = {s: _folder_split(d, classes, walk, k * len(classes), ignored) for k, (s, d) in enumerate(split_dirs.items())}
+    for fn in sorted(os.listdir(root)):
+        if (root / fn).is_file() and not fn.startswith("."):
+            ignored.append(fn)
+    return Source(name=name, kind="folder", root=root, classes=classes, splits=splits, ignored=ignored,
+                  skipped_links=walk.skipped)
 
 
 # ------------------------------------------------------------------------------------------------- CSV
+SPLIT_CHOICES = "train, val (or valid, validation), test"
+
+
 def from_csv(csv_path: Path, name: str) -> Source:
-    """``path,label`` rows; paths relative to the CSV's folder; an optional ``split`` column."""
+    """``path,label`` rows; paths relative to the CSV's folder; an optional ``split`` column.
+
+    The split column is all or nothing: every row names one of ``SPLIT_CHOICES`` (any case), or every
+    row leaves it empty (then the data is split like a plain folder). Anything else is an error naming
+    the row, never silently ignored."""
     csv_path = csv_path.resolve()
+    try:
+        rows = _csv_rows(csv_path)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{csv_path}: not UTF-8 text (it holds the byte 0x{e.object[e.start]:02x}); "
+            "save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet program)"
+        ) from None
+    except csv.Error as e:
+        raise DataError(f"{csv_path}: not a readable CSV ({e})") from None
+    if not rows:
+        raise DataError(f"{csv_path}: no rows; add one 'path,label' line per image")
+    filled = [r for r in rows if r[2]]
+    if filled and len(filled) < len(rows):
+        p, lineno = next((r[0], r[3]) for r in rows if not r[2])
+        raise DataError(
+            f"{csv_path}:{lineno}: empty split for {os.path.basename(p)!r} while other rows name one; give every row "
+            f"a split ({SPLIT_CHOICES}) or leave the column empty in every row"
+        )
+    classes = sorted({lab for _, lab, _, _ in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    split_names = sorted({s for _, _, s, _ in rows}) if filled else []
+    splits: dict[str, Split] = {}
+    for s in split_names or ["all"]:
+        sel = [r for r in rows if (r[2] == s or s == "all")]
+        splits[s] = Split(
+            labels=np.asarray([index[r[1]] for r in sel], dtype=np.int64), paths=[r[0] for r in sel]
+        )
+    return Source(name=name, kind="csv", root=csv_path.parent, classes=classes, splits=splits)
+
+
+def _csv_rows(csv_path: Path) -> list[tuple[str, str, str, int]]:
+    """(absolute path, label, split or "", line number) per row, each checked."""
     base = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -150,11 +268,12 @@ def from_csv(csv_path: Path, name: str) -> Source:
                     f"{csv_path}: no '{need}' column (found: {', '.join(cols) or 'none'}); "
                     "the first line must name the columns, e.g. 'path,label'"
                 )
-        rows: list[tuple[str, str, str]] = []
-        for lineno, raw in enumerate(reader, start=2):
+        rows: list[tuple[str, str, str, int]] = []
+        for raw in reader:
+            lineno = reader.line_num  # the physical line this row ended on (quoted fields may span lines)
             # values past the header (restkey None, a list) are extra columns: ignored like named extras
             row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
-            p, lab = row.get("path", ""), row.get("label", "")
+            p, lab, split = row.get("path", ""), row.get("label", ""), row.get("split", "")
             if not p:
                 raise DataError(f"{csv_path}:{lineno}: empty path")
             if not lab:
@@ -162,20 +281,10 @@ def from_csv(csv_path: Path, name: str) -> Source:
             full = p if os.path.isabs(p) else str(base / p)
             if not (os.path.isfile(full) or os.path.isdir(full)):  # a folder: a sample of frames (data.sequences)
                 raise DataError(f"{csv_path}:{lineno}: file not found: {p} (paths are relative to the CSV's folder)")
-            split = SPLIT_DIRS.get(row.get("split", "").lower(), "") if "split" in cols else ""
-            rows.append((full, lab, split))
-    if not rows:
-        raise DataError(f"{csv_path}: no rows; add one 'path,label' line per image")
-    classes = sorted({lab for _, lab, _ in rows})
-    index = {c: i for i, c in enumerate(classes)}
-    split_names = sorted({s for _, _, s in rows if s}) if all(s for _, _, s in rows) else []
-    splits: dict[str, Split] = {}
-    for s in split_names or ["all"]:
-        sel = [r for r in rows if (r[2] == s or s == "all")]
-        splits[s] = Split(
-            labels=np.asarray([index[r[1]] for r in sel], dtype=np.int64), paths=[r[0] for r in sel]
-        )
-    return Source(name=name, kind="csv", root=base, classes=classes, splits=splits)
+            if split and split.lower() not in SPLIT_DIRS:
+                raise DataError(f"{csv_path}:{lineno}: unknown split {split!r}; use one of {SPLIT_CHOICES}")
+            rows.append((full, lab, SPLIT_DIRS[split.lower()] if split else "", lineno))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------- Fashion-MNIST
@@ -262,7 +371,6 @@ def open_source(data: str | os.PathLike[str], kind: str = "auto") -> Source:
     if p.exists():
         raise DataError(f"{name}: not a folder or a .csv file; give a folder of class sub-folders, a CSV or 'fashion-mnist'")
     raise DataError(f"{name}: no such file or folder (built-in datasets: {', '.join(sorted(set(BUILTIN)))})")
-
 
 
 # ------------------------------------------------------------------------------------------ ordering

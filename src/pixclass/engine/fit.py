@@ -4,6 +4,11 @@ validate, end the epoch (metrics, checkpoints, resume state, early stop).
 The dataset sits on the device as uint8 (N, C, H, W); each step takes a batch of rows, turns them into
 floats and augments them there (``data.augment``). Nothing in an epoch runs per sample in Python.
 What happens after the loop (test-time flip, temperature, report) is ``pixclass.run``'s, not the engine's.
+
+Several processes (torchrun, ``pixclass train --nproc N``): the loop runs in every rank of the process
+group the caller joined (``pixclass.run.train`` joins torchrun's). ``cfg.batch_size`` is the global
+batch; each rank trains its part of every global batch under DDP (``engine.distributed``), counts
+are summed over ranks, and rank 0 alone logs and writes files. One process is the case of one rank.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -25,7 +31,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..config import TrainConfig, save_yaml
 from ..data.augment import BatchAugment, channel_stats
-from ..data.dataset import Dataset, SplitData, load_data
+from ..data.dataset import Dataset, SplitData
 from ..data.sequences import sequence_meta
 from ..data.split import save_manifest
 from ..device import pick_device
@@ -34,7 +40,8 @@ from ..files import atomic_path
 from ..models import create_model, get_entry
 from ..models.rnn import model_for_data
 from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
-from . import finetune
+from . import distributed, finetune
+from .distributed import World
 from .optim import loss_fn, make_optimizer, make_schedule
 from .resume import load_resume, save_resume
 
@@ -76,10 +83,12 @@ class Parts:
     augment: BatchAugment
     mean: torch.Tensor  # (C,) in [0, 1] units, on the device
     std: torch.Tensor
-    gen: torch.Generator  # shuffling and augmentation: saved for resume
-    batch: int
+    gen: torch.Generator  # augmentation: re-seeded each epoch from (seed, epoch, rank)
+    batch: int  # the global batch (all ranks together)
     steps_per_epoch: int
     device: torch.device
+    world: World = field(default_factory=World)
+    train_model: nn.Module | None = None  # ``model`` wrapped in DDP when there are several ranks
 
     @property
     def eval_model(self) -> nn.Module:
@@ -115,16 +124,19 @@ def fit(
     benchmarks use it to time accuracy); ``row`` is that epoch's metrics.csv row. Returns the result
     and the loaded dataset (for what comes after training: calibration, the report).
     """
-    log = log or log_line
+    world = distributed.current()
+    log = distributed.main_only(log or log_line)  # rank 0 alone logs, shows progress and writes files
+    progress = progress and world.is_main
     run = prepare_run_dir(Path(out))
-    device = pick_device(cfg.device)
+    device = world.device if world.distributed else pick_device(cfg.device)
     get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
     finetune.check_start(cfg)  # and so do missing weights or checkpoint files
     torch.manual_seed(cfg.seed)
     ds = load_run_data(data, replace(cfg, data=finetune.data_config(cfg)), run, progress, log)
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
-    save_yaml(cfg, run / "config.yaml")
-    parts = build_parts(ds, cfg, device, log)
+    if world.is_main:
+        save_yaml(cfg, run / "config.yaml")
+    parts = build_parts(ds, cfg, device, log, world)
     state = LoopState(best_metric=-math.inf if higher_is_better(cfg.metric) else math.inf)
     if resume:
         state = restore(run, parts, cfg, log)
@@ -137,9 +149,9 @@ def fit(
         row.update(validate(parts, val_split, cfg))
         row["epoch_seconds"] = time.perf_counter() - t0
         end_epoch(run, parts, state, row, ds, cfg, log)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and world.is_main:
             on_epoch_end(epoch + 1, parts.eval_model, row)
-        if should_stop_early(state, cfg, epoch):
+        if distributed.broadcast_object(should_stop_early(state, cfg, epoch)):  # rank 0's decision
             log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
             stopped_early = True
             break
@@ -182,13 +194,16 @@ def load_run_data(
     progress: bool,
     log: Callable[[str], None],
 ) -> Dataset:
-    """The dataset, its split manifest in the run folder, and the list of files that could not be read."""
+    """The dataset, its split manifest in the run folder, and the list of files that could not be read.
+    Several ranks: decoded once per machine, the files written by rank 0."""
+    main = distributed.is_main()
     if isinstance(data, Dataset):
         ds = data
-        save_manifest(run / "split_manifest.json", ds.manifest)
+        if main:
+            save_manifest(run / "split_manifest.json", ds.manifest)
     else:
-        ds = load_data(data, cfg.data, run / "split_manifest.json", progress)
-    if ds.broken:
+        ds = distributed.load_data_once(data, cfg.data, run / "split_manifest.json", progress)
+    if ds.broken and main:
         with atomic_path(run / "broken_files.txt") as tmp:
             tmp.write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
         log(
@@ -197,7 +212,10 @@ def load_run_data(
     return ds
 
 
-def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callable[[str], None]) -> Parts:
+def build_parts(
+    ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callable[[str], None], world: World | None = None
+) -> Parts:
+    world = world or World()
     train_split = ds.splits["train"]
     n_train = len(train_split)
     mean, std = data_stats(train_split, ds.frames)
@@ -221,12 +239,14 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
         if cfg.ema
         else None
     )
-    batch = min(cfg.batch_size, n_train)
+    # The global batch; each of the world.size ranks takes batch / world.size rows of it.
+    batch = min(cfg.batch_size, max(world.size, n_train - n_train % world.size))
+    distributed.per_rank_batch(batch, world.size)  # one line when it does not split evenly
     steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
     groups = (  # discriminative learning rates: lower towards the input
         finetune.param_groups_discriminative(model, cfg.lr, cfg.weight_decay, cfg.lr_mult) if cfg.lr_mult > 1 else None
     )
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, groups)
+    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, groups=groups)
     sched = make_schedule(
         opt, cfg.schedule, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
     )
@@ -243,6 +263,8 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
         batch=batch,
         steps_per_epoch=steps_per_epoch,
         device=device,
+        world=world,
+        train_model=distributed.wrap_model(model, world, cfg.sync_bn),
     )
 
 
@@ -281,14 +303,25 @@ def train_one_epoch(
     epoch: int,
     progress: bool,
 ) -> dict[str, float]:
-    """One pass over the shuffled training set; returns the epoch's training columns of metrics.csv."""
-    model, device = parts.model, parts.device
+    """One pass over the shuffled training set; returns the epoch's training columns of metrics.csv.
+
+    The order of the epoch depends on (seed, epoch) alone and each rank takes its part of every global
+    batch; augmentation and dropout draw from (seed, epoch, rank). So N ranks train on the batches one
+    process would, and a resumed epoch (with any N) repeats the interrupted one."""
+    model, device, world = parts.model, parts.device, parts.world
+    net = parts.train_model or model
     amp = cfg.amp and device.type == "cuda"
     model.train()
     if cfg.freeze_epochs:
         finetune.apply_freeze(model, frozen=epoch < cfg.freeze_epochs)  # head-only epochs first
     t0 = time.perf_counter()
-    perm = torch.randperm(len(split), generator=parts.gen)
+    rows = distributed.shard_batches(
+        distributed.epoch_order(len(split), cfg.seed, epoch), parts.batch, world.rank, world.size
+    )  # (steps, batch / world.size) row indices of this rank
+    # on the device once per epoch: a blocking CPU->GPU copy of each step's indices waits for the GPU
+    rows_dev = rows.to(device)
+    parts.gen.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank))
+    torch.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank, stream=1))
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -301,18 +334,17 @@ def train_one_epoch(
         mininterval=0.5,
     )
     for step in bar:
-        idx = perm[step * parts.batch : (step + 1) * parts.batch]
         xb = (
-            x_train[idx.to(device)]
+            x_train[rows_dev[step]]
             if x_train is not None
-            else split.store.take(idx).to(device, non_blocking=True)
+            else split.store.take(rows[step]).to(device, non_blocking=True)
         )
-        yb = y_train[idx.to(device)]
+        yb = y_train[rows_dev[step]]
         xf = parts.augment(xb, parts.gen)  # (B, C, H, W) float, normalised and augmented
         if cfg.channels_last and xf.dim() == 4:
             xf = xf.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(xf)
+            logits = net(xf)  # DDP: backward() averages the gradients over the ranks
             loss = parts.criterion(logits.float(), yb)
         parts.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -335,12 +367,13 @@ def train_one_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_time = time.perf_counter() - t0
+    total_loss, total_correct, total_seen = distributed.sum_counts(loss_sum, correct, seen)  # counts, then ratios
     return {
         "epoch": epoch + 1,
-        "train_loss": loss_sum.item() / seen,
-        "train_acc": correct.item() / seen,
+        "train_loss": total_loss / total_seen,
+        "train_acc": total_correct / total_seen,
         "lr": parts.opt.param_groups[-1]["lr"],  # the head's (discriminative groups: the highest)
-        "train_img_per_s": seen / train_time,
+        "train_img_per_s": total_seen / train_time,
     }
 
 
@@ -353,29 +386,38 @@ def predict_logits(
     channels_last: bool = False,
     tta: bool = False,
     batch_size: int = 1024,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Logits (N, K) for every row of a uint8 store, in eval mode, through the same normalisation and
-    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor."""
+    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor; ``amp``:
+    in bf16 on CUDA (ignored elsewhere, as in training)."""
     was_training = model.training
     net = Normalized(FlipTTA(model) if tta else model, mean, std).eval()
     try:
-        return batched_logits(torch_runtime(net, channels_last).run, store, device, batch_size)
+        run = torch_runtime(net, channels_last, amp=amp and device.type == "cuda").run
+        return batched_logits(run, store, device, batch_size)
     finally:
         model.train(was_training)
 
 
 def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[str, float]:
-    """Validation loss and accuracy of the model that is saved (the EMA when on); NaN without a split."""
+    """Validation loss and accuracy of the model that is saved (the EMA when on); NaN without a split.
+
+    Several ranks: BatchNorm statistics are first made rank 0's (the model rank 0 saves), each rank
+    scores its part of the rows, and the counts are summed."""
+    distributed.sync_buffers(parts.eval_model)
     if split is None or len(split) == 0:
         return {"val_loss": math.nan, "val_acc": math.nan}
+    world = parts.world
+    part = distributed.shard_rows(len(split), world.rank, world.size)
+    store = split.store if len(part) == len(split) else split.store.subset(np.arange(part.start, part.stop))
+    y = split.labels[part.start : part.stop]
     logits = predict_logits(
-        parts.eval_model, split.store, parts.mean, parts.std, parts.device, cfg.channels_last
+        parts.eval_model, store, parts.mean, parts.std, parts.device, cfg.channels_last, amp=cfg.amp
     )
-    y = split.labels
-    return {
-        "val_loss": float(parts.criterion(logits, y)),
-        "val_acc": float((logits.argmax(1) == y).float().mean()),
-    }
+    loss_sum = float(parts.criterion(logits, y)) * len(y) if len(y) else 0.0
+    loss_sum, correct, n = distributed.sum_counts(loss_sum, (logits.argmax(1) == y).sum(), len(y))
+    return {"val_loss": distributed.ratio(loss_sum, n), "val_acc": distributed.ratio(correct, n)}
 
 
 # ------------------------------------------------------------------------------------- end of an epoch
@@ -391,7 +433,10 @@ def end_epoch(
     """Log and record the epoch, write last (and best when it improved), then the resume state.
 
     An epoch whose loss is not finite never becomes best: a diverged model is not a result.
+    Several ranks: each keeps the loop state (the rows are the same, summed over ranks); rank 0
+    decides whether the epoch improved and alone writes files.
     """
+    main = parts.world.is_main
     row = {k: row[k] for k in METRIC_COLUMNS}
     state.history.append(row)
     state.epoch = int(row["epoch"])
@@ -399,13 +444,14 @@ def end_epoch(
         f"epoch {state.epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
         f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['train_img_per_s']:.0f} img/s  {row['epoch_seconds']:.1f}s"
     )
-    write_metrics(run / "metrics.csv", state.history)
+    if main:
+        write_metrics(run / "metrics.csv", state.history)
 
     no_val = math.isnan(row["val_acc"])
     finite = math.isfinite(row["train_loss"]) and (no_val or math.isfinite(row["val_loss"]))
     current = row[cfg.metric] if not math.isnan(row[cfg.metric]) else -row["train_loss"]
-    improved = finite and (
-        current > state.best_metric if higher_is_better(cfg.metric) else current < state.best_metric
+    improved = distributed.broadcast_object(
+        finite and (current > state.best_metric if higher_is_better(cfg.metric) else current < state.best_metric)
     )
     if improved:
         state.best_metric, state.since_best = current, 0
@@ -415,6 +461,8 @@ def end_epoch(
         log(
             f"warning: epoch {state.epoch} ended with a non-finite loss; it is not saved as best (try a lower --lr)"
         )
+    if not main:
+        return
     weights = parts.eval_model.state_dict()
     meta = model_meta(parts.eval_model, ds, parts.mean, parts.std, cfg, {k: float(v) for k, v in row.items()})
     ckpt.atomic_save(weights, meta, run / "last.safetensors")

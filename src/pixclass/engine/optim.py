@@ -12,10 +12,12 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
 def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float, nesterov: bool,
-                   groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+                   fused: bool | None = None, groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
     """SGD (with momentum) or AdamW. Weight decay applies to weights only, not to biases and norms
-    (decaying BN scales fights the normalisation). ``groups``: parameter groups made by the caller
-    (e.g. ``finetune.param_groups_discriminative``: their own learning rates) instead of these two."""
+    (decaying BN scales fights the normalisation). ``fused``: torch's one-kernel update (None: torch's
+    choice, the multi-tensor ``foreach`` path on CUDA); ``benchmarks/gpu.py`` measures it. ``groups``:
+    parameter groups made by the caller (e.g. ``finetune.param_groups_discriminative``: their own
+    learning rates) instead of these two."""
     if groups is None:
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
@@ -24,9 +26,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weig
                 (decay if p.ndim > 1 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}; choose sgd or adamw")
 
 
