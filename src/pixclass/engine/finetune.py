@@ -159,9 +159,9 @@ def data_config(cfg: TrainConfig) -> DataConfig:
 
 def start_model(
     cfg: TrainConfig, num_classes: int, in_chans: int, input_size: int, log: Callable[[str], None]
-) -> tuple[nn.Module, dict[str, list[float]] | None]:
-    """The model a fine-tuning run starts from, and the normalisation its weights expect (None: the
-    data's own statistics). ImageNet weights come with ImageNet's mean and std; a checkpoint with its own."""
+) -> tuple[nn.Module, dict[str, list[float]]]:
+    """The model a fine-tuning run starts from, and the normalisation its weights expect: ImageNet's
+    mean and std for ImageNet weights (and a --weights file), the checkpoint's own for --init."""
     if cfg.init is not None:
         c = ckpt.load(cfg.init)
         model, _ = model_from_checkpoint(c, num_classes, input_size)
