@@ -258,3 +258,12 @@ def test_check_array_source(tmp_path):
     ds = load_data(src, DataConfig(image_size=16, channels=3, val_fraction=0.5), progress=False)
     assert ds.splits["test"].store.shape == (2, 3, 16, 16) and ds.splits["test"].paths is None
     assert len(ds.splits["train"]) + len(ds.splits["val"]) == 6
+
+
+def test_check_warns_about_few_images_and_skewed_classes(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"many": 30, "some": 8, "tiny": 3}, size=8)
+    rep = check_data(root, DataConfig(workers=1), progress=False)
+    text = " | ".join(rep.warnings)
+    assert rep.ok
+    assert "very few images in: tiny" in text and "few images in: some (8)" in text
+    assert "skewed classes: many has 10x the images of tiny" in text and "--balance auto" in text
