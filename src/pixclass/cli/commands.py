@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .lr_find import register as register_lr_find
+
 RAW = argparse.RawDescriptionHelpFormatter
 
 
@@ -388,4 +390,4 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 REGISTER: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_evaluate, _add_predict, _add_models,
-                                                                _add_explain, _add_calibrate, _add_report]
+                                                                _add_explain, _add_calibrate, _add_report, register_lr_find]

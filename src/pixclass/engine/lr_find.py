@@ -103,7 +103,7 @@ def lr_range_test(
         if grad_clip:
             nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
         opt.step()
-        value = float(loss)
+        value = loss.item()
         if not math.isfinite(value):
             stopped = "non-finite loss"
             break
