@@ -28,10 +28,11 @@ from pathlib import Path
 import common
 import torch
 
-from pixclass.config import DATA_DEFAULTS, PRESETS, TrainConfig, merge
+from pixclass.config import TrainConfig, merge
 from pixclass.data.augment import BatchAugment, channel_stats
 from pixclass.engine.optim import loss_fn, make_optimizer, make_schedule
 from pixclass.models import count_flops, create_model
+from pixclass.presets import PRESETS, data_defaults
 
 DEFAULT_VARIANTS = (
     "seed_cnn:32:2,seed_cnn:32:1,seed_cnn:32:2:cl,seed_cnn:64:2,seed_cnn:128:2,seed_cnn:256:2,seed_cnn:256:1,"
@@ -50,9 +51,9 @@ class Variant:
             kw["widths"] = tuple(int(w) for w in widths.split("-"))
         self.cl = len(parts) > 3 and parts[3] == "cl"
         # seed_cnn: the seed preset (no augmentation); others: the default fashion-mnist recipe.
-        cfg = merge(TrainConfig(), DATA_DEFAULTS["fashion-mnist"], "defaults")
+        cfg = merge(TrainConfig(), data_defaults("fashion-mnist"), "defaults")
         if self.model_name == "seed_cnn":
-            cfg = merge(cfg, PRESETS["seed"], "seed")
+            cfg = merge(cfg, PRESETS["seed"].overrides, "seed")
         cfg = merge(cfg, {"model": self.model_name, "batch_size": self.batch}, "variant")
         torch.manual_seed(0)
         self.model = create_model(self.model_name, 10, 1, 28, **kw)

@@ -41,10 +41,12 @@ import torch
 import yaml
 
 from pixclass import checkpoint as ckpt
-from pixclass.config import DATA_DEFAULTS, PRESETS, TrainConfig, merge
+from pixclass.config import TrainConfig, build_config, merge
 from pixclass.data.dataset import load_data
-from pixclass.engine.fit import predict_logits, train
+from pixclass.engine.fit import predict_logits
 from pixclass.models import count_flops, create_model
+from pixclass.presets import PRESETS
+from pixclass.run import train
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93)
 KERAS_SPEEDUP_GOAL = 5.0  # pixclass reaches Keras's 10-epoch accuracy in <= 1/5 of Keras's time
@@ -54,9 +56,7 @@ BEST_GOAL = 0.945
 
 def recipe_config(name: str, overrides: dict[str, Any], quick_epochs: int | None) -> TrainConfig:
     """The config ``pixclass train fashion-mnist [--preset NAME]`` builds, plus the overrides."""
-    cfg = merge(TrainConfig(), DATA_DEFAULTS["fashion-mnist"], "fashion-mnist defaults")
-    if name != "default":
-        cfg = merge(cfg, PRESETS[name], f"preset {name}")
+    cfg = build_config("fashion-mnist", name)
     o = {"device": "cpu", **overrides}
     if quick_epochs is not None:
         o["epochs"] = quick_epochs
@@ -70,11 +70,8 @@ def test_accuracy(
     post-training check and the Predictor do (``predict_logits``; the flip averages logits)."""
     dev = next(model.parameters()).device  # --set device=cuda: score where the model is
     logits = predict_logits(model, store, mean, std, dev, channels_last=channels_last)
-    flipped = predict_logits(model, store, mean, std, dev, channels_last=channels_last, flip=True)
-    return (
-        float((logits.argmax(1) == y).float().mean()),
-        float(((logits + flipped) / 2).argmax(1).eq(y).float().mean()),
-    )
+    both = predict_logits(model, store, mean, std, dev, channels_last=channels_last, tta=True)
+    return float((logits.argmax(1) == y).float().mean()), float(both.argmax(1).eq(y).float().mean())
 
 
 def run_pixclass(name: str, cfg: TrainConfig, limit: int | None, test_limit: int | None) -> dict[str, Any]:

@@ -40,10 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixclass.config import PRESETS, TrainConfig, merge
+from pixclass.config import TrainConfig, merge
 from pixclass.data.dataset import DataConfig, load_data
-from pixclass.engine.fit import train
 from pixclass.models import count_flops, create_model
+from pixclass.presets import PRESETS
+from pixclass.run import train
 
 GOAL = 2.0  # pixclass >= 2x Keras at batch 32 and at batch 256
 FULL = 60_000
@@ -59,7 +60,7 @@ def run_pixclass(ds: Any, batch: int, epochs: int, channels_last: bool | None) -
     """The ``seed`` preset at this batch size (no augmentation: the seed had none); ``channels_last``
     None keeps the config's default, as ``pixclass train fashion-mnist --preset seed`` would."""
     return run_pixclass_cfg(
-        ds, merge(TrainConfig(), PRESETS["seed"], "preset seed"), batch, epochs, channels_last
+        ds, merge(TrainConfig(), PRESETS["seed"].overrides, "preset seed"), batch, epochs, channels_last
     )
 
 

@@ -157,9 +157,9 @@ TINY_MODEL = {"model": "rescnn", "model_kwargs": {"widths": [8, 16, 16], "blocks
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training without the closing report.html: its plots cost ten times a tiny run's training."""
-    import pixclass.engine.fit as fit
+    import pixclass.run
 
-    monkeypatch.setattr(fit, "_write_report", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(pixclass.run, "write_report", lambda *a, **k: None)
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def tiny_train(no_report: None) -> Callable[..., object]:
     def run(data: object, out: Path, data_cfg: dict | None = None, resume: bool = False, **overrides: object) -> object:
         from pixclass.config import TrainConfig
         from pixclass.data.dataset import DataConfig
-        from pixclass.engine.fit import train
+        from pixclass.run import train
 
         kw: dict = {**TINY_MODEL, "epochs": 2, "batch_size": 8, "optimizer": "adamw", "lr": 0.01,
                     "calibrate": False, "device": "cpu"}

@@ -36,7 +36,7 @@ def trained(tmp_path, patterns, monkeypatch, no_report):
     monkeypatch.setattr(fit, "create_model", keep)
     cfg = TrainConfig(epochs=1, batch_size=8, model="rescnn", model_kwargs=TINY, device="cpu", calibrate=False,
                       data=DataConfig(image_size=16, workers=1))
-    res = fit.train(data, cfg, tmp_path / "run", progress=False, log=lambda _m: None)
+    res, _ = fit.fit(data, cfg, tmp_path / "run", progress=False, log=lambda _m: None)
     (model,) = built
     return res, model, data
 

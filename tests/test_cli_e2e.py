@@ -34,7 +34,7 @@ def start(tmp_path):
     started: list[subprocess.Popen[str]] = []
 
     def run(*args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen([sys.executable, "-m", "pixclass.cli", *args], cwd=tmp_path, text=True,
+        p = subprocess.Popen([sys.executable, "-m", "pixclass", *args], cwd=tmp_path, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         started.append(p)
         return p

@@ -74,7 +74,7 @@ def _one_thread() -> Iterator[None]:  # two test workers share two cores: intra-
 
 def _train_spots(root: Path) -> None:
     from pixclass.config import TrainConfig, merge
-    from pixclass.engine.fit import train
+    from pixclass.run import train
 
     rng = np.random.default_rng(0)
     for name in CLASSES:
@@ -90,7 +90,7 @@ def _train_spots(root: Path) -> None:
     torch.set_num_threads(1)  # two test workers on two cores: more threads only contend
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("pixclass.engine.fit._write_report", lambda *a: None)  # tests/test_report.py covers it
+            mp.setattr("pixclass.run.write_report", lambda *a: None)  # tests/test_report.py covers it
             train(root / "data", cfg, root / "run", progress=False, log=lambda m: None)
     finally:
         torch.set_num_threads(threads)
@@ -238,7 +238,7 @@ def test_cli_errors_are_one_line(spots: SimpleNamespace, tmp_path: Path, capsys:
 
 
 # ------------------------------------------------------------------------------------- other models
-@pytest.mark.parametrize(("name", "size"), [("seed_cnn", 28), ("rescnn_wide", 32), ("resnet18", 64), ("mobilenet_v3_small", 64)])
+@pytest.mark.parametrize(("name", "size"), [("seed_cnn", 28), ("rescnn", 32), ("resnet18", 64), ("mobilenet_v3_small", 64)])
 def test_gradcam_finds_its_layer_in_built_in_and_torchvision_nets(name: str, size: int) -> None:
     torch.manual_seed(0)
     model = create_model(name, 4, 3, size)
@@ -274,7 +274,7 @@ def test_a_clip_model_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     """cnn_rnn trained on sample folders of frames: explain a clip (one map per frame), and the run's
     report shows its mistakes as frame strips."""
     from pixclass.config import TrainConfig, merge
-    from pixclass.engine.fit import train
+    from pixclass.run import train
 
     rng = np.random.default_rng(0)
     for name in ("left", "right"):

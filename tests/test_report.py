@@ -30,7 +30,7 @@ def _one_thread() -> Iterator[None]:  # two test workers share two cores: intra-
 
 def _train(data: Path, out: Path, epochs: int = 2, log: list[str] | None = None) -> None:
     from pixclass.config import TrainConfig, merge
-    from pixclass.engine.fit import train
+    from pixclass.run import train
 
     cfg = merge(TrainConfig(), {"model": "rescnn", "model_kwargs": {"widths": [8, 16], "blocks": [0, 0]}, "epochs": epochs,
                                 "batch_size": 16, "device": "cpu", "data": {"workers": 1, "val_fraction": 0.25, "test_fraction": 0.0}})
@@ -144,7 +144,7 @@ def test_a_failing_report_never_fails_training(tmp_path: Path, monkeypatch: pyte
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("pixclass.report.build_report", boom)
+    monkeypatch.setattr("pixclass.run.build_report", boom)
     data = make_class_folder(tmp_path / "data", {"a": 6, "b": 6}, size=16)
     log: list[str] = []
     _train(data, tmp_path / "run", epochs=1, log=log)

@@ -28,7 +28,7 @@ def load(checkpoint: str, device: str = "cpu", backend: str = "auto", tta: bool 
 
 def __getattr__(name: str) -> Any:  # lazy: `import pixclass` must not pay for torch
     if name == "train":
-        from .engine.fit import train
+        from .run import train
 
         return train
     if name == "load_data":

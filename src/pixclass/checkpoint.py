@@ -21,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
+from .files import atomic_path
 
 FORMAT = "pixclass-checkpoint"
 FORMAT_VERSION = 1
@@ -37,22 +38,10 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     md = {"format": FORMAT, "pixclass": json.dumps(meta), "sha256": _digest(tensors)}
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=md)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's permissions, not the temp file's 0600
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read(path: str | os.PathLike[str], verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -112,6 +101,11 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
     if meta.get("kind") == "resume":
         raise CheckpointError(f"{path}: a resume-state file, not a model checkpoint; use best.safetensors or last.safetensors")
     return Checkpoint(tensors, meta)
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON values (tuples become lists; anything else unknown becomes its string)."""
+    return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
 def versions() -> dict[str, str]:

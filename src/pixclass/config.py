@@ -1,7 +1,10 @@
-"""Training configuration: frozen dataclasses, loaded from YAML and command-line overrides.
+"""Training configuration: a frozen dataclass, loaded from YAML and command-line overrides, checked
+when it is built.
 
-Precedence: defaults < preset < ``--config FILE`` < explicit command-line options. The resolved
-config is saved as ``config.yaml`` in the run folder, so every run says exactly what it did.
+Precedence: defaults < built-in dataset defaults < preset < ``--config FILE`` < explicit options. The
+resolved config is saved as ``config.yaml`` in the run folder, so every run says exactly what it did.
+Every value is checked at construction (``__post_init__``): the CLI, a config file and the Python API
+refuse the same bad values with the same one-line ``ConfigError``, before any data is read.
 """
 
 from __future__ import annotations
@@ -14,8 +17,18 @@ from typing import Any
 
 import yaml
 
+from .checks import check_choice, check_float, check_int
 from .data.augment import AugmentConfig
-from .data.dataset import DataConfig
+from .data.settings import DataConfig
+from .errors import ConfigError
+from .files import atomic_write_text
+from .presets import PRESETS, data_defaults
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
+LOSSES = ("ce", "mse")
+METRICS = ("val_acc", "val_loss")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -38,77 +51,123 @@ class TrainConfig:
     metric: str = "val_acc"  # val_acc | val_loss: picks best.safetensors and early stopping
     patience: int | None = None  # early stop after this many epochs without improvement
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (measured slower there)
     channels_last: bool = True  # measured: +15-30% training img/s for the CNNs on this 2-core CPU
     calibrate: bool = True  # fit a temperature on the validation split after training
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError(f"model: {self.model!r} is not a model name; `pixclass models` lists them")
+        if not isinstance(self.model_kwargs, dict):
+            raise ConfigError(f"model_kwargs: {self.model_kwargs!r}; give a mapping of option: value")
+        check_int("epochs", self.epochs, 1, 100_000)
+        check_int("batch_size", self.batch_size, 1, 1_000_000)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_float("lr", self.lr, 0.0, 100.0, lo_open=True)
+        check_float("momentum", self.momentum, 0.0, 0.999)
+        check_float("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_float("warmup_epochs", self.warmup_epochs, 0.0, 10_000.0)
+        check_choice("loss", self.loss, LOSSES)
+        check_float("label_smoothing", self.label_smoothing, 0.0, 0.99)
+        check_float("grad_clip", self.grad_clip, 0.0, 1e6, none_ok=True, lo_open=True)
+        check_float("ema", self.ema, 0.0, 0.999999, none_ok=True, lo_open=True)
+        check_choice("metric", self.metric, METRICS)
+        check_int("patience", self.patience, 1, 100_000, none_ok=True)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        device_ok = isinstance(self.device, str) and (
+            self.device in DEVICES or (self.device.startswith("cuda:") and self.device[5:].isdigit())
+        )
+        if not device_ok:
+            raise ConfigError(f"device: {self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+        for name in ("nesterov", "amp", "channels_last", "calibrate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; give true or false")
+        if not isinstance(self.augment, AugmentConfig) or not isinstance(self.data, DataConfig):
+            raise ConfigError("augment and data must be mappings of their options")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-# Named recipes. "default" is the CPU default; "seed" is the seed article's Keras recipe; "fast" is the
-# shortest way to about 91% on Fashion-MNIST (a narrower rescnn, 3 epochs: ~42 s on 2 cores); "best"
-# trades time for accuracy.
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "seed": {
-        "model": "seed_cnn", "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": False,
-        "batch_size": 32, "epochs": 10, "schedule": "constant", "weight_decay": 0.0, "label_smoothing": 0.0,
-        "augment": {"pad": 0, "hflip": 0.0},
-    },
-    "fast": {"model_kwargs": {"widths": [16, 32, 64]}, "epochs": 3},
-    # best: a ~6x wider-and-deeper rescnn (116 MFLOPs/img, ~600 img/s on 2 cores), 30 epochs, with
-    # random erasing and 1-px shifts against overfitting (about 50 minutes on 2 cores).
-    "best": {"model_kwargs": {"widths": [32, 96, 192], "blocks": [0, 1, 1]}, "epochs": 30,
-             "augment": {"pad": 1, "erase": 0.25}},
-}
-
-# Defaults for built-in datasets. Fashion-MNIST: clothes keep their meaning when mirrored, so flipping
-# is on; its items are centred and aligned, and pad-and-crop shifts cost accuracy within a 10-epoch
-# budget (measured: 93.04% without vs 92.61% with pad 2 at 9 epochs; benchmarks/README.md).
-DATA_DEFAULTS: dict[str, dict[str, Any]] = {"fashion-mnist": {"augment": {"hflip": 0.5, "pad": 0}}}
-
-
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in fields(cls)}
+    """``cls(**d)`` with nested mappings built too; unknown keys and bad types as one ConfigError."""
+    names = {f.name for f in fields(cls)}
     kw: dict[str, Any] = {}
     for k, v in d.items():
-        k = k.replace("-", "_")
+        k = str(k).replace("-", "_")
         if k not in names:
-            raise ValueError(f"{where}: unknown option {k!r}; known: {', '.join(sorted(names))}")
-        if k == "augment" and isinstance(v, dict):
-            v = _build(AugmentConfig, v, where + ".augment")
-        elif k == "data" and isinstance(v, dict):
-            v = _build(DataConfig, v, where + ".data")
+            raise ConfigError(f"{where}: unknown option {k!r}; known: {', '.join(sorted(names))}")
+        if k in ("augment", "data"):
+            if not isinstance(v, dict | AugmentConfig | DataConfig):
+                raise ConfigError(f"{where}: {k} must be a mapping of its options, not {v!r}")
+            if isinstance(v, dict):
+                v = _build(AugmentConfig if k == "augment" else DataConfig, v, f"{where}: {k}")
         elif isinstance(v, list):
             v = tuple(v)
         kw[k] = v
-    return cls(**kw)
+    try:
+        return cls(**kw)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:  # a value of the wrong type reached a comparison
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def merge(base: TrainConfig, overrides: dict[str, Any], where: str = "config") -> TrainConfig:
-    """A new config with ``overrides`` (nested dicts for augment/data) applied."""
+    """A new config with ``overrides`` (nested mappings for augment/data) applied."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: a config must be a mapping of option: value")
     d = base.to_dict()
     for k, v in overrides.items():
-        k = k.replace("-", "_")
+        k = str(k).replace("-", "_")
         if k in ("augment", "data") and isinstance(v, dict):
-            d[k] = {**d[k], **{kk.replace("-", "_"): vv for kk, vv in v.items()}}
+            d[k] = {**d[k], **{str(kk).replace("-", "_"): vv for kk, vv in v.items()}}
+        elif k == "model_kwargs" and v is None:
+            d[k] = {}
         else:
             d[k] = v
     return _build(TrainConfig, d, where)
 
 
+def build_config(
+    data: str | None = None,
+    preset: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Defaults < the built-in dataset's defaults < ``preset`` < ``config_file`` < ``overrides``."""
+    cfg = TrainConfig()
+    if data is not None and data_defaults(data):
+        cfg = merge(cfg, data_defaults(data), f"{data} defaults")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
+        cfg = merge(cfg, PRESETS[preset].overrides, f"preset {preset}")
+    if config_file is not None:
+        cfg = merge(cfg, load_yaml(config_file), str(config_file))
+    if overrides:
+        cfg = merge(cfg, overrides, "command line")
+    return cfg
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{p}: cannot read the config ({e})") from e
+        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read the config ({type(e).__name__}: {e})") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{at}; a config is lines of `option: value`") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{p}: a config must be a mapping of option: value")
+        raise ConfigError(f"{p}: a config must be a mapping of option: value, not a {type(d).__name__}")
     return d
 
 
@@ -120,4 +179,4 @@ def save_yaml(cfg: TrainConfig, path: str | os.PathLike[str]) -> None:
             return [plain(v) for v in x]
         return x
 
-    Path(path).write_text(yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(plain(cfg.to_dict()), sort_keys=False))

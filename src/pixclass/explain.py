@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .data.augment import normalize
 from .data.decode import DecodeError, decode_file, open_image, to_channels
 from .errors import ExplainError
 from .predict import ImageInput, Predictor
@@ -215,7 +216,7 @@ class Explainer:
                 tb = given[i : i + batch_size]
             else:
                 tb = torch.full((len(xb),), fixed) if fixed is not None else pb.argmax(1)
-            xf = xb.to(p.device).float().div_(255).sub_(p.mean).div_(p.std)  # (N, [T,] C, S, S), as Predictor does
+            xf = normalize(xb.to(p.device), p.mean, p.std)  # (N, [T,] C, S, S), as Predictor does
             maps.append(attribute(p.model, xf, tb, self.method, self.layer).numpy())
             probs.append(pb)
             targets.append(tb)

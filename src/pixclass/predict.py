@@ -14,7 +14,6 @@ rules (``data.sequences.read_clip``).
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,9 @@ from PIL import Image
 from . import checkpoint as ckpt
 from .data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
 from .data.sequences import decode_clip, read_clip
+from .device import pick_device
+from .files import expand_inputs, walk_files
+from .runtime import BACKENDS, FlipTTA, Normalized, batched_logits, make_runtime
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -50,23 +52,8 @@ class Prediction:
 
 def expand_paths(items: Iterable[str]) -> tuple[list[str], list[DecodeError]]:
     """Files, folders (recursed, sorted, hidden and non-image files skipped) and globs -> image paths."""
-    out: list[str] = []
-    missing: list[DecodeError] = []
-    for it in items:
-        if os.path.isdir(it):
-            for dp, dns, fns in os.walk(it):
-                dns[:] = sorted(d for d in dns if not d.startswith("."))
-                out += [os.path.join(dp, f) for f in sorted(fns) if is_image_file(f)]
-        elif os.path.isfile(it):
-            out.append(it)
-        elif any(ch in it for ch in "*?["):
-            hits = sorted(glob.glob(it, recursive=True))
-            out += [h for h in hits if os.path.isfile(h) and is_image_file(h)]
-            if not hits:
-                missing.append(DecodeError(it, "no file matches this pattern"))
-        else:
-            missing.append(DecodeError(it, "no such file or folder"))
-    return out, missing
+    found, missing = expand_inputs(items, is_image_file, lambda d: walk_files(d, is_image_file))
+    return found, [DecodeError(item, why) for item, why in missing]
 
 
 class Predictor:
@@ -78,11 +65,9 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
                  backend: str = "auto", tta: bool | None = None):
-        from .runtime import BACKENDS, FlipTTA, Normalized
-
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
@@ -111,8 +96,6 @@ class Predictor:
     def runtime(self) -> Any:
         """The ``runtime.Runtime`` in use, made on first use (an ONNX export takes a moment)."""
         if self._runtime is None:
-            from .runtime import make_runtime
-
             shape = (2, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
             example = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(self.device)
             self._runtime = make_runtime(self.net, self.backend_requested, self.device, example, self.channels_last)
@@ -131,18 +114,12 @@ class Predictor:
             return read_clip(x if isinstance(x, np.ndarray | Image.Image) else str(x), self.frames, self.size, self.channels, self.background)  # type: ignore[arg-type]
         return eval_transform(x if not isinstance(x, os.PathLike) else str(x), self.size, self.channels, self.background)  # type: ignore[arg-type]
 
-    @torch.no_grad()
     def logits_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 tensor or image store (clips: (N, T, C, S, S)) -> (N, K) logits before the
         temperature (test-time flip applied when on)."""
-        out = []
-        n = len(x)
-        if len(x.shape) == 5:  # about batch_size frames per forward pass
-            batch_size = max(1, batch_size // x.shape[1])
-        for i in range(0, n, batch_size):
-            xb = x[i : i + batch_size] if isinstance(x, torch.Tensor) else x.take(torch.arange(i, min(n, i + batch_size)))
-            out.append(self.runtime.run(xb.to(self.device)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+        if len(x) == 0:
+            return torch.zeros(0, len(self.classes))
+        return batched_logits(self.runtime.run, x, self.device, batch_size)
 
     def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""

@@ -29,6 +29,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .data.sources import DataError
+from .files import atomic_write_bytes
 
 PLOTS = {"curves": "learning_curves.png", "confusion": "confusion_{split}.png", "reliability": "reliability_{split}.png",
          "mistakes": "mistakes_{split}.png"}
@@ -244,9 +245,7 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     out = run / "report.html"
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_bytes(out, page.encode("utf-8"))
     return out
 
 

@@ -21,7 +21,7 @@ from pixclass.data.sources import Source, Split
 def pixclass(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would (a fresh process; PIXCLASS_CACHE comes from the test's env)."""
     return subprocess.run(
-        [sys.executable, "-m", "pixclass.cli", *map(str, args)],
+        [sys.executable, "-m", "pixclass", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -119,7 +119,7 @@ def test_untrainable_data_fails_with_one_stderr_line(tmp_path, imgs):
     before = {c: imgs.snapshot(roots[c]) for c in CASES}
     procs = {
         c: subprocess.Popen(
-            [sys.executable, "-m", "pixclass.cli", "data", "check", str(roots[c])],
+            [sys.executable, "-m", "pixclass", "data", "check", str(roots[c])],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixclass.data.dataset import DataConfig, load_data, typical_size, write_samples
+from pixclass.data.dataset import DataConfig, load_data, write_samples
+from pixclass.data.settings import typical_size
 from pixclass.data.sources import DataError
 
 

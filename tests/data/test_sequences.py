@@ -311,7 +311,7 @@ def test_expand_clips(tmp_path):
     (tmp_path / "x.gif").write_bytes(b"")
     paths, missing = expand_clips([str(root), str(root / "a" / "clip1"), str(tmp_path / "x.gif"), str(tmp_path / "nope")])
     rel = [str(Path(p).relative_to(tmp_path)) for p in paths]
-    assert rel == ["d/a/clip0", "d/a/clip1", "d/b/clip0", "d/a/clip1", "x.gif"]
+    assert rel == ["d/a/clip0", "d/a/clip1", "d/b/clip0", "x.gif"]  # each real path once
     assert [m.path for m in missing] == [str(tmp_path / "nope")]
 
 

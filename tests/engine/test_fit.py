@@ -14,7 +14,7 @@ import pixclass.engine.fit as fit
 from pixclass import checkpoint as ckpt
 from pixclass.config import TrainConfig, load_yaml, merge
 from pixclass.data.augment import AugmentConfig
-from pixclass.data.sources import DataError
+from pixclass.errors import RunError
 
 TIMING = ("epoch_seconds", "train_img_per_s")
 #: Augmentation that draws from the run's generator every step, so resuming must restore it.
@@ -132,17 +132,17 @@ def test_interrupted_run_resumes_exactly(tmp_path, data, tiny_train, monkeypatch
     kw = {"epochs": 3, "schedule": "onecycle", "optimizer": "sgd", "lr": 0.02, "ema": ema, "augment": BUSY_AUGMENT}
     tiny_train(data, tmp_path / "straight", **kw)
 
-    save_resume = fit._save_resume
+    save_resume = fit.save_resume
 
     def stop_after_first_epoch(*a, **k):
         save_resume(*a, **k)
         raise KeyboardInterrupt  # as Ctrl-C right after the epoch's checkpoints
 
-    monkeypatch.setattr(fit, "_save_resume", stop_after_first_epoch)
+    monkeypatch.setattr(fit, "save_resume", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         tiny_train(data, tmp_path / "resumed", **kw)
     assert len(read_metrics(tmp_path / "resumed")[1]) == 1
-    monkeypatch.setattr(fit, "_save_resume", save_resume)
+    monkeypatch.setattr(fit, "save_resume", save_resume)
     tiny_train(data, tmp_path / "resumed", resume=True, **kw)
 
     assert_rows_match(read_metrics(tmp_path / "straight")[1], read_metrics(tmp_path / "resumed")[1])
@@ -151,20 +151,20 @@ def test_interrupted_run_resumes_exactly(tmp_path, data, tiny_train, monkeypatch
 
 
 def test_resume_without_state_is_a_clear_error(tmp_path, data, tiny_train):
-    with pytest.raises(DataError, match="nothing to resume"):
+    with pytest.raises(RunError, match="nothing to resume"):
         tiny_train(data, tmp_path / "fresh", resume=True)
 
 
 # ------------------------------------------------------------------------------------------- stopping
 def test_early_stopping_stops_before_the_budget(tmp_path, data, tiny_train):
-    """lr = 0 and a model without batch norm: the validation metric cannot improve after epoch 1."""
-    res = tiny_train(data, tmp_path / "run", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=0.0,
+    """lr ~ 0 (1e-12) and a model without batch norm: the validation metric cannot improve after epoch 1."""
+    res = tiny_train(data, tmp_path / "run", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=1e-12,
                      schedule="constant", epochs=10, patience=2)
     assert res.stopped_early
     assert len(res.history) == 3  # epoch 1 sets the best, 2 and 3 do not beat it
     assert len(read_metrics(tmp_path / "run")[1]) == 3
     # the same patience that the budget ends first is not an early stop
-    res = tiny_train(data, tmp_path / "run2", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=0.0,
+    res = tiny_train(data, tmp_path / "run2", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=1e-12,
                      schedule="constant", epochs=3, patience=2)
     assert not res.stopped_early and len(res.history) == 3
 

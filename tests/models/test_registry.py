@@ -21,7 +21,7 @@ def fake_meta(classes: list[str], size: int, channels: int) -> dict:
 def test_registry_lists_builtin_and_torchvision_models():
     names = list_models()
     assert names == sorted(names)
-    assert {"seed_cnn", "rescnn", "rescnn_wide", *TV_MODELS} <= set(names)
+    assert {"seed_cnn", "rescnn", *TV_MODELS} <= set(names)
     assert get_entry("resnet18").family == "torchvision"
     assert get_entry("seed_cnn").family == "cnn"
 

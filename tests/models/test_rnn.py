@@ -175,8 +175,8 @@ def test_rnn_rows_trains_and_round_trips(tmp_path, patterns):
     from pixclass.config import TrainConfig
     from pixclass.data.augment import AugmentConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.engine.fit import train
     from pixclass.predict import Predictor
+    from pixclass.run import train
 
     root = patterns.folder(tmp_path / "p", {"top": 24, "bottom": 24, "left": 24, "right": 24}, size=12, mode="L")
     cfg = TrainConfig(model="rnn_rows", model_kwargs={"hidden": 24, "layers": 1}, epochs=6, batch_size=16,
@@ -246,7 +246,7 @@ def test_default_model_on_clips_is_cnn_rnn(tmp_path):
     """`pixclass train CLIPS` with no --model: the default CNN becomes cnn_rnn's frame encoder."""
     from pixclass.config import TrainConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.engine.fit import train
+    from pixclass.run import train
 
     x, y = motion_clips(16, frames=3, size=8, seed=4)
     root = write_clips(tmp_path / "c", x, y)
@@ -264,7 +264,7 @@ def test_direction_through_the_pipeline(tmp_path):
     direction, cnn_avg stays at chance (about 30 s per model on 2 cores)."""
     from pixclass.config import TrainConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.engine.fit import train
+    from pixclass.run import train
 
     x, y = motion_clips(360, seed=5)
     root = tmp_path / "clips"

@@ -18,13 +18,11 @@ def _need_fashion_mnist() -> None:
 
 
 def _train_and_test(tmp_path, overrides: dict) -> float:
-    from pixclass.config import DATA_DEFAULTS, PRESETS, TrainConfig, merge
-    from pixclass.engine.fit import train
+    from pixclass.config import build_config
     from pixclass.evaluate import evaluate
+    from pixclass.run import train
 
-    cfg = merge(TrainConfig(), DATA_DEFAULTS["fashion-mnist"])
-    cfg = merge(cfg, PRESETS.get(overrides.pop("preset", "default"), {}))
-    cfg = merge(cfg, overrides)
+    cfg = build_config("fashion-mnist", overrides.pop("preset", "default"), overrides=overrides)
     res = train("fashion-mnist", cfg, tmp_path / "run", progress=False)
     return evaluate(res.best, "fashion-mnist", "test", progress=False)["accuracy"]
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_float, check_int, check_range
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -40,6 +42,16 @@ class AugmentConfig:
     hflip: float = 0.0
     erase: float = 0.0
     erase_scale: tuple[float, float] = (0.02, 0.25)
+
+    def __post_init__(self) -> None:
+        check_range("crop_scale", self.crop_scale, 0.01, 1.0)
+        check_range("crop_ratio", self.crop_ratio, 0.1, 10.0)
+        check_int("pad", self.pad, 0, 256)
+        check_float("translate", self.translate, 0.0, 0.5)
+        check_float("rotate", self.rotate, 0.0, 180.0)
+        check_float("hflip", self.hflip, 0.0, 1.0)
+        check_float("erase", self.erase, 0.0, 1.0)
+        check_range("erase_scale", self.erase_scale, 0.0, 1.0)
 
     @property
     def uses_affine(self) -> bool:
@@ -122,9 +134,16 @@ def apply_erase(x: torch.Tensor, p: dict[str, torch.Tensor], value: float = 0.0)
 
 
 def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (n, C, H, W) -> float, scaled to [0, 1] then standardised per channel (the seed's "scale")."""
-    x = x_uint8.to(dtype).div_(255.0)
-    return x.sub_(mean.view(1, -1, 1, 1).to(x)).div_(std.view(1, -1, 1, 1).to(x))
+    """uint8 (n, C, H, W) -> float, scaled to [0, 1] then standardised per channel (the seed's "scale").
+
+    The one normalisation of pixclass: training, evaluation and the exported inference graph
+    (``runtime.Normalized``) all call it, so they cannot drift apart. ``mean``/``std`` are per channel,
+    in [0, 1] units; written out-of-place so that it also exports to ONNX.
+    """
+    shape = (1, -1, 1, 1)
+    scale = (1.0 / (255.0 * std.reshape(shape))).to(x_uint8.device, dtype)
+    shift = (mean.reshape(shape) / std.reshape(shape)).to(x_uint8.device, dtype)
+    return x_uint8.to(dtype) * scale - shift
 
 
 class BatchAugment:
@@ -134,7 +153,7 @@ class BatchAugment:
         self.cfg, self.mean, self.std = cfg, mean, std
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x = normalize(x, self.mean.to(x.device), self.std.to(x.device))
+        x = normalize(x, self.mean, self.std)
         if not (self.cfg.uses_affine or self.cfg.erase > 0):
             return x
         if x.dim() == 5:
@@ -154,11 +173,6 @@ class BatchAugment:
         if self.cfg.erase > 0:
             x = apply_erase(x, p, 0.0)  # 0 = the mean after normalisation
         return x
-
-
-def eval_normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Eval: the cache already holds the eval transform (resize + centre crop); only normalise."""
-    return normalize(x, mean.to(x.device), std.to(x.device))
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,12 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import atomic_write_text, user_cache_dir
 from .decode import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, DecodeError, decode_file, probe
-from .sources import user_cache_dir
+from .settings import DEFAULT_RAM_LIMIT
 
 CACHE_VERSION = 1
-#: Arrays up to this many bytes are held in RAM; larger ones are memory-mapped from the cache file.
-DEFAULT_RAM_LIMIT = int(os.environ.get("PIXCLASS_RAM_LIMIT", 4 << 30))
 _CHUNK = 128  # files per task: large enough to amortise IPC, small enough for a smooth progress bar
 
 
@@ -183,7 +182,7 @@ def probe_all(
         bar.close()
         if pool:
             pool.shutdown()
-    _atomic_write_text(cfile, json.dumps(res))
+    atomic_write_text(cfile, json.dumps(res))
     return res
 
 
@@ -242,7 +241,7 @@ def decode_all(
         errors = run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
         os.replace(tmp, npy)
         # The JSON is written last: its presence marks a complete cache entry.
-        _atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
+        atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
     info = json.loads(meta.read_text())
     ok = np.ones(len(paths), dtype=bool)
     errs = []
@@ -253,10 +252,3 @@ def decode_all(
     arr = np.load(npy, mmap_mode="r")
     store = ImageStore(torch.from_numpy(np.array(arr)) if nbytes <= ram_limit else arr)
     return Decoded(store=store, ok=ok, errors=errs, cache_file=npy, hit=hit)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

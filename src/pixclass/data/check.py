@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from ..recipe import IMBALANCE_RATIO
 from .cache import decode_all, probe_all
-from .dataset import GREY_MODES, DataConfig, typical_size
-from .sequences import as_sequences, is_sequence_source, load_clips
-from .sources import DataError, Source, open_source
+from .sequences import load_clips
+from .settings import DataConfig, choose_size_channels
+from .sources import DataError, Source, as_sequences, is_sequence_source, open_source
 
 
 @dataclass
@@ -183,8 +183,7 @@ def check_data(
         if paths:
             heads = probe_all(paths, cfg.max_pixels, cfg.workers, progress)
             good = [h for h in heads if isinstance(h, tuple)]
-            size = cfg.image_size or typical_size([(w, h) for w, h, _ in good], cfg.max_image_size)
-            channels = cfg.channels or (1 if good and all(m in GREY_MODES for _, _, m in good) else 3)
+            size, channels = choose_size_channels(heads, cfg)
             # Full decode: the only way to find truncated files; it also fills the training cache.
             dec = decode_all(paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit)
             for h in good:

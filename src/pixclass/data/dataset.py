@@ -16,33 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import DEFAULT_RAM_LIMIT, ImageStore, decode_all, probe_all
-from .decode import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, DecodeError
-from .sequences import DEFAULT_MAX_FRAMES, as_sequences, is_sequence_source, load_clips
-from .sources import DataError, Source, open_source
+from .cache import ImageStore, decode_all, probe_all
+from .decode import DecodeError
+from .sequences import load_clips
+from .settings import DataConfig, array_size_channels, choose_size_channels
+from .sources import DataError, Source, as_sequences, is_sequence_source, open_source
 from .split import save_manifest, stratified_split
-
-#: Default cap on the training resolution (pixels per side). The default is the data's median
-#: shorter side, capped here: larger photos are scaled down, which is what a CPU can train on.
-DEFAULT_MAX_IMAGE_SIZE = 128
-GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    image_size: int | None = None  # None: the data's typical size, capped at max_image_size
-    max_image_size: int = DEFAULT_MAX_IMAGE_SIZE
-    channels: int | None = None  # None: 3 unless every image is grey
-    val_fraction: float = 0.1  # carved from train when the data has no val split
-    test_fraction: float = 0.1  # carved only when the data has no split at all
-    split_seed: int = 0
-    background: tuple[int, int, int] = DEFAULT_BACKGROUND
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int | None = None  # decode processes; None: all cores
-    ram_limit: int = DEFAULT_RAM_LIMIT
-    kind: str = "auto"  # auto | images | sequences (folders of frames, see data.sequences)
-    frames: int | None = None  # sequences: frames per clip; None: the median clip length, capped
-    max_frames: int = DEFAULT_MAX_FRAMES
 
 
 @dataclass
@@ -69,13 +48,6 @@ class Dataset:
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(self.splits[split].labels.tolist())
         return {name: c.get(i, 0) for i, name in enumerate(self.classes)}
-
-
-def typical_size(sizes: list[tuple[int, int]], cap: int) -> int:
-    """Median shorter side, capped; at least 8."""
-    if not sizes:
-        return min(32, cap)
-    return int(max(8, min(cap, int(np.median([min(w, h) for w, h in sizes])))))
 
 
 def _resize_arrays(x: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -113,8 +85,7 @@ def load_data(
         size, channels, frames, broken, skipped = clips.size, clips.channels, clips.frames, clips.broken, clips.skipped
         arrays = dict(clips.splits)  # type: ignore[arg-type]
     elif all(s.images is not None for s in src.splits.values()):
-        size = cfg.image_size or min(cfg.max_image_size, next(iter(src.splits.values())).images.shape[-1])  # type: ignore[union-attr]
-        channels = cfg.channels or next(iter(src.splits.values())).images.shape[1]  # type: ignore[union-attr]
+        size, channels = array_size_channels(next(iter(src.splits.values())).images.shape, cfg)  # type: ignore[union-attr]
         for name, s in src.splits.items():
             arrays[name] = (ImageStore(_resize_arrays(s.images, size, channels)), s.labels, None)  # type: ignore[arg-type]
     else:
@@ -122,9 +93,7 @@ def load_data(
         if not all_paths:
             raise DataError(f"{src.name}: no image files found (looked for .png .jpg .jpeg .webp .bmp .gif .tif)")
         heads = probe_all(all_paths, cfg.max_pixels, cfg.workers, progress)
-        good = [h for h in heads if isinstance(h, tuple)]
-        size = cfg.image_size or typical_size([(w, h) for w, h, _ in good], cfg.max_image_size)
-        channels = cfg.channels or (1 if good and all(m in GREY_MODES for _, _, m in good) else 3)
+        size, channels = choose_size_channels(heads, cfg)
         dec = decode_all(all_paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit)
         broken = [DecodeError(src.rel(e.path), e.reason) for e in dec.errors]
         start = 0

@@ -36,10 +36,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +47,9 @@ import torch
 from PIL import Image, ImageSequence
 from tqdm.auto import tqdm
 
+from ..files import atomic_write_text, expand_inputs
 from .cache import (
-    DEFAULT_RAM_LIMIT,
     ImageStore,
-    _atomic_write_text,
     cache_dir,
     file_list_key,
     probe_all,
@@ -66,34 +64,21 @@ from .decode import (
     is_image_file,
     probe,
 )
-from .sources import DataError, Source, Split
+from .settings import DEFAULT_MAX_FRAMES, DEFAULT_RAM_LIMIT, DataConfig, choose_size_channels
+from .sources import (
+    KINDS,
+    DataError,
+    Source,
+    as_sequences,
+    is_sequence_source,
+    list_frames,
+    natural_key,
+)
 
-KINDS = ("auto", "images", "sequences")
-#: Default cap on frames per clip (the default count is the median clip length, capped here).
-DEFAULT_MAX_FRAMES = 32
 ORDER_RULE = "natural sort of frame file names (frame_2 before frame_10), case-insensitive"
 SAMPLING_RULE = "uniform: frame floor((i + 0.5) * L / T) of a clip of L >= T frames"
 PADDING_RULE = "a clip of L < T frames is padded by repeating its last frame; trailing repeats are masked"
 _CLIP_CACHE_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------ ordering
-def natural_key(name: str) -> tuple[list[Any], str]:
-    """Sort key: digit runs compare as numbers (``frame_2`` < ``frame_10``), the rest case-insensitively.
-
-    ``re.split`` with a capture group alternates text and digits, so positions always hold the same type.
-    """
-    parts = re.split(r"(\d+)", name)
-    return [int(p) if i % 2 else p.lower() for i, p in enumerate(parts)], name
-
-
-def list_frames(folder: str | os.PathLike[str]) -> list[str]:
-    """Image files directly inside ``folder`` (hidden ones skipped), in natural order of their names."""
-    try:
-        names = [e.name for e in os.scandir(folder) if e.is_file() and is_image_file(e.name)]
-    except OSError:
-        return []
-    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
 
 
 def sample_indices(length: int, frames: int) -> np.ndarray:
@@ -116,67 +101,6 @@ def clip_lengths(x: torch.Tensor) -> torch.Tensor:
     same = (x[:, 1:] == x[:, :-1]).reshape(n, t - 1, -1).all(2)  # (N, T-1): frame k+1 repeats frame k
     trailing = same.flip(1).long().cumprod(1).sum(1)
     return t - trailing
-
-
-# ------------------------------------------------------------------------------------------- sources
-def is_sequence_source(src: Source) -> bool:
-    return any(s.frames is not None for s in src.splits.values())
-
-
-def _folder_layout_is_clips(src: Source) -> bool:
-    """Every image exactly at [<split>/]<class>/<sample>/<frame>."""
-    paths = [p for s in src.splits.values() for p in (s.paths or [])]
-    depth = 4 if src.has_splits else 3
-    return bool(paths) and all(len(Path(src.rel(p)).parts) == depth for p in paths)
-
-
-def as_sequences(src: Source, kind: str = "auto") -> Source:
-    """``src`` re-read as clips when it holds them (``kind="auto"``) or must (``"sequences"``).
-
-    A folder source groups its images by their sample folder; a CSV source lists the frames of each
-    sample folder it names. Returns ``src`` unchanged when it is (or must be read as) an image dataset.
-    """
-    if kind not in KINDS:
-        raise DataError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
-    if is_sequence_source(src):
-        return src
-    if src.kind == "csv":
-        paths = [p for s in src.splits.values() for p in (s.paths or [])]
-        dirs = [os.path.isdir(p) for p in paths]
-        if any(dirs) and (kind == "images" or not all(dirs)):
-            ex = next(p for p, d in zip(paths, dirs, strict=True) if d)
-            raise DataError(f"{src.name}: {src.rel(ex)} is a folder; a CSV lists either image files, or (for a "
-                            "sequence dataset) sample folders of frames, not both")
-        if not all(dirs):
-            if kind == "sequences":
-                raise DataError(f"{src.name}: --kind sequences needs a CSV whose paths are sample folders of frames")
-            return src
-        splits = {name: Split(labels=s.labels, paths=list(s.paths or []), frames=[list_frames(p) for p in s.paths or []])
-                  for name, s in src.splits.items()}
-        return replace(src, splits=splits)
-    if kind == "images":
-        return src
-    if src.kind != "folder":
-        if kind == "sequences":
-            raise DataError(f"{src.name}: a built-in image dataset, not sequences; drop --kind sequences")
-        return src
-    if not _folder_layout_is_clips(src):
-        if kind == "sequences":
-            paths = [p for s in src.splits.values() for p in (s.paths or [])]
-            want = 4 if src.has_splits else 3
-            bad = next((p for p in paths if len(Path(src.rel(p)).parts) != want), None)
-            hint = f" ({src.rel(bad)} is not)" if bad else " (no frame images found)"
-            raise DataError(f"{src.name}: --kind sequences needs every frame at DATA/<class>/<sample>/<frame>{hint}")
-        return src
-    splits = {}
-    for name, s in src.splits.items():
-        samples: dict[str, int] = {}  # sample folder -> label, in the walk's (sorted) order
-        for p, lab in zip(s.paths or [], s.labels.tolist(), strict=True):
-            samples.setdefault(os.path.dirname(p), lab)
-        folders = list(samples)
-        splits[name] = Split(labels=np.asarray([samples[f] for f in folders], dtype=np.int64), paths=folders,
-                             frames=[list_frames(f) for f in folders])
-    return replace(src, splits=splits)
 
 
 # ------------------------------------------------------------------------------------------- decoding
@@ -252,7 +176,7 @@ def decode_clips(
         bar = tqdm(total=len(clips), desc="decoding clips (once)", unit="clip", disable=not progress or len(flat) < 500)
         errors = run_chunks(_decode_clip_chunk, tasks, [b - a for a, b in chunks], bar, workers)
         os.replace(tmp, npy)
-        _atomic_write_text(meta, json.dumps({"settings": settings, "n": len(clips), "errors": errors}))
+        atomic_write_text(meta, json.dumps({"settings": settings, "n": len(clips), "errors": errors}))
     info = json.loads(meta.read_text())
     ok = np.ones(len(clips), dtype=bool)
     errs = []
@@ -283,11 +207,9 @@ def default_frames(lengths: Sequence[int], cap: int) -> int:
     return int(max(1, min(cap, int(np.median(lengths))))) if len(lengths) else 1
 
 
-def load_clips(src: Source, cfg: Any, progress: bool = True) -> LoadedClips:
+def load_clips(src: Source, cfg: DataConfig, progress: bool = True) -> LoadedClips:
     """Decode the clips of a sequence source (``cfg`` is a ``DataConfig``): size, channels and ``T``
     chosen as for images (and the median clip length), broken samples skipped and listed."""
-    from .dataset import GREY_MODES, typical_size
-
     entries = [(name, i) for name, s in src.splits.items() for i in range(len(s))]
     frame_lists = [src.splits[name].frames[i] for name, i in entries]  # type: ignore[index]
     all_frames = [p for fl in frame_lists for p in fl]
@@ -295,11 +217,9 @@ def load_clips(src: Source, cfg: Any, progress: bool = True) -> LoadedClips:
         raise DataError(f"{src.name}: no frame images found (expected DATA/<class>/<sample>/<frame files>)")
     heads = probe_all(all_frames, cfg.max_pixels, cfg.workers, progress)
     head_of = dict(zip(all_frames, heads, strict=True))
-    good = [h for h in heads if isinstance(h, tuple)]
-    size = cfg.image_size or typical_size([(w, h) for w, h, _ in good], cfg.max_image_size)
-    channels = cfg.channels or (1 if good and all(m in GREY_MODES for _, _, m in good) else 3)
-    max_frames = getattr(cfg, "max_frames", DEFAULT_MAX_FRAMES)
-    frames = getattr(cfg, "frames", None) or default_frames([len(fl) for fl in frame_lists if fl], max_frames)
+    size, channels = choose_size_channels(heads, cfg)
+    max_frames = cfg.max_frames
+    frames = cfg.frames or default_frames([len(fl) for fl in frame_lists if fl], max_frames)
 
     # A sample is usable when it has frames and every frame header reads; its T frames are then decoded.
     broken: list[DecodeError] = []
@@ -342,6 +262,7 @@ def load_clips(src: Source, cfg: Any, progress: bool = True) -> LoadedClips:
             else ImageStore(np.zeros((0, frames, channels, size, size), np.uint8))
         out[name] = (store, s.labels[idx], [src.rel(s.paths[i]) for i in keep_idx])  # type: ignore[index]
         lengths[name] = np.asarray([len(s.frames[i]) for i in keep_idx], dtype=np.int64)  # type: ignore[index]
+    good = [h for h in heads if isinstance(h, tuple)]
     return LoadedClips(size, channels, frames, out, broken, skipped, lengths, good)
 
 
@@ -416,39 +337,25 @@ def expand_clips(items: Sequence[str]) -> tuple[list[str], list[DecodeError]]:
     """Prediction inputs for a sequence model: a sample folder (frames directly inside), a folder of
     sample folders (recursed; every folder that holds frames is one clip), an animated image file, or
     a glob of those."""
-    import glob
+    found, missing = expand_inputs(items, is_image_file, clip_folders)
+    return found, [DecodeError(item, why) for item, why in missing]
 
-    out: list[str] = []
-    missing: list[DecodeError] = []
 
-    def add_folder(d: str) -> None:
-        if list_frames(d):
-            out.append(d)
-            return
-        subs = sorted((e.path for e in os.scandir(d) if e.is_dir() and not e.name.startswith(".")), key=natural_key)
-        for s in subs:
-            add_folder(s)
-
-    for it in items:
-        if os.path.isdir(it):
-            before = len(out)
-            add_folder(it)
-            if len(out) == before:
-                missing.append(DecodeError(it, "no frame images in this folder or below"))
-        elif os.path.isfile(it):
-            out.append(it)
-        elif any(ch in it for ch in "*?["):
-            hits = sorted(glob.glob(it, recursive=True), key=natural_key)
-            for h in hits:
-                if os.path.isdir(h):
-                    add_folder(h)
-                elif is_image_file(h):
-                    out.append(h)
-            if not hits:
-                missing.append(DecodeError(it, "no file matches this pattern"))
-        else:
-            missing.append(DecodeError(it, "no such file or folder"))
-    return out, missing
+def clip_folders(folder: str, _visited: set[str] | None = None) -> list[str]:
+    """``folder`` itself when it holds frames, else the clip folders below it, in natural order; each
+    real folder once (a symlink loop cannot recurse)."""
+    visited = set() if _visited is None else _visited
+    real = os.path.realpath(folder)
+    if real in visited:
+        return []
+    visited.add(real)
+    if list_frames(folder):
+        return [folder]
+    try:
+        subs = [e.path for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")]
+    except OSError:
+        return []
+    return [c for s in sorted(subs, key=natural_key) for c in clip_folders(s, visited)]
 
 
 def sequence_meta(frames: int) -> dict[str, Any]:

@@ -12,15 +12,19 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import re
 import struct
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
+from ..files import user_cache_dir
 from .decode import is_image_file
+from .settings import KINDS
 
 SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -189,13 +193,6 @@ def _read_idx(path: Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def user_cache_dir() -> Path:
-    base = os.environ.get("PIXCLASS_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pixclass"
-    )
-    return Path(base)
-
-
 def fashion_mnist_dirs() -> list[Path]:
     """Where the four IDX files are looked for, in order."""
     dirs: list[Path] = []
@@ -254,8 +251,6 @@ BUILTIN = {"fashion-mnist": fashion_mnist, "fashion_mnist": fashion_mnist, "fmni
 def open_source(data: str | os.PathLike[str], kind: str = "auto") -> Source:
     """Resolve what the user typed: a built-in name, a CSV file, or a folder. ``kind`` ("auto",
     "images", "sequences") says whether samples are images or folders of frames (``data.sequences``)."""
-    from .sequences import as_sequences
-
     name = str(data)
     if name.lower() in BUILTIN and not os.path.exists(name):
         return as_sequences(BUILTIN[name.lower()](), kind)
@@ -267,3 +262,84 @@ def open_source(data: str | os.PathLike[str], kind: str = "auto") -> Source:
     if p.exists():
         raise DataError(f"{name}: not a folder or a .csv file; give a folder of class sub-folders, a CSV or 'fashion-mnist'")
     raise DataError(f"{name}: no such file or folder (built-in datasets: {', '.join(sorted(set(BUILTIN)))})")
+
+
+
+# ------------------------------------------------------------------------------------------ ordering
+def natural_key(name: str) -> tuple[list[Any], str]:
+    """Sort key: digit runs compare as numbers (``frame_2`` < ``frame_10``), the rest case-insensitively.
+
+    ``re.split`` with a capture group alternates text and digits, so positions always hold the same type.
+    """
+    parts = re.split(r"(\d+)", name)
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(parts)], name
+
+
+def list_frames(folder: str | os.PathLike[str]) -> list[str]:
+    """Image files directly inside ``folder`` (hidden ones skipped), in natural order of their names."""
+    try:
+        names = [e.name for e in os.scandir(folder) if e.is_file() and is_image_file(e.name)]
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+
+
+# ------------------------------------------------------------------------------------------- sources
+def is_sequence_source(src: Source) -> bool:
+    return any(s.frames is not None for s in src.splits.values())
+
+
+def _folder_layout_is_clips(src: Source) -> bool:
+    """Every image exactly at [<split>/]<class>/<sample>/<frame>."""
+    paths = [p for s in src.splits.values() for p in (s.paths or [])]
+    depth = 4 if src.has_splits else 3
+    return bool(paths) and all(len(Path(src.rel(p)).parts) == depth for p in paths)
+
+
+def as_sequences(src: Source, kind: str = "auto") -> Source:
+    """``src`` re-read as clips when it holds them (``kind="auto"``) or must (``"sequences"``).
+
+    A folder source groups its images by their sample folder; a CSV source lists the frames of each
+    sample folder it names. Returns ``src`` unchanged when it is (or must be read as) an image dataset.
+    """
+    if kind not in KINDS:
+        raise DataError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if is_sequence_source(src):
+        return src
+    if src.kind == "csv":
+        paths = [p for s in src.splits.values() for p in (s.paths or [])]
+        dirs = [os.path.isdir(p) for p in paths]
+        if any(dirs) and (kind == "images" or not all(dirs)):
+            ex = next(p for p, d in zip(paths, dirs, strict=True) if d)
+            raise DataError(f"{src.name}: {src.rel(ex)} is a folder; a CSV lists either image files, or (for a "
+                            "sequence dataset) sample folders of frames, not both")
+        if not all(dirs):
+            if kind == "sequences":
+                raise DataError(f"{src.name}: --kind sequences needs a CSV whose paths are sample folders of frames")
+            return src
+        splits = {name: Split(labels=s.labels, paths=list(s.paths or []), frames=[list_frames(p) for p in s.paths or []])
+                  for name, s in src.splits.items()}
+        return replace(src, splits=splits)
+    if kind == "images":
+        return src
+    if src.kind != "folder":
+        if kind == "sequences":
+            raise DataError(f"{src.name}: a built-in image dataset, not sequences; drop --kind sequences")
+        return src
+    if not _folder_layout_is_clips(src):
+        if kind == "sequences":
+            paths = [p for s in src.splits.values() for p in (s.paths or [])]
+            want = 4 if src.has_splits else 3
+            bad = next((p for p in paths if len(Path(src.rel(p)).parts) != want), None)
+            hint = f" ({src.rel(bad)} is not)" if bad else " (no frame images found)"
+            raise DataError(f"{src.name}: --kind sequences needs every frame at DATA/<class>/<sample>/<frame>{hint}")
+        return src
+    splits = {}
+    for name, s in src.splits.items():
+        samples: dict[str, int] = {}  # sample folder -> label, in the walk's (sorted) order
+        for p, lab in zip(s.paths or [], s.labels.tolist(), strict=True):
+            samples.setdefault(os.path.dirname(p), lab)
+        folders = list(samples)
+        splits[name] = Split(labels=np.asarray([samples[f] for f in folders], dtype=np.int64), paths=folders,
+                             frames=[list_frames(f) for f in folders])
+    return replace(src, splits=splits)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_write_text
 
 
 def stratified_split(
@@ -38,8 +39,4 @@ def stratified_split(
 
 def save_manifest(path: str | os.PathLike[str], manifest: dict) -> None:
     """Write atomically: a reader never sees half a manifest."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, p)
+    atomic_write_text(path, json.dumps(manifest, indent=1))

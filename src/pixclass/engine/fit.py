@@ -1,13 +1,14 @@
-"""The training loop: one readable function, resumable, with validation, best checkpoint, early stop.
+"""The training loop: ``fit`` reads top to bottom as one loop -- set up, (restore), then per epoch: train,
+validate, end the epoch (metrics, checkpoints, resume state, early stop).
 
 The dataset sits on the device as uint8 (N, C, H, W); each step takes a batch of rows, turns them into
 floats and augments them there (``data.augment``). Nothing in an epoch runs per sample in Python.
+What happens after the loop (test-time flip, temperature, report) is ``pixclass.run``'s, not the engine's.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import time
@@ -23,23 +24,30 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..config import TrainConfig, save_yaml
-from ..data.augment import BatchAugment, channel_stats, eval_normalize
-from ..data.dataset import Dataset, load_data
+from ..data.augment import BatchAugment, channel_stats
+from ..data.dataset import Dataset, SplitData, load_data
 from ..data.sequences import sequence_meta
-from ..data.sources import DataError
+from ..data.split import save_manifest
+from ..device import pick_device
+from ..errors import TrainingFailed
+from ..files import atomic_path
 from ..models import create_model
 from ..models.rnn import model_for_data
+from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
 from .optim import loss_fn, make_optimizer, make_schedule
+from .resume import load_resume, save_resume
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_img_per_s"]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    return torch.device(name)
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "epoch_seconds",
+    "train_img_per_s",
+]
+STATS_SAMPLE = 20_000  # images (frames for clips) that estimate the channel mean and std
 
 
 @dataclass
@@ -55,8 +63,368 @@ class TrainResult:
     broken: list[dict[str, str]] = field(default_factory=list)
 
 
-def model_meta(model: nn.Module, ds: Dataset, mean: torch.Tensor, std: torch.Tensor, cfg: TrainConfig,
-               metrics: dict[str, Any], temperature: float = 1.0) -> dict[str, Any]:
+@dataclass
+class Parts:
+    """What a run trains with, built once from the data and the config."""
+
+    model: nn.Module
+    ema: AveragedModel | None
+    opt: torch.optim.Optimizer
+    sched: Any  # torch LRScheduler
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    augment: BatchAugment
+    mean: torch.Tensor  # (C,) in [0, 1] units, on the device
+    std: torch.Tensor
+    gen: torch.Generator  # shuffling and augmentation: saved for resume
+    batch: int
+    steps_per_epoch: int
+    device: torch.device
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: what resume restores and each epoch advances."""
+
+    epoch: int = 0  # completed epochs
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_metric: float = math.nan
+    since_best: int = 0
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(h["epoch_seconds"] for h in self.history)
+
+
+def fit(
+    data: str | os.PathLike[str] | Dataset,
+    cfg: TrainConfig = TrainConfig(),
+    out: str | os.PathLike[str] = "runs/default",
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    on_epoch_end: Callable[[int, nn.Module, dict[str, float]], None] | None = None,
+) -> tuple[TrainResult, Dataset]:
+    """Train ``cfg.model`` on ``data``; write checkpoints, metrics.csv, config.yaml, the split manifest.
+
+    ``on_epoch_end(epoch, eval_model, row)`` is called after each epoch's checkpoints are written (the
+    benchmarks use it to time accuracy); ``row`` is that epoch's metrics.csv row. Returns the result
+    and the loaded dataset (for what comes after training: calibration, the report).
+    """
+    log = log or log_line
+    run = Path(out)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    ds = load_run_data(data, cfg, run, progress, log)
+    train_split, val_split = ds.splits["train"], ds.splits.get("val")
+    save_yaml(cfg, run / "config.yaml")
+    parts = build_parts(ds, cfg, device, log)
+    state = LoopState(best_metric=-math.inf if higher_is_better(cfg.metric) else math.inf)
+    if resume:
+        state = restore(run, parts, cfg, log)
+    x_train, y_train = resident(train_split, device)
+
+    stopped_early = False
+    for epoch in range(state.epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
+        row.update(validate(parts, val_split, cfg))
+        row["epoch_seconds"] = time.perf_counter() - t0
+        end_epoch(run, parts, state, row, ds, cfg, log)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, parts.eval_model, row)
+        if should_stop_early(state, cfg, epoch):
+            log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
+            stopped_early = True
+            break
+
+    if not any(math.isfinite(h["train_loss"]) for h in state.history):
+        raise TrainingFailed(f"{run}: every epoch ended with a non-finite loss; lower --lr (was {cfg.lr:g})")
+    log(
+        f"training took {state.train_seconds:.1f} s ({len(state.history)} epochs); best {cfg.metric} {state.best_metric:.4f}"
+    )
+    result = TrainResult(
+        run,
+        run / "best.safetensors",
+        run / "last.safetensors",
+        state.history,
+        state.best_metric,
+        state.train_seconds,
+        ds.classes,
+        stopped_early,
+        [{"path": b.path, "reason": b.reason} for b in ds.broken],
+    )
+    return result, ds
+
+
+# ------------------------------------------------------------------------------------------- set-up
+def load_run_data(
+    data: str | os.PathLike[str] | Dataset,
+    cfg: TrainConfig,
+    run: Path,
+    progress: bool,
+    log: Callable[[str], None],
+) -> Dataset:
+    """The dataset, its split manifest in the run folder, and the list of files that could not be read."""
+    if isinstance(data, Dataset):
+        ds = data
+        save_manifest(run / "split_manifest.json", ds.manifest)
+    else:
+        ds = load_data(data, cfg.data, run / "split_manifest.json", progress)
+    if ds.broken:
+        with atomic_path(run / "broken_files.txt") as tmp:
+            tmp.write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
+        log(
+            f"skipped {len(ds.broken)} unreadable image(s) (first: {ds.broken[0]}); full list: {run / 'broken_files.txt'}"
+        )
+    return ds
+
+
+def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callable[[str], None]) -> Parts:
+    train_split = ds.splits["train"]
+    n_train = len(train_split)
+    mean, std = data_stats(train_split, ds.frames)
+    name, model_kwargs = model_for_data(
+        cfg.model, cfg.model_kwargs, ds.frames
+    )  # clips: an image CNN encodes frames
+    if ds.frames:
+        log(
+            f"clips: {n_train} training samples of {ds.frames} frames ({ds.image_size} px); model {name} {model_kwargs}"
+        )
+    model = create_model(name, len(ds.classes), ds.channels, ds.image_size, **model_kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+        if cfg.ema
+        else None
+    )
+    batch = min(cfg.batch_size, n_train)
+    steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
+    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+    sched = make_schedule(
+        opt, cfg.schedule, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
+    )
+    return Parts(
+        model=model,
+        ema=ema,
+        opt=opt,
+        sched=sched,
+        criterion=loss_fn(cfg.loss, cfg.label_smoothing),
+        augment=BatchAugment(cfg.augment, mean.to(device), std.to(device)),
+        mean=mean.to(device),
+        std=std.to(device),
+        gen=torch.Generator().manual_seed(cfg.seed),
+        batch=batch,
+        steps_per_epoch=steps_per_epoch,
+        device=device,
+    )
+
+
+def data_stats(split: SplitData, frames: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel mean and std of a fixed random sample of the training images (same on resume)."""
+    pick = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[
+        : STATS_SAMPLE // (frames or 1)
+    ]
+    return channel_stats(split.store.take(pick))
+
+
+def resident(split: SplitData, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The training set on the device as uint8 when it is held in RAM (memory-mapped sets stream)."""
+    x = split.store.tensor().to(device) if split.store.in_memory else None
+    return x, split.labels.to(device)
+
+
+def restore(run: Path, parts: Parts, cfg: TrainConfig, log: Callable[[str], None]) -> LoopState:
+    """Model, EMA, optimizer, schedule, random streams and loop state from ``resume.safetensors``."""
+    meta = load_resume(run / "resume.safetensors", parts.model, parts.ema, parts.opt, parts.sched, parts.gen)
+    log(f"resuming {run} at epoch {meta['epoch'] + 1}/{cfg.epochs}")
+    return LoopState(meta["epoch"], meta["history"], meta["best_metric"], meta["since_best"])
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.endswith("acc")
+
+
+# ------------------------------------------------------------------------------------------ one epoch
+def train_one_epoch(
+    parts: Parts,
+    split: SplitData,
+    x_train: torch.Tensor | None,
+    y_train: torch.Tensor,
+    cfg: TrainConfig,
+    epoch: int,
+    progress: bool,
+) -> dict[str, float]:
+    """One pass over the shuffled training set; returns the epoch's training columns of metrics.csv."""
+    model, device = parts.model, parts.device
+    amp = cfg.amp and device.type == "cuda"
+    model.train()
+    t0 = time.perf_counter()
+    perm = torch.randperm(len(split), generator=parts.gen)
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(
+        range(parts.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="step",
+        leave=False,
+        disable=not progress,
+        mininterval=0.5,
+    )
+    for step in bar:
+        idx = perm[step * parts.batch : (step + 1) * parts.batch]
+        xb = (
+            x_train[idx.to(device)]
+            if x_train is not None
+            else split.store.take(idx).to(device, non_blocking=True)
+        )
+        yb = y_train[idx.to(device)]
+        xf = parts.augment(xb, parts.gen)  # (B, C, H, W) float, normalised and augmented
+        if cfg.channels_last and xf.dim() == 4:
+            xf = xf.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(xf)
+            loss = parts.criterion(logits.float(), yb)
+        parts.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        parts.opt.step()
+        parts.sched.step()
+        if parts.ema is not None:
+            parts.ema.update_parameters(model)
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.argmax(1) == yb).sum()
+        seen += len(yb)
+        if progress and step % 20 == 0:
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.4f}",
+                acc=f"{correct.item() / seen:.4f}",
+                img_s=f"{seen / max(time.perf_counter() - t0, 1e-9):.0f}",
+                refresh=False,
+            )
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_time = time.perf_counter() - t0
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum.item() / seen,
+        "train_acc": correct.item() / seen,
+        "lr": parts.opt.param_groups[0]["lr"],
+        "train_img_per_s": seen / train_time,
+    }
+
+
+def predict_logits(
+    model: nn.Module,
+    store: Any,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    channels_last: bool = False,
+    tta: bool = False,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Logits (N, K) for every row of a uint8 store, in eval mode, through the same normalisation and
+    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor."""
+    was_training = model.training
+    net = Normalized(FlipTTA(model) if tta else model, mean, std).eval()
+    try:
+        return batched_logits(torch_runtime(net, channels_last).run, store, device, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[str, float]:
+    """Validation loss and accuracy of the model that is saved (the EMA when on); NaN without a split."""
+    if split is None or len(split) == 0:
+        return {"val_loss": math.nan, "val_acc": math.nan}
+    logits = predict_logits(
+        parts.eval_model, split.store, parts.mean, parts.std, parts.device, cfg.channels_last
+    )
+    y = split.labels
+    return {
+        "val_loss": float(parts.criterion(logits, y)),
+        "val_acc": float((logits.argmax(1) == y).float().mean()),
+    }
+
+
+# ------------------------------------------------------------------------------------- end of an epoch
+def end_epoch(
+    run: Path,
+    parts: Parts,
+    state: LoopState,
+    row: dict[str, float],
+    ds: Dataset,
+    cfg: TrainConfig,
+    log: Callable[[str], None],
+) -> None:
+    """Log and record the epoch, write last (and best when it improved), then the resume state.
+
+    An epoch whose loss is not finite never becomes best: a diverged model is not a result.
+    """
+    row = {k: row[k] for k in METRIC_COLUMNS}
+    state.history.append(row)
+    state.epoch = int(row["epoch"])
+    log(
+        f"epoch {state.epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+        f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['train_img_per_s']:.0f} img/s  {row['epoch_seconds']:.1f}s"
+    )
+    write_metrics(run / "metrics.csv", state.history)
+
+    no_val = math.isnan(row["val_acc"])
+    finite = math.isfinite(row["train_loss"]) and (no_val or math.isfinite(row["val_loss"]))
+    current = row[cfg.metric] if not math.isnan(row[cfg.metric]) else -row["train_loss"]
+    improved = finite and (
+        current > state.best_metric if higher_is_better(cfg.metric) else current < state.best_metric
+    )
+    if improved:
+        state.best_metric, state.since_best = current, 0
+    else:
+        state.since_best += 1
+    if not finite:
+        log(
+            f"warning: epoch {state.epoch} ended with a non-finite loss; it is not saved as best (try a lower --lr)"
+        )
+    weights = parts.eval_model.state_dict()
+    meta = model_meta(parts.eval_model, ds, parts.mean, parts.std, cfg, {k: float(v) for k, v in row.items()})
+    ckpt.atomic_save(weights, meta, run / "last.safetensors")
+    if improved or (finite and not (run / "best.safetensors").exists()):
+        ckpt.atomic_save(weights, meta, run / "best.safetensors")
+    save_resume(
+        run / "resume.safetensors",
+        parts.model,
+        parts.ema,
+        parts.opt,
+        parts.sched,
+        parts.gen,
+        {
+            "epoch": state.epoch,
+            "history": state.history,
+            "best_metric": state.best_metric,
+            "since_best": state.since_best,
+        },
+    )
+
+
+def should_stop_early(state: LoopState, cfg: TrainConfig, epoch: int) -> bool:
+    return cfg.patience is not None and state.since_best >= cfg.patience and epoch + 1 < cfg.epochs
+
+
+def model_meta(
+    model: nn.Module,
+    ds: Dataset,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    cfg: TrainConfig,
+    metrics: dict[str, Any],
+    temperature: float = 1.0,
+) -> dict[str, Any]:
     """The JSON a checkpoint carries: enough to rebuild and use the model with nothing else."""
     spec = dict(model.pixclass_spec)  # type: ignore[arg-type]
     spec["kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in spec["kwargs"].items()}
@@ -68,13 +436,23 @@ def model_meta(model: nn.Module, ds: Dataset, mean: torch.Tensor, std: torch.Ten
         "input_size": ds.image_size,
         "normalization": {"mean": mean.tolist(), "std": std.tolist(), "scale": 1 / 255},
         "eval_transform": {
-            "steps": ["decode first frame", "EXIF orientation", "composite alpha on background", "to channels",
-                      "resize shorter side (bicubic, antialiased)", "centre crop", "to [0,1]", "normalize"],
-            "size": ds.image_size, "channels": ds.channels, "background": list(cfg.data.background),
+            "steps": [
+                "decode first frame",
+                "EXIF orientation",
+                "composite alpha on background",
+                "to channels",
+                "resize shorter side (bicubic, antialiased)",
+                "centre crop",
+                "to [0,1]",
+                "normalize",
+            ],
+            "size": ds.image_size,
+            "channels": ds.channels,
+            "background": list(cfg.data.background),
         },
         "temperature": temperature,
         "tta": None,  # "hflip": test-time flip, chosen on the validation split after training
-        "train_config": _jsonable(cfg.to_dict()),
+        "train_config": ckpt.jsonable(cfg.to_dict()),
         "metrics": metrics,
         "data": {"source": ds.source.name, "n": {k: len(v) for k, v in ds.splits.items()}},
         "versions": ckpt.versions(),
@@ -82,298 +460,16 @@ def model_meta(model: nn.Module, ds: Dataset, mean: torch.Tensor, std: torch.Ten
     }
 
 
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, store: Any, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-                   batch_size: int = 1024, channels_last: bool = False, flip: bool = False) -> torch.Tensor:
-    """Logits for every row of a uint8 store, in batches (eval mode); ``flip``: of the mirror images."""
-    model.eval()
-    out = []
-    n = len(store)
-    if len(store.shape) == 5:  # clips (N, T, C, H, W): about batch_size frames per batch
-        batch_size = max(1, batch_size // store.shape[1])
-    for i in range(0, n, batch_size):
-        x = store.take(torch.arange(i, min(n, i + batch_size))).to(device, non_blocking=True)
-        x = eval_normalize(x, mean, std)
-        if flip:
-            x = x.flip(-1)
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (safetensors) and JSON (everything else)."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    state_json: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        state_json[str(pid)] = {}
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{pid}.{k}"] = v
-            else:
-                state_json[str(pid)][k] = v
-    return tensors, {"state": state_json, "param_groups": sd["param_groups"]}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for pid, st in js["state"].items():
-        state[int(pid)] = dict(st)
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": js["param_groups"]})
-
-
-def _sched_state(s: Any) -> dict[str, Any]:
-    return {k: v for k, v in s.state_dict().items() if isinstance(v, int | float | str | list | bool | type(None)) and k != "lr_lambdas"}
-
-
-def train(
-    data: str | os.PathLike[str] | Dataset,
-    cfg: TrainConfig = TrainConfig(),
-    out: str | os.PathLike[str] = "runs/default",
-    resume: bool = False,
-    progress: bool = True,
-    log: Any = None,
-    on_epoch_end: Callable[[int, nn.Module, dict[str, float]], None] | None = None,
-) -> TrainResult:
-    """Train ``cfg.model`` on ``data``; write checkpoints, metrics.csv, config.yaml, the split manifest.
-
-    ``on_epoch_end(epoch, eval_model, row)`` is called after each epoch's checkpoints are written (the
-    benchmarks use it to time accuracy); ``row`` is that epoch's metrics.csv row.
-    """
-    log = log or _print
-    run = Path(out)
-    run.mkdir(parents=True, exist_ok=True)
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-
-    ds = data if isinstance(data, Dataset) else load_data(data, cfg.data, run / "split_manifest.json", progress)
-    if isinstance(data, Dataset):
-        from ..data.split import save_manifest
-
-        save_manifest(run / "split_manifest.json", ds.manifest)
-    if ds.broken:
-        (run / "broken_files.txt").write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
-        log(f"skipped {len(ds.broken)} unreadable image(s) (first: {ds.broken[0]}); full list: {run / 'broken_files.txt'}")
-    train_split, val_split = ds.splits["train"], ds.splits.get("val")
-    n_train = len(train_split)
-    save_yaml(cfg, run / "config.yaml")
-
-    # The training set lives on the device as uint8; float only inside the step.
-    x_train = train_split.store.tensor().to(device) if train_split.store.in_memory else None
-    y_train = train_split.labels.to(device)
-    sample = train_split.store.take(torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[: 20000 // (ds.frames or 1)])
-    mean, std = channel_stats(sample)
-    mean, std = mean.to(device), std.to(device)
-
-    name, model_kwargs = model_for_data(cfg.model, cfg.model_kwargs, ds.frames)  # clips: an image CNN encodes frames
-    if ds.frames:
-        log(f"clips: {n_train} training samples of {ds.frames} frames ({ds.image_size} px); model {name} {model_kwargs}")
-    model = create_model(name, len(ds.classes), ds.channels, ds.image_size, **model_kwargs).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    batch = min(cfg.batch_size, n_train)
-    steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
-    total = steps_per_epoch * cfg.epochs
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
-    sched = make_schedule(opt, cfg.schedule, total, int(cfg.warmup_epochs * steps_per_epoch))
-    criterion = loss_fn(cfg.loss, cfg.label_smoothing)
-    augment = BatchAugment(cfg.augment, mean, std)
-    gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation: saved for resume
-    amp = cfg.amp and device.type == "cuda"
-
-    start_epoch, history = 0, []
-    higher = cfg.metric.endswith("acc")
-    best_metric = -math.inf if higher else math.inf
-    since_best = 0
-    if resume:
-        state_file = run / "resume.safetensors"
-        if not state_file.is_file():
-            raise DataError(f"{run}: no resume.safetensors; nothing to resume (start without --resume)")
-        st, meta = ckpt.read(state_file)
-        model.load_state_dict({k[6:]: v for k, v in st.items() if k.startswith("model.")})
-        if ema is not None:
-            ema.load_state_dict({k[4:]: v for k, v in st.items() if k.startswith("ema.")})
-        _load_optimizer(opt, st, meta["optimizer"])
-        sched.load_state_dict({**sched.state_dict(), **meta["scheduler"]})
-        gen.set_state(st["rng.generator"])
-        torch.set_rng_state(st["rng.torch"])
-        start_epoch, history = meta["epoch"], meta["history"]
-        best_metric, since_best = meta["best_metric"], meta["since_best"]
-        log(f"resuming {run} at epoch {start_epoch + 1}/{cfg.epochs}")
-
-    def evaluate_split(m: nn.Module, split: Any) -> tuple[float, float]:
-        logits = predict_logits(m, split.store, mean, std, device, channels_last=cfg.channels_last)
-        y = split.labels
-        loss = float(criterion(logits, y)) if len(y) else float("nan")
-        return loss, float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
-
-    stopped_early = False
-    train_seconds = sum(h["epoch_seconds"] for h in history)
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n_train, generator=gen)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
-                   disable=not progress, mininterval=0.5)
-        for step in bar:
-            idx = perm[step * batch : (step + 1) * batch]
-            xb = x_train[idx.to(device)] if x_train is not None else train_split.store.take(idx).to(device, non_blocking=True)
-            yb = y_train[idx.to(device)]
-            xf = augment(xb, gen)  # (B, C, H, W) float, normalised and augmented
-            if cfg.channels_last and xf.dim() == 4:
-                xf = xf.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(xf)
-                loss = criterion(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.argmax(1) == yb).sum()
-            seen += len(yb)
-            if progress and step % 20 == 0:
-                dt = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}",
-                                img_s=f"{seen / max(dt, 1e-9):.0f}", refresh=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_time = time.perf_counter() - t0
-        train_seconds += train_time
-        eval_model = ema.module if ema is not None else model
-        if val_split is not None and len(val_split):
-            val_loss, val_acc = evaluate_split(eval_model, val_split)
-        else:
-            val_loss, val_acc = float("nan"), float("nan")
-        row = {
-            "epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-            "val_loss": val_loss, "val_acc": val_acc, "lr": opt.param_groups[0]["lr"],
-            "epoch_seconds": time.perf_counter() - t0, "train_img_per_s": seen / train_time,
-        }
-        history.append(row)
-        log(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
-            f"val loss {val_loss:.4f} acc {val_acc:.4f}  {row['train_img_per_s']:.0f} img/s  {row['epoch_seconds']:.1f}s")
-        _write_metrics(run / "metrics.csv", history)
-
-        current = row[cfg.metric] if not math.isnan(row[cfg.metric]) else -row["train_loss"]
-        improved = current > best_metric if higher else current < best_metric
-        weights = eval_model.state_dict()
-        meta = model_meta(eval_model, ds, mean, std, cfg, {k: float(v) for k, v in row.items()})
-        ckpt.atomic_save(weights, meta, run / "last.safetensors")
-        if improved:
-            best_metric, since_best = current, 0
-        else:
-            since_best += 1
-        if improved or not (run / "best.safetensors").exists():
-            ckpt.atomic_save(weights, meta, run / "best.safetensors")
-        _save_resume(run, model, ema, opt, sched, gen, epoch + 1, history, best_metric, since_best)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, eval_model, row)
-            model.train()
-        if cfg.patience is not None and since_best >= cfg.patience and epoch + 1 < cfg.epochs:
-            log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
-            stopped_early = True
-            break
-
-    log(f"training took {train_seconds:.1f} s ({len(history)} epochs); best {cfg.metric} {best_metric:.4f}")
-    result = TrainResult(run, run / "best.safetensors", run / "last.safetensors", history, best_metric,
-                         train_seconds, ds.classes, stopped_early, [{"path": b.path, "reason": b.reason} for b in ds.broken])
-    if val_split is not None and len(val_split) >= 20:
-        _finish_run(result, ds, cfg, device, log)
-    _write_report(result, ds, device, log)
-    return result
-
-
-def _write_report(result: TrainResult, ds: Dataset, device: torch.device, log: Any) -> None:
-    """report.html in the run folder. Training has succeeded by now, so a failing report only warns."""
-    try:
-        from ..report import build_report
-
-        log(f"report: {build_report(result.run_dir, ds=ds, device=device, log=log)}")
-    except Exception as e:
-        log(f"warning: report.html not written ({type(e).__name__}: {e}); retry with `pixclass report {result.run_dir}`")
-
-
-def _print(msg: str) -> None:
-    print(msg, flush=True)  # flushed: a log file shows each epoch as it ends
-
-
-def _finish_run(result: TrainResult, ds: Dataset, cfg: TrainConfig, device: torch.device, log: Any) -> None:
-    """After training, on the validation split, for best and last: switch test-time flip on when the
-    run trained with flips and flipping helps there, then fit the temperature (``cfg.calibrate``) on
-    the logits the Predictor will compute. Both go into the checkpoint's metadata."""
-    from ..calibrate import fit_temperature
-
-    val = ds.splits["val"]
-    for path in (result.last, result.best):  # best last, so the log line reports best's numbers
-        c = ckpt.load(path)
-        model = c.build_model().to(device)
-        mean = torch.tensor(c.meta["normalization"]["mean"], device=device)
-        std = torch.tensor(c.meta["normalization"]["std"], device=device)
-        logits = predict_logits(model, val.store, mean, std, device, channels_last=cfg.channels_last)
-        acc = float((logits.argmax(1) == val.labels).float().mean())
-        msg = f"validation accuracy {acc:.4f}"
-        c.meta["tta"] = None
-        if cfg.augment.hflip > 0:
-            flipped = predict_logits(model, val.store, mean, std, device, channels_last=cfg.channels_last, flip=True)
-            both = (logits + flipped) / 2
-            acc_flip = float((both.argmax(1) == val.labels).float().mean())
-            if acc_flip > acc:
-                c.meta["tta"], logits = "hflip", both
-            msg += f", {acc_flip:.4f} with test-time flip ({'on' if c.meta['tta'] else 'off'})"
-        if cfg.calibrate:
-            c.meta["temperature"] = t = fit_temperature(logits, val.labels)
-            msg += f"; temperature {t:.3f}"
-        ckpt.atomic_save(c.state_dict, c.meta, path)
-    log(f"best.safetensors: {msg} (on {len(val)} validation images)")
-
-
-def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
         w.writeheader()
         for h in history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in h.items()})
-    os.replace(tmp, path)
 
 
-def _save_resume(run: Path, model: nn.Module, ema: AveragedModel | None, opt: torch.optim.Optimizer, sched: Any,
-                 gen: torch.Generator, epoch: int, history: list, best_metric: float, since_best: int) -> None:
-    """Everything to continue where this epoch ended, as safetensors + JSON (no pickle of code)."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if ema is not None:
-        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-    ot, oj = _optimizer_tensors(opt)
-    tensors.update(ot)
-    tensors["rng.generator"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"kind": "resume", "epoch": epoch, "history": history, "best_metric": best_metric, "since_best": since_best,
-            "optimizer": _jsonable(oj), "scheduler": _sched_state(sched)}
-    ckpt.atomic_save(tensors, meta, run / "resume.safetensors")
+def log_line(msg: str) -> None:
+    print(msg, flush=True)  # flushed: a log file shows each epoch as it ends
 
 
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)
-
-
-__all__ = ["METRIC_COLUMNS", "TrainResult", "predict_logits", "train"]
+__all__ = ["METRIC_COLUMNS", "TrainResult", "fit", "predict_logits"]

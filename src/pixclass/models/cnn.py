@@ -100,10 +100,3 @@ def seed_cnn(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
 @register("rescnn", "cnn", "compact residual CNN with batch norm; the default for CPU training", min_input_size=8)
 def rescnn(num_classes: int, in_chans: int, input_size: int, **kw) -> nn.Module:
     return ResCNN(num_classes, in_chans, input_size, **kw)
-
-
-@register("rescnn_wide", "cnn", "wider rescnn (64-128-256) for the longer 'best' recipe", min_input_size=8)
-def rescnn_wide(num_classes: int, in_chans: int, input_size: int, **kw) -> nn.Module:
-    kw.setdefault("widths", (64, 128, 256))
-    kw.setdefault("blocks", (1, 1, 1))
-    return ResCNN(num_classes, in_chans, input_size, **kw)

@@ -8,6 +8,9 @@ architecture (timm's ``forward_features`` / ``forward_head`` are the example):
 * ``num_features``, ``num_classes``, ``in_chans``, ``input_size``.
 * ``gradcam_layer``: the dotted name of the module whose activations Grad-CAM should use.
 
+A leaf: the family modules import ``register`` from here and ``pixclass.models`` imports the
+families, so importing the package fills the registry (timm's ``_registry.py`` is the model).
+
 ``create_model`` records the name and arguments on the module (``model.pixclass_spec``), which is what
 a checkpoint stores to rebuild it: no code is pickled.
 """
@@ -44,23 +47,11 @@ def register(name: str, family: str, description: str, min_input_size: int = 1) 
     return deco
 
 
-def _load_families() -> None:
-    # Importing the family modules fills the registry (each file registers its models).
-    from . import cnn, tv  # noqa: F401
-
-    try:
-        from . import rnn  # noqa: F401
-    except ImportError:
-        pass
-
-
 def list_models() -> list[str]:
-    _load_families()
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> ModelEntry:
-    _load_families()
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; `pixclass models` lists them: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]

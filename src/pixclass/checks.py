@@ -1,0 +1,48 @@
+"""Value checks for options: each failure is a ``ConfigError`` naming the option and what it takes.
+
+Used at construction by every config dataclass, so the CLI, ``--config FILE`` and the Python API
+refuse the same values with the same words, before any data is read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .errors import ConfigError
+
+
+def check_int(name: str, v: object, lo: int, hi: int, none_ok: bool = False) -> None:
+    """``v`` is a whole number in [lo, hi] (or None when allowed)."""
+    if v is None and none_ok:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(f"{name}: {v!r} is not allowed; give a whole number from {lo:,} to {hi:,}")
+
+
+def check_float(
+    name: str, v: object, lo: float, hi: float, none_ok: bool = False, lo_open: bool = False
+) -> None:
+    """``v`` is a finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
+    if v is None and none_ok:
+        return
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (lo < v if lo_open else lo <= v) and v <= hi  # type: ignore[operator]
+    if not ok:
+        low = f"above {lo:g}" if lo_open else f"from {lo:g}"
+        raise ConfigError(f"{name}: {v!r} is not allowed; give a number {low} to {hi:g}")
+
+
+def check_choice(name: str, v: object, choices: Sequence[object]) -> None:
+    if v not in choices:
+        raise ConfigError(f"{name}: {v!r} is not allowed; choose one of {', '.join(map(str, choices))}")
+
+
+def check_range(name: str, v: object, lo: float, hi: float) -> None:
+    """``v`` is a pair (a, b) with lo <= a <= b <= hi."""
+    ok = isinstance(v, tuple | list) and len(v) == 2
+    ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)  # type: ignore[union-attr]
+    if not ok or not lo <= v[0] <= v[1] <= hi:  # type: ignore[index]
+        raise ConfigError(
+            f"{name}: {v!r} is not allowed; give two numbers MIN MAX with {lo:g} <= MIN <= MAX <= {hi:g}"
+        )

@@ -1,0 +1,69 @@
+"""``pixclass evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .options import RAW, add_device, add_quiet, add_runtime, show_progress
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics of a checkpoint on a dataset",
+        description="Accuracy, top-5, per-class precision/recall/F1, macro/weighted averages, confusion matrix "
+        "(printed and saved as PNG), log-loss and expected calibration error. DATA may be a plain class folder "
+        "(every image is evaluated), a split folder or CSV (--split picks), or fashion-mnist (its official test set).",
+        formatter_class=RAW,
+    )
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--split", default="test", help="split to evaluate when DATA has splits (default: test)")
+    p.add_argument("--json", metavar="FILE", help="write every metric as JSON")
+    p.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="folder for the confusion-matrix PNG (default: the checkpoint's folder)",
+    )
+    add_device(p)
+    add_runtime(p)
+    add_quiet(p)
+    p.set_defaults(func=run)
+
+
+def run(a: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+    from ..files import atomic_write_text
+    from ..metrics import format_report
+
+    plots = a.plots or str(Path(a.checkpoint).parent)
+    m = evaluate(
+        a.checkpoint,
+        a.data,
+        a.split,
+        device=a.device,
+        progress=show_progress(a),
+        plots=plots,
+        backend=a.backend,
+        tta=a.tta,
+    )
+    print(f"{m['data']} [{m['split']}]")
+    print(format_report(m, list(m["per_class"])))
+    if m.get("ece_uncalibrated") is not None:
+        print(
+            f"ECE before calibration {m['ece_uncalibrated']:.4f}, after (T = {m['temperature']:.3f}) {m['ece']:.4f}"
+        )
+    print(f"test-time flip {'on' if m['tta'] else 'off'}; runtime {m['backend']}")
+    if m["broken"]:
+        print(
+            f"skipped {len(m['broken'])} unreadable image(s), e.g. {m['broken'][0]['path']}: {m['broken'][0]['reason']}"
+        )
+    print(f"confusion matrix plot: {m['confusion_png']}")
+    if m.get("reliability_png"):
+        print(f"reliability diagram: {m['reliability_png']}")
+    if a.json:
+        atomic_write_text(a.json, json.dumps(m, indent=1))
+        print(f"metrics written to {a.json}")
+    return 0
