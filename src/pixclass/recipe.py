@@ -56,6 +56,10 @@ VAL_FRACTION, VAL_PER_CLASS, VAL_MAX_FRACTION = 0.1, 5, 0.25
 IMBALANCE_RATIO = 3.0
 #: What ``--balance auto`` does on skewed data.
 AUTO_BALANCE = "sampler"
+BALANCE_MODES = ("auto", "none", "weights", "sampler")
+#: The options the recipe derives (config names). ``TrainConfig.auto`` lists those a run derives.
+RECIPE_KEYS = ("batch_size", "lr", "optimizer", "weight_decay", "grad_clip", "epochs", "warmup_epochs", "patience",
+               "balance", "metric", "val_fraction", "augment")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def train(
     report.html (``report=False`` skips it)."""
     log = log or log_line
     result, ds = fit(data, cfg, out, resume, progress, log, on_epoch_end)
+    cfg = result.config or cfg  # with the recipe resolved (batch, lr, augmentation...)
     val = ds.splits.get("val")
     device = pick_device(cfg.device)
     if val is not None and len(val) >= MIN_VAL_TO_FINISH:

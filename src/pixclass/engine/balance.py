@@ -13,9 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import ConfigError
-from ..recipe import AUTO_BALANCE, IMBALANCE_RATIO
-
-BALANCE_MODES = ("auto", "none", "weights", "sampler")
+from ..recipe import AUTO_BALANCE, BALANCE_MODES, IMBALANCE_RATIO
 
 
 def class_counts(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

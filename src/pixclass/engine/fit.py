@@ -31,10 +31,14 @@ from ..data.split import save_manifest
 from ..device import pick_device
 from ..errors import TrainingFailed
 from ..files import atomic_path
+from ..metrics import balanced_accuracy
 from ..models import create_model
 from ..models.rnn import model_for_data
 from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
+from .balance import balanced_indices, class_counts, class_weights, imbalance_ratio, resolve_balance
+from .guard import DivergenceGuard, GuardEvent, near_chance
 from .optim import loss_fn, make_optimizer, make_schedule
+from .resolve import apply_recipe
 from .resume import load_resume, save_resume
 
 METRIC_COLUMNS = [
@@ -43,11 +47,15 @@ METRIC_COLUMNS = [
     "train_acc",
     "val_loss",
     "val_acc",
+    "val_bal_acc",  # balanced accuracy (mean per-class recall): picks best.safetensors on skewed data
     "lr",
+    "lr_scale",  # the divergence guard's factor on the recipe's lr (1 until it rolls back)
+    "rollbacks",  # divergence-guard rollbacks during this epoch
     "epoch_seconds",
     "train_img_per_s",
 ]
 STATS_SAMPLE = 20_000  # images (frames for clips) that estimate the channel mean and std
+GUARD_EVERY_CUDA = 10  # steps between divergence checks on a GPU (each check is a host sync)
 
 
 @dataclass
@@ -61,6 +69,17 @@ class TrainResult:
     classes: list[str]
     stopped_early: bool = False
     broken: list[dict[str, str]] = field(default_factory=list)
+    config: TrainConfig | None = None  # the config used (the recipe resolved)
+    guard_events: list[GuardEvent] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a near-chance verdict
+
+
+class Diverged(Exception):
+    """Raised inside an epoch when the divergence guard rejects a step's loss."""
+
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
 
 
 @dataclass
@@ -79,6 +98,8 @@ class Parts:
     batch: int
     steps_per_epoch: int
     device: torch.device
+    balance: str = "none"  # none | weights | sampler (resolved)
+    guard: DivergenceGuard = field(default_factory=DivergenceGuard)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -119,6 +140,7 @@ def fit(
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     ds = load_run_data(data, cfg, run, progress, log)
+    cfg, ds = apply_recipe(cfg, ds, data, run, device, progress, log)  # derive what the user did not set
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
     save_yaml(cfg, run / "config.yaml")
     parts = build_parts(ds, cfg, device, log)
@@ -128,18 +150,29 @@ def fit(
     x_train, y_train = resident(train_split, device)
 
     stopped_early = False
-    for epoch in range(state.epoch, cfg.epochs):
+    epoch, rollbacks = state.epoch, 0
+    parts.guard.snapshot(epoch, parts.model, parts.opt, parts.sched, parts.ema)
+    while epoch < cfg.epochs:
         t0 = time.perf_counter()
-        row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
+        try:
+            row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
+        except Diverged as d:  # roll back to the last good epoch end, lower the lr, redo the epoch
+            event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, d.step)
+            log(event.describe())
+            epoch, rollbacks = event.resume_epoch, rollbacks + 1
+            continue
         row.update(validate(parts, val_split, cfg))
-        row["epoch_seconds"] = time.perf_counter() - t0
+        row.update(epoch_seconds=time.perf_counter() - t0, lr_scale=parts.guard.lr_scale, rollbacks=rollbacks)
+        rollbacks = 0
         end_epoch(run, parts, state, row, ds, cfg, log)
+        parts.guard.snapshot(epoch + 1, parts.model, parts.opt, parts.sched, parts.ema)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, parts.eval_model, row)
         if should_stop_early(state, cfg, epoch):
             log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
             stopped_early = True
             break
+        epoch += 1
 
     if not any(math.isfinite(h["train_loss"]) for h in state.history):
         raise TrainingFailed(f"{run}: every epoch ended with a non-finite loss; lower --lr (was {cfg.lr:g})")
@@ -156,8 +189,23 @@ def fit(
         ds.classes,
         stopped_early,
         [{"path": b.path, "reason": b.reason} for b in ds.broken],
+        cfg,
+        list(parts.guard.events),
     )
+    if verdict := chance_verdict(state, ds):
+        log(verdict)
+        result.warnings.append(verdict)
     return result, ds
+
+
+def chance_verdict(state: LoopState, ds: Dataset) -> str | None:
+    """A loud line when the best epoch's validation accuracy is no better than guessing."""
+    val = ds.splits.get("val")
+    accs = [h["val_acc"] for h in state.history if math.isfinite(h.get("val_acc", math.nan))]
+    if val is None or len(val) == 0 or not accs:
+        return None
+    majority = float(class_counts(val.labels, len(ds.classes)).max()) / len(val)
+    return near_chance(max(accs), len(ds.classes), majority)
 
 
 # ------------------------------------------------------------------------------------------- set-up
@@ -204,16 +252,21 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
     )
     batch = min(cfg.batch_size, n_train)
     steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+    opt = make_optimizer(model, cfg.optimizer, float(cfg.lr), cfg.momentum, cfg.weight_decay, cfg.nesterov)
     sched = make_schedule(
         opt, cfg.schedule, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
     )
+    counts = class_counts(train_split.labels, len(ds.classes))
+    balance = resolve_balance(cfg.balance, counts)
+    if balance != "none":
+        log(f"balance: {balance} (largest class {imbalance_ratio(counts):.0f}x the smallest)")
+    weight = class_weights(train_split.labels, len(ds.classes)).to(device) if balance == "weights" else None
     return Parts(
         model=model,
         ema=ema,
         opt=opt,
         sched=sched,
-        criterion=loss_fn(cfg.loss, cfg.label_smoothing),
+        criterion=loss_fn(cfg.loss, cfg.label_smoothing, weight),
         augment=BatchAugment(cfg.augment, mean.to(device), std.to(device)),
         mean=mean.to(device),
         std=std.to(device),
@@ -221,6 +274,7 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
         batch=batch,
         steps_per_epoch=steps_per_epoch,
         device=device,
+        balance=balance,
     )
 
 
@@ -241,6 +295,10 @@ def resident(split: SplitData, device: torch.device) -> tuple[torch.Tensor | Non
 def restore(run: Path, parts: Parts, cfg: TrainConfig, log: Callable[[str], None]) -> LoopState:
     """Model, EMA, optimizer, schedule, random streams and loop state from ``resume.safetensors``."""
     meta = load_resume(run / "resume.safetensors", parts.model, parts.ema, parts.opt, parts.sched, parts.gen)
+    # A rollback before the interruption lowered the schedule's base lr: the guard goes on from there.
+    group = parts.opt.param_groups[0]
+    if hasattr(parts.sched, "base_lrs") and group.get("initial_lr"):
+        parts.guard.lr_scale = parts.sched.base_lrs[0] / group["initial_lr"]
     log(f"resuming {run} at epoch {meta['epoch'] + 1}/{cfg.epochs}")
     return LoopState(meta["epoch"], meta["history"], meta["best_metric"], meta["since_best"])
 
@@ -259,12 +317,19 @@ def train_one_epoch(
     epoch: int,
     progress: bool,
 ) -> dict[str, float]:
-    """One pass over the shuffled training set; returns the epoch's training columns of metrics.csv."""
+    """One pass over the shuffled training set; returns the epoch's training columns of metrics.csv.
+
+    Raises ``Diverged`` when the guard rejects a step's loss (checked every step on the CPU, every
+    ``GUARD_EVERY_CUDA`` steps on a GPU, where reading the loss waits for the device)."""
     model, device = parts.model, parts.device
     amp = cfg.amp and device.type == "cuda"
+    check_every = GUARD_EVERY_CUDA if device.type == "cuda" else 1
     model.train()
     t0 = time.perf_counter()
-    perm = torch.randperm(len(split), generator=parts.gen)
+    if parts.balance == "sampler":  # class-balanced draws, with replacement, instead of a permutation
+        perm = balanced_indices(split.labels, len(split), parts.gen)
+    else:
+        perm = torch.randperm(len(split), generator=parts.gen)
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -290,6 +355,8 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(xf)
             loss = parts.criterion(logits.float(), yb)
+        if step % check_every == 0 and not parts.guard.step_ok(loss.detach()):
+            raise Diverged(step)
         parts.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -343,14 +410,16 @@ def predict_logits(
 def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[str, float]:
     """Validation loss and accuracy of the model that is saved (the EMA when on); NaN without a split."""
     if split is None or len(split) == 0:
-        return {"val_loss": math.nan, "val_acc": math.nan}
+        return {"val_loss": math.nan, "val_acc": math.nan, "val_bal_acc": math.nan}
     logits = predict_logits(
         parts.eval_model, split.store, parts.mean, parts.std, parts.device, cfg.channels_last
     )
     y = split.labels
+    pred = logits.argmax(1)
     return {
         "val_loss": float(parts.criterion(logits, y)),
-        "val_acc": float((logits.argmax(1) == y).float().mean()),
+        "val_acc": float((pred == y).float().mean()),
+        "val_bal_acc": balanced_accuracy(pred.cpu().numpy(), y.cpu().numpy()),
     }
 
 

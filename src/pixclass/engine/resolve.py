@@ -3,39 +3,23 @@ and the LR range test on that dataset with that config (``pixclass lr-find``, ``
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import dataclasses
+import os
+from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import TrainConfig, merge
 from ..data.augment import BatchAugment, channel_stats
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, load_data
 from ..models import create_model
 from ..models.rnn import model_for_data
-from ..recipe import DataFacts, Recipe, derive
+from ..recipe import RECIPE_KEYS, DataFacts, Recipe, derive, val_fraction_for
 from .balance import class_counts
-from .lr_find import LRFindResult, lr_range_test
+from .lr_find import LRFindResult, lr_range_test, plot_lr_find
 from .optim import loss_fn
-
-#: Options the recipe derives; a name in ``explicit`` keeps the config's value.
-RECIPE_KEYS = (
-    "batch_size",
-    "lr",
-    "optimizer",
-    "weight_decay",
-    "grad_clip",
-    "epochs",
-    "warmup_epochs",
-    "patience",
-    "balance",
-    "metric",
-    "val_fraction",
-    "augment",
-)
-
-#: Metrics the training loop computes (it can pick best.safetensors by these).
-LOOP_METRICS = ("val_acc", "val_loss")
 
 
 def facts_from(ds: Dataset) -> DataFacts:
@@ -58,20 +42,50 @@ def resolve(cfg: TrainConfig, ds: Dataset, explicit: Collection[str]) -> tuple[T
     d = cfg.to_dict()
     given: dict[str, Any] = {}
     for k in explicit:
-        if k in ("val_fraction",):
+        if k == "val_fraction":
             given[k] = cfg.data.val_fraction
-        elif k in d:
+        elif k in d and not (k == "lr" and d[k] == "auto"):  # lr auto: the rule's lr is a placeholder
             given[k] = d[k]
-        elif k == "balance":
-            given[k] = getattr(cfg, "balance", None)
     recipe = derive(facts_from(ds), cfg.model, given)
-    fields = set(d)
-    over = {k: v for k, v in recipe.overrides().items() if k in fields and k != "data"}
-    if "metric" in over and over["metric"] not in LOOP_METRICS:
-        over.pop("metric")
+    over = {k: v for k, v in recipe.overrides().items() if k in d and k != "data"}
     if "augment" in over:
         over["augment"] = {**d["augment"], **over["augment"]}
+    if cfg.lr == "auto":
+        over["lr"] = recipe.lr  # until the LR range test replaces it
     return merge(cfg, over, "recipe"), recipe
+
+
+def apply_recipe(
+    cfg: TrainConfig,
+    ds: Dataset,
+    data: str | os.PathLike[str] | Dataset,
+    run: Path,
+    device: torch.device,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[TrainConfig, Dataset]:
+    """The run's config with ``cfg.auto`` derived from the data (logged in one line) and ``lr: auto``
+    replaced by the LR range test's suggestion (its plot: run/lr_find.png); ``auto`` is then emptied,
+    so config.yaml holds the values used. Reloads the data when the recipe's validation share differs
+    (the decoded images come from the cache)."""
+    lr_auto = cfg.lr == "auto"
+    if not cfg.auto and not lr_auto:
+        return cfg, ds
+    auto = set(cfg.auto)
+    if "val_fraction" in auto and not isinstance(data, Dataset) and "val" not in ds.source.splits:
+        n_pool = sum(len(ds.splits[s]) for s in ("train", "val") if s in ds.splits)
+        vf = val_fraction_for(n_pool, len(ds.classes))
+        if vf != cfg.data.val_fraction:
+            cfg = merge(cfg, {"data": {"val_fraction": vf}}, "recipe")
+            ds = load_data(data, cfg.data, run / "split_manifest.json", progress)
+    cfg, recipe = resolve(cfg, ds, set(RECIPE_KEYS) - auto)
+    log(f"recipe: {recipe.explanation}")
+    if lr_auto:
+        res = lr_find_on(ds, cfg, device)
+        png = plot_lr_find(res, run / "lr_find.png", title=f"{ds.source.name}: lr range test")
+        cfg = merge(cfg, {"lr": float(f"{res.suggestion:.3g}")}, "lr auto")
+        log(f"lr auto: the LR range test suggests {cfg.lr:g} (the rule's {recipe.lr:g}); plot {png}")
+    return dataclasses.replace(cfg, auto=()), ds
 
 
 def lr_find_on(
@@ -122,4 +136,4 @@ def lr_find_on(
     )
 
 
-__all__ = ["RECIPE_KEYS", "facts_from", "lr_find_on", "resolve"]
+__all__ = ["apply_recipe", "facts_from", "lr_find_on", "resolve"]
