@@ -151,6 +151,7 @@ def fit(
 
     stopped_early = False
     epoch, rollbacks = state.epoch, 0
+    start_epoch, len_before = state.epoch, len(state.history)
     parts.guard.snapshot(epoch, parts.model, parts.opt, parts.sched, parts.ema)
     while epoch < cfg.epochs:
         t0 = time.perf_counter()
@@ -160,12 +161,16 @@ def fit(
             event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, d.step)
             log(event.describe())
             epoch, rollbacks = event.resume_epoch, rollbacks + 1
+            del state.history[epoch - start_epoch + len_before :]  # epochs after the good state are redone
+            state.epoch = epoch
             continue
         row.update(validate(parts, val_split, cfg))
         row.update(epoch_seconds=time.perf_counter() - t0, lr_scale=parts.guard.lr_scale, rollbacks=rollbacks)
         rollbacks = 0
         end_epoch(run, parts, state, row, ds, cfg, log)
-        parts.guard.snapshot(epoch + 1, parts.model, parts.opt, parts.sched, parts.ema)
+        if not parts.guard.snapshot(epoch + 1, parts.model, parts.opt, parts.sched, parts.ema, row["train_loss"]):
+            log(f"divergence guard: epoch {epoch + 1}'s mean loss {row['train_loss']:.3g} is above the start's; "
+                "a rollback would go back further")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, parts.eval_model, row)
         if should_stop_early(state, cfg, epoch):

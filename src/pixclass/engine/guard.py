@@ -75,6 +75,7 @@ class DivergenceGuard:
         self, factor: float = 4.0, max_rollbacks: int = 5, blowup: float = 4.0, reference_steps: int = 5
     ):
         self.factor, self.max_rollbacks, self.blowup = factor, max_rollbacks, blowup
+        self.healthy = 1.5  # an epoch-end state whose mean loss is above 1.5x the start is not kept
         self.reference_steps = reference_steps
         self.lr_scale = 1.0
         self.events: list[GuardEvent] = []
@@ -109,8 +110,15 @@ class DivergenceGuard:
         opt: torch.optim.Optimizer,
         sched: Any = None,
         ema: nn.Module | None = None,
-    ) -> None:
-        """Keep the state at the end of ``epoch`` (0 = before training) as the last good one."""
+        loss: float | None = None,
+    ) -> bool:
+        """Keep the state at the end of ``epoch`` (0 = before training) as the last good one, unless
+        the epoch's mean training ``loss`` says it is not good: non-finite, or above ``healthy`` x the
+        starting loss (worse than the untrained model: such a state fails again at the first step of
+        the next try, whatever the lr). Returns whether it was kept."""
+        ref = self.reference
+        if loss is not None and (not math.isfinite(loss) or (ref is not None and loss > self.healthy * ref)):
+            return False
         self._snap = {
             "model": _cpu_copy(model.state_dict()),
             "opt": _cpu_copy(opt.state_dict()),
@@ -119,6 +127,7 @@ class DivergenceGuard:
             else None,
             "ema": _cpu_copy(ema.state_dict()) if ema is not None else None,
         }
+        return True
         self._snap_epoch = epoch
 
     def rollback(
