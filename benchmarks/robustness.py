@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -46,6 +47,12 @@ from pixclass.run import train  # noqa: E402
 GRID_LRS = (0.01, 0.03, 0.1)
 #: Today's fixed recipe (before this benchmark): what every dataset got regardless of its size.
 TODAY = {"batch_size": 256, "lr": 0.1, "epochs": 10, "warmup_epochs": 1.0}
+#: --assemble: build the tables from the runs already done (row.json files), run nothing new.
+ASSEMBLE = False
+
+
+class NotRun(Exception):
+    """A run with no cached row, under --assemble."""
 
 
 def load(root: Path, val_fraction: float | None = None) -> Dataset:
@@ -79,6 +86,8 @@ def run_pixclass(ds: Dataset, cfg: TrainConfig, out: Path, label: str) -> dict[s
     if (row := cached(out)) is not None:
         print(f"    {label:28s} (cached) test {row['test_acc']:.4f}", flush=True)
         return row
+    if ASSEMBLE:
+        raise NotRun(label)
     if out.exists():
         import shutil
 
@@ -106,6 +115,8 @@ def svc(ds: Dataset, root: Path, out: Path) -> dict[str, Any]:
 
     if (row := cached(out)) is not None:
         return row
+    if ASSEMBLE:
+        raise NotRun("svc")
 
     full = load_data(root, DataConfig(workers=1, val_fraction=0.0, image_size=ds.image_size, channels=ds.channels), progress=False)
     tr, te = full.splits["train"], full.splits["test"]
@@ -132,29 +143,42 @@ def bench_dataset(name: str, work: Path, grid: int, lr_auto: bool, today: bool) 
     print(f"  {name}: {recipe.explanation}", flush=True)
     out: dict[str, Any] = {"dataset": name, "about": DATASETS[name][1], "recipe": recipe.explanation,
                            "n_train": len(ds.splits["train"]), "runs": []}
-    out["runs"].append(run_pixclass(ds, cfg, work / name / "default", "default (derived recipe)"))
+    runs = out["runs"]
+
+    def add(fn: Any, *args: Any) -> None:
+        try:
+            runs.append(fn(*args))
+        except NotRun as e:
+            print(f"    {e} not run", flush=True)
+
+    add(run_pixclass, ds, cfg, work / name / "default", "default (derived recipe)")
     if today:
         t_cfg = merge(cfg0, TODAY)
-        out["runs"].append(run_pixclass(ds, t_cfg, work / name / "today", "today's fixed recipe"))
+        add(run_pixclass, ds, t_cfg, work / name / "today", "today's fixed recipe")
     if recipe.balance != "none":  # what the other balance modes give on this skewed set
         for mode in ("none", "weights", "sampler"):
             if mode != recipe.balance:
                 b_cfg, _ = resolve(merge(cfg0, {"balance": mode}), ds, explicit={"balance"})
-                out["runs"].append(run_pixclass(ds, b_cfg, work / name / f"balance_{mode}", f"balance {mode}"))
+                add(run_pixclass, ds, b_cfg, work / name / f"balance_{mode}", f"balance {mode}")
     if lr_auto:
-        t0 = time.perf_counter()
-        lf = lr_find_on(ds, cfg, "cpu")
-        row = run_pixclass(ds, merge(cfg, {"lr": float(f"{lf.suggestion:.3g}")}), work / name / "lr_auto", "lr auto (valley)")
-        row["lr_find_s"] = time.perf_counter() - t0 - row["total_s"]
-        out["runs"].append(row)
+        row = cached(work / name / "lr_auto")
+        if row is None and not ASSEMBLE:
+            t0 = time.perf_counter()
+            lf = lr_find_on(ds, cfg, "cpu")
+            lr_find_s = time.perf_counter() - t0
+            row = run_pixclass(ds, merge(cfg, {"lr": float(f"{lf.suggestion:.3g}")}), work / name / "lr_auto",
+                               "lr auto (valley)")
+            row["lr_find_s"] = lr_find_s
+        if row is not None:
+            runs.append(row)
     if grid:
         b = recipe.batch_size
         batches = (b, b // 4 if b >= 256 else min(256, b * 4))
         for bs in batches[:grid]:
             for lr in GRID_LRS:
                 g_cfg, _ = resolve(merge(cfg0, {"batch_size": bs, "lr": lr}), ds, explicit={"batch_size", "lr"})
-                out["runs"].append(run_pixclass(ds, g_cfg, work / name / f"grid_b{bs}_lr{lr}", f"grid b{bs} lr{lr}"))
-    out["runs"].append(svc(ds, root, work / name / "svc"))
+                add(run_pixclass, ds, g_cfg, work / name / f"grid_b{bs}_lr{lr}", f"grid b{bs} lr{lr}")
+    add(svc, ds, root, work / name / "svc")
     return out
 
 
@@ -162,6 +186,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for r in results:
         runs = {x["run"]: x for x in r["runs"]}
+        if "default (derived recipe)" not in runs or "svc" not in runs:
+            continue
         grid = [x for x in r["runs"] if x["run"].startswith("grid")]
         metric = "test_bal_acc" if r["dataset"] == "fm_imb" else "test_acc"
         best = max(grid, key=lambda x: x[metric]) if grid else None
@@ -191,7 +217,8 @@ def markdown(summary: dict[str, Any], ctx: dict[str, Any], cmd: str, extra: list
     lines = [
         "# Robustness: the default recipe on many datasets", "",
         f"Command: `{cmd}`  ",
-        f"Machine: {ctx.get('cpu', '?')}, {ctx.get('threads')} threads, load average at start {ctx.get('loadavg', '?')} "
+        f"Machine: {ctx.get('cpu_model', '?')}, {ctx.get('threads')} torch thread(s), 1-min load average at start "
+        f"{os.getloadavg()[0] if ctx.get('load') is None else ctx['load']:.1f} "
         "(2 cores shared with other jobs: seconds are indicative, compare within a row).", "",
         "Test accuracy % (fm_imb: balanced accuracy on its balanced test split). *default*: `pixclass train DATA` with "
         "no options (the derived recipe); *today*: the old fixed recipe (batch 256, lr 0.1, 10 epochs, warm-up 1 epoch); "
@@ -232,16 +259,23 @@ def main() -> int:
                     help="torch threads (default 1: on the shared 2-core machine, 2 threads ran 7x slower than 1)")
     ap.add_argument("--work", default="/tmp/pixclass-robustness", help="run folders")
     ap.add_argument("--name", default="robustness")
+    ap.add_argument("--assemble", action="store_true", help="tables from the runs already done; run nothing new")
     a = ap.parse_args()
+    global ASSEMBLE
+    ASSEMBLE = a.assemble
     set_threads(a.threads)
     ctx = context(a.threads)
+    ctx["load"] = os.getloadavg()[0]
     work = Path(a.work)
     results = []
     t0 = time.perf_counter()
     extra: list[str] = []
     guard_row = None
     if not a.no_guard_check:
-        extra, guard_row = guard_check(work)
+        try:
+            extra, guard_row = guard_check(work)
+        except NotRun:
+            pass
     grid = {n: 2 for n in DATASETS} if a.grid is None else {g.split(":")[0]: int((g + ":2").split(":")[1]) for g in a.grid}
     lr_auto = set(DATASETS) if a.lr_auto is None else set(a.lr_auto)
     for name in a.only or list(DATASETS):
