@@ -109,3 +109,21 @@ def test_near_chance_verdict():
     assert near_chance(0.9, 10) is None
     assert near_chance(0.95, 2, majority_rate=0.96)  # always answering the big class scores 96%
     assert near_chance(float("nan"), 10) is None
+
+
+def test_a_bad_snapshot_is_dropped_when_the_retry_fails_at_once():
+    """The loss spiked just before an epoch ended (its state was kept): the retry fails at its first
+    step whatever the lr, so the guard goes back one state further instead of failing forever."""
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    guard = DivergenceGuard(max_rollbacks=5)
+    guard.step_ok(2.3)
+    guard.snapshot(0, model, opt)  # good: the start
+    with torch.no_grad():
+        model.weight.fill_(1e6)  # damaged, but its epoch looked fine
+    guard.snapshot(1, model, opt, loss=2.0)
+    assert not guard.step_ok(float("nan"))
+    assert guard.rollback(model, opt, epoch=2, step=0).resume_epoch == 1
+    assert not guard.step_ok(float("nan"))  # fails at once again
+    assert guard.rollback(model, opt, epoch=2, step=0).resume_epoch == 0
+    assert float(model.weight.abs().max()) < 1e3

@@ -21,6 +21,7 @@ rollback costs no disk and no restart.
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 from dataclasses import asdict, dataclass
@@ -80,8 +81,12 @@ class DivergenceGuard:
         self.lr_scale = 1.0
         self.events: list[GuardEvent] = []
         self._first: list[float] = []
-        self._snap: dict[str, Any] | None = None
-        self._snap_epoch = 0
+        # The last two good states, newest last: when a retry fails before it made any progress, the
+        # newest one is itself bad (the loss spiked in the last steps before that epoch ended) and is dropped.
+        self._snaps: list[tuple[int, dict[str, Any]]] = []
+        self._recent: collections.deque[float] = collections.deque(maxlen=10)  # last good step losses
+        self._ok_since_restore = 0
+        self._restored = False
         self._bad: tuple[str, float] | None = None
 
     @property
@@ -101,6 +106,8 @@ class DivergenceGuard:
             return False
         if len(self._first) < self.reference_steps:
             self._first.append(value)
+        self._recent.append(value)
+        self._ok_since_restore += 1
         return True
 
     def snapshot(
@@ -113,13 +120,17 @@ class DivergenceGuard:
         loss: float | None = None,
     ) -> bool:
         """Keep the state at the end of ``epoch`` (0 = before training) as the last good one, unless
-        the epoch's mean training ``loss`` says it is not good: non-finite, or above ``healthy`` x the
-        starting loss (worse than the untrained model: such a state fails again at the first step of
-        the next try, whatever the lr). Returns whether it was kept."""
+        the epoch's mean training ``loss`` or the mean of its last 10 step losses says it is not good:
+        non-finite, or above ``healthy`` x the starting loss (worse than the untrained model: such a
+        state fails again at the first step of the next try, whatever the lr). Returns whether it was kept."""
         ref = self.reference
-        if loss is not None and (not math.isfinite(loss) or (ref is not None and loss > self.healthy * ref)):
-            return False
-        self._snap = {
+        recent = sum(self._recent) / len(self._recent) if self._recent else None
+        for value in (loss, recent):
+            if value is not None and (
+                not math.isfinite(value) or (ref is not None and value > self.healthy * ref)
+            ):
+                return False
+        snap = {
             "model": _cpu_copy(model.state_dict()),
             "opt": _cpu_copy(opt.state_dict()),
             "sched": _cpu_copy({k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"})
@@ -127,8 +138,9 @@ class DivergenceGuard:
             else None,
             "ema": _cpu_copy(ema.state_dict()) if ema is not None else None,
         }
+        self._snaps = [*self._snaps[-1:], (epoch, snap)]
+        self._restored = False
         return True
-        self._snap_epoch = epoch
 
     def rollback(
         self,
@@ -145,7 +157,9 @@ class DivergenceGuard:
         ``max_rollbacks`` rollbacks, or when there is no snapshot to go back to."""
         reason, value = self._bad or ("loss check failed", float("nan"))
         self._bad = None
-        if self._snap is None:
+        if self._restored and self._ok_since_restore < 2 and len(self._snaps) > 1:
+            self._snaps.pop()  # the retry failed at once: that state is bad, go one further back
+        if not self._snaps:
             raise TrainingFailed(f"the loss diverged ({reason}) before any state was saved; lower --lr")
         if len(self.events) >= self.max_rollbacks:
             raise TrainingFailed(
@@ -153,14 +167,17 @@ class DivergenceGuard:
                 "try `pixclass lr-find DATA` and a --lr below its suggestion, or --grad-clip 1"
             )
         self.lr_scale /= self.factor
-        model.load_state_dict(self._snap["model"])
-        opt.load_state_dict(self._snap["opt"])
-        if ema is not None and self._snap["ema"] is not None:
-            ema.load_state_dict(self._snap["ema"])
-        if sched is not None and self._snap["sched"] is not None:
-            sched.load_state_dict({**sched.state_dict(), **copy.deepcopy(self._snap["sched"])})
+        snap_epoch, snap = self._snaps[-1]
+        model.load_state_dict(snap["model"])
+        opt.load_state_dict(snap["opt"])
+        if ema is not None and snap["ema"] is not None:
+            ema.load_state_dict(snap["ema"])
+        if sched is not None and snap["sched"] is not None:
+            sched.load_state_dict({**sched.state_dict(), **copy.deepcopy(snap["sched"])})
+        self._restored, self._ok_since_restore = True, 0
+        self._recent.clear()
         apply_lr_scale(opt, sched, self.lr_scale)
-        event = GuardEvent(epoch, step, value, reason, self._snap_epoch, self.lr_scale)
+        event = GuardEvent(epoch, step, value, reason, snap_epoch, self.lr_scale)
         self.events.append(event)
         return event
 
