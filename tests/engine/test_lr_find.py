@@ -30,5 +30,6 @@ def test_range_test_on_a_tiny_problem_is_finite_and_leaves_the_model_alone():
 
     res = lr_range_test(model, batches, torch.nn.functional.cross_entropy, steps=80, batch_size=16)
     assert math.isfinite(res.suggestion) and res.lrs[0] <= res.suggestion <= res.lrs[-1]
+    assert res.lrs[0] / 10 <= res.min_over_10 <= res.lrs[-1] / 10
     assert len(res.lrs) == len(res.losses) <= 80
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
