@@ -43,7 +43,10 @@ def run(a: argparse.Namespace) -> int:
         f"swept lr {res.lrs[0]:.2g} .. {res.lrs[-1]:.2g} over {len(res.lrs)} steps"
         + (f" (stopped: {res.stopped})" if res.stopped else "")
     )
-    print(f"suggested peak lr: {res.suggestion:.3g} (valley rule; the derived recipe's lr is {recipe.lr:g})")
+    print(
+        f"suggested peak lr: {res.suggestion:.3g} (valley rule; minimum/10: {res.min_over_10:.3g}; "
+        f"the derived recipe's lr is {recipe.lr:g})"
+    )
     print(f"plot: {png}")
     print(
         f"use it: pixclass train {a.data} --lr {res.suggestion:.3g}"

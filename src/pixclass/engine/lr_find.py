@@ -34,9 +34,17 @@ class LRFindResult:
     stopped: str = ""  # why the sweep ended early ("loss > 4x its minimum"), or ""
     raw_losses: list[float] = field(default_factory=list)
 
+    @property
+    def min_over_10(self) -> float:
+        """The older rule (fastai v1, Smith): a tenth of the lr at the lowest smoothed loss."""
+        if not self.losses:
+            return math.nan
+        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)] / 10
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "suggestion": self.suggestion,
+            "min_over_10": self.min_over_10,
             "batch_size": self.batch_size,
             "stopped": self.stopped,
             "lrs": self.lrs,
