@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -127,3 +129,19 @@ def test_a_bad_snapshot_is_dropped_when_the_retry_fails_at_once():
     assert not guard.step_ok(float("nan"))  # fails at once again
     assert guard.rollback(model, opt, epoch=2, step=0).resume_epoch == 0
     assert float(model.weight.abs().max()) < 1e3
+
+
+def test_a_slow_divergence_is_caught_at_the_epoch_end():
+    """No single step above 4x the start, but the epoch's mean loss is worse than a uniform guess, or
+    the validation loss exploded: the epoch is rejected."""
+    g = DivergenceGuard(start_loss=math.log(10))
+    assert g.epoch_ok(2.0, 2.1)
+    assert not g.epoch_ok(5.8, 3.5)
+    assert not g.epoch_ok(2.0, 148.0)
+    assert not g.epoch_ok(float("nan"))
+    assert g.epoch_ok(0.3)  # no validation split: NaN is not a failure
+
+
+def test_near_chance_margin_grows_on_small_validation_sets():
+    assert near_chance(0.2, 10, n_val=20)  # 4 of 20 right: a lucky guesser does that
+    assert near_chance(0.2, 10, n_val=2000) is None

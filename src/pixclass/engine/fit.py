@@ -56,6 +56,7 @@ METRIC_COLUMNS = [
 ]
 STATS_SAMPLE = 20_000  # images (frames for clips) that estimate the channel mean and std
 GUARD_EVERY_CUDA = 10  # steps between divergence checks on a GPU (each check is a host sync)
+GUARD_MIN_VAL = 20  # validation images from which the guard also watches the validation loss
 
 
 @dataclass
@@ -157,6 +158,11 @@ def fit(
         t0 = time.perf_counter()
         try:
             row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
+            row.update(validate(parts, val_split, cfg))
+            # diverged, though no step blew up? (a validation loss of a handful of images is too noisy to judge)
+            val_loss = row["val_loss"] if val_split is not None and len(val_split) >= GUARD_MIN_VAL else math.nan
+            if not parts.guard.epoch_ok(row["train_loss"], val_loss):
+                raise Diverged(parts.steps_per_epoch)
         except Diverged as d:  # roll back to the last good epoch end, lower the lr, redo the epoch
             event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, d.step)
             log(event.describe())
@@ -164,13 +170,10 @@ def fit(
             del state.history[epoch - start_epoch + len_before :]  # epochs after the good state are redone
             state.epoch = epoch
             continue
-        row.update(validate(parts, val_split, cfg))
         row.update(epoch_seconds=time.perf_counter() - t0, lr_scale=parts.guard.lr_scale, rollbacks=rollbacks)
         rollbacks = 0
         end_epoch(run, parts, state, row, ds, cfg, log)
-        if not parts.guard.snapshot(epoch + 1, parts.model, parts.opt, parts.sched, parts.ema, row["train_loss"]):
-            log(f"divergence guard: epoch {epoch + 1}'s mean loss {row['train_loss']:.3g} is above the start's; "
-                "a rollback would go back further")
+        parts.guard.snapshot(epoch + 1, parts.model, parts.opt, parts.sched, parts.ema, row["train_loss"])
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, parts.eval_model, row)
         if should_stop_early(state, cfg, epoch):
@@ -210,7 +213,7 @@ def chance_verdict(state: LoopState, ds: Dataset) -> str | None:
     if val is None or len(val) == 0 or not accs:
         return None
     majority = float(class_counts(val.labels, len(ds.classes)).max()) / len(val)
-    return near_chance(max(accs), len(ds.classes), majority)
+    return near_chance(max(accs), len(ds.classes), majority, len(val))
 
 
 # ------------------------------------------------------------------------------------------- set-up
@@ -280,6 +283,8 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
         steps_per_epoch=steps_per_epoch,
         device=device,
         balance=balance,
+        # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
+        guard=DivergenceGuard(start_loss=math.log(len(ds.classes)) if cfg.loss == "ce" else None),
     )
 
 

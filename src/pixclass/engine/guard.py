@@ -73,9 +73,15 @@ class DivergenceGuard:
     """
 
     def __init__(
-        self, factor: float = 4.0, max_rollbacks: int = 5, blowup: float = 4.0, reference_steps: int = 5
+        self,
+        factor: float = 4.0,
+        max_rollbacks: int = 5,
+        blowup: float = 4.0,
+        reference_steps: int = 5,
+        start_loss: float | None = None,
     ):
         self.factor, self.max_rollbacks, self.blowup = factor, max_rollbacks, blowup
+        self.start_loss = start_loss
         self.healthy = 1.5  # an epoch-end state whose mean loss is above 1.5x the start is not kept
         self.reference_steps = reference_steps
         self.lr_scale = 1.0
@@ -91,7 +97,10 @@ class DivergenceGuard:
 
     @property
     def reference(self) -> float | None:
-        """The starting loss (the lowest of the run's first steps), once known."""
+        """The starting loss: ``start_loss`` when known (ln(classes) for cross-entropy: the loss of a
+        uniform guess, also right after a resume), else the lowest of the run's first steps."""
+        if self.start_loss is not None:
+            return self.start_loss
         return min(self._first) if self._first else None
 
     def step_ok(self, loss: float | torch.Tensor) -> bool:
@@ -101,7 +110,7 @@ class DivergenceGuard:
             self._bad = ("non-finite loss", value)
             return False
         ref = self.reference
-        if ref is not None and value > self.blowup * ref:
+        if ref is not None and value > self._limit(self.blowup, 3.0):
             self._bad = (f"loss {value:.3g} > {self.blowup:g}x start {ref:.3g}", value)
             return False
         if len(self._first) < self.reference_steps:
@@ -109,6 +118,30 @@ class DivergenceGuard:
         self._recent.append(value)
         self._ok_since_restore += 1
         return True
+
+    def _limit(self, factor: float, extra: float) -> float:
+        """``factor`` x the starting loss, but at least ``extra`` above it: with 2 classes the start is
+        0.69, and 4x that is within ordinary noise."""
+        ref = self.reference or 0.0
+        return max(factor * ref, ref + extra)
+
+    def epoch_ok(self, train_loss: float, val_loss: float = math.nan) -> bool:
+        """False when the epoch as a whole says the run diverged, though no single step did: its mean
+        training loss above ``healthy`` x the start (worse than the untrained model), or a validation
+        loss that is non-finite or above ``blowup`` x the start. (A run on 80 images at batch 256 made
+        one step per epoch: 2.5, 2.2, 5.8, 8.8 with validation losses 3.5 then 148, below 4x at every step.)"""
+        ref = self.reference
+        if not math.isfinite(train_loss):
+            self._bad = ("non-finite epoch loss", train_loss)
+        elif ref is not None and train_loss > self._limit(self.healthy, 1.0):
+            self._bad = (f"epoch loss {train_loss:.3g} > {self.healthy:g}x start {ref:.3g}", train_loss)
+        elif val_loss == val_loss and (
+            not math.isfinite(val_loss) or (ref is not None and val_loss > self._limit(self.blowup, 3.0))
+        ):
+            self._bad = (f"validation loss {val_loss:.3g} > {self.blowup:g}x start {ref:.3g}", val_loss)
+        else:
+            return True
+        return False
 
     def snapshot(
         self,
@@ -127,7 +160,7 @@ class DivergenceGuard:
         recent = sum(self._recent) / len(self._recent) if self._recent else None
         for value in (loss, recent):
             if value is not None and (
-                not math.isfinite(value) or (ref is not None and value > self.healthy * ref)
+                not math.isfinite(value) or (ref is not None and value > self._limit(self.healthy, 1.0))
             ):
                 return False
         snap = {
@@ -199,14 +232,22 @@ def apply_lr_scale(opt: torch.optim.Optimizer, sched: Any, scale: float) -> None
 
 
 def near_chance(
-    val_acc: float, n_classes: int, majority_rate: float | None = None, margin: float = 0.05
+    val_acc: float,
+    n_classes: int,
+    majority_rate: float | None = None,
+    n_val: int | None = None,
+    margin: float = 0.05,
 ) -> str | None:
     """A loud warning when ``val_acc`` is no better than guessing, with what to try; None otherwise.
 
-    Chance is the better of 1/classes and always answering the largest class (``majority_rate``)."""
+    Chance is the better of 1/classes and always answering the largest class (``majority_rate``). The
+    margin above it is 5 points, or two standard errors of a guesser's accuracy on ``n_val`` images
+    when that is more (20 validation images, 10 classes: 13 points; a lucky guesser gets 4 of 20)."""
     if math.isnan(val_acc) or n_classes < 2:
         return None
     chance = max(1.0 / n_classes, majority_rate or 0.0)
+    if n_val:
+        margin = max(margin, 2 * math.sqrt(chance * (1 - chance) / n_val))
     if val_acc > chance + margin:
         return None
     return (
