@@ -68,7 +68,7 @@ def test_explicit_options_win_and_shape_the_rest():
 
 def test_skewed_classes_balance_and_pick_by_balanced_accuracy():
     r = derive(DataFacts(1_020, 10, 28, class_counts=[200] * 5 + [4] * 5))
-    assert r.balance == "sampler" and r.metric == "val_bal_acc" and "classes 50:1" in r.explanation
+    assert r.balance == "weights" and r.metric == "val_bal_acc" and "classes 50:1" in r.explanation
     assert derive(DataFacts(1_000, 10, 28, class_counts=[120, 100, 80])).balance == "none"
 
 

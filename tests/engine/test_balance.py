@@ -31,7 +31,7 @@ def test_balanced_sampler_draws_classes_about_equally():
 
 def test_auto_balances_by_the_stated_ratio():
     assert imbalance_ratio([500, 50, 10]) == 50 and imbalance_ratio([]) == 1.0
-    assert resolve_balance("auto", [500, 50, 10]) == "sampler"
+    assert resolve_balance("auto", [500, 50, 10]) == "weights"
     assert resolve_balance("auto", [100, 90, 80]) == "none"
     assert resolve_balance("weights", [100, 90, 80]) == "weights"
     with pytest.raises(ConfigError, match="--balance"):

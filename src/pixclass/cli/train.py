@@ -118,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--balance",
         choices=("auto", "none", "weights", "sampler"),
-        help="skewed classes: weights (weighted loss) or sampler (class-balanced batches); auto = sampler when "
+        help="skewed classes: weights (weighted loss) or sampler (class-balanced batches); auto = weights when "
         "the largest class has 3x the images of the smallest (default auto)",
     )
     g.add_argument(
