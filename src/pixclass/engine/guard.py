@@ -87,11 +87,11 @@ class DivergenceGuard:
         self.lr_scale = 1.0
         self.events: list[GuardEvent] = []
         self._first: list[float] = []
-        # The last two good states, newest last: when a retry fails before it made any progress, the
-        # newest one is itself bad (the loss spiked in the last steps before that epoch ended) and is dropped.
+        # The first state (untrained: always good) and the latest good one. When a retry from the latest
+        # fails before it completes an epoch, that state is itself bad (the loss was rising as its epoch
+        # ended) and is dropped: the next retry starts from the first.
         self._snaps: list[tuple[int, dict[str, Any]]] = []
         self._recent: collections.deque[float] = collections.deque(maxlen=10)  # last good step losses
-        self._ok_since_restore = 0
         self._restored = False
         self._bad: tuple[str, float] | None = None
 
@@ -116,7 +116,6 @@ class DivergenceGuard:
         if len(self._first) < self.reference_steps:
             self._first.append(value)
         self._recent.append(value)
-        self._ok_since_restore += 1
         return True
 
     def _limit(self, factor: float, extra: float) -> float:
@@ -154,13 +153,13 @@ class DivergenceGuard:
     ) -> bool:
         """Keep the state at the end of ``epoch`` (0 = before training) as the last good one, unless
         the epoch's mean training ``loss`` or the mean of its last 10 step losses says it is not good:
-        non-finite, or above ``healthy`` x the starting loss (worse than the untrained model: such a
-        state fails again at the first step of the next try, whatever the lr). Returns whether it was kept."""
+        non-finite, or above the starting loss + 0.25 (no better than the untrained model: such a state
+        can fail again on the next try whatever the lr). Returns whether it was kept."""
         ref = self.reference
         recent = sum(self._recent) / len(self._recent) if self._recent else None
         for value in (loss, recent):
             if value is not None and (
-                not math.isfinite(value) or (ref is not None and value > self._limit(self.healthy, 1.0))
+                not math.isfinite(value) or (ref is not None and value > self._limit(1.0, 0.25))
             ):
                 return False
         snap = {
@@ -171,7 +170,7 @@ class DivergenceGuard:
             else None,
             "ema": _cpu_copy(ema.state_dict()) if ema is not None else None,
         }
-        self._snaps = [*self._snaps[-1:], (epoch, snap)]
+        self._snaps = [*self._snaps[:1], (epoch, snap)]
         self._restored = False
         return True
 
@@ -190,8 +189,8 @@ class DivergenceGuard:
         ``max_rollbacks`` rollbacks, or when there is no snapshot to go back to."""
         reason, value = self._bad or ("loss check failed", float("nan"))
         self._bad = None
-        if self._restored and self._ok_since_restore < 2 and len(self._snaps) > 1:
-            self._snaps.pop()  # the retry failed at once: that state is bad, go one further back
+        if self._restored and len(self._snaps) > 1:
+            self._snaps.pop()  # the retry failed before an epoch end: that state is bad, go back to the first
         if not self._snaps:
             raise TrainingFailed(f"the loss diverged ({reason}) before any state was saved; lower --lr")
         if len(self.events) >= self.max_rollbacks:
@@ -207,7 +206,7 @@ class DivergenceGuard:
             ema.load_state_dict(snap["ema"])
         if sched is not None and snap["sched"] is not None:
             sched.load_state_dict({**sched.state_dict(), **copy.deepcopy(snap["sched"])})
-        self._restored, self._ok_since_restore = True, 0
+        self._restored = True
         self._recent.clear()
         apply_lr_scale(opt, sched, self.lr_scale)
         event = GuardEvent(epoch, step, value, reason, snap_epoch, self.lr_scale)
