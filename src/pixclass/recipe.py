@@ -19,8 +19,8 @@ on held-out splits, benchmarks/README.md; 2 shared cores, one seed, so +-1 point
   ``lr_base_scale='linear'``) and by the square root for AdamW (timm's rule for adaptive optimizers).
   Grid at the rule's batch, lr 0.01 / 0.03 / 0.1 against the rule's: fm100 69.1 / 67.1 / 67.9 vs 68.0
   (0.00625); textures 96.3 / 97.0 / 96.7 vs 96.0 (0.0125): within about a point, no lr better everywhere.
-* lr auto (LR range test, fastai's valley) is not the default: fm100 67.1 and textures 95.0 (both about
-  a point under the rule), photos 90.0 against the rule's 83.8; it also costs 200 extra steps.
+* lr auto (LR range test, fastai's valley) is not the default: against the rule, photos +6.2, digits
+  +2.4, fm100 -0.9, textures -1.0, fm1k -3.9 points (better on 2 of 5), and it costs 200 extra steps.
 * warm-up: ``max(100 steps, 1 epoch)``, at most 30% of the run (Ultralytics: ``warmup_epochs=3`` with a
   100-iteration floor). Fashion-MNIST: 1 epoch, as today.
 * epochs: ``ceil(800 steps / steps per epoch)``, within [family epochs, 150]. Fashion-MNIST (211 steps
