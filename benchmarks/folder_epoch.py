@@ -1,4 +1,4 @@
-"""Folder epoch with the model (issue 4, item 2, "same model and augmentation").
+"""Folder epoch with the model (same model and augmentation on both sides).
 
 ``data_pipeline.py`` times the input pipelines alone; this script times whole training epochs from
 the same folder of Fashion-MNIST PNGs (written by ``data_pipeline.write_pngs``), model step included:

@@ -1,4 +1,4 @@
-"""Inference speed (issue 4, item 4): batch-1 latency (p50, p99) and batch-256 images/s.
+"""Inference speed: batch-1 latency (p50, p99) and batch-256 images/s.
 
 For ``seed_cnn`` and the default model (``rescnn``), 1 x 28 x 28 grey Fashion-MNIST test images:
 

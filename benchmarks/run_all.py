@@ -1,4 +1,4 @@
-"""The whole benchmark suite of issue 4 in one command, and one combined table of its goals.
+"""The speed benchmark suite in one command, and one combined table of its goals.
 
 Runs, each in its own process and in this order (``--only`` / ``--skip`` pick):
 
@@ -87,7 +87,7 @@ def verdict(met: bool | None) -> str:
 
 
 def goal_rows(res: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-    """(goal, measured, target, verdict) for every issue-4 goal whose benchmark ran."""
+    """(goal, measured, target, verdict) for every speed goal whose benchmark ran."""
     rows: list[tuple[str, str, str, str]] = []
     tt = res.get("train_throughput")
     if tt:
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         common.machine_line(info),
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`; load average now {common.loadavg()}.",
         "",
-        "| goal (issue 4) | measured | target | verdict |",
+        "| speed goal | measured | target | verdict |",
         "|---|---|---|---|",
         *[f"| {g} | {m} | {t} | {v} |" for g, m, t, v in goal_rows(res)],
         "",

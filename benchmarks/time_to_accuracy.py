@@ -1,4 +1,4 @@
-"""Time to accuracy (issue 4, item 3): wall-clock seconds of training until the Fashion-MNIST test
+"""Time to accuracy: wall-clock seconds of training until the Fashion-MNIST test
 accuracy first reaches 90, 91, 92, 93% (and the accuracy the Keras seed recipe ends with).
 
 * **pixclass**: ``pixclass.engine.fit.train`` with the recipe ``pixclass train fashion-mnist`` uses

@@ -1,4 +1,4 @@
-"""Training throughput of ``seed_cnn`` on Fashion-MNIST (issue 4, items 1 and 5).
+"""Training throughput of ``seed_cnn`` on Fashion-MNIST.
 
 Images per second of the training phase, at each ``--batches`` size, for:
 

@@ -181,3 +181,22 @@ def tiny_train(no_report: None) -> Callable[..., object]:
         return train(data, TrainConfig(**kw), out, resume=resume, progress=False, log=lambda _msg: None)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One trained tiny run shared by a test module (a couple of seconds): ``.data`` (a ``patterns``
+    folder: top / bottom / left, 12 RGB 16 px images each), ``.dir`` (the run folder with
+    split_manifest.json) and ``.best`` (its calibrated best.safetensors)."""
+    from pixclass.config import TrainConfig
+    from pixclass.data.dataset import DataConfig
+    from pixclass.run import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = make_pattern_folder(root / "data", {"top": 12, "bottom": 12, "left": 12})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIXCLASS_CACHE", str(root / "cache"))  # module scope: the per-test cache is not there yet
+        kw: dict = {**TINY_MODEL, "epochs": 3, "batch_size": 8, "optimizer": "adamw", "lr": 0.01, "device": "cpu"}
+        cfg = TrainConfig(**kw, data=DataConfig(image_size=16, workers=1, val_fraction=0.3))
+        res = train(data, cfg, root / "run", progress=False, log=lambda _msg: None, report=False)
+    return SimpleNamespace(data=data, dir=root / "run", best=Path(res.best))

@@ -20,7 +20,9 @@ CLASSES = ["bottom", "left", "top"]
 def run(tmp_path, patterns, tiny_train):
     """A tiny model trained on three learnable classes, and a few unseen images of each."""
     data = patterns.folder(tmp_path / "data", {"top": 12, "bottom": 12, "left": 12})
-    res = tiny_train(data, tmp_path / "run", epochs=3)
+    # 4 epochs: at 3, one seed in six leaves an unseen image wrong (measured over seeds 0-5; the tiny
+    # one-cycle run is that close to its limit), and which seed depends on the random streams.
+    res = tiny_train(data, tmp_path / "run", epochs=4)
     unseen = patterns.folder(tmp_path / "unseen", {"top": 3, "bottom": 3, "left": 3}, seed=9)
     return res, unseen
 

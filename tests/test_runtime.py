@@ -11,6 +11,7 @@ import torch
 
 from pixclass import checkpoint as ckpt
 from pixclass.data.augment import AugmentConfig
+from pixclass.errors import ConfigError
 from pixclass.models import create_model
 from pixclass.predict import Predictor
 from pixclass.runtime import FlipTTA, make_runtime, onnx_runtime, torch_runtime
@@ -62,7 +63,7 @@ def test_auto_falls_back_to_torch_when_the_export_disagrees(monkeypatch):
     x = torch.randn(2, 1, 16, 16)
     rt = runtime.make_runtime(m, "auto", torch.device("cpu"), x)
     assert rt.name == "torch" and "differs" in rt.note
-    with pytest.raises(ValueError, match="cannot run there"):
+    with pytest.raises(ConfigError, match="cannot run there"):
         runtime.make_runtime(m, "onnxruntime", torch.device("cpu"), x)
 
 
@@ -79,13 +80,13 @@ def test_missing_onnxruntime_auto_uses_torch_and_named_backend_says_what_to_inst
     x = torch.randn(2, 1, 16, 16)
     rt = make_runtime(m, "auto", torch.device("cpu"), x)
     assert rt.name == "torch" and rt.note == "onnxruntime not installed"
-    with pytest.raises(ValueError, match="pip install onnxruntime"):
+    with pytest.raises(ConfigError, match="pip install onnxruntime"):
         make_runtime(m, "onnxruntime", torch.device("cpu"), x)
 
 
 def test_unknown_backend_is_refused():
     m = create_model("seed_cnn", 3, 1, 16).eval()
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(ConfigError, match="choose one of"):
         make_runtime(m, "tensorrt", torch.device("cpu"), torch.zeros(1, 1, 16, 16))
     assert torch_runtime(m, channels_last=True).run(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
 
@@ -117,3 +118,16 @@ def test_training_with_flips_records_a_tta_choice_and_predictor_follows_it(run, 
     res2 = tiny_train(data, tmp_path / "run2", {"val_fraction": 0.4}, epochs=1, augment=AugmentConfig(hflip=0.0))
     assert ckpt.read(res2.best, verify=False)[1]["tta"] is None
     assert not Predictor.from_checkpoint(res2.best).tta
+
+
+def test_torch_runtime_in_bf16_gives_float_logits_close_to_fp32():
+    """``amp``: bf16 autocast on the input's device (CUDA in training's validation; the CPU here runs
+    the same code path)."""
+    torch.manual_seed(0)
+    m = create_model("rescnn", 3, 1, 16).eval()
+    x = torch.randn(4, 1, 16, 16)
+    ref = torch_runtime(m, channels_last=True).run(x)
+    got = torch_runtime(m, channels_last=True, amp=True).run(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert not torch.equal(got, ref)  # bf16 really ran
+    torch.testing.assert_close(got, ref, rtol=0.1, atol=0.1)

@@ -2,7 +2,7 @@
 
 ``train`` fits T on the validation split when training ends; ``pixclass calibrate CKPT DATA`` refits
 it later (e.g. on a larger validation set) and rewrites the checkpoint. Every probability pixclass
-reports afterwards (predict, evaluate, explain, report, serve) is divided by it (``Predictor``).
+reports afterwards (predict, evaluate, explain, report) is divided by it (``Predictor``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .data.dataset import load_data
+from .data.settings import DataConfig
+from .errors import DataError
+from .metrics import expected_calibration_error
+from .predict import Predictor
 
 #: T is searched in this range; outside it a "calibration" only says the validation set is odd.
 T_MIN, T_MAX = 0.05, 20.0
@@ -62,8 +69,6 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, prior: bool = Tr
 
 def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, Any]:
     """NLL and ECE of the raw softmax and of softmax(logits / T): what calibration changed."""
-    from .metrics import expected_calibration_error
-
     z, y = logits.detach().float().cpu(), labels.detach().long().cpu()
     out: dict[str, Any] = {"temperature": temperature, "n": float(len(y))}
     for tag, t in (("before", 1.0), ("after", temperature)):
@@ -73,11 +78,9 @@ def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature:
     return out
 
 
-def checkpoint_data_config(meta: dict[str, Any], **override: Any):  # -> DataConfig
+def checkpoint_data_config(meta: dict[str, Any], **override: Any) -> DataConfig:
     """The DataConfig a checkpoint was trained with, at its input size and channels: loading the same
     DATA with it reproduces the run's split (same fractions and seed)."""
-    from .data.dataset import DataConfig
-
     d = dict(meta.get("train_config", {}).get("data", {}))
     known = set(DataConfig.__dataclass_fields__)
     kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
@@ -92,11 +95,6 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: s
     """Refit T on ``split`` of ``data`` and write it into the checkpoint (atomically; ``out`` writes a
     copy instead). The split is rebuilt with the run's own settings, so a plain folder gives back the
     validation images the model was not trained on."""
-    from . import checkpoint as ckpt
-    from .data.dataset import load_data
-    from .data.sources import DataError
-    from .predict import Predictor
-
     c = ckpt.load(checkpoint)
     pred = Predictor(c.build_model(), c.meta, device)
     ds = load_data(data, checkpoint_data_config(c.meta), progress=progress)

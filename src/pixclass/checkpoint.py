@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import CheckpointError
 from .files import atomic_path
+from .models import create_model
+from .version import __version__
 
 FORMAT = "pixclass-checkpoint"
 FORMAT_VERSION = 1
@@ -79,8 +82,6 @@ class Checkpoint:
 
     def build_model(self) -> torch.nn.Module:
         """Rebuild the architecture from its recorded name and arguments, then load the weights."""
-        from .models import create_model
-
         spec = self.meta["model"]
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
         model = create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], **kw)
@@ -109,8 +110,4 @@ def jsonable(x: Any) -> Any:
 
 
 def versions() -> dict[str, str]:
-    import torchvision
-
-    from . import __version__
-
     return {"pixclass": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}

@@ -41,7 +41,7 @@ def check_choice(name: str, v: object, choices: Sequence[object]) -> None:
 def check_range(name: str, v: object, lo: float, hi: float) -> None:
     """``v`` is a pair (a, b) with lo <= a <= b <= hi."""
     ok = isinstance(v, tuple | list) and len(v) == 2
-    ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)  # type: ignore[union-attr]
+    ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)  # type: ignore[attr-defined]
     if not ok or not lo <= v[0] <= v[1] <= hi:  # type: ignore[index]
         raise ConfigError(
             f"{name}: {v!r} is not allowed; give two numbers MIN MAX with {lo:g} <= MIN <= MAX <= {hi:g}"

@@ -56,6 +56,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (measured slower there)
     channels_last: bool = True  # measured: +15-30% training img/s for the CNNs on this 2-core CPU
     calibrate: bool = True  # fit a temperature on the validation split after training
+    sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (GPUs only)
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()
     balance: str = "auto"  # auto | none | weights | sampler (engine.balance; auto: by recipe.IMBALANCE_RATIO)
@@ -92,7 +93,7 @@ class TrainConfig:
         )
         if not device_ok:
             raise ConfigError(f"device: {self.device!r} is not allowed; choose auto, cpu, cuda or cuda:N")
-        for name in ("nesterov", "amp", "channels_last", "calibrate"):
+        for name in ("nesterov", "amp", "channels_last", "calibrate", "sync_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; give true or false")
         if not isinstance(self.augment, AugmentConfig) or not isinstance(self.data, DataConfig):

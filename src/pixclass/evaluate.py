@@ -12,7 +12,8 @@ import torch
 
 from .data.dataset import DataConfig, load_data
 from .data.sources import DataError
-from .metrics import classification_metrics, expected_calibration_error
+from .metrics import classification_metrics, expected_calibration_error, reliability_bins
+from .plots import plot_confusion, plot_reliability
 from .predict import Predictor
 
 
@@ -54,17 +55,12 @@ def evaluate(checkpoint: str | os.PathLike[str], data: str, split: str = "test",
         m["ece_uncalibrated"] = expected_calibration_error(raw_probs, labels)
     m["broken"] = [{"path": b.path, "reason": b.reason} for b in ds.broken]
     if plots is not None:
-        from .plots import plot_confusion
-
         out = Path(plots)
         out.mkdir(parents=True, exist_ok=True)
         p = out / f"confusion_{m['split']}.png"
         plot_confusion(np.asarray(m["confusion_matrix"]), pred.classes, p, title=f"{data} ({m['split']}): accuracy {m['accuracy']:.4f}")
         m["confusion_png"] = str(p)
         if len(probs):
-            from .metrics import reliability_bins
-            from .plots import plot_reliability
-
             r = out / f"reliability_{m['split']}.png"
             plot_reliability(reliability_bins(probs, labels), r, m["ece"],
                              reliability_bins(raw_probs, labels) if raw_probs is not None else None,

@@ -37,17 +37,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from PIL import Image
 from torch import nn
 
 from .data.augment import normalize
-from .data.decode import DecodeError, decode_file, open_image, to_channels
+from .data.decode import DecodeError, array_to_pil, decode_file, open_image, to_channels
+from .data.sequences import expand_clips
 from .errors import ExplainError
-from .predict import ImageInput, Predictor
-
-METHODS = ("gradcam", "saliency", "integrated-gradients", "occlusion")
-METHOD_NAMES = {"gradcam": "Grad-CAM", "saliency": "saliency", "integrated-gradients": "integrated gradients",
-                "occlusion": "occlusion"}
+from .explain_methods import METHOD_NAMES, METHODS
+from .plots import plot_overlay
+from .predict import ImageInput, Predictor, expand_paths
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -90,8 +90,6 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
     ``x``: (N, C, H, W) or (N, T, C, H, W) float, already normalised as the model expects; ``target``:
     (N,) class indices. Returns float32 (N, H, W) or (N, T, H, W), >= 0, each sample's maximum 1.
     """
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
-
     if method not in METHODS:
         raise ExplainError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     if x.dim() not in (4, 5):
@@ -228,8 +226,6 @@ class Explainer:
         """The picture at its own size, with the eval transform's decode steps (EXIF, alpha, channels)."""
         src: str | Image.Image
         if isinstance(item, np.ndarray):
-            from .data.decode import array_to_pil
-
             src = array_to_pil(item)
         else:
             src = str(item) if isinstance(item, str | os.PathLike) else item
@@ -299,8 +295,6 @@ def _stem(path: str | None, i: int, seen: set[str]) -> str:
 def save_explanation(e: Explanation, out: str | os.PathLike[str], stem: str) -> tuple[Path, Path]:
     """``<stem>_<method>.png`` (overlay with class and probability) and ``<stem>_<method>.npy`` (H x W
     float32; clips: T x S x S)."""
-    from .plots import plot_overlay
-
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     png, npy = d / f"{stem}_{e.method}.png", d / f"{stem}_{e.method}.npy"
@@ -314,13 +308,9 @@ def explain_files(checkpoint: str | os.PathLike[str], inputs: Sequence[str], out
                   device: str = "cpu") -> Iterator[tuple[Explanation, Path, Path] | DecodeError]:
     """Explain files, folders (recursed) and globs -- clip models: sample folders and animated files --
     writing each one's PNG + NPY into ``out``; yields what was written, or why an input failed."""
-    from .predict import expand_paths
-
     ex = Explainer.from_checkpoint(checkpoint, method, layer, device)
     resolve_target(ex.predictor.classes, target)  # an unknown --target fails before any work
     if ex.predictor.frames:
-        from .data.sequences import expand_clips
-
         paths, missing = expand_clips(list(inputs))
     else:
         paths, missing = expand_paths(inputs)

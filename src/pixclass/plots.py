@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 
 def _plt():
+    # matplotlib is imported when a plot is drawn, not with this module: it costs ~0.5 s, and modules
+    # that import plots (explain) are loaded by `pixclass explain --help` (start-up time).
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,7 +64,7 @@ def plot_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -
 def overlay_rgb(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """An image (H, W, C) uint8, C = 1 or 3, and a heatmap (H, W) in [0, 1] -> (H, W, 3) uint8, the
     heatmap drawn over the image in the 'jet' colours (blue: no evidence, red: strongest)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # when drawn (start-up time, see _plt)
 
     img = image.astype(np.float32) / 255.0
     if img.ndim == 2:
@@ -137,8 +140,6 @@ def plot_reliability(bins: dict[str, list[float]], path: str | os.PathLike[str],
 def plot_gallery(items: list[tuple[np.ndarray, str]], path: str | os.PathLike[str], cols: int = 6, tile: int = 112) -> None:
     """A grid of (RGB uint8 image, caption) pairs, e.g. the worst mistakes with their Grad-CAM. Drawn
     with PIL, not matplotlib: a dozen subplots cost seconds, and this runs at the end of every training."""
-    from PIL import Image, ImageDraw, ImageFont
-
     try:
         font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=11)
     except TypeError:  # Pillow < 10.1: the fixed bitmap font

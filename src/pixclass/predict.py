@@ -14,6 +14,7 @@ rules (``data.sequences.read_clip``).
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from . import checkpoint as ckpt
 from .data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
 from .data.sequences import decode_clip, read_clip
 from .device import pick_device
+from .errors import ConfigError
 from .files import expand_inputs, walk_files
 from .runtime import BACKENDS, FlipTTA, Normalized, batched_logits, make_runtime
 
@@ -66,7 +68,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
                  backend: str = "auto", tta: bool | None = None):
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta
@@ -138,7 +140,7 @@ class Predictor:
     def predict(self, x: ImageInput | Sequence[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
         """A path, PIL image or numpy array -> one Prediction; a list of them -> a list (batched)."""
         single = not isinstance(x, list | tuple)
-        items = [x] if single else list(x)  # type: ignore[list-item]
+        items: list[ImageInput] = [x] if single else list(x)  # type: ignore[list-item, arg-type]
         empty = (0, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
         arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros(empty, np.uint8)
         paths = [str(i) if isinstance(i, str | os.PathLike) else None for i in items]
@@ -169,8 +171,6 @@ class Predictor:
 
 
 def write_csv(path: str | os.PathLike[str], preds: Sequence[Prediction], top_k: int) -> None:
-    import csv
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)

@@ -28,8 +28,14 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .data.sources import DataError
+from .calibrate import checkpoint_data_config
+from .data.dataset import load_data
+from .errors import DataError, ExplainError
+from .explain import METHOD_NAMES, Explainer
 from .files import atomic_write_bytes
+from .metrics import classification_metrics, expected_calibration_error, reliability_bins
+from .plots import overlay_rgb, overlay_strip, plot_confusion, plot_curves, plot_gallery, plot_reliability
+from .predict import Predictor
 
 PLOTS = {"curves": "learning_curves.png", "confusion": "confusion_{split}.png", "reliability": "reliability_{split}.png",
          "mistakes": "mistakes_{split}.png"}
@@ -47,9 +53,6 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, float]]:
 
 def _load_run_data(run: Path, meta: dict[str, Any], data: str | None) -> Any:
     """The run's dataset, split exactly as in training (see the module notes)."""
-    from .calibrate import checkpoint_data_config
-    from .data.dataset import load_data
-
     manifest_path = run / "split_manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     src = data or manifest.get("data")
@@ -128,10 +131,6 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
     run folder (``data`` overrides the path recorded in split_manifest.json). ``log`` gets notes, such
     as a rebuilt split that no longer matches the manifest.
     """
-    from .metrics import classification_metrics, expected_calibration_error, reliability_bins
-    from .plots import plot_confusion, plot_curves, plot_reliability
-    from .predict import Predictor
-
     t_start = time.perf_counter()
     run = Path(run_dir)
     best = run / "best.safetensors"
@@ -162,8 +161,8 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
                  f"test-time flip {'on' if meta.get('tta') == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
                  f"written {time.strftime('%Y-%m-%d %H:%M')}</p>")
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
-    for n in notes:
-        log(f"note: {n}")
+    for note in notes:
+        log(f"note: {note}")
 
     # Dataset summary -------------------------------------------------------------------------------
     splits = list(ds.splits)
@@ -252,9 +251,6 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
 def _mistakes_section(run: Path, split: str, sd: Any, probs: np.ndarray, labels: np.ndarray, classes: list[str], pred: Any,
                       gallery: int) -> str:
     """The worst mistakes (most confident wrong answers first), each with its Grad-CAM for the predicted class."""
-    from .explain import METHOD_NAMES, Explainer, ExplainError
-    from .plots import overlay_rgb, overlay_strip, plot_gallery
-
     guess = probs.argmax(1)
     wrong = np.flatnonzero(guess != labels)
     wrong = wrong[np.argsort(-probs[wrong, guess[wrong]], kind="stable")][:gallery]

@@ -16,6 +16,7 @@ from .calibrate import fit_temperature
 from .config import TrainConfig, build_config
 from .data.dataset import Dataset
 from .device import pick_device
+from .engine import distributed
 from .engine.fit import TrainResult, fit, log_line, predict_logits
 from .errors import PixclassError
 from .report import build_report
@@ -40,11 +41,17 @@ def train(
 
     ``cfg=None`` is what ``pixclass train DATA`` does with no options: the dataset's own defaults and
     the recipe derived from the data (``build_config``). A ``TrainConfig`` given is trained as it is,
-    except for the options listed in its ``auto``."""
+    except for the options listed in its ``auto``.
+
+    Under torchrun every process calls this: the training joins torchrun's process group (data-parallel,
+    see ``engine.distributed``), and rank 0 alone finishes the checkpoints and writes the report."""
     log = log or log_line
     if cfg is None:
         cfg = build_config(None if isinstance(data, Dataset) else str(data))
-    result, ds = fit(data, cfg, out, resume, progress, log, on_epoch_end)
+    with distributed.joined(cfg.device) as world:
+        result, ds = fit(data, cfg, out, resume, progress, log, on_epoch_end)
+    if not world.is_main:
+        return result
     cfg = result.config or cfg  # with the recipe resolved (batch, lr, augmentation...)
     val = ds.splits.get("val")
     device = pick_device(cfg.device)

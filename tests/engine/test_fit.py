@@ -15,6 +15,7 @@ import pixclass.engine.fit as fit
 from pixclass import checkpoint as ckpt
 from pixclass.config import TrainConfig, load_yaml, merge
 from pixclass.data.augment import AugmentConfig
+from pixclass.engine.distributed import World
 from pixclass.errors import RunError
 
 TIMING = ("epoch_seconds", "train_img_per_s")
@@ -187,6 +188,64 @@ def test_loss_options_reach_the_loop(tmp_path, data, tiny_train, monkeypatch, lo
     assert torch.isfinite(torch.tensor(res.history[0]["train_loss"]))
     if loss == "mse":  # MSE on softmax vs one-hot is at most 1 per sample
         assert 0 <= res.history[0]["train_loss"] <= 1
+
+
+# ------------------------------------------------------------------------------------ predict_logits
+def _model_and_rows(device: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from pixclass.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("rescnn", 3, 1, 16, widths=(8, 16, 16)).to(device)
+    x = torch.randint(0, 256, (10, 1, 16, 16), dtype=torch.uint8)
+    return model, x, torch.tensor([0.4], device=device), torch.tensor([0.25], device=device)
+
+
+def test_predict_logits_amp_is_ignored_off_cuda():
+    """bf16 evaluation is for CUDA (as training's autocast): on the CPU ``amp`` changes nothing."""
+    model, x, mean, std = _model_and_rows("cpu")
+    cpu = torch.device("cpu")
+    ref = fit.predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4)
+    assert torch.equal(fit.predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4, amp=True), ref)
+    assert model.training  # the mode it came in with
+
+
+def test_validate_passes_the_amp_setting(monkeypatch):
+    seen = {}
+
+    def fake(*args, **kw):
+        seen.update(kw)
+        return torch.zeros(2, 2)
+
+    monkeypatch.setattr(fit, "predict_logits", fake)
+    split = type("S", (), {"store": None, "labels": torch.tensor([0, 1]), "__len__": lambda self: 2})()
+    parts = type("P", (), {"eval_model": None, "mean": None, "std": None, "device": torch.device("cpu"),
+                           "criterion": staticmethod(torch.nn.functional.cross_entropy), "world": World()})()
+    fit.validate(parts, split, TrainConfig(amp=False))
+    assert seen["amp"] is False
+    fit.validate(parts, split, TrainConfig())
+    assert seen["amp"] is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predict_logits_in_bf16_on_cuda_agrees_with_fp32():
+    model, x, mean, std = _model_and_rows("cuda")
+    cuda = torch.device("cuda")
+    ref = fit.predict_logits(model, x, mean, std, cuda, channels_last=True)
+    got = fit.predict_logits(model, x, mean, std, cuda, channels_last=True, amp=True)
+    assert got.dtype == torch.float32 and not torch.equal(got, ref)
+    torch.testing.assert_close(got, ref, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_run_on_cuda_matches_its_own_rerun(tmp_path, data, tiny_train):
+    """The step's indices live on the device (no per-step copy): a CUDA run still learns and is seeded."""
+    cfg = merge(tiny_train, {"device": "cuda", "epochs": 2})
+    a = fit.fit(data, cfg, tmp_path / "a", progress=False)[0]
+    b = fit.fit(data, cfg, tmp_path / "b", progress=False)[0]
+    assert len(a.history) == 2 and all(r["train_loss"] == r["train_loss"] for r in a.history)
+    assert [r["train_loss"] for r in a.history] == pytest.approx([r["train_loss"] for r in b.history], rel=1e-3)
 
 
 # ------------------------------------------------------------------------ recipe, guard, balance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -114,3 +115,22 @@ def test_schedules_survive_tiny_runs(name, total, warmup):
     assert all(0 < x <= 0.1 + 1e-12 and math.isfinite(x) for x in v)
     if total:
         assert max(v) == pytest.approx(0.1)  # the peak is still the configured rate
+
+
+def test_fused_update_equals_the_default_one():
+    """``fused=True`` (the one-kernel update benchmarks/gpu.py measures) takes the same steps."""
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+    b = copy.deepcopy(a)
+    x, y = torch.randn(5, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1])
+    for name, lr in (("sgd", 0.1), ("adamw", 1e-3)):
+        oa = make_optimizer(a, name, lr, 0.9, 5e-4, True)
+        ob = make_optimizer(b, name, lr, 0.9, 5e-4, True, fused=True)
+        assert ob.defaults["fused"] and not oa.defaults["fused"]
+        for _ in range(3):
+            for m, o in ((a, oa), (b, ob)):
+                o.zero_grad()
+                F.cross_entropy(m(x), y).backward()
+                o.step()
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pixclass.errors import ConfigError
 from pixclass.models import count_flops, create_model, get_entry, list_models
 from pixclass.models.tv import TV_MODELS
 from pixclass.predict import Prediction, Predictor
@@ -96,16 +97,16 @@ def test_rescnn_kwargs_change_the_architecture():
     assert m.gradcam_layer == "stages.1" and "stages.1" in dict(m.named_modules())
     assert m.pixclass_spec["kwargs"] == {"widths": (8, 16), "blocks": (0, 1)}
     assert m(torch.randn(2, 3, 16, 16)).shape == (2, 2)
-    with pytest.raises(ValueError):  # widths and blocks must pair up
+    with pytest.raises(ConfigError):  # widths and blocks must pair up
         create_model("rescnn", 2, 3, 16, widths=(8, 16), blocks=(0, 1, 1))
 
 
 def test_bad_requests_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown model 'nope'.*rescnn"):
+    with pytest.raises(ConfigError, match="unknown model 'nope'.*rescnn"):
         create_model("nope", 2)
-    with pytest.raises(ValueError, match="at least 32 px"):
+    with pytest.raises(ConfigError, match="at least 32 px"):
         create_model("resnet18", 2, 3, 16)
-    with pytest.raises(ValueError, match="at least 10 px"):
+    with pytest.raises(ConfigError, match="at least 10 px"):
         create_model("seed_cnn", 2, 1, 8)
-    with pytest.raises(ValueError, match="divisible by 16"):
+    with pytest.raises(ConfigError, match="divisible by 16"):
         create_model("vit_b_16", 2, 3, 40)

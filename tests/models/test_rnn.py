@@ -18,6 +18,7 @@ from PIL import Image
 
 from pixclass import checkpoint as ckpt
 from pixclass.data.sources import DataError
+from pixclass.errors import ConfigError
 from pixclass.models import count_flops, create_model, get_entry
 from pixclass.models.rnn import CnnAvg, CnnRnn, RowRNN, model_for_data
 
@@ -119,7 +120,7 @@ def test_clip_model_interface(name, encoder):
 
 
 def test_encoder_must_be_an_image_cnn():
-    with pytest.raises(ValueError, match="frame encoder must be an image CNN"):
+    with pytest.raises(ConfigError, match="frame encoder must be an image CNN"):
         create_model("cnn_rnn", 2, 1, 16, encoder="rnn_rows")
 
 

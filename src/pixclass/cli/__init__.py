@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import calibrate, data, evaluate, explain, lr_find, models, predict, report, train
+from . import calibrate, data, evaluate, explain, export, lr_find, models, predict, report, serve, train
 from .options import EPILOG, RAW, Parser
 
-COMMANDS = (data, train, lr_find, evaluate, predict, explain, calibrate, report, models)
+COMMANDS = (data, train, lr_find, evaluate, predict, explain, calibrate, report, models, export, serve)
 
 
 def build_parser() -> Parser:
@@ -44,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `pixclass predict ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
+    except OSError as e:  # a path the user gave: unwritable, a folder where a file goes, a full disk
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..explain_methods import METHODS
 from .options import RAW, add_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..explain import METHODS
-
     p = sub.add_parser(
         "explain",
         help="heatmaps of where the model found its evidence",

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .distributed import add_arguments as add_distributed_arguments
 from .options import RAW, add_data_options, add_quiet, data_overrides, float_in, int_in, show_progress
 
 # Options that map one-to-one onto TrainConfig fields (None: not given, the config's value stands).
@@ -36,6 +37,7 @@ AUGMENT_FIELDS = ("pad", "rotate", "hflip", "translate", "erase")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..presets import PRESETS  # data only: no torch
+    from .distributed import EPILOG as DISTRIBUTED_EPILOG
 
     p = sub.add_parser(
         "train",
@@ -49,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  pixclass train photos/ --epochs 20\n  pixclass train fashion-mnist --preset seed\n"
         "  pixclass train data.csv --model resnet18 --image-size 64 --optimizer adamw --lr 1e-3\n"
         "  pixclass train --resume runs/photos\n\npresets:\n"
-        + "\n".join(f"  {n:<8} {pr.about}\n           measured: {pr.figure}" for n, pr in PRESETS.items()),
+        + "\n".join(f"  {n:<8} {pr.about}\n           measured: {pr.figure}" for n, pr in PRESETS.items())
+        + "\n\n"
+        + DISTRIBUTED_EPILOG,
         formatter_class=RAW,
     )
     p.add_argument(
@@ -151,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--translate", type=float_in(0, 0.5), help="random shift as a fraction of the side")
     g.add_argument("--erase", type=float_in(0, 1), help="random-erasing probability")
     add_data_options(p, splitting=True)
+    add_distributed_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -168,6 +173,8 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
         o["channels_last"] = a.channels_last
     if a.no_calibrate:
         o["calibrate"] = False
+    if a.sync_bn:
+        o["sync_bn"] = True
     aug = {k: getattr(a, k) for k in AUGMENT_FIELDS if getattr(a, k) is not None}
     if a.crop_scale is not None:
         aug["crop_scale"] = tuple(a.crop_scale)
@@ -180,8 +187,10 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 def run(a: argparse.Namespace) -> int:
     from ..config import TrainConfig, build_config, load_yaml, merge
+    from ..engine import distributed
     from ..errors import DataError, RunError
     from ..run import train
+    from .distributed import launch_command, wants_launch
 
     if a.resume:
         out = Path(a.resume)
@@ -193,6 +202,8 @@ def run(a: argparse.Namespace) -> int:
         # --epochs / --patience may extend a resumed run; the learning-rate schedule is then laid out
         # for the new budget from the step reached. Every other option comes from the run's config.yaml.
         extend = {k: getattr(a, k) for k in ("epochs", "patience") if getattr(a, k) is not None}
+        if a.sync_bn:
+            extend["sync_bn"] = True
         cfg = merge(cfg, extend, "command line") if extend else cfg
         data = a.data or json.loads((out / "split_manifest.json").read_text())["data"]
     else:
@@ -205,10 +216,14 @@ def run(a: argparse.Namespace) -> int:
             raise RunError(
                 f"{out}: already holds a run; continue it with --resume {out}, or pass --out NEW_DIR or --overwrite"
             )
+    if wants_launch(a):  # --nproc N: this same command in N processes
+        return launch_command(a, out)
     t0 = time.perf_counter()
-    res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
-    print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
-    print(
-        f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)"
-    )
+    with distributed.worker(cfg.device) as world:  # under torchrun: one rank of the job
+        res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
+    if world.is_main:
+        print(f"run folder: {res.run_dir}   best checkpoint: {res.best}")
+        print(
+            f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)"
+        )
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .cache import ImageStore, decode_all, probe_all
 from .decode import DecodeError
@@ -154,8 +155,6 @@ def load_data(
 
 def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int = 8) -> list[Path]:
     """Write the first ``n`` images of a split as PNGs named after their class (clips: animated GIFs)."""
-    from PIL import Image
-
     outd = Path(out)
     outd.mkdir(parents=True, exist_ok=True)
     sd = ds.splits[split]

@@ -179,10 +179,30 @@ def decode_file(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray | DecodeError:
     """``eval_transform`` for one file, with every failure turned into a ``DecodeError``."""
+    return _decode_or_reason(path, path, size, channels, background, max_pixels)
+
+
+def decode_bytes(
+    data: bytes,
+    name: str,
+    size: int,
+    channels: int,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray | DecodeError:
+    """``decode_file`` for bytes that arrived without a file (an upload); ``name`` names them in the error.
+    What they are is decided from the bytes alone, never from the name's extension."""
+    return _decode_or_reason(data, name, size, channels, background, max_pixels)
+
+
+def _decode_or_reason(
+    src: str | bytes, name: str, size: int, channels: int, background: tuple[int, int, int], max_pixels: int
+) -> np.ndarray | DecodeError:
+    path = name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's "possibly corrupt EXIF" chatter
-            return eval_transform(path, size, channels, background, max_pixels)
+            return eval_transform(src, size, channels, background, max_pixels)
     except Image.DecompressionBombError as e:
         return DecodeError(path, f"too large: {e}")
     except UnidentifiedImageError:

@@ -62,6 +62,7 @@ from .decode import (
     decode_file,
     eval_transform,
     is_image_file,
+    open_image,
     probe,
 )
 from .settings import DEFAULT_MAX_FRAMES, DEFAULT_RAM_LIMIT, DataConfig, choose_size_channels
@@ -292,8 +293,6 @@ def read_clip(src: str | os.PathLike[str] | np.ndarray | Image.Image, frames: in
 
 
 def _animation_frames(path: str, max_pixels: int) -> list[Any]:
-    from .decode import open_image
-
     first = open_image(path, max_pixels)  # the size limit, and a clear error for what is not an image
     with Image.open(path) as im:
         if getattr(im, "n_frames", 1) <= 1:

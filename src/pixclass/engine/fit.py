@@ -4,6 +4,11 @@ validate, end the epoch (metrics, checkpoints, resume state, early stop).
 The dataset sits on the device as uint8 (N, C, H, W); each step takes a batch of rows, turns them into
 floats and augments them there (``data.augment``). Nothing in an epoch runs per sample in Python.
 What happens after the loop (test-time flip, temperature, report) is ``pixclass.run``'s, not the engine's.
+
+Several processes (torchrun, ``pixclass train --nproc N``): the loop runs in every rank of the process
+group the caller joined (``pixclass.run.train`` joins torchrun's). ``cfg.batch_size`` is the global
+batch; each rank trains its part of every global batch under DDP (``engine.distributed``), counts
+are summed over ranks, and rank 0 alone logs and writes files. One process is the case of one rank.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -25,17 +31,18 @@ from tqdm.auto import tqdm
 from .. import checkpoint as ckpt
 from ..config import TrainConfig, save_yaml
 from ..data.augment import BatchAugment, channel_stats
-from ..data.dataset import Dataset, SplitData, load_data
+from ..data.dataset import Dataset, SplitData
 from ..data.sequences import sequence_meta
 from ..data.split import save_manifest
 from ..device import pick_device
-from ..errors import TrainingFailed
+from ..errors import RunError, TrainingFailed
 from ..files import atomic_path
-from ..metrics import balanced_accuracy
-from ..models import create_model
+from ..models import create_model, get_entry
 from ..models.rnn import model_for_data
 from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
+from . import distributed
 from .balance import balanced_indices, class_counts, class_weights, imbalance_ratio, resolve_balance
+from .distributed import World
 from .guard import DivergenceGuard, GuardEvent, near_chance
 from .optim import loss_fn, make_optimizer, make_schedule
 from .resolve import apply_recipe
@@ -95,10 +102,12 @@ class Parts:
     augment: BatchAugment
     mean: torch.Tensor  # (C,) in [0, 1] units, on the device
     std: torch.Tensor
-    gen: torch.Generator  # shuffling and augmentation: saved for resume
-    batch: int
+    gen: torch.Generator  # augmentation: re-seeded each epoch from (seed, epoch, rank)
+    batch: int  # the global batch (all ranks together)
     steps_per_epoch: int
     device: torch.device
+    world: World = field(default_factory=World)
+    train_model: nn.Module | None = None  # ``model`` wrapped in DDP when there are several ranks
     balance: str = "none"  # none | weights | sampler (resolved)
     guard: DivergenceGuard = field(default_factory=DivergenceGuard)
 
@@ -136,15 +145,19 @@ def fit(
     benchmarks use it to time accuracy); ``row`` is that epoch's metrics.csv row. Returns the result
     and the loaded dataset (for what comes after training: calibration, the report).
     """
-    log = log or log_line
-    run = Path(out)
-    device = pick_device(cfg.device)
+    world = distributed.current()
+    log = distributed.main_only(log or log_line)  # rank 0 alone logs, shows progress and writes files
+    progress = progress and world.is_main
+    run = prepare_run_dir(Path(out))
+    device = world.device if world.distributed else pick_device(cfg.device)
+    get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
     torch.manual_seed(cfg.seed)
     ds = load_run_data(data, cfg, run, progress, log)
     cfg, ds = apply_recipe(cfg, ds, data, run, device, progress, log)  # derive what the user did not set
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
-    save_yaml(cfg, run / "config.yaml")
-    parts = build_parts(ds, cfg, device, log)
+    if world.is_main:
+        save_yaml(cfg, run / "config.yaml")
+    parts = build_parts(ds, cfg, device, log, world)
     state = LoopState(best_metric=-math.inf if higher_is_better(cfg.metric) else math.inf)
     if resume:
         state = restore(run, parts, cfg, log)
@@ -161,7 +174,7 @@ def fit(
             row.update(validate(parts, val_split, cfg))
             # diverged, though no step blew up? (a validation loss of a handful of images is too noisy to judge)
             val_loss = row["val_loss"] if val_split is not None and len(val_split) >= GUARD_MIN_VAL else math.nan
-            if not parts.guard.epoch_ok(row["train_loss"], val_loss):
+            if not distributed.broadcast_object(parts.guard.epoch_ok(row["train_loss"], val_loss)):  # rank 0's
                 raise Diverged(parts.steps_per_epoch)
         except Diverged as d:  # roll back to the last good epoch end, lower the lr, redo the epoch
             event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, d.step)
@@ -174,9 +187,9 @@ def fit(
         rollbacks = 0
         end_epoch(run, parts, state, row, ds, cfg, log)
         parts.guard.snapshot(epoch + 1, parts.model, parts.opt, parts.sched, parts.ema, row["train_loss"])
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and world.is_main:
             on_epoch_end(epoch + 1, parts.eval_model, row)
-        if should_stop_early(state, cfg, epoch):
+        if distributed.broadcast_object(should_stop_early(state, cfg, epoch)):  # rank 0's decision
             log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
             stopped_early = True
             break
@@ -217,6 +230,17 @@ def chance_verdict(state: LoopState, ds: Dataset) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------- set-up
+def prepare_run_dir(run: Path) -> Path:
+    """The run folder, created; refused in one line when it cannot be written."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"{run}: cannot create the run folder ({e.strerror}); choose another --out") from None
+    if not os.access(run, os.W_OK | os.X_OK):
+        raise RunError(f"{run}: the run folder is not writable; choose another --out")
+    return run
+
+
 def load_run_data(
     data: str | os.PathLike[str] | Dataset,
     cfg: TrainConfig,
@@ -224,13 +248,16 @@ def load_run_data(
     progress: bool,
     log: Callable[[str], None],
 ) -> Dataset:
-    """The dataset, its split manifest in the run folder, and the list of files that could not be read."""
+    """The dataset, its split manifest in the run folder, and the list of files that could not be read.
+    Several ranks: decoded once per machine, the files written by rank 0."""
+    main = distributed.is_main()
     if isinstance(data, Dataset):
         ds = data
-        save_manifest(run / "split_manifest.json", ds.manifest)
+        if main:
+            save_manifest(run / "split_manifest.json", ds.manifest)
     else:
-        ds = load_data(data, cfg.data, run / "split_manifest.json", progress)
-    if ds.broken:
+        ds = distributed.load_data_once(data, cfg.data, run / "split_manifest.json", progress)
+    if ds.broken and main:
         with atomic_path(run / "broken_files.txt") as tmp:
             tmp.write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
         log(
@@ -239,7 +266,10 @@ def load_run_data(
     return ds
 
 
-def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callable[[str], None]) -> Parts:
+def build_parts(
+    ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callable[[str], None], world: World | None = None
+) -> Parts:
+    world = world or World()
     train_split = ds.splits["train"]
     n_train = len(train_split)
     mean, std = data_stats(train_split, ds.frames)
@@ -258,7 +288,9 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
         if cfg.ema
         else None
     )
-    batch = min(cfg.batch_size, n_train)
+    # The global batch; each of the world.size ranks takes batch / world.size rows of it.
+    batch = min(cfg.batch_size, max(world.size, n_train - n_train % world.size))
+    distributed.per_rank_batch(batch, world.size)  # one line when it does not split evenly
     steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
     opt = make_optimizer(model, cfg.optimizer, float(cfg.lr), cfg.momentum, cfg.weight_decay, cfg.nesterov)
     sched = make_schedule(
@@ -282,6 +314,8 @@ def build_parts(ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callab
         batch=batch,
         steps_per_epoch=steps_per_epoch,
         device=device,
+        world=world,
+        train_model=distributed.wrap_model(model, world, cfg.sync_bn),
         balance=balance,
         # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
         guard=DivergenceGuard(start_loss=math.log(len(ds.classes)) if cfg.loss == "ce" else None),
@@ -329,17 +363,28 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over the shuffled training set; returns the epoch's training columns of metrics.csv.
 
+    The order of the epoch depends on (seed, epoch) alone and each rank takes its part of every global
+    batch; augmentation and dropout draw from (seed, epoch, rank). So N ranks train on the batches one
+    process would, and a resumed epoch (with any N) repeats the interrupted one.
+
     Raises ``Diverged`` when the guard rejects a step's loss (checked every step on the CPU, every
-    ``GUARD_EVERY_CUDA`` steps on a GPU, where reading the loss waits for the device)."""
-    model, device = parts.model, parts.device
+    ``GUARD_EVERY_CUDA`` steps on one GPU; with several ranks only the epoch-end check runs, on rank 0's
+    decision, since a rollback must happen on every rank at once)."""
+    model, device, world = parts.model, parts.device, parts.world
+    net = parts.train_model or model
     amp = cfg.amp and device.type == "cuda"
-    check_every = GUARD_EVERY_CUDA if device.type == "cuda" else 1
+    check_every = 0 if world.distributed else GUARD_EVERY_CUDA if device.type == "cuda" else 1
     model.train()
     t0 = time.perf_counter()
-    if parts.balance == "sampler":  # class-balanced draws, with replacement, instead of a permutation
-        perm = balanced_indices(split.labels, len(split), parts.gen)
+    if parts.balance == "sampler":  # class-balanced draws, with replacement, the same on every rank
+        order = balanced_indices(split.labels, len(split), distributed.rank_generator(cfg.seed, epoch, 0, stream=2))
     else:
-        perm = torch.randperm(len(split), generator=parts.gen)
+        order = distributed.epoch_order(len(split), cfg.seed, epoch)
+    rows = distributed.shard_batches(order, parts.batch, world.rank, world.size)  # (steps, batch / world.size)
+    # on the device once per epoch: a blocking CPU->GPU copy of each step's indices waits for the GPU
+    rows_dev = rows.to(device)
+    parts.gen.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank))
+    torch.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank, stream=1))
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -352,20 +397,19 @@ def train_one_epoch(
         mininterval=0.5,
     )
     for step in bar:
-        idx = perm[step * parts.batch : (step + 1) * parts.batch]
         xb = (
-            x_train[idx.to(device)]
+            x_train[rows_dev[step]]
             if x_train is not None
-            else split.store.take(idx).to(device, non_blocking=True)
+            else split.store.take(rows[step]).to(device, non_blocking=True)
         )
-        yb = y_train[idx.to(device)]
+        yb = y_train[rows_dev[step]]
         xf = parts.augment(xb, parts.gen)  # (B, C, H, W) float, normalised and augmented
         if cfg.channels_last and xf.dim() == 4:
             xf = xf.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(xf)
+            logits = net(xf)  # DDP: backward() averages the gradients over the ranks
             loss = parts.criterion(logits.float(), yb)
-        if step % check_every == 0 and not parts.guard.step_ok(loss.detach()):
+        if check_every and step % check_every == 0 and not parts.guard.step_ok(loss.detach()):
             raise Diverged(step)
         parts.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -388,12 +432,13 @@ def train_one_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_time = time.perf_counter() - t0
+    total_loss, total_correct, total_seen = distributed.sum_counts(loss_sum, correct, seen)  # counts, then ratios
     return {
         "epoch": epoch + 1,
-        "train_loss": loss_sum.item() / seen,
-        "train_acc": correct.item() / seen,
+        "train_loss": total_loss / total_seen,
+        "train_acc": total_correct / total_seen,
         "lr": parts.opt.param_groups[0]["lr"],
-        "train_img_per_s": seen / train_time,
+        "train_img_per_s": total_seen / train_time,
     }
 
 
@@ -406,30 +451,48 @@ def predict_logits(
     channels_last: bool = False,
     tta: bool = False,
     batch_size: int = 1024,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Logits (N, K) for every row of a uint8 store, in eval mode, through the same normalisation and
-    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor."""
+    test-time flip (``tta``: mean of the image's and its mirror's logits) as the Predictor; ``amp``:
+    in bf16 on CUDA (ignored elsewhere, as in training)."""
     was_training = model.training
     net = Normalized(FlipTTA(model) if tta else model, mean, std).eval()
     try:
-        return batched_logits(torch_runtime(net, channels_last).run, store, device, batch_size)
+        run = torch_runtime(net, channels_last, amp=amp and device.type == "cuda").run
+        return batched_logits(run, store, device, batch_size)
     finally:
         model.train(was_training)
 
 
 def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[str, float]:
-    """Validation loss and accuracy of the model that is saved (the EMA when on); NaN without a split."""
+    """Validation loss and accuracy of the model that is saved (the EMA when on); NaN without a split.
+
+    Several ranks: BatchNorm statistics are first made rank 0's (the model rank 0 saves), each rank
+    scores its part of the rows, and the counts are summed."""
+    distributed.sync_buffers(parts.eval_model)
     if split is None or len(split) == 0:
         return {"val_loss": math.nan, "val_acc": math.nan, "val_bal_acc": math.nan}
+    world = parts.world
+    part = distributed.shard_rows(len(split), world.rank, world.size)
+    store = split.store if len(part) == len(split) else split.store.subset(np.arange(part.start, part.stop))
+    y = split.labels[part.start : part.stop]
     logits = predict_logits(
-        parts.eval_model, split.store, parts.mean, parts.std, parts.device, cfg.channels_last
+        parts.eval_model, store, parts.mean, parts.std, parts.device, cfg.channels_last, amp=cfg.amp
     )
-    y = split.labels
-    pred = logits.argmax(1)
+    pred = logits.argmax(1).cpu()
+    k = int(split.labels.max()) + 1 if len(split) else 1
+    loss_sum = float(parts.criterion(logits.to(parts.device), y.to(parts.device))) * len(y) if len(y) else 0.0
+    # balanced accuracy from per-class counts summed over the ranks (counts first, ratios after)
+    hits = torch.bincount(y[pred == y], minlength=k)
+    per_class = torch.bincount(y, minlength=k)
+    loss_sum, correct, n, *counts = distributed.sum_counts(loss_sum, (pred == y).sum(), len(y), *hits, *per_class)
+    hit_c, n_c = counts[:k], counts[k:]
+    recalls = [h / c for h, c in zip(hit_c, n_c, strict=True) if c > 0]
     return {
-        "val_loss": float(parts.criterion(logits, y)),
-        "val_acc": float((pred == y).float().mean()),
-        "val_bal_acc": balanced_accuracy(pred.cpu().numpy(), y.cpu().numpy()),
+        "val_loss": distributed.ratio(loss_sum, n),
+        "val_acc": distributed.ratio(correct, n),
+        "val_bal_acc": sum(recalls) / len(recalls) if recalls else math.nan,
     }
 
 
@@ -446,7 +509,10 @@ def end_epoch(
     """Log and record the epoch, write last (and best when it improved), then the resume state.
 
     An epoch whose loss is not finite never becomes best: a diverged model is not a result.
+    Several ranks: each keeps the loop state (the rows are the same, summed over ranks); rank 0
+    decides whether the epoch improved and alone writes files.
     """
+    main = parts.world.is_main
     row = {k: row[k] for k in METRIC_COLUMNS}
     state.history.append(row)
     state.epoch = int(row["epoch"])
@@ -454,13 +520,14 @@ def end_epoch(
         f"epoch {state.epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
         f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  {row['train_img_per_s']:.0f} img/s  {row['epoch_seconds']:.1f}s"
     )
-    write_metrics(run / "metrics.csv", state.history)
+    if main:
+        write_metrics(run / "metrics.csv", state.history)
 
     no_val = math.isnan(row["val_acc"])
     finite = math.isfinite(row["train_loss"]) and (no_val or math.isfinite(row["val_loss"]))
     current = row[cfg.metric] if not math.isnan(row[cfg.metric]) else -row["train_loss"]
-    improved = finite and (
-        current > state.best_metric if higher_is_better(cfg.metric) else current < state.best_metric
+    improved = distributed.broadcast_object(
+        finite and (current > state.best_metric if higher_is_better(cfg.metric) else current < state.best_metric)
     )
     if improved:
         state.best_metric, state.since_best = current, 0
@@ -470,6 +537,8 @@ def end_epoch(
         log(
             f"warning: epoch {state.epoch} ended with a non-finite loss; it is not saved as best (try a lower --lr)"
         )
+    if not main:
+        return
     weights = parts.eval_model.state_dict()
     meta = model_meta(parts.eval_model, ds, parts.mean, parts.std, cfg, {k: float(v) for k, v in row.items()})
     ckpt.atomic_save(weights, meta, run / "last.safetensors")

@@ -84,5 +84,5 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 
 
 def _sched_state(s: Any) -> dict[str, Any]:
-    plain = int | float | str | list | bool | type(None)
+    plain = (int, float, str, list, bool, type(None))
     return {k: v for k, v in s.state_dict().items() if isinstance(v, plain) and k != "lr_lambdas"}

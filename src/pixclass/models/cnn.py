@@ -69,7 +69,7 @@ class ResCNN(nn.Module):
         widths, blocks = tuple(widths), tuple(blocks)
         self.stem = conv_bn(in_chans, widths[0] // 2 if widths[0] >= 16 else widths[0])
         stages = []
-        cin = self.stem[0].out_channels
+        cin: int = self.stem[0].out_channels  # type: ignore[assignment]
         for w, b in zip(widths, blocks, strict=True):
             stages.append(nn.Sequential(conv_bn(cin, w), nn.MaxPool2d(2) if input_size >= 8 else nn.Identity(),
                                         *[ResBlock(w) for _ in range(b)]))

@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def list_models() -> list[str]:
 
 def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; `pixclass models` lists them: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))} (`pixclass models` describes them)")
     return _REGISTRY[name]
 
 
@@ -61,8 +64,11 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int
     """Build a registered model; ``kwargs`` are the family's own options (widths, hidden size...)."""
     entry = get_entry(name)
     if input_size < entry.min_input_size:
-        raise ValueError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
-    model = entry.fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs)
+        raise ConfigError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
+    try:
+        model = entry.fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs)
+    except (TypeError, ValueError) as e:  # a misspelt or out-of-range model option (model_kwargs)
+        raise ConfigError(f"model {name!r}: {e}") from None
     model.pixclass_spec = {  # type: ignore[assignment]
         "name": name, "num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "kwargs": kwargs,
     }
@@ -71,8 +77,6 @@ def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int
 
 def count_flops(model: nn.Module, in_chans: int, input_size: int, frames: int | None = None) -> int:
     """Forward FLOPs per image (multiply-add = 2 FLOPs), counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     shape = (1, frames, in_chans, input_size, input_size) if frames else (1, in_chans, input_size, input_size)
     was = model.training
     model.eval()

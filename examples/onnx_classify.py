@@ -1,0 +1,21 @@
+"""Classify one image with a file from `pixclass export` -- onnxruntime, Pillow and numpy only."""
+
+import json
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+sess = ort.InferenceSession(sys.argv[1])
+meta = sess.get_modelmeta().custom_metadata_map  # classes, input_size, channels, resize rule, ...
+classes, size = json.loads(meta["classes"]), int(meta["input_size"])
+im = ImageOps.exif_transpose(Image.open(sys.argv[2])).convert("RGB" if meta["channels"] == "3" else "L")
+s = size / min(im.size)  # the resize rule: shorter side to `size` (bicubic), then the centre crop
+w, h = max(size, round(im.width * s)), max(size, round(im.height * s))
+im = im.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
+left, top = (w - size) // 2, (h - size) // 2
+x = np.asarray(im.crop((left, top, left + size, top + size)), np.uint8).reshape(size, size, -1)
+probs = sess.run(None, {"x": x.transpose(2, 0, 1)[None]})[0][0]  # uint8 (1, C, H, W) in, probabilities out
+for i in np.argsort(probs)[::-1][:3]:
+    print(f"{classes[i]}\t{probs[i]:.4f}")
