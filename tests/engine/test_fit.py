@@ -298,3 +298,15 @@ def test_near_chance_run_says_so(tmp_path, make_folder, tiny_train):
     data = make_folder({"a": 12, "b": 12, "c": 12}, size=16)
     res = tiny_train(data, tmp_path / "run", epochs=1, lr=1e-6, data_cfg={"val_fraction": 0.5})
     assert res.warnings and "near chance" in res.warnings[0] and "lr-find" in res.warnings[0]
+
+
+def test_best_is_the_last_epoch_that_ties_the_top_accuracy(tmp_path, patterns, tiny_train):
+    """On easy data validation accuracy tops out early; a later epoch that ties it is the better model
+    (its lr has decayed), so best.safetensors is the last epoch at the top value."""
+    data = patterns.folder(tmp_path / "data", {"top": 20, "bottom": 20})
+    tiny_train(data, tmp_path / "run", epochs=4)
+    _, rows = read_metrics(tmp_path / "run")
+    top = max(r["val_acc"] for r in rows)
+    want = max(int(r["epoch"]) for r in rows if r["val_acc"] == top)
+    _, meta = ckpt.read(tmp_path / "run" / "best.safetensors")
+    assert int(meta["metrics"]["epoch"]) == want
