@@ -9,20 +9,20 @@ on held-out splits, benchmarks/README.md; 2 shared cores, one seed, so +-1 point
 300-1,000-image test splits):
 
 * The old fixed recipe on small sets (batch 256 = 1-4 steps per epoch, lr 0.1, a 1-4-step warm-up)
-  diverged: without the guard, fm100 (80 images) 13.3% and textures (450) 46.7%, against 68.0% and
-  96.3% with this rule; with the guard it still ends low there (11.4%, 44.3%: the guard rolls back,
+  diverged: without the guard, fm100 (80 images) 13.3% and textures (450) 46.7%, against 69.2% and
+  95.7% with this rule; with the guard it still ends low there (11.4%, 44.3%: the guard rolls back,
   but 10 epochs of 1-2 steps are too few to learn).
 * batch: ``2 ** round(log2(n_train / 16))`` in [16, 256]: >= ~16 steps per epoch. fm100 at the rule's
   batch 16 beat batch 64 at every lr of the grid (68-69% vs 59-65%); 256 stays the cap because it is
   Fashion-MNIST's measured default (93.59%).
 * peak lr: the family's lr at batch 256, scaled linearly with the batch for SGD (Goyal et al.; timm's
   ``lr_base_scale='linear'``) and by the square root for AdamW (timm's rule for adaptive optimizers).
-  Grid at the rule's batch, lr 0.01 / 0.03 / 0.1 against the rule's: fm100 69.1 / 67.1 / 69.8 vs 68.0
-  (0.00625); textures 97.0 / 97.7 / 97.0 vs 96.3 (0.0125); photos 93.8 / 93.6 / 93.8 vs 93.6 (0.0125);
-  digits 99.6 / 99.4 / 99.8 (0.025: see benchmarks/README.md). No lr wins everywhere; the grid's higher
-  lrs do as well or better at these budgets, so a higher constant is the next thing to measure.
-* lr auto (LR range test, fastai's valley) is not the default: against the rule, photos -0.3, fm100
-  -0.9, textures -1.6, fm1k -3.9 points (valley lrs 10-35x under the rule's), and 200 extra steps.
+  Grid at the rule's batch, lr 0.01 / 0.03 / 0.1 against the rule's: fm100 69.1 / 67.1 / 69.8 vs 69.2
+  (0.00625); textures 97.0 / 97.7 / 97.0 vs 95.7 (0.0125); photos 93.8 / 93.6 / 93.8 vs 94.0 (0.0125);
+  digits 99.6 / 99.4 / 99.8 vs 99.6 (0.025). No lr wins everywhere; the grid's higher lrs do as well or
+  better at these budgets, so a higher constant is the next thing to measure (with several seeds).
+* lr auto (LR range test, fastai's valley) is not the default: against the rule fm100 -2.1, textures
+  -1.0, photos -0.7, digits -0.9, fm1k -3.9 points (valley lrs 10-35x under the rule's), +200 steps.
 * warm-up: ``max(100 steps, 1 epoch)``, at most 30% of the run (Ultralytics: ``warmup_epochs=3`` with a
   100-iteration floor). Fashion-MNIST: 1 epoch, as today.
 * epochs: ``ceil(800 steps / steps per epoch)``, within [family epochs, 150]. Fashion-MNIST (211 steps
