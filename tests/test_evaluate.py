@@ -41,8 +41,19 @@ def test_metrics_on_hand_made_probabilities():
     nll = -np.mean(np.log([0.8, 0.6, 0.2, 0.8, 0.7, 0.4]))
     assert m["log_loss"] == pytest.approx(nll)
     assert {(d["true"], d["predicted"], d["count"]) for d in m["most_confused"]} == {("a", "b", 1), ("c", "a", 1)}
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)  # mean per-class recall
     report = format_report(m, classes)
     assert "accuracy = 0.6667" in report and "top-5" not in report
+    assert "balanced accuracy = 0.7222" in report
+
+
+def test_balanced_accuracy_sees_through_the_majority_class():
+    """95 of class a, 5 of class b, a model that always answers a: 95% accurate, 50% balanced."""
+    labels = np.array([0] * 95 + [1] * 5)
+    probs = np.tile([0.9, 0.1], (100, 1))
+    m = classification_metrics(probs, labels, ["a", "b"])
+    assert m["accuracy"] == pytest.approx(0.95) and m["balanced_accuracy"] == pytest.approx(0.5)
+    assert m["per_class"]["b"]["recall"] == 0.0
 
 
 def test_top5_needs_five_classes():

@@ -23,11 +23,12 @@ from .data.settings import DataConfig
 from .errors import ConfigError
 from .files import atomic_write_text
 from .presets import PRESETS, data_defaults, transfer_defaults
+from .recipe import BALANCE_MODES, RECIPE_KEYS
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "mse")
-METRICS = ("val_acc", "val_loss")
+METRICS = ("val_acc", "val_bal_acc", "val_loss")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -38,7 +39,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 256
     optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1  # peak learning rate, for batch_size (not rescaled automatically)
+    lr: float | str = 0.1  # peak learning rate, for batch_size; "auto": the LR range test's suggestion
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -48,7 +49,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = None  # max gradient norm
     ema: float | None = None  # weight EMA decay per step, e.g. 0.999
-    metric: str = "val_acc"  # val_acc | val_loss: picks best.safetensors and early stopping
+    metric: str = "val_acc"  # val_acc | val_bal_acc | val_loss: picks best.safetensors and early stopping
     patience: int | None = None  # early stop after this many epochs without improvement
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -65,6 +66,10 @@ class TrainConfig:
     init: str | None = None
     freeze_epochs: int = 0  # first epochs train the head only (body frozen, its batch norm in eval mode)
     lr_mult: float = 1.0  # head lr / first layers' lr; > 1: rates fall geometrically towards the input
+    balance: str = "auto"  # auto | none | weights | sampler (engine.balance; auto: by recipe.IMBALANCE_RATIO)
+    # Options the run derives from its data at the start (``recipe.derive``), replacing the values above;
+    # ``build_config`` (the CLI) lists every recipe option not set explicitly. Empty: train as given.
+    auto: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -74,7 +79,8 @@ class TrainConfig:
         check_int("epochs", self.epochs, 1, 100_000)
         check_int("batch_size", self.batch_size, 1, 1_000_000)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_float("lr", self.lr, 0.0, 100.0, lo_open=True)
+        if self.lr != "auto":
+            check_float("lr", self.lr, 0.0, 100.0, lo_open=True)
         check_float("momentum", self.momentum, 0.0, 0.999)
         check_float("weight_decay", self.weight_decay, 0.0, 1.0)
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -86,6 +92,9 @@ class TrainConfig:
         check_choice("metric", self.metric, METRICS)
         check_int("patience", self.patience, 1, 100_000, none_ok=True)
         check_int("seed", self.seed, 0, 2**63 - 1)
+        check_choice("balance", self.balance, BALANCE_MODES)
+        if not isinstance(self.auto, tuple) or any(k not in RECIPE_KEYS for k in self.auto):
+            raise ConfigError(f"auto: {self.auto!r}; give a list of options from {', '.join(RECIPE_KEYS)}")
         device_ok = isinstance(self.device, str) and (
             self.device in DEVICES or (self.device.startswith("cuda:") and self.device[5:].isdigit())
         )
@@ -156,23 +165,42 @@ def build_config(
     overrides: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Defaults < the built-in dataset's defaults < the fine-tuning defaults (when the run starts from
-    pretrained weights or a checkpoint) < ``preset`` < ``config_file`` < ``overrides``."""
+    pretrained weights or a checkpoint) < ``preset`` < ``config_file`` < ``overrides``.
+
+    Every recipe option (``recipe.RECIPE_KEYS``) that none of these sets is left to the run to derive
+    from the data (``cfg.auto``); what any of them sets is explicit and wins."""
     cfg = TrainConfig()
+    given: set[str] = set()
+    layers: list[tuple[dict[str, Any], str]] = []
     if data is not None and data_defaults(data):
-        cfg = merge(cfg, data_defaults(data), f"{data} defaults")
+        layers.append((data_defaults(data), f"{data} defaults"))
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
     from_file = load_yaml(config_file) if config_file is not None else {}
     start = {**(PRESETS[preset].overrides if preset else {}), **from_file, **(overrides or {})}
-    if transfer_defaults(start):
-        cfg = merge(cfg, transfer_defaults(start), "fine-tuning defaults")
+    if transfer_defaults(start):  # fine-tuning has its own recipe: it counts as given, not derived
+        layers.append((transfer_defaults(start), "fine-tuning defaults"))
     if preset is not None:
-        cfg = merge(cfg, PRESETS[preset].overrides, f"preset {preset}")
+        layers.append((PRESETS[preset].overrides, f"preset {preset}"))
     if config_file is not None:
-        cfg = merge(cfg, from_file, str(config_file))
+        layers.append((from_file, str(config_file)))
     if overrides:
-        cfg = merge(cfg, overrides, "command line")
-    return cfg
+        layers.append((overrides, "command line"))
+    for layer, where in layers:
+        cfg = merge(cfg, layer, where)
+        given |= explicit_keys(layer)
+    if "auto" in given:  # a saved config.yaml says itself what it derived (nothing, once resolved)
+        return cfg
+    return dataclasses.replace(cfg, auto=tuple(k for k in RECIPE_KEYS if k not in given))
+
+
+def explicit_keys(overrides: dict[str, Any]) -> set[str]:
+    """The recipe options an overrides mapping sets (``data.val_fraction`` counts as ``val_fraction``)."""
+    keys = {str(k).replace("-", "_") for k in overrides}
+    data = overrides.get("data")
+    if isinstance(data, dict) and "val_fraction" in {str(k).replace("-", "_") for k in data}:
+        keys.add("val_fraction")
+    return keys
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -40,13 +45,20 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> d
     return {"edges": edges.tolist(), "accuracy": acc, "confidence": cf, "count": cnt}
 
 
+def balanced_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Mean recall over the classes present in ``labels`` (scikit-learn's): on skewed data, what
+    accuracy hides (always answering the largest class scores 1/classes here, not its share)."""
+    return float(balanced_accuracy_score(labels, pred)) if len(labels) else float("nan")
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """Everything ``pixclass evaluate`` reports, JSON-ready."""
     k = len(classes)
     probs = probs / np.clip(probs.sum(1, keepdims=True), 1e-12, None)  # float32 rounding: rows sum to ~1
     pred = probs.argmax(1)
     n = len(labels)
-    out: dict[str, Any] = {"n": int(n), "accuracy": float((pred == labels).mean()) if n else float("nan")}
+    out: dict[str, Any] = {"n": int(n), "accuracy": float((pred == labels).mean()) if n else float("nan"),
+                           "balanced_accuracy": balanced_accuracy(pred, labels)}
     if k >= 5:
         top5 = np.argsort(-probs, axis=1)[:, :5]
         out["top5"] = float((top5 == labels[:, None]).any(1).mean())
@@ -75,7 +87,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
 
 def format_report(m: dict[str, Any], classes: list[str]) -> str:
     w = max(12, *(len(c) for c in classes))
-    lines = [f"n = {m['n']}   accuracy = {m['accuracy']:.4f}" + (f"   top-5 = {m['top5']:.4f}" if m.get("top5") is not None else "")
+    lines = [f"n = {m['n']}   accuracy = {m['accuracy']:.4f}   balanced accuracy = {m['balanced_accuracy']:.4f}" + (f"   top-5 = {m['top5']:.4f}" if m.get("top5") is not None else "")
              + f"   log-loss = {m['log_loss']:.4f}   ECE = {m['ece']:.4f}"]
     lines.append(f"{'class':<{w}}  precision  recall     f1  support")
     for c in classes:

@@ -13,7 +13,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .calibrate import fit_temperature
-from .config import TrainConfig
+from .config import TrainConfig, build_config
 from .data.dataset import Dataset
 from .device import pick_device
 from .engine import distributed
@@ -27,7 +27,7 @@ MIN_VAL_TO_FINISH = 20
 
 def train(
     data: str | os.PathLike[str] | Dataset,
-    cfg: TrainConfig = TrainConfig(),
+    cfg: TrainConfig | None = None,
     out: str | os.PathLike[str] = "runs/default",
     resume: bool = False,
     progress: bool = True,
@@ -39,13 +39,20 @@ def train(
     validation split, choose the test-time flip and fit the temperature for best and last, and write
     report.html (``report=False`` skips it).
 
+    ``cfg=None`` is what ``pixclass train DATA`` does with no options: the dataset's own defaults and
+    the recipe derived from the data (``build_config``). A ``TrainConfig`` given is trained as it is,
+    except for the options listed in its ``auto``.
+
     Under torchrun every process calls this: the training joins torchrun's process group (data-parallel,
     see ``engine.distributed``), and rank 0 alone finishes the checkpoints and writes the report."""
     log = log or log_line
+    if cfg is None:
+        cfg = build_config(None if isinstance(data, Dataset) else str(data))
     with distributed.joined(cfg.device) as world:
         result, ds = fit(data, cfg, out, resume, progress, log, on_epoch_end)
     if not world.is_main:
         return result
+    cfg = result.config or cfg  # with the recipe resolved (batch, lr, augmentation...)
     val = ds.splits.get("val")
     device = pick_device(cfg.device)
     if val is not None and len(val) >= MIN_VAL_TO_FINISH:

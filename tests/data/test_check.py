@@ -266,3 +266,12 @@ def test_a_symlink_loop_counts_every_file_once_and_warns(tmp_path, imgs):
     rep = check_data(root, DataConfig(image_size=16, workers=1), progress=False)
     assert rep.classes == {"cat": 5, "dog": 5} and rep.duplicates == []
     assert any("symlink" in w and "cat/up" in w for w in rep.warnings)
+
+
+def test_check_warns_about_few_images_and_skewed_classes(tmp_path, imgs):
+    root = imgs.make_class_folder(tmp_path / "d", {"many": 30, "some": 8, "tiny": 3}, size=8)
+    rep = check_data(root, DataConfig(workers=1), progress=False)
+    text = " | ".join(rep.warnings)
+    assert rep.ok
+    assert "very few images in: tiny" in text and "few images in: some (8)" in text
+    assert "skewed classes: many has 10x the images of tiny" in text and "--balance auto" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,8 @@ def test_run_folder_is_complete(tmp_path, data, tiny_train):
     run = tmp_path / "run"
     res = tiny_train(data, run, epochs=3)
     cols, rows = read_metrics(run)
-    assert cols == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "train_img_per_s"]
+    assert cols == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr", "lr_scale", "rollbacks",
+                    "epoch_seconds", "train_img_per_s"]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for r, h in zip(rows, res.history, strict=True):
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1
@@ -175,9 +177,9 @@ def test_early_stopping_stops_before_the_budget(tmp_path, data, tiny_train):
 def test_loss_options_reach_the_loop(tmp_path, data, tiny_train, monkeypatch, loss, smoothing):
     seen = []
 
-    def spy(name, label_smoothing=0.0):
+    def spy(name, label_smoothing=0.0, weight=None):
         seen.append((name, label_smoothing))
-        return fit_loss_fn(name, label_smoothing)
+        return fit_loss_fn(name, label_smoothing, weight)
 
     fit_loss_fn = fit.loss_fn
     monkeypatch.setattr(fit, "loss_fn", spy)
@@ -244,3 +246,67 @@ def test_a_run_on_cuda_matches_its_own_rerun(tmp_path, data, tiny_train):
     b = fit.fit(data, cfg, tmp_path / "b", progress=False)[0]
     assert len(a.history) == 2 and all(r["train_loss"] == r["train_loss"] for r in a.history)
     assert [r["train_loss"] for r in a.history] == pytest.approx([r["train_loss"] for r in b.history], rel=1e-3)
+
+
+# ------------------------------------------------------------------------ recipe, guard, balance
+def test_recipe_derives_what_is_not_set_and_saves_it(tmp_path, patterns, tiny_train):
+    """``auto`` lists the options to derive: the batch comes from the data (24 images -> 16), the
+    explicit epochs stay, config.yaml holds the resolved values (and nothing left to derive)."""
+    data = patterns.folder(tmp_path / "data", {"top": 14, "bottom": 14})
+    lines: list[str] = []
+    from pixclass.config import TrainConfig
+    from pixclass.data.dataset import DataConfig
+    from pixclass.run import train
+
+    cfg = TrainConfig(model_kwargs={"widths": [8, 16, 16], "blocks": [0, 1, 1]}, epochs=2, device="cpu",
+                      calibrate=False, auto=("batch_size", "lr", "warmup_epochs"),
+                      data=DataConfig(image_size=16, workers=1))
+    res = train(data, cfg, tmp_path / "run", progress=False, log=lines.append, report=False)
+    recipe = [ln for ln in lines if ln.startswith("recipe: ")]
+    assert len(recipe) == 1 and "-> batch 16" in recipe[0] and "set by you" in recipe[0]
+    saved = load_yaml(tmp_path / "run" / "config.yaml")
+    assert saved["batch_size"] == 16 and saved["epochs"] == 2 and saved["auto"] == []
+    assert saved["lr"] == pytest.approx(0.1 * 16 / 256)
+    assert res.config is not None and res.config.batch_size == 16
+
+
+def test_guard_catches_a_huge_lr_and_the_run_recovers(tmp_path, patterns, tiny_train):
+    """lr 5 with SGD (the issue's deliberately bad run) blows the loss up: the guard rolls back (lr / 4 each time),
+    says so in metrics.csv, and the run still learns the two patterns."""
+    data = patterns.folder(tmp_path / "data", {"top": 24, "bottom": 24})
+    res = tiny_train(data, tmp_path / "run", epochs=4, optimizer="sgd", lr=5.0, label_smoothing=0.0)
+    assert res.guard_events, "lr 5 must trip the guard"
+    assert res.guard_events[0].lr_scale == 0.25
+    _, rows = read_metrics(tmp_path / "run")
+    assert sum(r["rollbacks"] for r in rows) == len(res.guard_events)
+    assert rows[-1]["lr_scale"] == res.guard_events[-1].lr_scale < 1
+    assert all(math.isfinite(r["train_loss"]) for r in rows)
+    assert max(r["val_acc"] for r in rows) > 0.5  # two classes: above chance
+
+
+@pytest.mark.parametrize("balance", ["sampler", "weights"])
+def test_balance_modes_train_on_skewed_classes(tmp_path, patterns, tiny_train, balance):
+    data = patterns.folder(tmp_path / "data", {"top": 40, "bottom": 4})
+    res = tiny_train(data, tmp_path / "run", epochs=3, balance=balance, metric="val_bal_acc")
+    cols, rows = read_metrics(tmp_path / "run")
+    assert "val_bal_acc" in cols and all(0 <= r["val_bal_acc"] <= 1 for r in rows)
+    assert res.best_metric == max(r["val_bal_acc"] for r in rows)
+
+
+def test_near_chance_run_says_so(tmp_path, make_folder, tiny_train):
+    """Noise images with arbitrary labels cannot be learned: the run ends with a loud warning."""
+    data = make_folder({"a": 12, "b": 12, "c": 12}, size=16)
+    res = tiny_train(data, tmp_path / "run", epochs=1, lr=1e-6, data_cfg={"val_fraction": 0.5})
+    assert res.warnings and "near chance" in res.warnings[0] and "lr-find" in res.warnings[0]
+
+
+def test_best_is_the_last_epoch_that_ties_the_top_accuracy(tmp_path, patterns, tiny_train):
+    """On easy data validation accuracy tops out early; a later epoch that ties it is the better model
+    (its lr has decayed), so best.safetensors is the last epoch at the top value."""
+    data = patterns.folder(tmp_path / "data", {"top": 20, "bottom": 20})
+    tiny_train(data, tmp_path / "run", epochs=4)
+    _, rows = read_metrics(tmp_path / "run")
+    top = max(r["val_acc"] for r in rows)
+    want = max(int(r["epoch"]) for r in rows if r["val_acc"] == top)
+    _, meta = ckpt.read(tmp_path / "run" / "best.safetensors")
+    assert int(meta["metrics"]["epoch"]) == want

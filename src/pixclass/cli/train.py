@@ -35,6 +35,7 @@ TRAIN_FIELDS = (
     "init",
     "freeze_epochs",
     "lr_mult",
+    "balance",
 )
 AUGMENT_FIELDS = ("pad", "rotate", "hflip", "translate", "erase")
 
@@ -48,7 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a model on DATA",
         description="Train a classifier. Writes to --out (default runs/<data name>): best.safetensors, "
         "last.safetensors, config.yaml, metrics.csv, split_manifest.json, report.html (and broken_files.txt "
-        "when some images could not be read). Options: built-in defaults < --preset < --config FILE < flags.",
+        "when some images could not be read). Options: built-in defaults < --preset < --config FILE < flags. "
+        "What none of these sets (batch size, lr, warm-up, epochs, optimizer, balance, validation share, "
+        "augmentation) is derived from the data and the model: the run prints that recipe in one line and saves "
+        "it in config.yaml. A diverging loss is rolled back to the last good epoch with a lower lr.",
         epilog="examples:\n  pixclass train photos/ --epochs 20\n  pixclass train fashion-mnist --preset seed\n"
         "  pixclass train data.csv --model resnet18 --image-size 64 --optimizer adamw --lr 1e-3\n"
         "  pixclass train --resume runs/photos\n"
@@ -77,11 +81,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_quiet(p)
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--model", help="model name (see `pixclass models`; default rescnn)")
-    g.add_argument("--epochs", type=int_in(1), help="passes over the training set (default 10)")
-    g.add_argument("--batch-size", type=int_in(1), help="images per step (default 256)")
-    g.add_argument("--optimizer", choices=("sgd", "adamw"), help="default sgd (Nesterov momentum)")
     g.add_argument(
-        "--lr", type=float_in(0, 100, lo_open=True), help="peak learning rate (default 0.1 at batch 256)"
+        "--epochs", type=int_in(1), help="passes over the training set (default: from a step budget; 10 at 60k images)"
+    )
+    g.add_argument(
+        "--batch-size", type=int_in(1), help="images per step (default: ~1/16 of the training set, 16 to 256)"
+    )
+    g.add_argument(
+        "--optimizer", choices=("sgd", "adamw"), help="default: the model's (SGD Nesterov for CNNs, AdamW for RNNs)"
+    )
+    g.add_argument(
+        "--lr",
+        type=lr_value,
+        help="peak learning rate, or auto (an LR range test first; see `pixclass lr-find`). "
+        "Default: the model's lr at batch 256 (0.1 for CNNs), scaled to the batch",
     )
     g.add_argument("--momentum", type=float_in(0, 0.999), help="SGD momentum (default 0.9)")
     g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
@@ -93,7 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("constant", "cosine", "onecycle"),
         help="learning-rate schedule (default onecycle)",
     )
-    g.add_argument("--warmup-epochs", type=float_in(0, 10_000), help="warm-up length in epochs (default 1)")
+    g.add_argument(
+        "--warmup-epochs", type=float_in(0, 10_000), help="warm-up length in epochs (default: 1 epoch, at least 100 steps)"
+    )
     g.add_argument(
         "--loss", choices=("ce", "mse"), help="cross-entropy, or the seed's MSE on softmax vs one-hot"
     )
@@ -108,8 +123,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--metric",
-        choices=("val_acc", "val_loss"),
-        help="picks best.safetensors and early stopping (default val_acc)",
+        choices=("val_acc", "val_bal_acc", "val_loss"),
+        help="picks best.safetensors and early stopping (default val_acc; val_bal_acc on skewed classes)",
+    )
+    g.add_argument(
+        "--balance",
+        choices=("auto", "none", "weights", "sampler"),
+        help="skewed classes: weights (weighted loss) or sampler (class-balanced batches); auto = weights when "
+        "the largest class has 3x the images of the smallest (default auto)",
     )
     g.add_argument(
         "--patience", type=int_in(1), help="stop after this many epochs without improvement (default: off)"
@@ -173,6 +194,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_options(p, splitting=True)
     add_distributed_arguments(p)
     p.set_defaults(func=run)
+
+
+def lr_value(s: str) -> float | str:
+    """An argparse type: ``auto`` or a number in (0, 100]."""
+    return "auto" if s.strip().lower() == "auto" else float_in(0, 100, lo_open=True)(s)
 
 
 def overrides(a: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..recipe import IMBALANCE_RATIO
 from .cache import decode_all, probe_all
 from .sequences import load_clips
 from .settings import DataConfig, choose_size_channels
@@ -111,6 +112,30 @@ class CheckReport:
             lines.append(f"  warning: {wmsg}")
         lines.append("OK: this data can be trained on" if self.ok else "NOT TRAINABLE: " + "; ".join(self.problems))
         return "\n".join(lines)
+
+
+#: Below this many images a class is hard to learn and its share of a 10% validation split is one or two
+#: images, so its accuracy there says little.
+FEW_IMAGES = 20
+
+
+def class_count_warnings(classes: dict[str, int]) -> list[str]:
+    """Warnings about classes with very few images, and about skewed class counts."""
+    out = []
+    tiny = [c for c, n in classes.items() if 0 < n < 5]
+    if tiny:
+        out.append(f"very few images in: {', '.join(tiny)} (fewer than 5)")
+    few = [f"{c} ({n})" for c, n in classes.items() if 5 <= n < FEW_IMAGES]
+    if few:
+        out.append(f"few images in: {', '.join(few)} (fewer than {FEW_IMAGES}: add images if you can; "
+                   "their validation accuracy rests on one or two images)")
+    counts = [n for n in classes.values() if n > 0]
+    if len(counts) >= 2 and max(counts) >= IMBALANCE_RATIO * min(counts):
+        big = max(classes, key=lambda c: classes[c])
+        small = min((c for c in classes if classes[c] > 0), key=lambda c: classes[c])
+        out.append(f"skewed classes: {big} has {max(counts) / min(counts):.0f}x the images of {small}; "
+                   "training balances them (--balance auto) and picks the checkpoint by balanced accuracy")
+    return out
 
 
 def _file_hash(path: str) -> str:
@@ -201,9 +226,7 @@ def check_data(
     if src.skipped_links:
         warnings.append(f"did not follow {len(src.skipped_links)} symlink(s) to files or folders read already, or back "
                         f"up the tree (e.g. {src.skipped_links[0]}): every file counts once")
-    small = [c for c, n in classes.items() if 0 < n < 5]
-    if small:
-        warnings.append(f"very few images in: {', '.join(small)} (fewer than 5)")
+    warnings += class_count_warnings(classes)
 
     report = CheckReport(
         data=src.name, kind=src.kind, classes=classes,

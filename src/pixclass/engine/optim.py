@@ -64,10 +64,11 @@ def make_schedule(opt: torch.optim.Optimizer, name: str, total_steps: int, warmu
     raise ValueError(f"unknown schedule {name!r}; choose constant, cosine or onecycle")
 
 
-def loss_fn(name: str, label_smoothing: float = 0.0):
-    """Cross-entropy (optional label smoothing) or the seed's MSE between softmax and one-hot."""
+def loss_fn(name: str, label_smoothing: float = 0.0, weight: torch.Tensor | None = None):
+    """Cross-entropy (optional label smoothing, optional per-class ``weight`` (K,) for skewed classes)
+    or the seed's MSE between softmax and one-hot."""
     if name in ("ce", "cross_entropy", "cross-entropy"):
-        return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        return lambda logits, y: F.cross_entropy(logits, y, weight=weight, label_smoothing=label_smoothing)
     if name == "mse":
         # The seed's L = 1/(2n) sum (y - y_hat)^2, with y_hat the softmax and y one-hot.
         def mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
