@@ -30,7 +30,18 @@ sys.path.insert(0, str(HERE))
 
 #: Bump when a builder changes: cached folders of another version are rebuilt.
 VERSION = 1
-FM_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+FM_CLASSES = [
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+]
 
 
 def bench_root() -> Path:
@@ -60,8 +71,13 @@ def _fmnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return tr.images[:, 0], tr.labels, te.images[:, 0], te.labels  # type: ignore[index]
 
 
-def _fm_subset(root: Path, train_counts: list[int], test_per_class: int, seed: int,
-               transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> None:
+def _fm_subset(
+    root: Path,
+    train_counts: list[int],
+    test_per_class: int,
+    seed: int,
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+) -> None:
     xtr, ytr, xte, yte = _fmnist()
     rng = np.random.default_rng(seed)
     for split, x, y, counts in (("train", xtr, ytr, train_counts), ("test", xte, yte, [test_per_class] * 10)):
@@ -78,8 +94,16 @@ def _colour_64(im: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (bg * (1 - a) + fg * a).clip(0, 255).astype(np.uint8)
 
 
-def _crop_dataset(root: Path, pictures: dict[str, np.ndarray], n_train: int, n_test: int, size: int, seed: int,
-                  stripe: int = 96, sides: tuple[int, int] = (40, 96)) -> None:
+def _crop_dataset(
+    root: Path,
+    pictures: dict[str, np.ndarray],
+    n_train: int,
+    n_test: int,
+    size: int,
+    seed: int,
+    stripe: int = 96,
+    sides: tuple[int, int] = (40, 96),
+) -> None:
     """Random square crops (side in ``sides``, resized to ``size``, mirrored half the time) of each
     picture, one class per picture; train from even vertical stripes of width ``stripe``, test from odd."""
     rng = np.random.default_rng(seed)
@@ -94,7 +118,9 @@ def _crop_dataset(root: Path, pictures: dict[str, np.ndarray], n_train: int, n_t
                 side = int(rng.integers(sides[0], min(sides[1], stripe, h) + 1))
                 x0 = s0 + int(rng.integers(0, stripe - side + 1))
                 y0 = int(rng.integers(0, h - side + 1))
-                crop = Image.fromarray(pic[y0 : y0 + side, x0 : x0 + side]).resize((size, size), Image.BICUBIC)
+                crop = Image.fromarray(pic[y0 : y0 + side, x0 : x0 + side]).resize(
+                    (size, size), Image.BICUBIC
+                )
                 if rng.random() < 0.5:
                     crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
                 ims.append(np.asarray(crop))
@@ -137,8 +163,15 @@ def build_photos(root: Path) -> None:
     import skimage.data as d
 
     retina = d.retina()[300:1100, 300:1100]  # the lit disc, not the black border
-    pics = {"astronaut": d.astronaut(), "cat": d.chelsea(), "coffee": d.coffee(), "rocket": d.rocket(),
-            "hubble": d.hubble_deep_field(), "tissue": d.immunohistochemistry(), "retina": retina}
+    pics = {
+        "astronaut": d.astronaut(),
+        "cat": d.chelsea(),
+        "coffee": d.coffee(),
+        "rocket": d.rocket(),
+        "hubble": d.hubble_deep_field(),
+        "tissue": d.immunohistochemistry(),
+        "retina": retina,
+    }
     _crop_dataset(root, pics, n_train=100, n_test=60, size=32, seed=7)
 
 
@@ -147,7 +180,12 @@ def build_digits(root: Path) -> None:
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
-    ims = [np.asarray(Image.fromarray((im.reshape(8, 8) * 15.9).astype(np.uint8)).resize((16, 16), Image.BILINEAR)) for im in x]
+    ims = [
+        np.asarray(
+            Image.fromarray((im.reshape(8, 8) * 15.9).astype(np.uint8)).resize((16, 16), Image.BILINEAR)
+        )
+        for im in x
+    ]
     rng = np.random.default_rng(8)
     test = np.zeros(len(y), bool)
     for c in range(10):
@@ -162,9 +200,18 @@ DATASETS: dict[str, tuple[Callable[[Path], None], str]] = {
     "fm100": (build_fm100, "Fashion-MNIST, 100 training images (10 per class), 28 px grey"),
     "fm1k": (build_fm1k, "Fashion-MNIST, 1,000 training images, 28 px grey"),
     "fm10k": (build_fm10k, "Fashion-MNIST, 10,000 training images, 28 px grey"),
-    "fm64rgb": (build_fm64rgb, "Fashion-MNIST 1,000 images upscaled to 64 px RGB, random garment/background colours"),
-    "fm_imb": (build_fm_imb, "Fashion-MNIST 50:1 imbalanced (500 ... 10 per class, 1,401 images), balanced test"),
-    "textures": (build_textures, "scikit-image textures (brick, grass, gravel, moon, cells): 32 px crops, 500 images"),
+    "fm64rgb": (
+        build_fm64rgb,
+        "Fashion-MNIST 1,000 images upscaled to 64 px RGB, random garment/background colours",
+    ),
+    "fm_imb": (
+        build_fm_imb,
+        "Fashion-MNIST 50:1 imbalanced (500 ... 10 per class, 1,401 images), balanced test",
+    ),
+    "textures": (
+        build_textures,
+        "scikit-image textures (brick, grass, gravel, moon, cells): 32 px crops, 500 images",
+    ),
     "photos": (build_photos, "scikit-image photographs, one class each (7): 32 px RGB patches, 700 images"),
     "digits": (build_digits, "scikit-learn digits (8x8 -> 16 px), 1,257 training images"),
 }
@@ -183,7 +230,9 @@ def build(name: str, force: bool = False) -> Path:
         shutil.rmtree(tmp)
     DATASETS[name][0](tmp)
     counts = {s: sum(1 for _ in (tmp / s).rglob("*.png")) for s in ("train", "test")}
-    (tmp / "built.json").write_text(json.dumps({"version": VERSION, "name": name, "about": DATASETS[name][1], **counts}))
+    (tmp / "built.json").write_text(
+        json.dumps({"version": VERSION, "name": name, "about": DATASETS[name][1], **counts})
+    )
     tmp.rename(root)
     return root
 

@@ -171,8 +171,6 @@ def task_accuracy(a: argparse.Namespace, keras: Any) -> dict[str, Any]:
     return {"n_train": len(x), "n_test": len(x_test), "batch": a.batch, "epochs": a.epochs, "history": rows}
 
 
-
-
 def task_infer(a: argparse.Namespace, keras: Any) -> dict[str, Any]:
     """Batch-1 latency of ``predict`` (and of the lighter ``predict_on_batch`` and ``model(x)``), and
     images/s at batch ``--batch``: ``predict(x, batch_size=B)`` over ``--n-images`` test images (one call,

@@ -71,7 +71,9 @@ def score(best: Path, ds: Dataset) -> dict[str, float]:
     mean = torch.tensor(c.meta["normalization"]["mean"])
     std = torch.tensor(c.meta["normalization"]["std"])
     test = ds.splits["test"]
-    logits = predict_logits(model, test.store, mean, std, torch.device("cpu"), tta=c.meta.get("tta") == "hflip")
+    logits = predict_logits(
+        model, test.store, mean, std, torch.device("cpu"), tta=c.meta.get("tta") == "hflip"
+    )
     pred, y = logits.argmax(1).numpy(), test.labels.numpy()
     return {"test_acc": float((pred == y).mean()), "test_bal_acc": balanced_accuracy(pred, y)}
 
@@ -96,15 +98,26 @@ def run_pixclass(ds: Dataset, cfg: TrainConfig, out: Path, label: str) -> dict[s
     t0 = time.perf_counter()
     res = train(ds, cfg, out, progress=False, log=lines.append, report=False)
     seconds = time.perf_counter() - t0
-    row = {"run": label, "batch": cfg.batch_size, "lr": cfg.lr, "epochs": len(res.history), "train_s": res.train_seconds,
-           "total_s": seconds, **score(res.best, ds)}
+    row = {
+        "run": label,
+        "batch": cfg.batch_size,
+        "lr": cfg.lr,
+        "epochs": len(res.history),
+        "train_s": res.train_seconds,
+        "total_s": seconds,
+        **score(res.best, ds),
+    }
     losses = [h["train_loss"] for h in res.history]
     row["diverged"] = bool(not all(math.isfinite(v) for v in losses) or (losses and losses[-1] > losses[0]))
     row["guard_events"] = [e.describe() for e in res.guard_events]
     row["warnings"] = list(res.warnings)
-    print(f"    {label:28s} batch {cfg.batch_size:3d} lr {cfg.lr:<8.3g} ep {row['epochs']:3d}  test {row['test_acc']:.4f} "
-          f"(bal {row['test_bal_acc']:.4f})  {row['train_s']:6.1f}s" + ("  DIVERGED" if row["diverged"] else "")
-          + (f"  guard x{len(row['guard_events'])}" if row["guard_events"] else ""), flush=True)
+    print(
+        f"    {label:28s} batch {cfg.batch_size:3d} lr {cfg.lr:<8.3g} ep {row['epochs']:3d}  test {row['test_acc']:.4f} "
+        f"(bal {row['test_bal_acc']:.4f})  {row['train_s']:6.1f}s"
+        + ("  DIVERGED" if row["diverged"] else "")
+        + (f"  guard x{len(row['guard_events'])}" if row["guard_events"] else ""),
+        flush=True,
+    )
     row["log"] = lines
     (out / "row.json").write_text(json.dumps(row))
     return row
@@ -118,7 +131,11 @@ def svc(ds: Dataset, root: Path, out: Path) -> dict[str, Any]:
     if ASSEMBLE:
         raise NotRun("svc")
 
-    full = load_data(root, DataConfig(workers=1, val_fraction=0.0, image_size=ds.image_size, channels=ds.channels), progress=False)
+    full = load_data(
+        root,
+        DataConfig(workers=1, val_fraction=0.0, image_size=ds.image_size, channels=ds.channels),
+        progress=False,
+    )
     tr, te = full.splits["train"], full.splits["test"]
     x = tr.store.tensor().reshape(len(tr), -1).numpy().astype(np.float32) / 255
     xt = te.store.tensor().reshape(len(te), -1).numpy().astype(np.float32) / 255
@@ -126,9 +143,16 @@ def svc(ds: Dataset, root: Path, out: Path) -> dict[str, Any]:
     m = SVC(C=10, gamma="scale").fit(x, tr.labels.numpy())
     pred = m.predict(xt)
     y = te.labels.numpy()
-    row = {"run": "svc", "train_s": time.perf_counter() - t0, "test_acc": float((pred == y).mean()),
-           "test_bal_acc": balanced_accuracy(pred, y)}
-    print(f"    {'svc (rbf, C=10)':28s} {'':33s}test {row['test_acc']:.4f} (bal {row['test_bal_acc']:.4f})  {row['train_s']:6.1f}s", flush=True)
+    row = {
+        "run": "svc",
+        "train_s": time.perf_counter() - t0,
+        "test_acc": float((pred == y).mean()),
+        "test_bal_acc": balanced_accuracy(pred, y),
+    }
+    print(
+        f"    {'svc (rbf, C=10)':28s} {'':33s}test {row['test_acc']:.4f} (bal {row['test_bal_acc']:.4f})  {row['train_s']:6.1f}s",
+        flush=True,
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "row.json").write_text(json.dumps(row))
     return row
@@ -141,8 +165,13 @@ def bench_dataset(name: str, work: Path, grid: int, lr_auto: bool, today: bool) 
     cfg0 = TrainConfig()
     cfg, recipe = resolve(cfg0, ds, explicit=set())
     print(f"  {name}: {recipe.explanation}", flush=True)
-    out: dict[str, Any] = {"dataset": name, "about": DATASETS[name][1], "recipe": recipe.explanation,
-                           "n_train": len(ds.splits["train"]), "runs": []}
+    out: dict[str, Any] = {
+        "dataset": name,
+        "about": DATASETS[name][1],
+        "recipe": recipe.explanation,
+        "n_train": len(ds.splits["train"]),
+        "runs": [],
+    }
     runs = out["runs"]
 
     def add(fn: Any, *args: Any) -> None:
@@ -166,8 +195,12 @@ def bench_dataset(name: str, work: Path, grid: int, lr_auto: bool, today: bool) 
             t0 = time.perf_counter()
             lf = lr_find_on(ds, cfg, "cpu")
             lr_find_s = time.perf_counter() - t0
-            row = run_pixclass(ds, merge(cfg, {"lr": float(f"{lf.suggestion:.3g}")}), work / name / "lr_auto",
-                               "lr auto (valley)")
+            row = run_pixclass(
+                ds,
+                merge(cfg, {"lr": float(f"{lf.suggestion:.3g}")}),
+                work / name / "lr_auto",
+                "lr auto (valley)",
+            )
             row["lr_find_s"] = lr_find_s
         if row is not None:
             runs.append(row)
@@ -176,7 +209,9 @@ def bench_dataset(name: str, work: Path, grid: int, lr_auto: bool, today: bool) 
         batches = (b, b // 4 if b >= 256 else min(256, b * 4))
         for bs in batches[:grid]:
             for lr in GRID_LRS:
-                g_cfg, _ = resolve(merge(cfg0, {"batch_size": bs, "lr": lr}), ds, explicit={"batch_size", "lr"})
+                g_cfg, _ = resolve(
+                    merge(cfg0, {"batch_size": bs, "lr": lr}), ds, explicit={"batch_size", "lr"}
+                )
                 add(run_pixclass, ds, g_cfg, work / name / f"grid_b{bs}_lr{lr}", f"grid b{bs} lr{lr}")
     add(svc, ds, root, work / name / "svc")
     return out
@@ -192,8 +227,14 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         metric = "test_bal_acc" if r["dataset"] == "fm_imb" else "test_acc"
         best = max(grid, key=lambda x: x[metric]) if grid else None
         d = runs["default (derived recipe)"]
-        row = {"dataset": r["dataset"], "n_train": r["n_train"], "metric": metric, "default": d[metric],
-               "default_s": d["train_s"], "svc": runs["svc"][metric]}
+        row = {
+            "dataset": r["dataset"],
+            "n_train": r["n_train"],
+            "metric": metric,
+            "default": d[metric],
+            "default_s": d["train_s"],
+            "svc": runs["svc"][metric],
+        }
         if best:
             row["grid_best"], row["grid_best_run"] = best[metric], best["run"]
             row["default_vs_grid"] = d[metric] - best[metric]
@@ -215,15 +256,18 @@ def markdown(summary: dict[str, Any], ctx: dict[str, Any], cmd: str, extra: list
         return "" if v is None else f"{100 * v:.1f}"
 
     lines = [
-        "# Robustness: the default recipe on many datasets", "",
+        "# Robustness: the default recipe on many datasets",
+        "",
         f"Command: `{cmd}`  ",
         f"Machine: {ctx.get('cpu_model', '?')}, {ctx.get('threads')} torch thread(s), 1-min load average at start "
         f"{os.getloadavg()[0] if ctx.get('load') is None else ctx['load']:.1f} "
-        "(2 cores shared with other jobs: seconds are indicative, compare within a row).", "",
+        "(2 cores shared with other jobs: seconds are indicative, compare within a row).",
+        "",
         "Test accuracy % (fm_imb: balanced accuracy on its balanced test split). *default*: `pixclass train DATA` with "
         "no options (the derived recipe); *today*: the old fixed recipe (batch 256, lr 0.1, 10 epochs, warm-up 1 epoch); "
         "*lr auto*: the derived recipe with lr from the LR range test (valley); *grid best*: the best of lr {0.01, 0.03, 0.1} "
-        "x the rule's batch (and a second batch where marked); SVC: RBF, C=10, raw pixels.", "",
+        "x the rule's batch (and a second batch where marked); SVC: RBF, C=10, raw pixels.",
+        "",
         "| dataset | train imgs | default | today | lr auto | grid best (run) | SVC | default - grid | default - SVC | default s | diverged |",
         "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
@@ -233,7 +277,8 @@ def markdown(summary: dict[str, Any], ctx: dict[str, Any], cmd: str, extra: list
             f"| {r['dataset']} | {r['n_train']:,} | {pct(r['default'])} | {pct(r.get('today'))} | {pct(r.get('lr_auto'))} | "
             f"{pct(r.get('grid_best'))} ({r.get('grid_best_run', '')}) | {pct(r['svc'])} | "
             f"{vs_grid} | {100 * r['default_vs_svc']:+.1f} | "
-            f"{r['default_s']:.0f} | {', '.join(r['any_diverged']) or 'none'} |")
+            f"{r['default_s']:.0f} | {', '.join(r['any_diverged']) or 'none'} |"
+        )
     return "\n".join(lines + [""] + extra) + "\n"
 
 
@@ -243,23 +288,38 @@ def guard_check(work: Path) -> tuple[list[str], dict[str, Any]]:
     ds = load(root)
     cfg, _ = resolve(merge(TrainConfig(), {"lr": 5.0}), ds, explicit={"lr"})
     row = run_pixclass(ds, cfg, work / "fm100" / "lr5", "--lr 5 (guard check)")
-    return [f"Guard check, fm100 with `--lr 5`: test accuracy {100 * row['test_acc']:.1f}% (chance 10%), "
-            f"{len(row['guard_events'])} rollback(s): " + "; ".join(row["guard_events"])], row
+    return [
+        f"Guard check, fm100 with `--lr 5`: test accuracy {100 * row['test_acc']:.1f}% (chance 10%), "
+        f"{len(row['guard_events'])} rollback(s): " + "; ".join(row["guard_events"])
+    ], row
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help=f"datasets (default all): {', '.join(DATASETS)}")
-    ap.add_argument("--grid", nargs="*", default=None, metavar="NAME[:BATCHES]",
-                    help="datasets that get the grid, e.g. fm100:2 textures:1 (default: every dataset, 2 batches)")
-    ap.add_argument("--lr-auto", nargs="*", default=None, metavar="NAME", help="datasets that get --lr auto (default all)")
+    ap.add_argument(
+        "--grid",
+        nargs="*",
+        default=None,
+        metavar="NAME[:BATCHES]",
+        help="datasets that get the grid, e.g. fm100:2 textures:1 (default: every dataset, 2 batches)",
+    )
+    ap.add_argument(
+        "--lr-auto", nargs="*", default=None, metavar="NAME", help="datasets that get --lr auto (default all)"
+    )
     ap.add_argument("--no-today", action="store_true")
     ap.add_argument("--no-guard-check", action="store_true")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on the shared 2-core machine, 2 threads ran 7x slower than 1)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on the shared 2-core machine, 2 threads ran 7x slower than 1)",
+    )
     ap.add_argument("--work", default="/tmp/pixclass-robustness", help="run folders")
     ap.add_argument("--name", default="robustness")
-    ap.add_argument("--assemble", action="store_true", help="tables from the runs already done; run nothing new")
+    ap.add_argument(
+        "--assemble", action="store_true", help="tables from the runs already done; run nothing new"
+    )
     a = ap.parse_args()
     global ASSEMBLE
     ASSEMBLE = a.assemble
@@ -276,7 +336,11 @@ def main() -> int:
             extra, guard_row = guard_check(work)
         except NotRun:
             pass
-    grid = {n: 2 for n in DATASETS} if a.grid is None else {g.split(":")[0]: int((g + ":2").split(":")[1]) for g in a.grid}
+    grid = (
+        {n: 2 for n in DATASETS}
+        if a.grid is None
+        else {g.split(":")[0]: int((g + ":2").split(":")[1]) for g in a.grid}
+    )
     lr_auto = set(DATASETS) if a.lr_auto is None else set(a.lr_auto)
     for name in a.only or list(DATASETS):
         results.append(bench_dataset(name, work, grid.get(name, 0), name in lr_auto, not a.no_today))
@@ -284,8 +348,10 @@ def main() -> int:
     for r in summary["rows"]:
         if any(k.startswith("balance_") for k in r):
             modes = ", ".join(f"{k[8:]} {100 * v:.1f}" for k, v in r.items() if k.startswith("balance_"))
-            extra.append(f"{r['dataset']}: balanced test accuracy with the default's balance mode {100 * r['default']:.1f}; "
-                         f"other modes: {modes}.")
+            extra.append(
+                f"{r['dataset']}: balanced test accuracy with the default's balance mode {100 * r['default']:.1f}; "
+                f"other modes: {modes}."
+            )
     summary["guard_check"] = guard_row
     summary["wall_s"] = time.perf_counter() - t0
     cmd = "PYTHONPATH=src python benchmarks/robustness.py " + " ".join(sys.argv[1:])

@@ -56,8 +56,22 @@ def _free_port() -> int:
 def ensure_checkpoint(path: Path) -> Path:
     if not path.is_file():
         print(f"training {path.parent} (pixclass train fashion-mnist --preset fast) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pixclass", "train", "fashion-mnist", "--preset", "fast", "--out",
-                        str(path.parent), "-q", "--overwrite"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pixclass",
+                "train",
+                "fashion-mnist",
+                "--preset",
+                "fast",
+                "--out",
+                str(path.parent),
+                "-q",
+                "--overwrite",
+            ],
+            check=True,
+        )
     return path
 
 
@@ -111,7 +125,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     time.sleep(1)  # workers of the group finish exiting
 
 
-async def load(url: str, pngs: list[bytes], want: list[str], conc: int, seconds: float, warmup: int) -> dict[str, Any]:
+async def load(
+    url: str, pngs: list[bytes], want: list[str], conc: int, seconds: float, warmup: int
+) -> dict[str, Any]:
     """C requests in flight for ``seconds``: requests/s, p50/p99 ms, wrong or failed answers. The client
     is aiohttp (httpx's async pool, tried first, could not keep 64 requests in flight on 2 cores)."""
     import aiohttp
@@ -152,9 +168,15 @@ async def load(url: str, pngs: list[bytes], want: list[str], conc: int, seconds:
         await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - t0
     ms = np.array(lat) * 1e3
-    return {"concurrency": conc, "requests": len(lat), "req_per_s": len(lat) / wall,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "wrong": int(wrong), "failed": int(failed)}
+    return {
+        "concurrency": conc,
+        "requests": len(lat),
+        "req_per_s": len(lat) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "wrong": int(wrong),
+        "failed": int(failed),
+    }
 
 
 def batch_sizes(url: str) -> dict[str, float]:
@@ -169,8 +191,9 @@ def batch_sizes(url: str) -> dict[str, float]:
     return out
 
 
-def bench_servers(kinds: list[str], ckpt: Path, pngs: list[bytes], want: list[str], seconds: float, rounds: int,
-                  work: Path) -> dict[str, Any]:
+def bench_servers(
+    kinds: list[str], ckpt: Path, pngs: list[bytes], want: list[str], seconds: float, rounds: int, work: Path
+) -> dict[str, Any]:
     """All servers up at once (idle ones cost nothing), then every level of every server in turn, for
     ``rounds`` rounds: a busy spell of the shared machine hits every server alike. Keeps each
     server's best round per level."""
@@ -178,7 +201,10 @@ def bench_servers(kinds: list[str], ckpt: Path, pngs: list[bytes], want: list[st
     try:
         for kind in kinds:
             port = _free_port()
-            procs[kind], urls[kind] = start(kind, ckpt, port, work / f"{kind}.log"), f"http://127.0.0.1:{port}"
+            procs[kind], urls[kind] = (
+                start(kind, ckpt, port, work / f"{kind}.log"),
+                f"http://127.0.0.1:{port}",
+            )
         for kind in kinds:
             try:
                 wait_ready(urls[kind], procs[kind], work / f"{kind}.log")
@@ -191,9 +217,12 @@ def bench_servers(kinds: list[str], ckpt: Path, pngs: list[bytes], want: list[st
                     if "error" in out[kind]:
                         continue
                     r = _one_level(kind, urls[kind], pngs, want, c, seconds, procs[kind].pid)
-                    print(f"  round {rnd + 1} {kind:9s} c={c:<3d} {r['req_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms"
-                          f"  p99 {r['p99_ms']:7.2f} ms  cpu {r['server_cpu_ms_per_req']:.2f} ms/req  wrong {r['wrong']} failed {r['failed']}"
-                          + (f"  mean batch {r['mean_batch']:.1f}" if r.get("mean_batch") else ""), flush=True)
+                    print(
+                        f"  round {rnd + 1} {kind:9s} c={c:<3d} {r['req_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms"
+                        f"  p99 {r['p99_ms']:7.2f} ms  cpu {r['server_cpu_ms_per_req']:.2f} ms/req  wrong {r['wrong']} failed {r['failed']}"
+                        + (f"  mean batch {r['mean_batch']:.1f}" if r.get("mean_batch") else ""),
+                        flush=True,
+                    )
                     out[kind]["levels"].setdefault(c, []).append(r)
         for r in out.values():  # per level: the round with the most requests/s, and the least CPU per request
             if "levels" in r:
@@ -229,8 +258,9 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / tick
 
 
-def _one_level(kind: str, url: str, pngs: list[bytes], want: list[str], c: int, seconds: float,
-               pgid: int) -> dict[str, Any]:
+def _one_level(
+    kind: str, url: str, pngs: list[bytes], want: list[str], c: int, seconds: float, pgid: int
+) -> dict[str, Any]:
     before = batch_sizes(url) if kind.startswith("pixclass") else {}
     cpu0 = group_cpu_seconds(pgid)
     r = asyncio.run(load(url, pngs, want, c, seconds, warmup=max(16, c)))
@@ -258,36 +288,50 @@ def bench_int8(ckpt: Path, x: np.ndarray, y: np.ndarray, work: Path, seconds: fl
     int8 = ex.export_checkpoint(ckpt, out=work / "int8.onnx", int8=True, force=True, overwrite=True)
     sess = {"fp32": ort_session(fp32.path), "int8": ort_session(int8.path)}
     runs = {k: _runner(s) for k, s in sess.items()}
-    acc = {k: float((np.concatenate([r(x[i : i + 500]) for i in range(0, len(x), 500)]).argmax(1) == y).mean())
-           for k, r in runs.items()}
+    acc = {
+        k: float((np.concatenate([r(x[i : i + 500]) for i in range(0, len(x), 500)]).argmax(1) == y).mean())
+        for k, r in runs.items()
+    }
     xb = x[:256]
     speed: dict[str, list[float]] = {"fp32": [], "int8": []}
     for _ in range(3):  # alternate, so a busy moment of the shared machine hits both
         for k, r in runs.items():
             speed[k].append(ex.throughput(r, xb, seconds))
-    p50 = {k: common.lat_summary(common.latencies(lambda r=r: r(x[:1]), 400, 20, seconds))["p50_ms"] for k, r in runs.items()}
+    p50 = {
+        k: common.lat_summary(common.latencies(lambda r=r: r(x[:1]), 400, 20, seconds))["p50_ms"]
+        for k, r in runs.items()
+    }
     out = {k: {"test_acc": acc[k], "img_per_s_b256": max(speed[k]), "p50_ms_b1": p50[k]} for k in runs}
     out["speedup_b256"] = out["int8"]["img_per_s_b256"] / out["fp32"]["img_per_s_b256"]
     out["acc_change_points"] = 100 * (acc["int8"] - acc["fp32"])
     out["export_int8_figures"] = int8.int8
     out["exporter"] = fp32.exporter
-    print(f"  int8 vs fp32: {out['speedup_b256']:.2f}x at batch 256, accuracy {acc['fp32']:.4f} -> {acc['int8']:.4f}", flush=True)
+    print(
+        f"  int8 vs fp32: {out['speedup_b256']:.2f}x at batch 256, accuracy {acc['fp32']:.4f} -> {acc['int8']:.4f}",
+        flush=True,
+    )
     return out
 
 
 # -------------------------------------------------------------------------------------------- report
 def markdown(res: dict[str, Any]) -> str:
     info = res["machine"]
-    lines = ["# Serving: pixclass serve vs peers, int8 vs fp32", "",
-             f"Command: `{res['command']}`  ", f"Model: `{res['checkpoint']}` ({res['model']}), Fashion-MNIST 28 x 28 grey PNGs, "
-             f"one image per request, each answer checked against the in-process Predictor.  ",
-             f"Machine: {info['cpu_count']} CPU ({info['cpu_model']}), shared with other work (load before: "
-             f"{res['load_before']}, after: {res['load_after']}); the HTTP client runs on the same cores.", "",
-             f"Best of {res['rounds']} interleaved rounds of {res['seconds_per_level']:g} s per server and level; "
-             "server CPU ms/request (user + system time of the server's processes, the least of the rounds) is the "
-             "figure that other work on the machine moves least.", "",
-             "| server | C | req/s | p50 ms | p99 ms | server CPU ms/req | wrong / failed | mean batch |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Serving: pixclass serve vs peers, int8 vs fp32",
+        "",
+        f"Command: `{res['command']}`  ",
+        f"Model: `{res['checkpoint']}` ({res['model']}), Fashion-MNIST 28 x 28 grey PNGs, "
+        f"one image per request, each answer checked against the in-process Predictor.  ",
+        f"Machine: {info['cpu_count']} CPU ({info['cpu_model']}), shared with other work (load before: "
+        f"{res['load_before']}, after: {res['load_after']}); the HTTP client runs on the same cores.",
+        "",
+        f"Best of {res['rounds']} interleaved rounds of {res['seconds_per_level']:g} s per server and level; "
+        "server CPU ms/request (user + system time of the server's processes, the least of the rounds) is the "
+        "figure that other work on the machine moves least.",
+        "",
+        "| server | C | req/s | p50 ms | p99 ms | server CPU ms/req | wrong / failed | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for kind, r in res["servers"].items():
         if "error" in r:
             lines.append(f"| {kind} | – | did not run: {r['error'][:150]} | | | | | |")
@@ -295,21 +339,37 @@ def markdown(res: dict[str, Any]) -> str:
         for lv in r["levels"]:
             mb = f"{lv['mean_batch']:.1f}" if lv.get("mean_batch") else "–"
             cpu = f"{lv['server_cpu_ms_per_req']:.2f}" if lv.get("server_cpu_ms_per_req") else "–"
-            lines.append(f"| {kind} | {lv['concurrency']} | {lv['req_per_s']:,.0f} | {lv['p50_ms']:.2f} | {lv['p99_ms']:.2f} | "
-                         f"{cpu} | {lv['wrong']} / {lv['failed']} | {mb} |")
+            lines.append(
+                f"| {kind} | {lv['concurrency']} | {lv['req_per_s']:,.0f} | {lv['p50_ms']:.2f} | {lv['p99_ms']:.2f} | "
+                f"{cpu} | {lv['wrong']} / {lv['failed']} | {mb} |"
+            )
     lines += ["", "Ratios (pixclass / peer, same run):", ""]
     for peer, rat in res["ratios"].items():
-        lines.append(f"- vs {peer}: " + ", ".join(
-            f"C={c}: {v['req_per_s']:.2f}x req/s, p50 {v['p50']:.2f}x, {v['cpu_per_req']:.2f}x server CPU per request"
-            for c, v in rat.items()))
+        lines.append(
+            f"- vs {peer}: "
+            + ", ".join(
+                f"C={c}: {v['req_per_s']:.2f}x req/s, p50 {v['p50']:.2f}x, {v['cpu_per_req']:.2f}x server CPU per request"
+                for c, v in rat.items()
+            )
+        )
     q = res.get("int8")
     if q and "error" not in q:
-        lines += ["", f"## int8 vs fp32 onnxruntime (`pixclass export`, exporter {q['exporter']})", "",
-                  "| file | test accuracy (10,000) | img/s batch 256 | p50 ms batch 1 |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## int8 vs fp32 onnxruntime (`pixclass export`, exporter {q['exporter']})",
+            "",
+            "| file | test accuracy (10,000) | img/s batch 256 | p50 ms batch 1 |",
+            "|---|---:|---:|---:|",
+        ]
         for k in ("fp32", "int8"):
-            lines.append(f"| {k} | {q[k]['test_acc']:.4f} | {q[k]['img_per_s_b256']:,.0f} | {q[k]['p50_ms_b1']:.3f} |")
-        lines += ["", f"int8 / fp32: {q['speedup_b256']:.2f}x images/s at batch 256, accuracy change "
-                      f"{q['acc_change_points']:+.2f} points."]
+            lines.append(
+                f"| {k} | {q[k]['test_acc']:.4f} | {q[k]['img_per_s_b256']:,.0f} | {q[k]['p50_ms_b1']:.3f} |"
+            )
+        lines += [
+            "",
+            f"int8 / fp32: {q['speedup_b256']:.2f}x images/s at batch 256, accuracy change "
+            f"{q['acc_change_points']:+.2f} points.",
+        ]
     elif q:
         lines += ["", f"int8: did not run: {q['error']}"]
     return "\n".join(lines) + "\n"
@@ -334,9 +394,16 @@ def main() -> None:
     pngs, x, y = test_pngs(10_000)
     pred = Predictor.from_checkpoint(ckpt)
     want = [p.label for p in pred.predict([xi.transpose(1, 2, 0) for xi in x[:512]])]
-    res: dict[str, Any] = {"command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]), "checkpoint": str(ckpt),
-                           "model": ck.load(ckpt).meta["model"]["name"], "machine": common.machine_info(),
-                           "load_before": common.loadavg(), "seconds_per_level": seconds, "rounds": a.rounds, "servers": {}}
+    res: dict[str, Any] = {
+        "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
+        "checkpoint": str(ckpt),
+        "model": ck.load(ckpt).meta["model"]["name"],
+        "machine": common.machine_info(),
+        "load_before": common.loadavg(),
+        "seconds_per_level": seconds,
+        "rounds": a.rounds,
+        "servers": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         res["servers"] = bench_servers(a.servers.split(","), ckpt, pngs[:512], want, seconds, a.rounds, work)
@@ -359,9 +426,14 @@ def ratios(servers: dict[str, Any]) -> dict[str, Any]:
     for peer, r in servers.items():
         if peer == "pixclass" or "levels" not in r:
             continue
-        out[peer] = {str(m["concurrency"]): {"req_per_s": m["req_per_s"] / p["req_per_s"], "p50": m["p50_ms"] / p["p50_ms"],
-                                             "cpu_per_req": (m["server_cpu_ms_per_req"] or 0) / (p["server_cpu_ms_per_req"] or 1)}
-                     for m, p in zip(mine["levels"], r["levels"], strict=True)}
+        out[peer] = {
+            str(m["concurrency"]): {
+                "req_per_s": m["req_per_s"] / p["req_per_s"],
+                "p50": m["p50_ms"] / p["p50_ms"],
+                "cpu_per_req": (m["server_cpu_ms_per_req"] or 0) / (p["server_cpu_ms_per_req"] or 1),
+            }
+            for m, p in zip(mine["levels"], r["levels"], strict=True)
+        }
     return out
 
 

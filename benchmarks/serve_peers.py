@@ -36,7 +36,9 @@ class Model:
         self.mean = torch.tensor(m["normalization"]["mean"]).view(1, -1, 1, 1)
         self.std = torch.tensor(m["normalization"]["std"]).view(1, -1, 1, 1)
         self.t = float(m.get("temperature", 1.0))
-        self.flip = m.get("tta") == "hflip"  # the checkpoint's test-time flip, so all servers compute the same
+        self.flip = (
+            m.get("tta") == "hflip"
+        )  # the checkpoint's test-time flip, so all servers compute the same
 
     def tensor(self, data: bytes) -> torch.Tensor:
         im = Image.open(io.BytesIO(data)).convert("RGB" if self.channels == 3 else "L")
@@ -52,7 +54,10 @@ class Model:
 
     def answer(self, name: str, p: torch.Tensor, k: int = 5) -> dict[str, Any]:
         v, i = p.topk(min(k, len(self.classes)))
-        top = [{"label": self.classes[j], "prob": round(float(q), 6)} for q, j in zip(v.tolist(), i.tolist(), strict=True)]
+        top = [
+            {"label": self.classes[j], "prob": round(float(q), 6)}
+            for q, j in zip(v.tolist(), i.tolist(), strict=True)
+        ]
         return {"filename": name, "label": top[0]["label"], "prob": top[0]["prob"], "top_k": top}
 
 

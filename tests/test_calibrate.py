@@ -19,7 +19,9 @@ from pixclass.predict import Predictor
 
 
 # ------------------------------------------------------------------------------------ the fit itself
-def _sampled(n: int, k: int, t_true: float, scale: float = 3.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _sampled(
+    n: int, k: int, t_true: float, scale: float = 3.0, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits, and labels drawn from softmax(logits / t_true): the right answer is T = t_true."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, k, generator=g) * scale
@@ -60,8 +62,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
     root = tmp_path_factory.mktemp("calib")
     data = make_pattern_folder(root / "data", {"top": 30, "bottom": 30, "left": 30}, size=16)
-    cfg = merge(TrainConfig(), {"model": "rescnn", "model_kwargs": {"widths": [8, 16], "blocks": [0, 0]}, "epochs": 3,
-                                "batch_size": 16, "device": "cpu", "data": {"workers": 1, "val_fraction": 0.3, "test_fraction": 0.0}})
+    cfg = merge(
+        TrainConfig(),
+        {
+            "model": "rescnn",
+            "model_kwargs": {"widths": [8, 16], "blocks": [0, 0]},
+            "epochs": 3,
+            "batch_size": 16,
+            "device": "cpu",
+            "data": {"workers": 1, "val_fraction": 0.3, "test_fraction": 0.0},
+        },
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -86,8 +97,9 @@ def test_training_stores_a_temperature_that_predictor_applies(run: SimpleNamespa
     assert torch.allclose(pred.probs_from_uint8(x), (logits / t).softmax(1), atol=1e-6)
 
 
-def test_calibrate_cli_refits_and_rewrites_the_checkpoint(run: SimpleNamespace, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibrate_cli_refits_and_rewrites_the_checkpoint(
+    run: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pixclass.calibrate import checkpoint_data_config
     from pixclass.data.dataset import load_data
 
@@ -114,7 +126,9 @@ def test_calibrate_cli_refits_and_rewrites_the_checkpoint(run: SimpleNamespace, 
     assert new.meta["temperature"] == pytest.approx(ckpt.load(run.best).meta["temperature"], rel=1e-3)
 
 
-def test_calibrate_cli_names_a_missing_split(run: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibrate_cli_names_a_missing_split(
+    run: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ck = tmp_path / "best.safetensors"
     shutil.copy(run.best, ck)
     assert main(["calibrate", str(ck), str(run.data), "--split", "holdout", "-q"]) == 2
@@ -122,7 +136,9 @@ def test_calibrate_cli_names_a_missing_split(run: SimpleNamespace, tmp_path: Pat
     assert ck.read_bytes() == run.best.read_bytes()
 
 
-def test_predict_min_confidence_answers_unknown(run: SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_min_confidence_answers_unknown(
+    run: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
     img = str(sorted((run.data / "top").iterdir())[0])
     assert main(["predict", str(run.best), img, "--min-confidence", "1", "--json"]) == 0
     (p,) = json.loads(capsys.readouterr().out)
@@ -131,8 +147,9 @@ def test_predict_min_confidence_answers_unknown(run: SimpleNamespace, capsys: py
     assert json.loads(capsys.readouterr().out)[0]["label"] in ("top", "bottom", "left")
 
 
-def test_evaluate_reports_ece_before_and_after_with_a_reliability_diagram(run: SimpleNamespace, tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_reports_ece_before_and_after_with_a_reliability_diagram(
+    run: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pixclass.evaluate import evaluate
 
     m = evaluate(run.best, str(run.data), device="cpu", progress=False, plots=tmp_path)

@@ -34,8 +34,15 @@ def trained(tmp_path, patterns, monkeypatch, no_report):
         return built[-1]
 
     monkeypatch.setattr(fit, "create_model", keep)
-    cfg = TrainConfig(epochs=1, batch_size=8, model="rescnn", model_kwargs=TINY, device="cpu", calibrate=False,
-                      data=DataConfig(image_size=16, workers=1))
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        model="rescnn",
+        model_kwargs=TINY,
+        device="cpu",
+        calibrate=False,
+        data=DataConfig(image_size=16, workers=1),
+    )
     res, _ = fit.fit(data, cfg, tmp_path / "run", progress=False, log=lambda _m: None)
     (model,) = built
     return res, model, data
@@ -47,9 +54,14 @@ def saved(tmp_path) -> Path:
     from pixclass.models import create_model
 
     model = create_model("rescnn", 3, 3, 16, **TINY)
-    meta = {"kind": "model", "model": {"name": "rescnn", "num_classes": 3, "in_chans": 3, "input_size": 16, "kwargs": TINY},
-            "classes": ["a", "b", "c"], "channels": 3, "input_size": 16,
-            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3, "scale": 1 / 255}}
+    meta = {
+        "kind": "model",
+        "model": {"name": "rescnn", "num_classes": 3, "in_chans": 3, "input_size": 16, "kwargs": TINY},
+        "classes": ["a", "b", "c"],
+        "channels": 3,
+        "input_size": 16,
+        "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3, "scale": 1 / 255},
+    }
     p = tmp_path / "ckpt" / "best.safetensors"
     ckpt.atomic_save(model.state_dict(), meta, p)
     return p
@@ -73,7 +85,13 @@ def test_metadata_describes_the_model(trained):
     tensors, meta = ckpt.read(res.best)
     assert meta["kind"] == "model"
     assert meta["classes"] == ["bottom", "left", "top"]
-    assert meta["model"] == {"name": "rescnn", "num_classes": 3, "in_chans": 3, "input_size": 16, "kwargs": TINY}
+    assert meta["model"] == {
+        "name": "rescnn",
+        "num_classes": 3,
+        "in_chans": 3,
+        "input_size": 16,
+        "kwargs": TINY,
+    }
     assert meta["input_size"] == 16 and meta["channels"] == 3
     norm = meta["normalization"]
     assert len(norm["mean"]) == len(norm["std"]) == 3 and all(s > 0 for s in norm["std"])
@@ -88,7 +106,10 @@ def test_metadata_describes_the_model(trained):
     c = ckpt.load(res.best)
     assert c.classes == meta["classes"]
     rebuilt = c.build_model()
-    assert type(rebuilt) is type(model) and rebuilt.pixclass_spec["kwargs"] == {"widths": (8, 16, 16), "blocks": (0, 1, 1)}
+    assert type(rebuilt) is type(model) and rebuilt.pixclass_spec["kwargs"] == {
+        "widths": (8, 16, 16),
+        "blocks": (0, 1, 1),
+    }
 
 
 def test_atomic_save_round_trip_and_no_leftovers(tmp_path):
@@ -134,8 +155,9 @@ def empty(p: Path) -> None:
     p.write_bytes(b"")
 
 
-@pytest.mark.parametrize("damage", [cut_short, flip_tensor_byte, cut_inside_header, foreign_safetensors,
-                                    not_safetensors, empty])
+@pytest.mark.parametrize(
+    "damage", [cut_short, flip_tensor_byte, cut_inside_header, foreign_safetensors, not_safetensors, empty]
+)
 def test_damaged_checkpoint_is_a_clear_error(saved, damage, tmp_path):
     Predictor.from_checkpoint(saved)  # fine before
     p = tmp_path / "copy.safetensors"
@@ -228,7 +250,10 @@ def _doctor(saved: Path, **changes: object) -> Path:
     [
         ({"classes": ["a", "b", "c", "d", "e"]}, ["names 5 classes", "3 outputs"]),
         ({"classes": ["a", "b"]}, ["names 2 classes", "3 outputs"]),
-        ({"classes": ["a", "b", "d", "e", "f"], "model__num_classes": 5}, ["names 5 classes", "head", "3 outputs"]),
+        (
+            {"classes": ["a", "b", "d", "e", "f"], "model__num_classes": 5},
+            ["names 5 classes", "head", "3 outputs"],
+        ),
         ({"classes": ["a", "a", "b"]}, ["repeat"]),
         ({"model__name": "nosuchnet"}, ["'nosuchnet' is not known", "rescnn"]),
         ({"input_size": 0, "model__input_size": 0}, ["input_size is 0"]),
@@ -265,7 +290,9 @@ def test_a_newer_checkpoint_format_says_upgrade(saved):
     assert md["format_version"] == str(ckpt.FORMAT_VERSION)
     md["format_version"] = "7"
     save_file(tensors, str(saved), metadata=md)
-    with pytest.raises(CheckpointError, match=r"checkpoint format 7; this pixclass .* reads format 1 and older -- upgrade"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint format 7; this pixclass .* reads format 1 and older -- upgrade"
+    ):
         ckpt.read(saved)
 
 

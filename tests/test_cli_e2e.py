@@ -34,8 +34,13 @@ def start(tmp_path):
     started: list[subprocess.Popen[str]] = []
 
     def run(*args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen([sys.executable, "-m", "pixclass", *args], cwd=tmp_path, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "pixclass", *args],
+            cwd=tmp_path,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         started.append(p)
         return p
 
@@ -68,8 +73,18 @@ def test_train_evaluate_predict(tmp_path, patterns, start):
 
     # The checkpoint is only read from here on: evaluate and predict run side by side.
     evaluating = start("evaluate", "run/best.safetensors", "data", "--json", "out/metrics.json", "-q")
-    predicting = start("predict", "run/best.safetensors", "data/bottom", "data/top/0*.png", "data/top/broken.png",
-                       "--csv", "out/pred.csv", "--json", "--top-k", "2")
+    predicting = start(
+        "predict",
+        "run/best.safetensors",
+        "data/bottom",
+        "data/top/0*.png",
+        "data/top/broken.png",
+        "--csv",
+        "out/pred.csv",
+        "--json",
+        "--top-k",
+        "2",
+    )
 
     # ---- evaluate: a plain folder, so every readable image
     r = finish(evaluating)
@@ -80,7 +95,9 @@ def test_train_evaluate_predict(tmp_path, patterns, start):
     assert m["accuracy"] >= 0.9  # two bright halves: easy even after two epochs
     assert set(m["per_class"]) == {"bottom", "top"}
     assert sum(map(sum, m["confusion_matrix"])) == 60
-    assert (tmp_path / m["confusion_png"]).resolve() == (run / "confusion_all.png").resolve()  # beside the checkpoint
+    assert (tmp_path / m["confusion_png"]).resolve() == (
+        run / "confusion_all.png"
+    ).resolve()  # beside the checkpoint
     assert (run / "confusion_all.png").stat().st_size > 0
     assert "top/broken.png" in r.stdout
 

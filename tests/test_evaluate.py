@@ -18,29 +18,40 @@ from pixclass.metrics import (
 # ------------------------------------------------------------------------------------------- metrics
 def test_metrics_on_hand_made_probabilities():
     classes = ["a", "b", "c"]
-    probs = np.array([
-        [0.8, 0.1, 0.1],  # a -> a
-        [0.6, 0.3, 0.1],  # a -> a
-        [0.2, 0.7, 0.1],  # a -> b  (wrong)
-        [0.1, 0.8, 0.1],  # b -> b
-        [0.1, 0.2, 0.7],  # c -> c
-        [0.5, 0.1, 0.4],  # c -> a  (wrong)
-    ])
+    probs = np.array(
+        [
+            [0.8, 0.1, 0.1],  # a -> a
+            [0.6, 0.3, 0.1],  # a -> a
+            [0.2, 0.7, 0.1],  # a -> b  (wrong)
+            [0.1, 0.8, 0.1],  # b -> b
+            [0.1, 0.2, 0.7],  # c -> c
+            [0.5, 0.1, 0.4],  # c -> a  (wrong)
+        ]
+    )
     labels = np.array([0, 0, 0, 1, 2, 2])
     m = classification_metrics(probs, labels, classes)
     assert m["n"] == 6
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["top5"] is None  # fewer than five classes
     assert set(m["per_class"]) == set(classes)
-    assert m["per_class"]["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
-    assert m["per_class"]["b"] == pytest.approx({"precision": 1 / 2, "recall": 1.0, "f1": 2 / 3, "support": 1})
-    assert m["per_class"]["c"] == pytest.approx({"precision": 1.0, "recall": 1 / 2, "f1": 2 / 3, "support": 2})
+    assert m["per_class"]["a"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
+    )
+    assert m["per_class"]["b"] == pytest.approx(
+        {"precision": 1 / 2, "recall": 1.0, "f1": 2 / 3, "support": 1}
+    )
+    assert m["per_class"]["c"] == pytest.approx(
+        {"precision": 1.0, "recall": 1 / 2, "f1": 2 / 3, "support": 2}
+    )
     assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert m["macro"]["recall"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)
     assert m["weighted"]["recall"] == pytest.approx(4 / 6)  # weighted recall is accuracy
     nll = -np.mean(np.log([0.8, 0.6, 0.2, 0.8, 0.7, 0.4]))
     assert m["log_loss"] == pytest.approx(nll)
-    assert {(d["true"], d["predicted"], d["count"]) for d in m["most_confused"]} == {("a", "b", 1), ("c", "a", 1)}
+    assert {(d["true"], d["predicted"], d["count"]) for d in m["most_confused"]} == {
+        ("a", "b", 1),
+        ("c", "a", 1),
+    }
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 1 / 2) / 3)  # mean per-class recall
     report = format_report(m, classes)
     assert "accuracy = 0.6667" in report and "top-5" not in report

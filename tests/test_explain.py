@@ -39,7 +39,9 @@ COLOURS = {"blue": (50, 80, 255), "green": (40, 210, 40), "red": (230, 40, 40)}
 CLASSES = sorted([*COLOURS, "none"])  # the folder order: blue, green, none, red
 
 
-def spot_image(rng: np.random.Generator, name: str, size: int = SIZE) -> tuple[np.ndarray, tuple[int, int] | None]:
+def spot_image(
+    rng: np.random.Generator, name: str, size: int = SIZE
+) -> tuple[np.ndarray, tuple[int, int] | None]:
     """(size, size, 3) uint8 grey noise with an OBJ x OBJ square of class ``name``'s colour (none for
     "none"), and the square's top-left corner (y, x)."""
     img = np.repeat(rng.integers(0, 170, (size, size, 1), dtype=np.uint8), 3, axis=2)
@@ -47,7 +49,9 @@ def spot_image(rng: np.random.Generator, name: str, size: int = SIZE) -> tuple[n
         return img, None
     y, x = (int(v) for v in rng.integers(0, size - OBJ + 1, 2))
     jitter = rng.integers(-25, 26, (OBJ, OBJ, 3))
-    img[y : y + OBJ, x : x + OBJ] = np.clip(np.array(COLOURS[name], np.int16) + jitter, 0, 255).astype(np.uint8)
+    img[y : y + OBJ, x : x + OBJ] = np.clip(np.array(COLOURS[name], np.int16) + jitter, 0, 255).astype(
+        np.uint8
+    )
     return img, (y, x)
 
 
@@ -82,10 +86,19 @@ def _train_spots(root: Path) -> None:
         for i in range(80):
             Image.fromarray(spot_image(rng, name)[0]).save(root / "data" / name / f"{i:03d}.png")
     # Two stages: Grad-CAM's layer (the last stage) is 8 x 8 for 32 px inputs.
-    cfg = merge(TrainConfig(), {
-        "model": "rescnn", "model_kwargs": {"widths": [16, 32], "blocks": [0, 1]}, "epochs": 8, "batch_size": 32,
-        "lr": 0.05, "device": "cpu", "seed": 0, "data": {"workers": 1, "val_fraction": 0.1, "test_fraction": 0.0},
-    })
+    cfg = merge(
+        TrainConfig(),
+        {
+            "model": "rescnn",
+            "model_kwargs": {"widths": [16, 32], "blocks": [0, 1]},
+            "epochs": 8,
+            "batch_size": 32,
+            "lr": 0.05,
+            "device": "cpu",
+            "seed": 0,
+            "data": {"workers": 1, "val_fraction": 0.1, "test_fraction": 0.0},
+        },
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two test workers on two cores: more threads only contend
     try:
@@ -157,7 +170,9 @@ def test_explanations_change_when_the_weights_are_randomized(spots: SimpleNamesp
         assert torch.equal(tb, targets)
         rho = np.mean([rank_corr(p, q) for p, q in zip(a, b, strict=True)])
         print(f"{method}: rank correlation trained vs randomized {rho:.2f}")
-        assert rho < 0.5, f"{method} barely changes when the weights are randomized (rank correlation {rho:.2f})"
+        assert rho < 0.5, (
+            f"{method} barely changes when the weights are randomized (rank correlation {rho:.2f})"
+        )
         if method == "gradcam":
             assert _hit_rate(b, boxes, np.ones(len(b), bool)) < 0.5
 
@@ -200,17 +215,34 @@ def test_uncrop_follows_the_eval_transform_geometry() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def test_cli_writes_overlay_png_and_npy_at_the_image_size(spots: SimpleNamespace, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_overlay_png_and_npy_at_the_image_size(
+    spots: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(5)
     a = Image.fromarray(spot_image(rng, "red")[0])
     a.save(tmp_path / "red.png")
-    wide = np.concatenate([np.full((SIZE, 16, 3), 90, np.uint8), spot_image(rng, "blue")[0], np.full((SIZE, 16, 3), 90, np.uint8)], 1)
+    wide = np.concatenate(
+        [
+            np.full((SIZE, 16, 3), 90, np.uint8),
+            spot_image(rng, "blue")[0],
+            np.full((SIZE, 16, 3), 90, np.uint8),
+        ],
+        1,
+    )
     Image.fromarray(wide).resize((128, 64)).save(tmp_path / "wide.png")  # H x W = 64 x 128
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "ex"
-    rc = main(["explain", str(spots.ckpt), str(tmp_path / "red.png"), str(tmp_path / "wide.png"),
-               str(tmp_path / "broken.png"), "--out", str(out)])
+    rc = main(
+        [
+            "explain",
+            str(spots.ckpt),
+            str(tmp_path / "red.png"),
+            str(tmp_path / "wide.png"),
+            str(tmp_path / "broken.png"),
+            "--out",
+            str(out),
+        ]
+    )
     cap = capsys.readouterr()
     assert rc == 1 and "broken.png" in cap.err  # the unreadable file is named, the others explained
     for stem, shape in (("red", (SIZE, SIZE)), ("wide", (64, 128))):
@@ -222,23 +254,40 @@ def test_cli_writes_overlay_png_and_npy_at_the_image_size(spots: SimpleNamespace
     wide_map = np.load(out / "wide_gradcam.npy")
     assert wide_map[:, :28].max() == 0 and wide_map[:, -28:].max() == 0  # margins the crop cut off
 
-    rc = main(["explain", str(spots.ckpt), str(tmp_path / "red.png"), "--method", "saliency", "--target", "blue",
-               "--out", str(out)])
+    rc = main(
+        [
+            "explain",
+            str(spots.ckpt),
+            str(tmp_path / "red.png"),
+            "--method",
+            "saliency",
+            "--target",
+            "blue",
+            "--out",
+            str(out),
+        ]
+    )
     cap = capsys.readouterr()
     assert rc == 0 and (out / "red_saliency.npy").is_file() and "explained blue" in cap.out
 
 
-def test_cli_errors_are_one_line(spots: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_one_line(
+    spots: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     img = tmp_path / "a.png"
     Image.fromarray(spot_image(np.random.default_rng(0), "blue")[0]).save(img)
-    assert main(["explain", str(spots.ckpt), str(img), "--target", "zebra", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["explain", str(spots.ckpt), str(img), "--target", "zebra", "--out", str(tmp_path / "o")]) == 2
+    )
     assert "zebra" in capsys.readouterr().err
     assert main(["explain", str(spots.ckpt), str(img), "--layer", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "no such module" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------- other models
-@pytest.mark.parametrize(("name", "size"), [("seed_cnn", 28), ("rescnn", 32), ("resnet18", 64), ("mobilenet_v3_small", 64)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("seed_cnn", 28), ("rescnn", 32), ("resnet18", 64), ("mobilenet_v3_small", 64)]
+)
 def test_gradcam_finds_its_layer_in_built_in_and_torchvision_nets(name: str, size: int) -> None:
     torch.manual_seed(0)
     model = create_model(name, 4, 3, size)
@@ -260,8 +309,17 @@ def test_rnn_rows_gradient_methods_attribute_rows() -> None:
 
 def test_cnn_rnn_clips_attribute_frames() -> None:
     torch.manual_seed(0)
-    model = create_model("cnn_rnn", 3, 1, 16, encoder="rescnn", encoder_kwargs={"widths": (8, 16), "blocks": (0, 0)},
-                         frames=4, embed=8, hidden=8)
+    model = create_model(
+        "cnn_rnn",
+        3,
+        1,
+        16,
+        encoder="rescnn",
+        encoder_kwargs={"widths": (8, 16), "blocks": (0, 0)},
+        frames=4,
+        embed=8,
+        hidden=8,
+    )
     x = torch.randn(2, 4, 1, 16, 16)  # (N, T, C, H, W)
     for method in ("gradcam", "saliency", "occlusion"):
         a = attribute(model, x, torch.tensor([1, 0]), method)
@@ -283,15 +341,31 @@ def test_a_clip_model_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
             d.mkdir(parents=True)
             for t in range(4):
                 Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(d / f"f{t}.png")
-    tiny = {"encoder": "rescnn", "encoder_kwargs": {"widths": [8, 16], "blocks": [0, 0]}, "embed": 8, "hidden": 8}
-    cfg = merge(TrainConfig(), {"model": "cnn_rnn", "model_kwargs": tiny, "epochs": 1, "batch_size": 8, "device": "cpu",
-                                "data": {"workers": 1, "val_fraction": 0.3, "test_fraction": 0.0}})
+    tiny = {
+        "encoder": "rescnn",
+        "encoder_kwargs": {"widths": [8, 16], "blocks": [0, 0]},
+        "embed": 8,
+        "hidden": 8,
+    }
+    cfg = merge(
+        TrainConfig(),
+        {
+            "model": "cnn_rnn",
+            "model_kwargs": tiny,
+            "epochs": 1,
+            "batch_size": 8,
+            "device": "cpu",
+            "data": {"workers": 1, "val_fraction": 0.3, "test_fraction": 0.0},
+        },
+    )
     log: list[str] = []
     res = train(tmp_path / "clips", cfg, tmp_path / "run", progress=False, log=log.append)
     assert ckpt.load(res.best).meta.get("sequence"), "expected a clip checkpoint"
     assert not any("warning" in m for m in log), log  # the report was written too
     page = (tmp_path / "run" / "report.html").read_text()
-    assert "Worst mistakes" in page and ("No mistakes" in page or "style='width:360px'" in page)  # 4 frames x 90 px
+    assert "Worst mistakes" in page and (
+        "No mistakes" in page or "style='width:360px'" in page
+    )  # 4 frames x 90 px
     clip = str(tmp_path / "clips" / "left" / "s0")
     assert main(["explain", str(res.best), clip, "--method", "saliency", "--out", str(tmp_path / "ex")]) == 0
     assert main(["explain", str(res.best), clip, "--out", str(tmp_path / "ex")]) == 0

@@ -23,7 +23,9 @@ def data(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.mark.parametrize("out", ["data", "data/cat", "data/cat/new/deeper", "data/cat/0.png", "data/./cat/../dog"])
+@pytest.mark.parametrize(
+    "out", ["data", "data/cat", "data/cat/new/deeper", "data/cat/0.png", "data/./cat/../dog"]
+)
 def test_outputs_in_a_data_folder_are_refused(tmp_path, data, out, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OutputError, match=r"^--out "):
@@ -51,7 +53,9 @@ def test_a_csv_guards_its_folder(tmp_path, data):
 
 @pytest.mark.parametrize("out", ["runs/a", "data_out", "elsewhere/cat"])
 def test_outputs_beside_the_data_are_fine(tmp_path, data, out):
-    refuse_output_in_inputs(tmp_path / out, [data, data / "cat" / "0.png", "fashion-mnist", tmp_path / "nosuch"], "--out")
+    refuse_output_in_inputs(
+        tmp_path / out, [data, data / "cat" / "0.png", "fashion-mnist", tmp_path / "nosuch"], "--out"
+    )
 
 
 def test_a_parent_of_the_data_is_not_inside_it(tmp_path, data):
@@ -134,10 +138,14 @@ def test_image_outputs_stay_out_of_an_input_image_folder(tmp_path, data):
     refuse_output_in_inputs(data / "cat", [img], "--csv")  # a CSV beside an image: not an image
     with pytest.raises(OutputError, match="--out .*is the folder of the input image .*0.png"):
         refuse_output_in_inputs(data / "cat", [img], "--out", writes_images=True)
-    refuse_output_in_inputs(data / "cat" / "explained", [img], "--out", writes_images=True)  # a new folder: fine
+    refuse_output_in_inputs(
+        data / "cat" / "explained", [img], "--out", writes_images=True
+    )  # a new folder: fine
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "best.safetensors").write_bytes(b"x")
-    refuse_output_in_inputs(tmp_path / "run", [tmp_path / "run" / "best.safetensors"], "--plots", writes_images=True)
+    refuse_output_in_inputs(
+        tmp_path / "run", [tmp_path / "run" / "best.safetensors"], "--plots", writes_images=True
+    )
 
 
 def test_a_run_that_fails_before_writing_leaves_no_empty_folder(tmp_path):

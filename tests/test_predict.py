@@ -33,8 +33,14 @@ def test_the_same_image_in_every_form_gets_the_same_answer(run):
     path = unseen / "top" / "000.png"
     with Image.open(path) as im:
         pil = im.copy()
-    forms = [str(path), path, pil, np.asarray(pil), np.asarray(pil).transpose(2, 0, 1),
-             np.asarray(pil).astype(np.float32) / 255]
+    forms = [
+        str(path),
+        path,
+        pil,
+        np.asarray(pil),
+        np.asarray(pil).transpose(2, 0, 1),
+        np.asarray(pil).astype(np.float32) / 255,
+    ]
     answers = [p.predict(f) for f in forms]
     assert all(isinstance(a, Prediction) for a in answers)
     for a in answers[1:]:
@@ -81,7 +87,14 @@ def test_predict_files_keeps_order_and_reports_broken_files(run, tmp_path):
     for batch_size in (2, 256):  # across batch boundaries, and in one batch
         out = list(p.predict_files(paths, batch_size=batch_size, workers=2))
         assert len(out) == len(paths)
-        assert [type(r) for r in out] == [Prediction, DecodeError, Prediction, Prediction, DecodeError, Prediction]
+        assert [type(r) for r in out] == [
+            Prediction,
+            DecodeError,
+            Prediction,
+            Prediction,
+            DecodeError,
+            Prediction,
+        ]
         assert [r.path for r in out] == paths
         assert out[4].reason == "empty file"
         assert [r.label for r in out if isinstance(r, Prediction)] == [Path(g).parent.name for g in good[:4]]
@@ -102,17 +115,33 @@ def test_expand_paths_folders_globs_and_missing(tmp_path, imgs):
     for name in ("b/2.png", "b/1.jpg", "a/x.png", "a/.hidden.png", "a/.dot/y.png"):
         imgs.save(imgs.noise(0), tmp_path / name)
     (tmp_path / "a" / "notes.txt").write_text("not an image")
-    got, missing = expand_paths([str(tmp_path / "b"), str(tmp_path / "a" / "*.png"), str(tmp_path / "nope.png"),
-                                 str(tmp_path / "zz*.png")])
-    assert got == [str(tmp_path / "b" / "1.jpg"), str(tmp_path / "b" / "2.png"), str(tmp_path / "a" / "x.png")]
+    got, missing = expand_paths(
+        [
+            str(tmp_path / "b"),
+            str(tmp_path / "a" / "*.png"),
+            str(tmp_path / "nope.png"),
+            str(tmp_path / "zz*.png"),
+        ]
+    )
+    assert got == [
+        str(tmp_path / "b" / "1.jpg"),
+        str(tmp_path / "b" / "2.png"),
+        str(tmp_path / "a" / "x.png"),
+    ]
     assert [(Path(m.path).name, m.reason) for m in missing] == [
-        ("nope.png", "no such file or folder"), ("zz*.png", "no file matches this pattern")]
+        ("nope.png", "no such file or folder"),
+        ("zz*.png", "no file matches this pattern"),
+    ]
 
 
 def test_write_csv(tmp_path):
-    preds = [Prediction("cat", 0.75, 0, [{"label": "cat", "prob": 0.75}, {"label": "dog", "prob": 0.25}], "a.png")]
+    preds = [
+        Prediction("cat", 0.75, 0, [{"label": "cat", "prob": 0.75}, {"label": "dog", "prob": 0.25}], "a.png")
+    ]
     write_csv(tmp_path / "out" / "p.csv", preds, top_k=2)
     with open(tmp_path / "out" / "p.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows == [["path", "label", "prob", "top1_label", "top1_prob", "top2_label", "top2_prob"],
-                    ["a.png", "cat", "0.750000", "cat", "0.750000", "dog", "0.250000"]]
+    assert rows == [
+        ["path", "label", "prob", "top1_label", "top1_prob", "top2_label", "top2_prob"],
+        ["a.png", "cat", "0.750000", "cat", "0.750000", "dog", "0.250000"],
+    ]

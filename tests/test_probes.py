@@ -44,18 +44,32 @@ TINY_CONFIG = {
 }
 CLASSES = {"cat": 6, "dog": 6}
 
-NOT_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads and writes anything")
+NOT_ROOT = pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads and writes anything"
+)
 
 
 def pixclass(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """``python -m pixclass ARGS`` in ``cwd`` (inherits the test's isolated cache and one thread)."""
-    return subprocess.run([sys.executable, "-m", "pixclass", *args], cwd=cwd, text=True, capture_output=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "pixclass", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pixclass", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pixclass", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def finish(p: subprocess.Popen[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -155,8 +169,12 @@ def png_bomb(path: Path, side: int = 30_000) -> None:
 
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
 
 
 def one_error_line(r: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -180,7 +198,9 @@ class Probe:
     words: tuple[str, ...] = ()  # an error probe's message names these (case-insensitive)
     owner: str | None = None  # xfail reason until that work is merged
     marks: tuple = ()
-    runner: Callable[[Work, list[str]], subprocess.CompletedProcess[str]] | None = None  # default: run argv once
+    runner: Callable[[Work, list[str]], subprocess.CompletedProcess[str]] | None = (
+        None  # default: run argv once
+    )
 
 
 def behaves(*checks: Check) -> Check:
@@ -272,11 +292,20 @@ def _full_disk(w: Work, argv: list[str]) -> subprocess.CompletedProcess[str]:
         import resource
         import signal
 
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+        signal.signal(
+            signal.SIGXFSZ, signal.SIG_IGN
+        )  # a write past the limit fails (EFBIG) instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
 
-    return subprocess.run([sys.executable, "-m", "pixclass", *argv], cwd=w.dir, text=True, capture_output=True,
-                          timeout=240, stdin=subprocess.DEVNULL, preexec_fn=limit)
+    return subprocess.run(
+        [sys.executable, "-m", "pixclass", *argv],
+        cwd=w.dir,
+        text=True,
+        capture_output=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=limit,
+    )
 
 
 def _symlink_loop(w: Work) -> list[str]:
@@ -356,133 +385,352 @@ CALIBRATE = ["calibrate", "ckpt/best.safetensors", "data", "--out", "calibrated.
 PROBES: list[Probe] = [
     # ---------------------------------------------------------------- silent wrong data
     Probe("symlink-loop-counted-once", _symlink_loop, behaves(exit_code(0), json_counts(CLASSES))),
-    Probe("symlink-into-other-class-counted-once", _symlink_cross_class, behaves(exit_code(0), json_counts(CLASSES))),
-    Probe("csv-bad-split-value", lambda w: ["data", "check", _csv(w, ["path,label,split", "cat/000.png,cat,train",
-          "dog/000.png,dog,train", "cat/001.png,cat,tset", "dog/001.png,dog,test"])], words=("labels.csv:4", "tset", "train")),
-    Probe("csv-partly-filled-split", lambda w: ["data", "check", _csv(w, ["path,label,split", "cat/000.png,cat,train",
-          "dog/000.png,dog,", "cat/001.png,cat,test"])], words=("labels.csv:3", "split")),
-    Probe("csv-not-utf8", lambda w: ["data", "check", _csv(w, ["path,label", "cat/000.png,café", "dog/000.png,dog"],
-          encoding="latin-1")], words=("labels.csv", "utf-8")),
+    Probe(
+        "symlink-into-other-class-counted-once",
+        _symlink_cross_class,
+        behaves(exit_code(0), json_counts(CLASSES)),
+    ),
+    Probe(
+        "csv-bad-split-value",
+        lambda w: [
+            "data",
+            "check",
+            _csv(
+                w,
+                [
+                    "path,label,split",
+                    "cat/000.png,cat,train",
+                    "dog/000.png,dog,train",
+                    "cat/001.png,cat,tset",
+                    "dog/001.png,dog,test",
+                ],
+            ),
+        ],
+        words=("labels.csv:4", "tset", "train"),
+    ),
+    Probe(
+        "csv-partly-filled-split",
+        lambda w: [
+            "data",
+            "check",
+            _csv(
+                w, ["path,label,split", "cat/000.png,cat,train", "dog/000.png,dog,", "cat/001.png,cat,test"]
+            ),
+        ],
+        words=("labels.csv:3", "split"),
+    ),
+    Probe(
+        "csv-not-utf8",
+        lambda w: [
+            "data",
+            "check",
+            _csv(w, ["path,label", "cat/000.png,café", "dog/000.png,dog"], encoding="latin-1"),
+        ],
+        words=("labels.csv", "utf-8"),
+    ),
     Probe("train-one-class", _one_class, words=("class",)),
-    Probe("predict-ckpt-5-names-3-outputs", _meta(PREDICT, classes=["a", "b", "c", "d", "e"]), words=("class",)),
+    Probe(
+        "predict-ckpt-5-names-3-outputs", _meta(PREDICT, classes=["a", "b", "c", "d", "e"]), words=("class",)
+    ),
     Probe("explain-ckpt-1-name-2-outputs", _meta(EXPLAIN, classes=["cat"]), words=("class",)),
     Probe("evaluate-ckpt-more-names", _meta(EVALUATE, classes=["cat", "dog", "cow"]), words=("class",)),
     Probe("train-lr-1e6", lambda w: train("--out", "out", "--lr", "1e6", "--epochs", "2"), words=("--lr",)),
     Probe("train-epochs-0", lambda w: train("--out", "out", "--epochs", "0"), words=("--epochs",)),
     Probe("train-epochs-negative", lambda w: train("--out", "out", "--epochs", "-1"), words=("--epochs",)),
     Probe("train-lr-0", lambda w: train("--out", "out", "--lr", "0"), words=("--lr",)),
-    Probe("train-image-size-0", lambda w: train("--out", "out", "--image-size", "0"), words=("--image-size",)),
-    Probe("sample-n-negative", _args("data", "sample", "data", "-n", "-5", "--out", "samples"), words=("-n",)),
+    Probe(
+        "train-image-size-0", lambda w: train("--out", "out", "--image-size", "0"), words=("--image-size",)
+    ),
+    Probe(
+        "sample-n-negative", _args("data", "sample", "data", "-n", "-5", "--out", "samples"), words=("-n",)
+    ),
     Probe("predict-top-k-0", lambda w: [*PREDICT, "--top-k", "0"], words=("--top-k",)),
-    Probe("predict-min-confidence-5", lambda w: [*PREDICT, "--min-confidence", "5"], words=("--min-confidence",)),
+    Probe(
+        "predict-min-confidence-5", lambda w: [*PREDICT, "--min-confidence", "5"], words=("--min-confidence",)
+    ),
     Probe("models-input-size-0", _args("models", "--input-size", "0"), words=("--input-size",)),
     Probe("models-num-classes-negative", _args("models", "--num-classes", "-3"), words=("--num-classes",)),
-    Probe("sample-split-nosuch", _args("data", "sample", "data", "--split", "nosuch", "--out", "samples"),
-          words=("nosuch", "train", "val", "test")),
+    Probe(
+        "sample-split-nosuch",
+        _args("data", "sample", "data", "--split", "nosuch", "--out", "samples"),
+        words=("nosuch", "train", "val", "test"),
+    ),
     # ---------------------------------------------------------------- outputs that would damage inputs
     Probe("train-out-is-data", lambda w: train("--out", "data"), words=("--out",)),
     Probe("train-out-in-class-folder", lambda w: train("--out", "data/cat"), words=("--out",)),
-    Probe("sample-out-in-class-folder", _args("data", "sample", "data", "--out", "data/cat"), words=("--out",)),
+    Probe(
+        "sample-out-in-class-folder", _args("data", "sample", "data", "--out", "data/cat"), words=("--out",)
+    ),
     Probe("predict-csv-is-input-image", lambda w: [*PREDICT, "--csv", "data/cat/000.png"], words=("--csv",)),
-    Probe("predict-csv-is-checkpoint", lambda w: [*PREDICT, "--csv", "ckpt/best.safetensors"], words=("--csv",)),
+    Probe(
+        "predict-csv-is-checkpoint", lambda w: [*PREDICT, "--csv", "ckpt/best.safetensors"], words=("--csv",)
+    ),
     Probe("evaluate-json-in-data", lambda w: [*EVALUATE, "--json", "data/metrics.json"], words=("--json",)),
-    Probe("evaluate-plots-in-data", _args("evaluate", "ckpt/best.safetensors", "data", "-q", "--plots", "data/cat"),
-          words=("--plots",)),
-    Probe("explain-out-in-data", _args("explain", "ckpt/best.safetensors", "data/cat/000.png", "--out", "data/cat"),
-          words=("--out",)),
-    Probe("calibrate-out-in-data", _args("calibrate", "ckpt/best.safetensors", "data", "--out", "data/cat/c.safetensors"),
-          words=("--out",)),
-    Probe("check-quarantine-in-data", lambda w: (_broken_image(w), ["data", "check", "data", "--quarantine", "data/q"])[1],
-          words=("quarantine",)),
-    Probe("two-trains-same-out", lambda w: train("--out", "same"), words=("same",),
-          runner=_two_trains_same_out),
+    Probe(
+        "evaluate-plots-in-data",
+        _args("evaluate", "ckpt/best.safetensors", "data", "-q", "--plots", "data/cat"),
+        words=("--plots",),
+    ),
+    Probe(
+        "explain-out-in-data",
+        _args("explain", "ckpt/best.safetensors", "data/cat/000.png", "--out", "data/cat"),
+        words=("--out",),
+    ),
+    Probe(
+        "calibrate-out-in-data",
+        _args("calibrate", "ckpt/best.safetensors", "data", "--out", "data/cat/c.safetensors"),
+        words=("--out",),
+    ),
+    Probe(
+        "check-quarantine-in-data",
+        lambda w: (_broken_image(w), ["data", "check", "data", "--quarantine", "data/q"])[1],
+        words=("quarantine",),
+    ),
+    Probe(
+        "two-trains-same-out", lambda w: train("--out", "same"), words=("same",), runner=_two_trains_same_out
+    ),
     # ---------------------------------------------------------------- tracebacks instead of one line
-    Probe("config-invalid-yaml", lambda w: ["train", "data", "--config", w.file("bad.yaml", "epochs: [1,\n")],
-          words=("bad.yaml",)),
-    Probe("config-unknown-key", lambda w: ["train", "data", "--config", w.file("bad.yaml", "epoch: 2\n")],
-          words=("epoch",)),
-    Probe("config-epochs-two", lambda w: ["train", "data", "--config", w.file("bad.yaml", "epochs: two\n")],
-          words=("epochs",)),
-    Probe("config-top-level-list", lambda w: ["train", "data", "--config", w.file("bad.yaml", "- epochs\n")],
-          words=("bad.yaml",)),
+    Probe(
+        "config-invalid-yaml",
+        lambda w: ["train", "data", "--config", w.file("bad.yaml", "epochs: [1,\n")],
+        words=("bad.yaml",),
+    ),
+    Probe(
+        "config-unknown-key",
+        lambda w: ["train", "data", "--config", w.file("bad.yaml", "epoch: 2\n")],
+        words=("epoch",),
+    ),
+    Probe(
+        "config-epochs-two",
+        lambda w: ["train", "data", "--config", w.file("bad.yaml", "epochs: two\n")],
+        words=("epochs",),
+    ),
+    Probe(
+        "config-top-level-list",
+        lambda w: ["train", "data", "--config", w.file("bad.yaml", "- epochs\n")],
+        words=("bad.yaml",),
+    ),
     Probe("config-missing-file", _args("train", "data", "--config", "nosuch.yaml"), words=("nosuch.yaml",)),
-    Probe("train-batch-size-0", lambda w: train("--out", "out", "--batch-size", "0"), words=("--batch-size",)),
-    Probe("train-metric-misspelt", lambda w: train("--out", "out", "--metric", "val_accuracy"),
-          words=("--metric", "val_acc")),
+    Probe(
+        "train-batch-size-0", lambda w: train("--out", "out", "--batch-size", "0"), words=("--batch-size",)
+    ),
+    Probe(
+        "train-metric-misspelt",
+        lambda w: train("--out", "out", "--metric", "val_accuracy"),
+        words=("--metric", "val_acc"),
+    ),
     Probe("predict-ckpt-unknown-model", _meta(PREDICT, model__name="nosuchnet"), words=("nosuchnet",)),
     Probe("evaluate-ckpt-unknown-model", _meta(EVALUATE, model__name="nosuchnet"), words=("nosuchnet",)),
     Probe("explain-ckpt-unknown-model", _meta(EXPLAIN, model__name="nosuchnet"), words=("nosuchnet",)),
-    Probe("predict-ckpt-input-size-0", _meta(PREDICT, input_size=0, model__input_size=0), words=("input_size",)),
-    Probe("evaluate-ckpt-input-size-0", _meta(EVALUATE, input_size=0, model__input_size=0), words=("input_size",)),
-    Probe("explain-ckpt-input-size-0", _meta(EXPLAIN, input_size=0, model__input_size=0), words=("input_size",)),
+    Probe(
+        "predict-ckpt-input-size-0", _meta(PREDICT, input_size=0, model__input_size=0), words=("input_size",)
+    ),
+    Probe(
+        "evaluate-ckpt-input-size-0",
+        _meta(EVALUATE, input_size=0, model__input_size=0),
+        words=("input_size",),
+    ),
+    Probe(
+        "explain-ckpt-input-size-0", _meta(EXPLAIN, input_size=0, model__input_size=0), words=("input_size",)
+    ),
     Probe("predict-ckpt-channels-2", _meta(PREDICT, channels=2), words=("channels",)),
-    Probe("predict-device-cuda-without-gpu", lambda w: [*PREDICT, "--device", "cuda"], words=("cuda",),
-          marks=(pytest.mark.skipif(bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or shutil.which("nvidia-smi") is not None,
-                                    reason="a GPU may be here"),)),
-    Probe("evaluate-json-is-folder", lambda w: (os.mkdir(w.dir / "outdir"), [*EVALUATE, "--json", "outdir"])[1],
-          words=("--json",)),
-    Probe("data-check-truncated-cache", _args("data", "check", "data", "--json"),
-          behaves(exit_code(0), stderr_has("rebuil")), runner=lambda w, argv: _truncated_cache(w, argv)),
+    Probe(
+        "predict-device-cuda-without-gpu",
+        lambda w: [*PREDICT, "--device", "cuda"],
+        words=("cuda",),
+        marks=(
+            pytest.mark.skipif(
+                bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or shutil.which("nvidia-smi") is not None,
+                reason="a GPU may be here",
+            ),
+        ),
+    ),
+    Probe(
+        "evaluate-json-is-folder",
+        lambda w: (os.mkdir(w.dir / "outdir"), [*EVALUATE, "--json", "outdir"])[1],
+        words=("--json",),
+    ),
+    Probe(
+        "data-check-truncated-cache",
+        _args("data", "check", "data", "--json"),
+        behaves(exit_code(0), stderr_has("rebuil")),
+        runner=lambda w, argv: _truncated_cache(w, argv),
+    ),
     # ---------------------------------------------------------------- missing and unreadable paths
     Probe("train-missing-data", _args("train", "nosuch", "-q"), words=("nosuch",)),
     Probe("check-missing-data", _args("data", "check", "nosuch"), words=("nosuch",)),
-    Probe("evaluate-missing-data", _args("evaluate", "ckpt/best.safetensors", "nosuch", "-q"), words=("nosuch",)),
-    Probe("evaluate-missing-ckpt", _args("evaluate", "nosuch.safetensors", "data", "-q"), words=("nosuch.safetensors",)),
-    Probe("predict-missing-ckpt", _args("predict", "nosuch.safetensors", "data/cat/000.png"), words=("nosuch.safetensors",)),
-    Probe("explain-missing-ckpt", _args("explain", "nosuch.safetensors", "data/cat/000.png", "--out", "ex"),
-          words=("nosuch.safetensors",)),
-    Probe("calibrate-missing-data", _args("calibrate", "ckpt/best.safetensors", "nosuch", "--out", "c.safetensors"),
-          words=("nosuch",)),
+    Probe(
+        "evaluate-missing-data", _args("evaluate", "ckpt/best.safetensors", "nosuch", "-q"), words=("nosuch",)
+    ),
+    Probe(
+        "evaluate-missing-ckpt",
+        _args("evaluate", "nosuch.safetensors", "data", "-q"),
+        words=("nosuch.safetensors",),
+    ),
+    Probe(
+        "predict-missing-ckpt",
+        _args("predict", "nosuch.safetensors", "data/cat/000.png"),
+        words=("nosuch.safetensors",),
+    ),
+    Probe(
+        "explain-missing-ckpt",
+        _args("explain", "nosuch.safetensors", "data/cat/000.png", "--out", "ex"),
+        words=("nosuch.safetensors",),
+    ),
+    Probe(
+        "calibrate-missing-data",
+        _args("calibrate", "ckpt/best.safetensors", "nosuch", "--out", "c.safetensors"),
+        words=("nosuch",),
+    ),
     Probe("report-not-a-run", _args("report", "data"), words=("data",)),
-    Probe("predict-missing-image", _args("predict", "ckpt/best.safetensors", "nosuch.png"),
-          behaves(exit_code(1), error_lines_only, stderr_has("nosuch.png"))),
+    Probe(
+        "predict-missing-image",
+        _args("predict", "ckpt/best.safetensors", "nosuch.png"),
+        behaves(exit_code(1), error_lines_only, stderr_has("nosuch.png")),
+    ),
     Probe("predict-folder-as-ckpt", _args("predict", "ckpt", "data/cat/000.png"), words=("ckpt",)),
-    Probe("predict-unreadable-ckpt", _then(_unreadable("ckpt/best.safetensors"), PREDICT), words=("best.safetensors",),
-          marks=(NOT_ROOT,)),
-    Probe("check-unreadable-data", _then(_unreadable("data/cat"), ["data", "check", "data"]), words=("cat",),
-          marks=(NOT_ROOT,)),
+    Probe(
+        "predict-unreadable-ckpt",
+        _then(_unreadable("ckpt/best.safetensors"), PREDICT),
+        words=("best.safetensors",),
+        marks=(NOT_ROOT,),
+    ),
+    Probe(
+        "check-unreadable-data",
+        _then(_unreadable("data/cat"), ["data", "check", "data"]),
+        words=("cat",),
+        marks=(NOT_ROOT,),
+    ),
     # ---------------------------------------------------------------- damaged, foreign and newer checkpoints
-    Probe("predict-truncated-ckpt", lambda w: (w.file("cut.safetensors", (w.dir / w.ckpt).read_bytes()[:3000]),
-          ["predict", "cut.safetensors", "data/cat/000.png"])[1], words=("cut.safetensors",)),
-    Probe("evaluate-truncated-ckpt", lambda w: (w.file("cut.safetensors", (w.dir / w.ckpt).read_bytes()[:3000]),
-          ["evaluate", "cut.safetensors", "data", "-q"])[1], words=("cut.safetensors",)),
-    Probe("explain-truncated-ckpt", lambda w: (w.file("cut.safetensors", (w.dir / w.ckpt).read_bytes()[:3000]),
-          ["explain", "cut.safetensors", "data/cat/000.png", "--out", "ex"])[1], words=("cut.safetensors",)),
-    Probe("predict-foreign-safetensors", lambda w: (_foreign(w), ["predict", "foreign.safetensors", "data/cat/000.png"])[1],
-          words=("foreign.safetensors",)),
-    Probe("predict-png-as-ckpt", _args("predict", "data/cat/000.png", "data/cat/001.png"), words=("000.png",)),
-    Probe("predict-resume-state", _args("predict", "run/resume.safetensors", "data/cat/000.png"), words=("resume",)),
-    Probe("predict-ckpt-from-newer-pixclass", lambda w: (w.header(format_version="99"), PREDICT)[1], words=("upgrade",)),
-    Probe("evaluate-ckpt-from-newer-pixclass", lambda w: (w.header(format_version="99"), EVALUATE)[1], words=("upgrade",)),
+    Probe(
+        "predict-truncated-ckpt",
+        lambda w: (
+            w.file("cut.safetensors", (w.dir / w.ckpt).read_bytes()[:3000]),
+            ["predict", "cut.safetensors", "data/cat/000.png"],
+        )[1],
+        words=("cut.safetensors",),
+    ),
+    Probe(
+        "evaluate-truncated-ckpt",
+        lambda w: (
+            w.file("cut.safetensors", (w.dir / w.ckpt).read_bytes()[:3000]),
+            ["evaluate", "cut.safetensors", "data", "-q"],
+        )[1],
+        words=("cut.safetensors",),
+    ),
+    Probe(
+        "explain-truncated-ckpt",
+        lambda w: (
+            w.file("cut.safetensors", (w.dir / w.ckpt).read_bytes()[:3000]),
+            ["explain", "cut.safetensors", "data/cat/000.png", "--out", "ex"],
+        )[1],
+        words=("cut.safetensors",),
+    ),
+    Probe(
+        "predict-foreign-safetensors",
+        lambda w: (_foreign(w), ["predict", "foreign.safetensors", "data/cat/000.png"])[1],
+        words=("foreign.safetensors",),
+    ),
+    Probe(
+        "predict-png-as-ckpt", _args("predict", "data/cat/000.png", "data/cat/001.png"), words=("000.png",)
+    ),
+    Probe(
+        "predict-resume-state",
+        _args("predict", "run/resume.safetensors", "data/cat/000.png"),
+        words=("resume",),
+    ),
+    Probe(
+        "predict-ckpt-from-newer-pixclass",
+        lambda w: (w.header(format_version="99"), PREDICT)[1],
+        words=("upgrade",),
+    ),
+    Probe(
+        "evaluate-ckpt-from-newer-pixclass",
+        lambda w: (w.header(format_version="99"), EVALUATE)[1],
+        words=("upgrade",),
+    ),
     Probe("predict-ckpt-flipped-byte", lambda w: (_flip_byte(w), PREDICT)[1], words=("checksum",)),
     # ---------------------------------------------------------------- run folders
-    Probe("train-out-under-a-file", lambda w: train("--out", w.file("afile", "x") + "/run"), words=("afile",)),
-    Probe("train-out-not-writable", _then(lambda w: (w.dir / "ro").mkdir(mode=0o555), train("--out", "ro/run")),
-          words=("ro",), marks=(NOT_ROOT,)),
-    Probe("calibrate-in-place-disk-full", _args("calibrate", "ckpt/best.safetensors", "data", "-q"),
-          words=("best.safetensors", "unchanged"), runner=_full_disk),
-    Probe("resume-no-run", lambda w: (os.mkdir(w.dir / "empty"), ["train", "--resume", "empty"])[1], words=("empty",)),
+    Probe(
+        "train-out-under-a-file", lambda w: train("--out", w.file("afile", "x") + "/run"), words=("afile",)
+    ),
+    Probe(
+        "train-out-not-writable",
+        _then(lambda w: (w.dir / "ro").mkdir(mode=0o555), train("--out", "ro/run")),
+        words=("ro",),
+        marks=(NOT_ROOT,),
+    ),
+    Probe(
+        "calibrate-in-place-disk-full",
+        _args("calibrate", "ckpt/best.safetensors", "data", "-q"),
+        words=("best.safetensors", "unchanged"),
+        runner=_full_disk,
+    ),
+    Probe(
+        "resume-no-run",
+        lambda w: (os.mkdir(w.dir / "empty"), ["train", "--resume", "empty"])[1],
+        words=("empty",),
+    ),
     Probe("resume-missing-folder", _args("train", "--resume", "nosuch"), words=("nosuch",)),
-    Probe("resume-no-state", lambda w: (os.remove(w.dir / "run" / "resume.safetensors"), ["train", "--resume", "run"])[1],
-          words=("resume",)),
+    Probe(
+        "resume-no-state",
+        lambda w: (os.remove(w.dir / "run" / "resume.safetensors"), ["train", "--resume", "run"])[1],
+        words=("resume",),
+    ),
     Probe("train-out-holds-a-run", lambda w: train("--out", "run"), words=("--resume",)),
-    Probe("two-trains-share-the-cache", lambda w: train(), behaves(exit_code(0)), runner=_two_trains_shared_cache),
+    Probe(
+        "two-trains-share-the-cache",
+        lambda w: train(),
+        behaves(exit_code(0)),
+        runner=_two_trains_shared_cache,
+    ),
     # ---------------------------------------------------------------- kinds that behave today: keep them so
     Probe("train-broken-image", _broken_image, behaves(exit_code(0), _check_broken_listed)),
     Probe("check-bomb-image", _bomb_in_data, behaves(exit_code(0), _check_bomb)),
-    Probe("predict-bomb-image", lambda w: (png_bomb(w.dir / "in" / "bomb.png"), w.inputs.append(w.dir / "in"),
-          ["predict", "ckpt/best.safetensors", "in/bomb.png"])[2], behaves(exit_code(1), error_lines_only, stderr_has("bomb.png"))),
-    Probe("predict-text-file", lambda w: ["predict", "ckpt/best.safetensors", w.file("notes.txt", "not an image")],
-          behaves(exit_code(1), error_lines_only, stderr_has("notes.txt"))),
-    Probe("train-empty-folder", lambda w: (os.mkdir(w.dir / "empty"), ["train", "empty", "-q"])[1], words=("empty",)),
-    Probe("check-empty-folder", lambda w: (os.mkdir(w.dir / "empty"), ["data", "check", "empty"])[1],
-          behaves(exit_code(1), stderr_has("error: "))),
-    Probe("csv-no-label-column", lambda w: ["data", "check", _csv(w, ["path,class", "cat/000.png,cat"])], words=("label",)),
-    Probe("csv-missing-file", lambda w: ["data", "check", _csv(w, ["path,label", "cat/nosuch.png,cat"])],
-          words=("labels.csv:2", "nosuch.png")),
-    Probe("csv-empty-label", lambda w: ["data", "check", _csv(w, ["path,label", "cat/000.png,"])], words=("labels.csv:2",)),
-    Probe("evaluate-unknown-classes", lambda w: ["evaluate", "ckpt/best.safetensors", w.folder("other", {"cow": 3, "pig": 3}), "-q"],
-          words=("cow",)),
+    Probe(
+        "predict-bomb-image",
+        lambda w: (
+            png_bomb(w.dir / "in" / "bomb.png"),
+            w.inputs.append(w.dir / "in"),
+            ["predict", "ckpt/best.safetensors", "in/bomb.png"],
+        )[2],
+        behaves(exit_code(1), error_lines_only, stderr_has("bomb.png")),
+    ),
+    Probe(
+        "predict-text-file",
+        lambda w: ["predict", "ckpt/best.safetensors", w.file("notes.txt", "not an image")],
+        behaves(exit_code(1), error_lines_only, stderr_has("notes.txt")),
+    ),
+    Probe(
+        "train-empty-folder",
+        lambda w: (os.mkdir(w.dir / "empty"), ["train", "empty", "-q"])[1],
+        words=("empty",),
+    ),
+    Probe(
+        "check-empty-folder",
+        lambda w: (os.mkdir(w.dir / "empty"), ["data", "check", "empty"])[1],
+        behaves(exit_code(1), stderr_has("error: ")),
+    ),
+    Probe(
+        "csv-no-label-column",
+        lambda w: ["data", "check", _csv(w, ["path,class", "cat/000.png,cat"])],
+        words=("label",),
+    ),
+    Probe(
+        "csv-missing-file",
+        lambda w: ["data", "check", _csv(w, ["path,label", "cat/nosuch.png,cat"])],
+        words=("labels.csv:2", "nosuch.png"),
+    ),
+    Probe(
+        "csv-empty-label",
+        lambda w: ["data", "check", _csv(w, ["path,label", "cat/000.png,"])],
+        words=("labels.csv:2",),
+    ),
+    Probe(
+        "evaluate-unknown-classes",
+        lambda w: ["evaluate", "ckpt/best.safetensors", w.folder("other", {"cow": 3, "pig": 3}), "-q"],
+        words=("cow",),
+    ),
     Probe("evaluate-split-nosuch", lambda w: [*EVALUATE, "--split", "nosuch"], words=("nosuch",)),
     Probe("calibrate-split-nosuch", lambda w: [*CALIBRATE, "--split", "nosuch"], words=("nosuch",)),
     Probe("explain-target-nosuch", lambda w: [*EXPLAIN, "--target", "nosuch"], words=("nosuch",)),

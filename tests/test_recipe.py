@@ -87,13 +87,29 @@ def test_fashion_mnist_command_resolves_to_the_measured_configs():
     facts = DataFacts(54_000, 10, 28, 1)
     for model, measured in (
         ("rescnn", {}),
-        ("rnn_rows", {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "grad_clip": 1.0, "epochs": 12}),
+        (
+            "rnn_rows",
+            {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "grad_clip": 1.0, "epochs": 12},
+        ),
     ):
         cfg = build_config("fashion-mnist", overrides={"model": model})
         explicit = {k: getattr(cfg, k) for k in ("augment",) if k not in cfg.auto}
-        resolved = merge(cfg, {k: v for k, v in derive(facts, model, explicit).overrides().items() if k != "data"})
+        resolved = merge(
+            cfg, {k: v for k, v in derive(facts, model, explicit).overrides().items() if k != "data"}
+        )
         want = merge(TrainConfig(), {"model": model, "augment": {"hflip": 0.5, "pad": 0}, **measured})
-        for k in ("batch_size", "lr", "epochs", "warmup_epochs", "optimizer", "weight_decay", "grad_clip",
-                  "augment", "balance", "metric", "patience"):
+        for k in (
+            "batch_size",
+            "lr",
+            "epochs",
+            "warmup_epochs",
+            "optimizer",
+            "weight_decay",
+            "grad_clip",
+            "augment",
+            "balance",
+            "metric",
+            "patience",
+        ):
             assert getattr(resolved, k) == (getattr(want, k) if k != "balance" else "none"), (model, k)
         assert resolved.data.val_fraction == want.data.val_fraction

@@ -16,8 +16,17 @@ import torch
 from pixclass.cli import main
 
 PLOTS = ("learning_curves.png", "confusion_val.png", "reliability_val.png", "mistakes_val.png")
-SECTIONS = ("Dataset", "Learning curves", "Confusion matrix", "Per class", "Most confused pairs", "Calibration",
-            "Worst mistakes", "Config", "Timing")
+SECTIONS = (
+    "Dataset",
+    "Learning curves",
+    "Confusion matrix",
+    "Per class",
+    "Most confused pairs",
+    "Calibration",
+    "Worst mistakes",
+    "Config",
+    "Timing",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +41,17 @@ def _train(data: Path, out: Path, epochs: int = 2, log: list[str] | None = None)
     from pixclass.config import TrainConfig, merge
     from pixclass.run import train
 
-    cfg = merge(TrainConfig(), {"model": "rescnn", "model_kwargs": {"widths": [8, 16], "blocks": [0, 0]}, "epochs": epochs,
-                                "batch_size": 16, "device": "cpu", "data": {"workers": 1, "val_fraction": 0.25, "test_fraction": 0.0}})
+    cfg = merge(
+        TrainConfig(),
+        {
+            "model": "rescnn",
+            "model_kwargs": {"widths": [8, 16], "blocks": [0, 0]},
+            "epochs": epochs,
+            "batch_size": 16,
+            "device": "cpu",
+            "data": {"workers": 1, "val_fraction": 0.25, "test_fraction": 0.0},
+        },
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -72,9 +90,11 @@ def test_training_writes_a_self_contained_report(run: SimpleNamespace) -> None:
 
 
 # ---------------------------------------------------------------------------------- in a real browser
-PROBE = ("<script>window.addEventListener('load',()=>{const a=[...document.images];"
-         "document.body.dataset.imgs=a.length;"
-         "document.body.dataset.loaded=a.filter(i=>i.complete&&i.naturalWidth>0).length;});</script>")
+PROBE = (
+    "<script>window.addEventListener('load',()=>{const a=[...document.images];"
+    "document.body.dataset.imgs=a.length;"
+    "document.body.dataset.loaded=a.filter(i=>i.complete&&i.naturalWidth>0).length;});</script>"
+)
 
 
 def _chromium() -> str | None:
@@ -89,9 +109,21 @@ def _images_loaded(exe: str, page: str, work: Path) -> tuple[int, int]:
     work.mkdir(parents=True, exist_ok=True)
     probe = work / "probe.html"
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-           f"--user-data-dir={work / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={work / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
     imgs = re.search(r'data-imgs="(\d+)"', out)
     loaded = re.search(r'data-loaded="(\d+)"', out)
@@ -113,8 +145,9 @@ def test_report_renders_in_headless_chromium(run: SimpleNamespace, tmp_path: Pat
 
 
 # ----------------------------------------------------------------------------------- pixclass report
-def test_report_command_rebuilds_it_from_the_run_folder(run: SimpleNamespace, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_rebuilds_it_from_the_run_folder(
+    run: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = tmp_path / "run"
     shutil.copytree(run.dir, d)
     for f in ("report.html", *PLOTS):
@@ -127,13 +160,17 @@ def test_report_command_rebuilds_it_from_the_run_folder(run: SimpleNamespace, tm
 
     moved = tmp_path / "moved"
     shutil.copytree(run.data, moved)
-    (d / "split_manifest.json").write_text((d / "split_manifest.json").read_text().replace(str(run.data), str(tmp_path / "gone")))
+    (d / "split_manifest.json").write_text(
+        (d / "split_manifest.json").read_text().replace(str(run.data), str(tmp_path / "gone"))
+    )
     assert main(["report", str(d)]) == 2
     assert "--data" in capsys.readouterr().err
     assert main(["report", str(d), "--data", str(moved)]) == 0
 
 
-def test_report_command_on_a_folder_that_is_no_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_on_a_folder_that_is_no_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "run folder" in capsys.readouterr().err
 
@@ -148,5 +185,7 @@ def test_a_failing_report_never_fails_training(tmp_path: Path, monkeypatch: pyte
     data = make_class_folder(tmp_path / "data", {"a": 6, "b": 6}, size=16)
     log: list[str] = []
     _train(data, tmp_path / "run", epochs=1, log=log)
-    assert (tmp_path / "run" / "best.safetensors").is_file() and not (tmp_path / "run" / "report.html").exists()
+    assert (tmp_path / "run" / "best.safetensors").is_file() and not (
+        tmp_path / "run" / "report.html"
+    ).exists()
     assert any(m.startswith("warning: report.html not written") and "boom" in m for m in log)

@@ -23,12 +23,16 @@ ort = pytest.importorskip("onnxruntime")
 def run(tmp_path, patterns, tiny_train):
     data = patterns.folder(tmp_path / "data", {"top": 25, "bottom": 25, "left": 25})
     # validation large enough (>= 20 images) for training to choose test-time flip on it
-    res = tiny_train(data, tmp_path / "run", {"val_fraction": 0.4}, epochs=2, augment=AugmentConfig(hflip=0.5))
+    res = tiny_train(
+        data, tmp_path / "run", {"val_fraction": 0.4}, epochs=2, augment=AugmentConfig(hflip=0.5)
+    )
     unseen = patterns.folder(tmp_path / "unseen", {"top": 3, "bottom": 3, "left": 3}, seed=7)
     return res, unseen
 
 
-@pytest.mark.parametrize("name,kw", [("seed_cnn", {}), ("rescnn", {"widths": (8, 16, 16), "blocks": (0, 1, 1)})])
+@pytest.mark.parametrize(
+    "name,kw", [("seed_cnn", {}), ("rescnn", {"widths": (8, 16, 16), "blocks": (0, 1, 1)})]
+)
 def test_onnxruntime_matches_eager(name, kw):
     torch.manual_seed(0)
     m = create_model(name, 5, 1, 20, **kw).eval()
@@ -102,7 +106,9 @@ def test_predictor_backends_agree_on_real_files(run):
     np.testing.assert_allclose([p.prob for p in a], [p.prob for p in b], atol=1e-4)
 
 
-def test_training_with_flips_records_a_tta_choice_and_predictor_follows_it(run, tmp_path, patterns, tiny_train):
+def test_training_with_flips_records_a_tta_choice_and_predictor_follows_it(
+    run, tmp_path, patterns, tiny_train
+):
     res, unseen = run
     meta = ckpt.read(res.best, verify=False)[1]
     assert meta["tta"] in ("hflip", None)  # chosen on the validation split
@@ -111,11 +117,17 @@ def test_training_with_flips_records_a_tta_choice_and_predictor_follows_it(run, 
     on = Predictor.from_checkpoint(res.best, backend="torch", tta=True)
     off = Predictor.from_checkpoint(res.best, backend="torch", tta=False)
     x = torch.from_numpy(np.stack([off.preprocess(str(f)) for f in sorted(unseen.rglob("*.png"))]))
-    torch.testing.assert_close(on.logits_from_uint8(x), (off.logits_from_uint8(x) + off.logits_from_uint8(x.flip(-1))) / 2,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        on.logits_from_uint8(x),
+        (off.logits_from_uint8(x) + off.logits_from_uint8(x.flip(-1))) / 2,
+        atol=1e-5,
+        rtol=1e-5,
+    )
     # without flips in training there is no flip at test time either
     data = patterns.folder(tmp_path / "d2", {"top": 25, "bottom": 25, "left": 25})
-    res2 = tiny_train(data, tmp_path / "run2", {"val_fraction": 0.4}, epochs=1, augment=AugmentConfig(hflip=0.0))
+    res2 = tiny_train(
+        data, tmp_path / "run2", {"val_fraction": 0.4}, epochs=1, augment=AugmentConfig(hflip=0.0)
+    )
     assert ckpt.read(res2.best, verify=False)[1]["tta"] is None
     assert not Predictor.from_checkpoint(res2.best).tta
 

@@ -90,8 +90,14 @@ def checkpoint_data_config(meta: dict[str, Any], **override: Any) -> DataConfig:
     return replace(DataConfig(**kw), **override)
 
 
-def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: str = "val", device: str = "cpu",
-                         out: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+def calibrate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    data: str,
+    split: str = "val",
+    device: str = "cpu",
+    out: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Refit T on ``split`` of ``data`` and write it into the checkpoint (atomically; ``out`` writes a
     copy instead). The split is rebuilt with the run's own settings, so a plain folder gives back the
     validation images the model was not trained on."""
@@ -99,10 +105,14 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: s
     pred = Predictor(c.build_model(), c.meta, device)
     ds = load_data(data, checkpoint_data_config(c.meta), progress=progress, for_training=False)
     if split not in ds.splits or len(ds.splits[split]) == 0:
-        raise DataError(f"{data}: no {split!r} split to calibrate on (it has: {', '.join(ds.splits)}); pick one with --split")
+        raise DataError(
+            f"{data}: no {split!r} split to calibrate on (it has: {', '.join(ds.splits)}); pick one with --split"
+        )
     missing = [k for k in ds.classes if k not in pred.classes]
     if missing:
-        raise DataError(f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})")
+        raise DataError(
+            f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})"
+        )
     sd = ds.splits[split]
     remap = torch.tensor([pred.classes.index(k) for k in ds.classes], dtype=torch.long)
     logits = pred.logits_from_uint8(sd.store)
@@ -119,4 +129,11 @@ def calibrate_checkpoint(checkpoint: str | os.PathLike[str], data: str, split: s
     return summary
 
 
-__all__ = ["T_MAX", "T_MIN", "calibrate_checkpoint", "calibration_summary", "checkpoint_data_config", "fit_temperature"]
+__all__ = [
+    "T_MAX",
+    "T_MIN",
+    "calibrate_checkpoint",
+    "calibration_summary",
+    "checkpoint_data_config",
+    "fit_temperature",
+]

@@ -47,14 +47,21 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 def atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
-    md = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "pixclass": json.dumps(meta), "sha256": _digest(tensors)}
+    md = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "pixclass": json.dumps(meta),
+        "sha256": _digest(tensors),
+    }
     try:
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=md)
     except (OSError, SafetensorError) as e:  # a full disk, a file-size limit, a folder gone read-only
         reason = getattr(e, "strerror", None) or str(e).rsplit(": ", 1)[-1]
         kept = "the previous file is unchanged" if Path(path).exists() else "nothing was written"
-        raise OutputError(f"{path}: could not be written ({reason}); {kept} -- free some disk space, or write elsewhere") from e
+        raise OutputError(
+            f"{path}: could not be written ({reason}); {kept} -- free some disk space, or write elsewhere"
+        ) from e
 
 
 def read(path: str | os.PathLike[str], verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -71,10 +78,14 @@ def read(path: str | os.PathLike[str], verify: bool = True) -> tuple[dict[str, t
             f"{p}: not a readable checkpoint ({e}); the file may be cut short -- copy it again, or use the run's other checkpoint"
         ) from e
     if md.get("format") != FORMAT or "pixclass" not in md:
-        raise CheckpointError(f"{p}: a safetensors file, but not a pixclass checkpoint (no pixclass metadata)")
+        raise CheckpointError(
+            f"{p}: a safetensors file, but not a pixclass checkpoint (no pixclass metadata)"
+        )
     _check_format_version(p, md)
     if verify and md.get("sha256") != _digest(tensors):
-        raise CheckpointError(f"{p}: checksum mismatch -- the weights were altered or damaged after saving; copy it again")
+        raise CheckpointError(
+            f"{p}: checksum mismatch -- the weights were altered or damaged after saving; copy it again"
+        )
     try:
         meta = json.loads(md["pixclass"])
     except ValueError as e:
@@ -121,10 +132,14 @@ class Checkpoint:
         m = self.meta
 
         def bad(msg: str) -> CheckpointError:
-            return CheckpointError(f"{where}: {msg}; the metadata was edited or damaged -- use the file training wrote")
+            return CheckpointError(
+                f"{where}: {msg}; the metadata was edited or damaged -- use the file training wrote"
+            )
 
         spec = m.get("model")
-        if not isinstance(spec, dict) or not all(k in spec for k in ("name", "num_classes", "in_chans", "input_size")):
+        if not isinstance(spec, dict) or not all(
+            k in spec for k in ("name", "num_classes", "in_chans", "input_size")
+        ):
             raise bad("no model description (name, num_classes, in_chans, input_size) in its metadata")
         classes = m.get("classes")
         if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
@@ -139,17 +154,25 @@ class Checkpoint:
             )
         channels, size = m.get("channels"), m.get("input_size")
         if channels not in (1, 3) or spec["in_chans"] != channels:
-            raise bad(f"channels is {channels!r} (model: {spec['in_chans']!r}); it must be 1 or 3, the same in both")
+            raise bad(
+                f"channels is {channels!r} (model: {spec['in_chans']!r}); it must be 1 or 3, the same in both"
+            )
         if not isinstance(size, int) or not 1 <= size <= MAX_INPUT_SIZE or spec["input_size"] != size:
-            raise bad(f"input_size is {size!r} (model: {spec['input_size']!r}); it must be a whole number of pixels "
-                      f"from 1 to {MAX_INPUT_SIZE}, the same in both")
+            raise bad(
+                f"input_size is {size!r} (model: {spec['input_size']!r}); it must be a whole number of pixels "
+                f"from 1 to {MAX_INPUT_SIZE}, the same in both"
+            )
         if spec["num_classes"] != len(classes):
             raise bad(f"it names {len(classes)} classes but its model has {spec['num_classes']!r} outputs")
         norm = m.get("normalization") or {}
         mean, std = norm.get("mean"), norm.get("std")
-        if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == channels
-                and all(isinstance(v, int | float) and math.isfinite(v) for v in mean)
-                and all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in std)):
+        if not (
+            isinstance(mean, list)
+            and isinstance(std, list)
+            and len(mean) == len(std) == channels
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in mean)
+            and all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in std)
+        ):
             raise bad(f"its normalization must give {channels} finite means and {channels} positive stds")
         t = m.get("temperature", 1.0)
         if not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
@@ -165,24 +188,40 @@ class Checkpoint:
         have = {k: tuple(v.shape) for k, v in self.state_dict.items()}
         if set(want) != set(have):
             missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-            raise CheckpointError(f"{where}: its weights do not fit model {self.meta['model']['name']!r} "
-                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise CheckpointError(
+                f"{where}: its weights do not fit model {self.meta['model']['name']!r} "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         for k in want:
             if want[k] != have[k]:
                 head = len(want[k]) >= 1 and want[k][0] == n_classes and have[k][1:] == want[k][1:]
                 if head:
-                    raise CheckpointError(f"{where}: it names {n_classes} classes but the weights' head ({k}) has "
-                                          f"{have[k][0]} outputs; the metadata was edited -- use the file training wrote")
-                raise CheckpointError(f"{where}: its weights do not fit model {self.meta['model']['name']!r}: {k} has "
-                                      f"shape {list(have[k])}, the model expects {list(want[k])}")
+                    raise CheckpointError(
+                        f"{where}: it names {n_classes} classes but the weights' head ({k}) has "
+                        f"{have[k][0]} outputs; the metadata was edited -- use the file training wrote"
+                    )
+                raise CheckpointError(
+                    f"{where}: its weights do not fit model {self.meta['model']['name']!r}: {k} has "
+                    f"shape {list(have[k])}, the model expects {list(want[k])}"
+                )
 
     def _create(self, where: str = "checkpoint") -> torch.nn.Module:
         spec = self.meta["model"]
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
         try:
             return create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], **kw)
-        except (ConfigError, TypeError, ValueError, AttributeError, KeyError, IndexError, RuntimeError) as e:  # edited kwargs
-            raise CheckpointError(f"{where}: model {spec['name']!r} cannot be built from its metadata ({e})") from e
+        except (
+            ConfigError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            RuntimeError,
+        ) as e:  # edited kwargs
+            raise CheckpointError(
+                f"{where}: model {spec['name']!r} cannot be built from its metadata ({e})"
+            ) from e
 
     def build_model(self) -> torch.nn.Module:
         """Rebuild the architecture from its recorded name and arguments, then load the weights."""
@@ -206,7 +245,9 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: its metadata is not a JSON object")
     if meta.get("kind") == "resume":
-        raise CheckpointError(f"{path}: a resume-state file, not a model checkpoint; use best.safetensors or last.safetensors")
+        raise CheckpointError(
+            f"{path}: a resume-state file, not a model checkpoint; use best.safetensors or last.safetensors"
+        )
     return Checkpoint(tensors, meta).validate(str(path))
 
 

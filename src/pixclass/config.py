@@ -106,7 +106,9 @@ class TrainConfig:
                 raise ConfigError(f"{name}: {v!r} is not a file path")
         if self.init is not None and (self.pretrained or self.weights is not None):
             raise ConfigError("init: starts from a checkpoint's weights; drop pretrained/weights, or init")
-        check_int("freeze_epochs", self.freeze_epochs, 0, self.epochs if isinstance(self.epochs, int) else 100_000)
+        check_int(
+            "freeze_epochs", self.freeze_epochs, 0, self.epochs if isinstance(self.epochs, int) else 100_000
+        )
         check_float("lr_mult", self.lr_mult, 1.0, 1e6)
         for name in ("nesterov", "amp", "channels_last", "calibrate", "sync_bn", "pretrained"):
             if not isinstance(getattr(self, name), bool):

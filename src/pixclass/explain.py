@@ -63,7 +63,9 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> tuple[str, nn.M
         return name, model.get_submodule(name)
     except AttributeError:
         convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Sequential) and n][-6:]
-        raise ExplainError(f"--layer {name!r}: no such module in {type(model).__name__}; e.g. {', '.join(convs)}") from None
+        raise ExplainError(
+            f"--layer {name!r}: no such module in {type(model).__name__}; e.g. {', '.join(convs)}"
+        ) from None
 
 
 def resolve_target(classes: Sequence[str], target: str | int | None) -> int | None:
@@ -83,8 +85,9 @@ def _normalise(a: torch.Tensor) -> torch.Tensor:
     return a / torch.where(mx > 0, mx, torch.ones_like(mx))
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradcam",
-              layer: str | None = None) -> torch.Tensor:
+def attribute(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str = "gradcam", layer: str | None = None
+) -> torch.Tensor:
     """Attribution maps for a batch of normalised inputs.
 
     ``x``: (N, C, H, W) or (N, T, C, H, W) float, already normalised as the model expects; ``target``:
@@ -93,14 +96,21 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
     if method not in METHODS:
         raise ExplainError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     if x.dim() not in (4, 5):
-        raise ExplainError(f"inputs must be (N, C, H, W) images or (N, T, C, H, W) frames, got shape {tuple(x.shape)}")
+        raise ExplainError(
+            f"inputs must be (N, C, H, W) images or (N, T, C, H, W) frames, got shape {tuple(x.shape)}"
+        )
     model.eval()
     target = target.to(x.device).long()
     h, w = x.shape[-2:]
     # cuDNN computes RNN gradients only in training mode; attribution runs in eval mode (dropout and
     # batch norm as at inference), so recurrent models take the native kernels here.
-    with warnings.catch_warnings(), torch.backends.cudnn.flags(enabled=not any(isinstance(m, nn.RNNBase) for m in model.modules())):
-        warnings.filterwarnings("ignore", message=".*did not already require gradients")  # Captum's note, not a problem
+    with (
+        warnings.catch_warnings(),
+        torch.backends.cudnn.flags(enabled=not any(isinstance(m, nn.RNNBase) for m in model.modules())),
+    ):
+        warnings.filterwarnings(
+            "ignore", message=".*did not already require gradients"
+        )  # Captum's note, not a problem
         if method == "gradcam":
             name, module = resolve_layer(model, layer)
             a = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
@@ -116,7 +126,11 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
             a = Saliency(model).attribute(x, target=target, abs=True).detach().sum(-3)
         elif method == "integrated-gradients":
             ig = IntegratedGradients(model)
-            a = ig.attribute(x, baselines=0.0, target=target, n_steps=32, internal_batch_size=64).detach().sum(-3)
+            a = (
+                ig.attribute(x, baselines=0.0, target=target, n_steps=32, internal_batch_size=64)
+                .detach()
+                .sum(-3)
+            )
         else:
             win = max(2, min(h, w) // 8)
             stride = max(1, win // 2)
@@ -124,8 +138,19 @@ def attribute(model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: s
             # One frame at a time for sequences: the window spans (1 frame, all channels, win x win).
             shape = (c, win, win) if x.dim() == 4 else (1, c, win, win)
             strides = (c, stride, stride) if x.dim() == 4 else (1, c, stride, stride)
-            a = Occlusion(model).attribute(x, sliding_window_shapes=shape, strides=strides, baselines=0.0,
-                                           target=target, perturbations_per_eval=16).detach().sum(-3)
+            a = (
+                Occlusion(model)
+                .attribute(
+                    x,
+                    sliding_window_shapes=shape,
+                    strides=strides,
+                    baselines=0.0,
+                    target=target,
+                    perturbations_per_eval=16,
+                )
+                .detach()
+                .sum(-3)
+            )
     return _normalise(a.float().clamp_min(0)).cpu()
 
 
@@ -150,7 +175,9 @@ def uncrop(heat: np.ndarray, height: int, width: int) -> np.ndarray:
     nw, nh = max(s, round(width * scale)), max(s, round(height * scale))
     left, top = (nw - s) // 2, (nh - s) // 2
     canvas = torch.zeros(1, 1, nh, nw)
-    canvas[0, 0, top : top + s, left : left + s] = torch.from_numpy(np.ascontiguousarray(heat, dtype=np.float32))
+    canvas[0, 0, top : top + s, left : left + s] = torch.from_numpy(
+        np.ascontiguousarray(heat, dtype=np.float32)
+    )
     out = F.interpolate(canvas, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
     return out.clamp_(0, 1).numpy().astype(np.float32)
 
@@ -166,7 +193,9 @@ class Explanation:
     predicted_label: str
     predicted_prob: float
     heatmap: np.ndarray  # float32 (H, W) at the picture's own size, in [0, 1]; clips: (T, S, S)
-    image: np.ndarray  # uint8 (H, W, C): the picture in the model's channels, before resizing; clips: (T, S, S, C)
+    image: (
+        np.ndarray
+    )  # uint8 (H, W, C): the picture in the model's channels, before resizing; clips: (T, S, S, C)
     path: str | None = None
 
     def caption(self) -> str:
@@ -187,12 +216,18 @@ class Explainer:
         self.predictor, self.method, self.layer = predictor, method, layer
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], method: str = "gradcam", layer: str | None = None,
-                        device: str | torch.device = "cpu") -> Explainer:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        method: str = "gradcam",
+        layer: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> Explainer:
         return cls(Predictor.from_checkpoint(path, device=device), method, layer)
 
-    def explain_uint8(self, x: torch.Tensor, target: str | int | torch.Tensor | None = None,
-                      batch_size: int = 32) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    def explain_uint8(
+        self, x: torch.Tensor, target: str | int | torch.Tensor | None = None, batch_size: int = 32
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """(N, [T,] C, S, S) uint8 -> (maps (N, [T,] S, S) float32, calibrated probs (N, K), targets (N,)).
 
         ``target``: None (each image's predicted class), one class (name or index) for all, or a tensor
@@ -219,7 +254,11 @@ class Explainer:
             probs.append(pb)
             targets.append(tb)
         if not maps:
-            return np.zeros((0, p.size, p.size), np.float32), torch.zeros(0, len(p.classes)), torch.zeros(0, dtype=torch.long)
+            return (
+                np.zeros((0, p.size, p.size), np.float32),
+                torch.zeros(0, len(p.classes)),
+                torch.zeros(0, dtype=torch.long),
+            )
         return np.concatenate(maps).astype(np.float32), torch.cat(probs), torch.cat(targets)
 
     def _original(self, item: ImageInput) -> np.ndarray:
@@ -252,8 +291,9 @@ class Explainer:
             d = decode_file(path, p.size, p.channels, p.background)
             return d if isinstance(d, DecodeError) else DecodeError(path, f"cannot decode: {e}")
 
-    def explain(self, items: Sequence[ImageInput], target: str | int | None = None,
-                batch_size: int = 16) -> Iterator[Explanation | DecodeError]:
+    def explain(
+        self, items: Sequence[ImageInput], target: str | int | None = None, batch_size: int = 16
+    ) -> Iterator[Explanation | DecodeError]:
         """One Explanation per input, in order; an unreadable file yields its DecodeError instead."""
         p = self.predictor
         for i in range(0, len(items), batch_size):
@@ -264,7 +304,9 @@ class Explainer:
                 if p.frames:
                     x = np.stack(good)  # (n, T, C, S, S)
                 else:
-                    x = np.stack([p.preprocess(Image.fromarray(o[:, :, 0] if o.shape[2] == 1 else o)) for o in good])
+                    x = np.stack(
+                        [p.preprocess(Image.fromarray(o[:, :, 0] if o.shape[2] == 1 else o)) for o in good]
+                    )
                 maps, probs, targets = self.explain_uint8(torch.from_numpy(x), target, batch_size)
             k = 0
             for it, o in zip(chunk, read, strict=True):
@@ -277,8 +319,18 @@ class Explainer:
                     heat, image = maps[k], o.transpose(0, 2, 3, 1)  # (T, S, S), (T, S, S, C)
                 else:
                     heat, image = uncrop(maps[k], o.shape[0], o.shape[1]), o
-                yield Explanation(self.method, t, p.classes[t], float(pr[t]), top, p.classes[top], float(pr[top]),
-                                  heat, image, str(it) if isinstance(it, str | os.PathLike) else None)
+                yield Explanation(
+                    self.method,
+                    t,
+                    p.classes[t],
+                    float(pr[t]),
+                    top,
+                    p.classes[top],
+                    float(pr[top]),
+                    heat,
+                    image,
+                    str(it) if isinstance(it, str | os.PathLike) else None,
+                )
                 k += 1
 
 
@@ -303,9 +355,15 @@ def save_explanation(e: Explanation, out: str | os.PathLike[str], stem: str) -> 
     return png, npy
 
 
-def explain_files(checkpoint: str | os.PathLike[str], inputs: Sequence[str], out: str | os.PathLike[str],
-                  method: str = "gradcam", target: str | int | None = None, layer: str | None = None,
-                  device: str = "cpu") -> Iterator[tuple[Explanation, Path, Path] | DecodeError]:
+def explain_files(
+    checkpoint: str | os.PathLike[str],
+    inputs: Sequence[str],
+    out: str | os.PathLike[str],
+    method: str = "gradcam",
+    target: str | int | None = None,
+    layer: str | None = None,
+    device: str = "cpu",
+) -> Iterator[tuple[Explanation, Path, Path] | DecodeError]:
     """Explain files, folders (recursed) and globs -- clip models: sample folders and animated files --
     writing each one's PNG + NPY into ``out``; yields what was written, or why an input failed."""
     ex = Explainer.from_checkpoint(checkpoint, method, layer, device)
@@ -324,5 +382,17 @@ def explain_files(checkpoint: str | os.PathLike[str], inputs: Sequence[str], out
         yield r, png, npy
 
 
-__all__ = ["METHODS", "ExplainError", "Explainer", "Explanation", "attribute", "explain_files", "frame_scores",
-           "resolve_layer", "resolve_target", "row_scores", "save_explanation", "uncrop"]
+__all__ = [
+    "METHODS",
+    "ExplainError",
+    "Explainer",
+    "Explanation",
+    "attribute",
+    "explain_files",
+    "frame_scores",
+    "resolve_layer",
+    "resolve_target",
+    "row_scores",
+    "save_explanation",
+    "uncrop",
+]

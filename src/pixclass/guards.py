@@ -58,17 +58,23 @@ def refuse_output_in_inputs(
         inp = _real(given)
         if out == inp:
             what = "an input folder" if inp.is_dir() else "an input file"
-            raise OutputError(f"{option} {out_path}: is {what} ({given}) and would be overwritten; "
-                              "write outputs somewhere else")
+            raise OutputError(
+                f"{option} {out_path}: is {what} ({given}) and would be overwritten; "
+                "write outputs somewhere else"
+            )
         csv_file = inp.is_file() and inp.suffix.lower() in (".csv", ".tsv")
         folder = inp.parent if csv_file else inp
         if folder.is_dir() and (out == folder or folder in out.parents):
             where = f"the folder of the data file {given}" if csv_file else f"the data folder {given}"
-            raise OutputError(f"{option} {out_path}: is inside {where}; written files would become "
-                              f"part of the data -- write outputs outside it, e.g. {option} runs/NAME")
+            raise OutputError(
+                f"{option} {out_path}: is inside {where}; written files would become "
+                f"part of the data -- write outputs outside it, e.g. {option} runs/NAME"
+            )
         if writes_images and inp.is_file() and inp.suffix.lower() not in MODEL_FILES and out == inp.parent:
-            raise OutputError(f"{option} {out_path}: is the folder of the input image {given}; the images written "
-                              f"there would mix with it -- give a new folder, e.g. {option} explained/")
+            raise OutputError(
+                f"{option} {out_path}: is the folder of the input image {given}; the images written "
+                f"there would mix with it -- give a new folder, e.g. {option} explained/"
+            )
 
 
 def writable_folder(path: PathLike, option: str) -> Path:
@@ -80,14 +86,20 @@ def writable_folder(path: PathLike, option: str) -> Path:
     except FileExistsError:
         raise OutputError(f"{option} {path}: exists and is not a folder; give a folder path") from None
     except NotADirectoryError:
-        raise OutputError(f"{option} {path}: a part of this path is a file, not a folder; give a folder path") from None
+        raise OutputError(
+            f"{option} {path}: a part of this path is a file, not a folder; give a folder path"
+        ) from None
     except OSError as e:
-        raise OutputError(f"{option} {path}: cannot create this folder ({e.strerror}); give a writable folder") from None
+        raise OutputError(
+            f"{option} {path}: cannot create this folder ({e.strerror}); give a writable folder"
+        ) from None
     try:
         with tempfile.TemporaryFile(dir=p):
             pass
     except OSError as e:
-        raise OutputError(f"{option} {path}: cannot write in this folder ({e.strerror}); give a writable folder") from None
+        raise OutputError(
+            f"{option} {path}: cannot write in this folder ({e.strerror}); give a writable folder"
+        ) from None
     return p
 
 
@@ -95,7 +107,9 @@ def output_file(path: PathLike, option: str) -> Path:
     """An output file path: not an existing folder, and its folder writable (made when missing)."""
     p = Path(path)
     if p.is_dir():
-        raise OutputError(f"{option} {path}: is a folder; give a file name, e.g. {option} {Path(path) / 'out'}")
+        raise OutputError(
+            f"{option} {path}: is a folder; give a file name, e.g. {option} {Path(path) / 'out'}"
+        )
     writable_folder(p.parent if str(p.parent) else ".", option)
     return p
 
@@ -152,7 +166,9 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         created = self._created and self.held
         self.release()
         if exc is not None and created:  # a run that failed before writing anything leaves no empty folder

@@ -57,8 +57,11 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
     probs = probs / np.clip(probs.sum(1, keepdims=True), 1e-12, None)  # float32 rounding: rows sum to ~1
     pred = probs.argmax(1)
     n = len(labels)
-    out: dict[str, Any] = {"n": int(n), "accuracy": float((pred == labels).mean()) if n else float("nan"),
-                           "balanced_accuracy": balanced_accuracy(pred, labels)}
+    out: dict[str, Any] = {
+        "n": int(n),
+        "accuracy": float((pred == labels).mean()) if n else float("nan"),
+        "balanced_accuracy": balanced_accuracy(pred, labels),
+    }
     if k >= 5:
         top5 = np.argsort(-probs, axis=1)[:, :5]
         out["top5"] = float((top5 == labels[:, None]).any(1).mean())
@@ -70,32 +73,43 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
         for i, c in enumerate(classes)
     }
     for avg in ("macro", "weighted"):
-        pa, ra, fa, _ = precision_recall_fscore_support(labels, pred, labels=list(range(k)), average=avg, zero_division=0)
+        pa, ra, fa, _ = precision_recall_fscore_support(
+            labels, pred, labels=list(range(k)), average=avg, zero_division=0
+        )
         out[avg] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
     cm = confusion_matrix(labels, pred, labels=list(range(k)))
     out["confusion_matrix"] = cm.tolist()
-    out["log_loss"] = float(log_loss(labels, np.clip(probs, 1e-12, 1.0), labels=list(range(k)))) if n else float("nan")
+    out["log_loss"] = (
+        float(log_loss(labels, np.clip(probs, 1e-12, 1.0), labels=list(range(k)))) if n else float("nan")
+    )
     out["ece"] = expected_calibration_error(probs, labels)
     off = cm.copy()
     np.fill_diagonal(off, 0)
     pairs = np.dstack(np.unravel_index(np.argsort(-off.ravel()), off.shape))[0][:5]
     out["most_confused"] = [
-        {"true": classes[i], "predicted": classes[j], "count": int(off[i, j])} for i, j in pairs if off[i, j] > 0
+        {"true": classes[i], "predicted": classes[j], "count": int(off[i, j])}
+        for i, j in pairs
+        if off[i, j] > 0
     ]
     return out
 
 
 def format_report(m: dict[str, Any], classes: list[str]) -> str:
     w = max(12, *(len(c) for c in classes))
-    lines = [f"n = {m['n']}   accuracy = {m['accuracy']:.4f}   balanced accuracy = {m['balanced_accuracy']:.4f}" + (f"   top-5 = {m['top5']:.4f}" if m.get("top5") is not None else "")
-             + f"   log-loss = {m['log_loss']:.4f}   ECE = {m['ece']:.4f}"]
+    lines = [
+        f"n = {m['n']}   accuracy = {m['accuracy']:.4f}   balanced accuracy = {m['balanced_accuracy']:.4f}"
+        + (f"   top-5 = {m['top5']:.4f}" if m.get("top5") is not None else "")
+        + f"   log-loss = {m['log_loss']:.4f}   ECE = {m['ece']:.4f}"
+    ]
     lines.append(f"{'class':<{w}}  precision  recall     f1  support")
     for c in classes:
         r = m["per_class"][c]
         lines.append(f"{c:<{w}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:.4f}  {r['support']:7d}")
     for avg in ("macro", "weighted"):
         r = m[avg]
-        lines.append(f"{avg + ' avg':<{w}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:.4f}  {m['n']:7d}")
+        lines.append(
+            f"{avg + ' avg':<{w}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:.4f}  {m['n']:7d}"
+        )
     lines.append("confusion matrix (rows: true, columns: predicted):")
     cw = max(5, len(str(max((max(r) for r in m["confusion_matrix"]), default=0))) + 1)
     lines.append(" " * (w + 1) + "".join(f"{i:>{cw}}" for i in range(len(classes))))

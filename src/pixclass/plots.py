@@ -33,8 +33,15 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: str | os.PathLike[s
         for i in range(k):
             for j in range(k):
                 if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6,
-                            color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -106,24 +113,44 @@ def plot_overlay(image: np.ndarray, heat: np.ndarray, caption: str, path: str | 
     plt.close(fig)
 
 
-def plot_reliability(bins: dict[str, list[float]], path: str | os.PathLike[str], ece: float,
-                     bins_before: dict[str, list[float]] | None = None, ece_before: float | None = None,
-                     title: str = "") -> None:
+def plot_reliability(
+    bins: dict[str, list[float]],
+    path: str | os.PathLike[str],
+    ece: float,
+    bins_before: dict[str, list[float]] | None = None,
+    ece_before: float | None = None,
+    title: str = "",
+) -> None:
     """Reliability diagram: accuracy per confidence bin against the diagonal (a calibrated model lies
     on it). With ``bins_before`` the uncalibrated model is drawn too, so the effect of T shows."""
     plt = _plt()
     edges = np.asarray(bins["edges"])
     centres = (edges[:-1] + edges[1:]) / 2
     width = edges[1] - edges[0]
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(4.6, 5.2), dpi=110, gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, (a1, a2) = plt.subplots(
+        2, 1, figsize=(4.6, 5.2), dpi=110, gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
     a1.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
     if bins_before is not None:
         acc_b = np.asarray(bins_before["accuracy"], dtype=float)
-        a1.plot(centres, acc_b, "o-", color="tab:orange", ms=3, lw=1,
-                label="before calibration" + (f" (ECE {ece_before:.3f})" if ece_before is not None else ""))
+        a1.plot(
+            centres,
+            acc_b,
+            "o-",
+            color="tab:orange",
+            ms=3,
+            lw=1,
+            label="before calibration" + (f" (ECE {ece_before:.3f})" if ece_before is not None else ""),
+        )
     acc = np.asarray(bins["accuracy"], dtype=float)
-    a1.bar(centres, np.nan_to_num(acc), width=width * 0.9, color="tab:blue", alpha=0.75,
-           label=("calibrated" if bins_before is not None else "accuracy") + f" (ECE {ece:.3f})")
+    a1.bar(
+        centres,
+        np.nan_to_num(acc),
+        width=width * 0.9,
+        color="tab:blue",
+        alpha=0.75,
+        label=("calibrated" if bins_before is not None else "accuracy") + f" (ECE {ece:.3f})",
+    )
     a1.set_ylabel("accuracy")
     a1.set_ylim(0, 1)
     a1.legend(fontsize=7, loc="upper left")
@@ -137,7 +164,9 @@ def plot_reliability(bins: dict[str, list[float]], path: str | os.PathLike[str],
     plt.close(fig)
 
 
-def plot_gallery(items: list[tuple[np.ndarray, str]], path: str | os.PathLike[str], cols: int = 6, tile: int = 112) -> None:
+def plot_gallery(
+    items: list[tuple[np.ndarray, str]], path: str | os.PathLike[str], cols: int = 6, tile: int = 112
+) -> None:
     """A grid of (RGB uint8 image, caption) pairs, e.g. the worst mistakes with their Grad-CAM. Drawn
     with PIL, not matplotlib: a dozen subplots cost seconds, and this runs at the end of every training."""
     try:
@@ -156,7 +185,9 @@ def plot_gallery(items: list[tuple[np.ndarray, str]], path: str | os.PathLike[st
         y0 = pad + (k // cols) * (tile + cap_h + pad)
         im = Image.fromarray(img)
         scale = tile / max(im.size)
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.NEAREST)
+        im = im.resize(
+            (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.NEAREST
+        )
         sheet.paste(im, (x0 + (tile - im.width) // 2, y0 + (tile - im.height) // 2))
         draw.multiline_text((x0, y0 + tile + 2), cap, fill="black", font=font, spacing=2)
     sheet.save(path)

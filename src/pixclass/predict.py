@@ -65,8 +65,14 @@ class Predictor:
     checkpoint (``meta["tta"]``, chosen on the validation split at training time); True/False force it.
     ``model`` stays the plain PyTorch module (explanations use it)."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu",
-                 backend: str = "auto", tta: bool | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: dict[str, Any],
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+        tta: bool | None = None,
+    ):
         if backend not in BACKENDS:
             raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.device = pick_device(device)
@@ -79,7 +85,9 @@ class Predictor:
         self.mean = torch.tensor(meta["normalization"]["mean"], device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(meta["normalization"]["std"], device=self.device).view(1, -1, 1, 1)
         self.temperature = float(meta.get("temperature", 1.0))
-        self.frames: int | None = meta["sequence"]["frames"] if meta.get("sequence") else None  # clip models: T
+        self.frames: int | None = (
+            meta["sequence"]["frames"] if meta.get("sequence") else None
+        )  # clip models: T
         self.tta = meta.get("tta") == "hflip" if tta is None else bool(tta)
         # uint8 in, logits out: normalisation (and test-time flip) inside the module that the runtime runs
         self.net = Normalized(FlipTTA(self.model) if self.tta else self.model, self.mean, self.std).eval()
@@ -89,8 +97,13 @@ class Predictor:
         self.channels_last = bool(meta.get("train_config", {}).get("channels_last")) and not self.frames
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu", backend: str = "auto",
-                        tta: bool | None = None) -> Predictor:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+        tta: bool | None = None,
+    ) -> Predictor:
         c = ckpt.load(path)
         return cls(c.build_model(), c.meta, device, backend, tta)
 
@@ -99,8 +112,12 @@ class Predictor:
         """The ``runtime.Runtime`` in use, made on first use (an ONNX export takes a moment)."""
         if self._runtime is None:
             shape = (2, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
-            example = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(self.device)
-            self._runtime = make_runtime(self.net, self.backend_requested, self.device, example, self.channels_last)
+            example = torch.randint(
+                0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+            ).to(self.device)
+            self._runtime = make_runtime(
+                self.net, self.backend_requested, self.device, example, self.channels_last
+            )
             if self.channels_last and self._runtime.name == "torch":
                 self.model.to(memory_format=torch.channels_last)
         return self._runtime
@@ -113,8 +130,16 @@ class Predictor:
     def preprocess(self, x: ImageInput) -> np.ndarray:
         """Any single image -> uint8 (C, S, S), by the shared eval transform (clip models: a clip -> (T, C, S, S))."""
         if self.frames:
-            return read_clip(x if isinstance(x, np.ndarray | Image.Image) else str(x), self.frames, self.size, self.channels, self.background)  # type: ignore[arg-type]
-        return eval_transform(x if not isinstance(x, os.PathLike) else str(x), self.size, self.channels, self.background)  # type: ignore[arg-type]
+            return read_clip(
+                x if isinstance(x, np.ndarray | Image.Image) else str(x),
+                self.frames,
+                self.size,
+                self.channels,
+                self.background,
+            )  # type: ignore[arg-type]
+        return eval_transform(
+            x if not isinstance(x, os.PathLike) else str(x), self.size, self.channels, self.background
+        )  # type: ignore[arg-type]
 
     def logits_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 tensor or image store (clips: (N, T, C, S, S)) -> (N, K) logits before the
@@ -127,7 +152,9 @@ class Predictor:
         """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""
         return (self.logits_from_uint8(x, batch_size) / self.temperature).softmax(1)
 
-    def _to_predictions(self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]) -> list[Prediction]:
+    def _to_predictions(
+        self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]
+    ) -> list[Prediction]:
         k = max(1, min(top_k, len(self.classes)))
         pv, pi = probs.topk(k, dim=1)
         preds = []
@@ -147,8 +174,9 @@ class Predictor:
         preds = self._to_predictions(self.probs_from_uint8(torch.from_numpy(arr)), top_k, paths)
         return preds[0] if single else preds
 
-    def predict_files(self, paths: Sequence[str], top_k: int = 5, batch_size: int = 256,
-                      workers: int | None = None) -> Iterator[Prediction | DecodeError]:
+    def predict_files(
+        self, paths: Sequence[str], top_k: int = 5, batch_size: int = 256, workers: int | None = None
+    ) -> Iterator[Prediction | DecodeError]:
         """Yield a Prediction or a DecodeError per path, in order; decodes in threads, infers in batches."""
         workers = workers or min(8, (os.cpu_count() or 1) * 2)
         with ThreadPoolExecutor(workers) as pool:
@@ -157,12 +185,16 @@ class Predictor:
                 decoded = list(pool.map(self._decode, chunk))
                 good = [(p, d) for p, d in zip(chunk, decoded, strict=True) if not isinstance(d, DecodeError)]
                 preds = iter(
-                    self._to_predictions(self.probs_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))), top_k,
-                                         [p for p, _ in good]) if good else []
+                    self._to_predictions(
+                        self.probs_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))),
+                        top_k,
+                        [p for p, _ in good],
+                    )
+                    if good
+                    else []
                 )
                 for d in decoded:
                     yield d if isinstance(d, DecodeError) else next(preds)
-
 
     def _decode(self, path: str) -> np.ndarray | DecodeError:
         if self.frames:  # a sample folder or an animated file -> (T, C, S, S)

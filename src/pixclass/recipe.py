@@ -68,8 +68,20 @@ IMBALANCE_RATIO = 3.0
 AUTO_BALANCE = "weights"
 BALANCE_MODES = ("auto", "none", "weights", "sampler")
 #: The options the recipe derives (config names). ``TrainConfig.auto`` lists those a run derives.
-RECIPE_KEYS = ("batch_size", "lr", "optimizer", "weight_decay", "grad_clip", "epochs", "warmup_epochs", "patience",
-               "balance", "metric", "val_fraction", "augment")
+RECIPE_KEYS = (
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "grad_clip",
+    "epochs",
+    "warmup_epochs",
+    "patience",
+    "balance",
+    "metric",
+    "val_fraction",
+    "augment",
+)
 
 
 @dataclass(frozen=True)

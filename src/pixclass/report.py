@@ -37,8 +37,12 @@ from .metrics import classification_metrics, expected_calibration_error, reliabi
 from .plots import overlay_rgb, overlay_strip, plot_confusion, plot_curves, plot_gallery, plot_reliability
 from .predict import Predictor
 
-PLOTS = {"curves": "learning_curves.png", "confusion": "confusion_{split}.png", "reliability": "reliability_{split}.png",
-         "mistakes": "mistakes_{split}.png"}
+PLOTS = {
+    "curves": "learning_curves.png",
+    "confusion": "confusion_{split}.png",
+    "reliability": "reliability_{split}.png",
+    "mistakes": "mistakes_{split}.png",
+}
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -48,7 +52,10 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     if not p.is_file():
         return []
     with open(p, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def _load_run_data(run: Path, meta: dict[str, Any], data: str | None) -> Any:
@@ -123,8 +130,14 @@ figure img{max-width:100%} figcaption{color:#777;font-size:.8em} .gallery{displa
 
 
 # --------------------------------------------------------------------------------------------- report
-def build_report(run_dir: str | os.PathLike[str], data: str | None = None, device: str | torch.device = "cpu",
-                 ds: Any = None, gallery: int = 12, log: Any = print) -> Path:
+def build_report(
+    run_dir: str | os.PathLike[str],
+    data: str | None = None,
+    device: str | torch.device = "cpu",
+    ds: Any = None,
+    gallery: int = 12,
+    log: Any = print,
+) -> Path:
     """Write ``report.html`` (and its PNG plots) into ``run_dir``; returns the page's path.
 
     ``ds``: the run's already-loaded ``Dataset`` (``train`` passes it); otherwise it is rebuilt from the
@@ -137,7 +150,9 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
     if not best.is_file():
         best = run / "last.safetensors"
     if not best.is_file():
-        raise DataError(f"{run}: no best.safetensors or last.safetensors; is this a run folder (`pixclass train --out`)?")
+        raise DataError(
+            f"{run}: no best.safetensors or last.safetensors; is this a run folder (`pixclass train --out`)?"
+        )
     c = ckpt.load(best)
     meta = c.meta
     classes: list[str] = list(meta["classes"])
@@ -146,20 +161,26 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
         ds = _load_run_data(run, meta, data)
     notes: list[str] = []
     if ds.classes != classes:
-        raise DataError(f"{run}: the data's classes ({', '.join(ds.classes)}) are not the checkpoint's ({', '.join(classes)}); give the run's data with --data")
+        raise DataError(
+            f"{run}: the data's classes ({', '.join(ds.classes)}) are not the checkpoint's ({', '.join(classes)}); give the run's data with --data"
+        )
     split = next((s for s in ("val", "test") if s in ds.splits and len(ds.splits[s])), None)
     if split is not None and (n := _split_mismatch(ds, run, split)):
-        notes.append(f"The rebuilt {split} split differs from the training manifest in {n} file(s) (the data changed since training).")
+        notes.append(
+            f"The rebuilt {split} split differs from the training manifest in {n} file(s) (the data changed since training)."
+        )
 
     parts: list[str] = []
     title = f"pixclass run {run.resolve().name}"
     spec = meta["model"]
     clip = f"{meta['sequence']['frames']} frames × " if meta.get("sequence") else ""
-    parts.append(f"<h1>{html.escape(title)}</h1><p class='sub'>model <b>{html.escape(spec['name'])}</b> · "
-                 f"{len(classes)} classes · input {clip}{meta['channels']}×{meta['input_size']}×{meta['input_size']} · "
-                 f"temperature {float(meta.get('temperature', 1.0)):.3f} · "
-                 f"test-time flip {'on' if meta.get('tta') == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
-                 f"written {time.strftime('%Y-%m-%d %H:%M')}</p>")
+    parts.append(
+        f"<h1>{html.escape(title)}</h1><p class='sub'>model <b>{html.escape(spec['name'])}</b> · "
+        f"{len(classes)} classes · input {clip}{meta['channels']}×{meta['input_size']}×{meta['input_size']} · "
+        f"temperature {float(meta.get('temperature', 1.0)):.3f} · "
+        f"test-time flip {'on' if meta.get('tta') == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}</p>"
+    )
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     for note in notes:
         log(f"note: {note}")
@@ -170,7 +191,9 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
     rows = [[k, *[counts[s][k] for s in splits], sum(counts[s][k] for s in splits)] for k in classes]
     rows.append(["total", *[len(ds.splits[s]) for s in splits], sum(len(ds.splits[s]) for s in splits)])
     broken = [{"path": b.path, "reason": b.reason} for b in ds.broken]
-    parts.append(f"<h2>Dataset</h2><p>{html.escape(str(ds.source.name))} · {ds.channels} channel(s) at {ds.image_size} px</p>")
+    parts.append(
+        f"<h2>Dataset</h2><p>{html.escape(str(ds.source.name))} · {ds.channels} channel(s) at {ds.image_size} px</p>"
+    )
     parts.append(_table(["class", *splits, "all"], rows))
     if broken:
         parts.append(f"<p class='bad'>{len(broken)} unreadable file(s) skipped:</p>")
@@ -191,8 +214,10 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
 
     # Evaluation on the validation split ------------------------------------------------------------
     if split is None:
-        parts.append("<h2>Validation</h2><p>This run has no validation or test split: no confusion matrix, "
-                     "calibration or mistakes to show.</p>")
+        parts.append(
+            "<h2>Validation</h2><p>This run has no validation or test split: no confusion matrix, "
+            "calibration or mistakes to show.</p>"
+        )
     else:
         pred = Predictor(c.build_model(), meta, device)
         sd = ds.splits[split]
@@ -202,54 +227,97 @@ def build_report(run_dir: str | os.PathLike[str], data: str | None = None, devic
         raw = logits.softmax(1).numpy().astype(np.float64)
         m = classification_metrics(probs, labels, classes)
         ece_before = expected_calibration_error(raw, labels)
-        parts.append(f"<h2>Validation ({html.escape(split)} split, {m['n']:,} images)</h2>"
-                     f"<p>accuracy <b>{m['accuracy']:.4f}</b>" + (f" · top-5 {m['top5']:.4f}" if m.get("top5") is not None else "")
-                     + f" · log-loss {m['log_loss']:.4f} · ECE {m['ece']:.4f} (before calibration {ece_before:.4f})</p>")
+        parts.append(
+            f"<h2>Validation ({html.escape(split)} split, {m['n']:,} images)</h2>"
+            f"<p>accuracy <b>{m['accuracy']:.4f}</b>"
+            + (f" · top-5 {m['top5']:.4f}" if m.get("top5") is not None else "")
+            + f" · log-loss {m['log_loss']:.4f} · ECE {m['ece']:.4f} (before calibration {ece_before:.4f})</p>"
+        )
         p = run / PLOTS["confusion"].format(split=split)
-        plot_confusion(np.asarray(m["confusion_matrix"]), classes, p, title=f"{split}: accuracy {m['accuracy']:.4f}")
-        parts.append("<h3>Confusion matrix</h3>" + _figure(p, "confusion matrix, rows true, columns predicted"))
+        plot_confusion(
+            np.asarray(m["confusion_matrix"]), classes, p, title=f"{split}: accuracy {m['accuracy']:.4f}"
+        )
+        parts.append(
+            "<h3>Confusion matrix</h3>" + _figure(p, "confusion matrix, rows true, columns predicted")
+        )
         pc = m["per_class"]
         rows = [[k, pc[k]["precision"], pc[k]["recall"], pc[k]["f1"], pc[k]["support"]] for k in classes]
-        rows += [[f"{a} avg", m[a]["precision"], m[a]["recall"], m[a]["f1"], m["n"]] for a in ("macro", "weighted")]
+        rows += [
+            [f"{a} avg", m[a]["precision"], m[a]["recall"], m[a]["f1"], m["n"]] for a in ("macro", "weighted")
+        ]
         parts.append("<h3>Per class</h3>" + _table(["class", "precision", "recall", "F1", "support"], rows))
         parts.append("<h3>Most confused pairs</h3>")
         if m["most_confused"]:
-            parts.append(_table(["true", "predicted as", "images"], [[r["true"], r["predicted"], r["count"]] for r in m["most_confused"]]))
+            parts.append(
+                _table(
+                    ["true", "predicted as", "images"],
+                    [[r["true"], r["predicted"], r["count"]] for r in m["most_confused"]],
+                )
+            )
         else:
             parts.append("<p>No mistakes on this split.</p>")
         p = run / PLOTS["reliability"].format(split=split)
         t = pred.temperature
-        plot_reliability(reliability_bins(probs, labels), p, m["ece"], reliability_bins(raw, labels) if t != 1.0 else None,
-                         ece_before if t != 1.0 else None, title=f"{split}: temperature {t:.3f}")
-        parts.append("<h3>Calibration</h3><p>Reliability diagram: accuracy against confidence per bin; a calibrated "
-                     "model lies on the diagonal. Probabilities are divided by the temperature fitted on the "
-                     "validation split.</p>" + _figure(p, "reliability diagram"))
+        plot_reliability(
+            reliability_bins(probs, labels),
+            p,
+            m["ece"],
+            reliability_bins(raw, labels) if t != 1.0 else None,
+            ece_before if t != 1.0 else None,
+            title=f"{split}: temperature {t:.3f}",
+        )
+        parts.append(
+            "<h3>Calibration</h3><p>Reliability diagram: accuracy against confidence per bin; a calibrated "
+            "model lies on the diagonal. Probabilities are divided by the temperature fitted on the "
+            "validation split.</p>" + _figure(p, "reliability diagram")
+        )
         parts.append(_mistakes_section(run, split, sd, probs, labels, classes, pred, gallery))
 
     # Config and timing -----------------------------------------------------------------------------
     parts.append("<h2>Config</h2>")
-    cfg_text = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else json.dumps(meta.get("train_config", {}), indent=1)
+    cfg_text = (
+        (run / "config.yaml").read_text()
+        if (run / "config.yaml").is_file()
+        else json.dumps(meta.get("train_config", {}), indent=1)
+    )
     parts.append(f"<pre>{html.escape(cfg_text)}</pre>")
     parts.append("<h2>Timing</h2>")
     rows = []
     if history:
         secs = [h["epoch_seconds"] for h in history]
-        rows += [["epochs", len(history)], ["training time (s)", float(sum(secs))], ["seconds per epoch (mean)", float(np.mean(secs))],
-                 ["training throughput, last epoch (img/s)", float(history[-1].get("train_img_per_s", float("nan")))]]
+        rows += [
+            ["epochs", len(history)],
+            ["training time (s)", float(sum(secs))],
+            ["seconds per epoch (mean)", float(np.mean(secs))],
+            [
+                "training throughput, last epoch (img/s)",
+                float(history[-1].get("train_img_per_s", float("nan"))),
+            ],
+        ]
     rows += [[f"version of {k}", v] for k, v in meta.get("versions", {}).items()]
     rows.append(["report built in (s)", float(time.perf_counter() - t_start)])
     parts.append(_table(["", ""], rows))
 
-    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
     out = run / "report.html"
     atomic_write_bytes(out, page.encode("utf-8"))
     return out
 
 
-def _mistakes_section(run: Path, split: str, sd: Any, probs: np.ndarray, labels: np.ndarray, classes: list[str], pred: Any,
-                      gallery: int) -> str:
+def _mistakes_section(
+    run: Path,
+    split: str,
+    sd: Any,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    pred: Any,
+    gallery: int,
+) -> str:
     """The worst mistakes (most confident wrong answers first), each with its Grad-CAM for the predicted class."""
     guess = probs.argmax(1)
     wrong = np.flatnonzero(guess != labels)
@@ -275,14 +343,24 @@ def _mistakes_section(run: Path, split: str, sd: Any, probs: np.ndarray, labels:
         t, g, pg = classes[labels[i]], classes[guess[i]], float(probs[i, guess[i]])
         name = sd.paths[i] if sd.paths else f"#{i}"  # relative to the data root: class/file.png
         items.append((ov, f"true {t}\npred {g} {pg:.0%}"))
-        cards.append(f"<div class='card' style='width:{width}px'><img src='{_img_uri(_png_of(ov))}' alt='{html.escape(name)}'>"
-                     f"<div>true <b>{html.escape(t)}</b></div><div class='bad'>predicted <b>{html.escape(g)}</b> ({pg:.1%})</div>"
-                     f"<div class='sub'>{html.escape(name)}</div></div>")
+        cards.append(
+            f"<div class='card' style='width:{width}px'><img src='{_img_uri(_png_of(ov))}' alt='{html.escape(name)}'>"
+            f"<div>true <b>{html.escape(t)}</b></div><div class='bad'>predicted <b>{html.escape(g)}</b> ({pg:.1%})</div>"
+            f"<div class='sub'>{html.escape(name)}</div></div>"
+        )
     p = run / PLOTS["mistakes"].format(split=split)
     plot_gallery(items, p)
-    note = "" if method == "gradcam" else "<p class='note'>This model names no Grad-CAM layer: saliency maps are shown instead.</p>"
-    return (head + f"<p>Overlay: {METHOD_NAMES[method]} evidence for the <i>predicted</i> class (red: strongest).</p>" + note
-            + f"<div class='gallery'>{''.join(cards)}</div>")
+    note = (
+        ""
+        if method == "gradcam"
+        else "<p class='note'>This model names no Grad-CAM layer: saliency maps are shown instead.</p>"
+    )
+    return (
+        head
+        + f"<p>Overlay: {METHOD_NAMES[method]} evidence for the <i>predicted</i> class (red: strongest).</p>"
+        + note
+        + f"<div class='gallery'>{''.join(cards)}</div>"
+    )
 
 
 __all__ = ["build_report", "read_history"]

@@ -92,7 +92,9 @@ class Calibrated(nn.Module):
 EXPORTERS = ("torchscript", "dynamo")
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, exporter: str = "torchscript", output_name: str = "logits") -> bytes:
+def export_onnx(
+    model: nn.Module, example: torch.Tensor, exporter: str = "torchscript", output_name: str = "logits"
+) -> bytes:
     """``model`` (eval mode, CPU) as an ONNX model in memory: input ``x`` and output ``output_name``, the
     batch axis dynamic. The one ONNX export of pixclass (the Predictor's runtime and ``pixclass export``).
 
@@ -108,15 +110,29 @@ def export_onnx(model: nn.Module, example: torch.Tensor, exporter: str = "torchs
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracing chatter
         if exporter == "dynamo":
-            prog = torch.onnx.export(model, (example,), dynamo=True, input_names=["x"], output_names=[output_name],
-                                     dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), verbose=False)
+            prog = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                input_names=["x"],
+                output_names=[output_name],
+                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+                verbose=False,
+            )
             if prog is None:
                 raise RuntimeError("the dynamo exporter returned no program")
             return bytes(prog.model_proto.SerializeToString())
         buf = io.BytesIO()
         # (torch's stub says str | PathLike for f; a file object works and keeps the model off the disk)
-        torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["x"], output_names=[output_name],  # type: ignore[arg-type]
-                          dynamic_axes={"x": {0: "n"}, output_name: {0: "n"}})
+        torch.onnx.export(
+            model,
+            (example,),
+            buf,
+            dynamo=False,
+            input_names=["x"],
+            output_names=[output_name],  # type: ignore[arg-type]
+            dynamic_axes={"x": {0: "n"}, output_name: {0: "n"}},
+        )
         return buf.getvalue()
 
 
@@ -159,8 +175,9 @@ def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = 
 
 
 @torch.no_grad()
-def batched_logits(run: Callable[[torch.Tensor], torch.Tensor], x: Any, device: torch.device,
-                   batch_size: int = 512) -> torch.Tensor:
+def batched_logits(
+    run: Callable[[torch.Tensor], torch.Tensor], x: Any, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
     """The one batched-logits loop: a uint8 tensor or image store (N, C, S, S) (clips: (N, T, C, S, S))
     through ``run`` in batches of about ``batch_size`` images -> float logits (N, K) on the CPU."""
     out = []
@@ -168,13 +185,18 @@ def batched_logits(run: Callable[[torch.Tensor], torch.Tensor], x: Any, device: 
     if len(x.shape) == 5:  # clips: about batch_size frames per forward pass
         batch_size = max(1, batch_size // x.shape[1])
     for i in range(0, n, batch_size):
-        xb = x[i : i + batch_size] if isinstance(x, torch.Tensor) else x.take(torch.arange(i, min(n, i + batch_size)))
+        xb = (
+            x[i : i + batch_size]
+            if isinstance(x, torch.Tensor)
+            else x.take(torch.arange(i, min(n, i + batch_size)))
+        )
         out.append(run(xb.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def make_runtime(model: nn.Module, backend: str, device: torch.device, example: torch.Tensor,
-                 channels_last: bool = False) -> Runtime:
+def make_runtime(
+    model: nn.Module, backend: str, device: torch.device, example: torch.Tensor, channels_last: bool = False
+) -> Runtime:
     """The runtime for ``backend``: ``auto`` takes onnxruntime on the CPU when it is installed and the
     model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly."""
     if backend not in BACKENDS:
@@ -186,7 +208,10 @@ def make_runtime(model: nn.Module, backend: str, device: torch.device, example: 
     try:
         return onnx_runtime(model, example)
     except ImportError as e:
-        why, fix = "onnxruntime not installed", "the onnxruntime package is not installed (pip install onnxruntime)"
+        why, fix = (
+            "onnxruntime not installed",
+            "the onnxruntime package is not installed (pip install onnxruntime)",
+        )
         err: Exception = e
     except Exception as e:  # export or check failed: eager PyTorch is always right
         why = f"onnxruntime unavailable for this model ({type(e).__name__}: {str(e)[:200]})"

@@ -11,9 +11,27 @@ import yaml
 
 def test_no_flags_prints_and_saves_the_derived_recipe(tmp_path, patterns):
     data = patterns.folder(tmp_path / "data", {"top": 20, "bottom": 20})
-    r = subprocess.run([sys.executable, "-m", "pixclass", "train", str(data), "--out", str(tmp_path / "run"),
-                        "--epochs", "2", "--image-size", "16", "--workers", "1", "-q"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixclass",
+            "train",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "2",
+            "--image-size",
+            "16",
+            "--workers",
+            "1",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("recipe: ")]
     assert len(line) == 1
@@ -26,9 +44,29 @@ def test_no_flags_prints_and_saves_the_derived_recipe(tmp_path, patterns):
 
 def test_lr_auto_runs_the_range_test_first(tmp_path, patterns):
     data = patterns.folder(tmp_path / "data", {"top": 20, "bottom": 20})
-    r = subprocess.run([sys.executable, "-m", "pixclass", "train", str(data), "--out", str(tmp_path / "run"),
-                        "--epochs", "1", "--lr", "auto", "--image-size", "16", "--workers", "1", "-q"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pixclass",
+            "train",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--lr",
+            "auto",
+            "--image-size",
+            "16",
+            "--workers",
+            "1",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "lr auto: the LR range test suggests" in r.stdout
     assert (tmp_path / "run" / "lr_find.png").is_file()

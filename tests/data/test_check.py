@@ -192,7 +192,11 @@ def test_quarantine_inside_data_is_refused(messy, imgs, capsys):
     rc, _, err = cli(capsys, "data", "check", messy, "--quarantine", messy / "q", "--workers", "1")
     assert rc != 0
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --quarantine ") and "inside the data folder" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("error: --quarantine ")
+        and "inside the data folder" in lines[0]
+    )
     assert imgs.snapshot(messy) == before
 
 

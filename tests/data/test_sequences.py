@@ -58,9 +58,23 @@ def values(store_row: torch.Tensor) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------- order
 def test_natural_sort():
-    names = ["frame_10.png", "frame_2.png", "Frame_1.png", "frame_1.png", "frame_02b.png", "a.png", "frame_100.png"]
+    names = [
+        "frame_10.png",
+        "frame_2.png",
+        "Frame_1.png",
+        "frame_1.png",
+        "frame_02b.png",
+        "a.png",
+        "frame_100.png",
+    ]
     assert sorted(names, key=natural_key) == [
-        "a.png", "Frame_1.png", "frame_1.png", "frame_2.png", "frame_02b.png", "frame_10.png", "frame_100.png"
+        "a.png",
+        "Frame_1.png",
+        "frame_1.png",
+        "frame_2.png",
+        "frame_02b.png",
+        "frame_10.png",
+        "frame_100.png",
     ]
 
 
@@ -74,7 +88,9 @@ def test_list_frames_natural_order_skips_hidden_and_non_images(tmp_path):
 def test_source_orders_frames_naturally(tmp_path):
     root = tmp_path / "d"
     for c in ("a", "b"):
-        write_clip(root / c / "s1", list(range(12)))  # frame_1 .. frame_12: lexical order would put 10 after 1
+        write_clip(
+            root / c / "s1", list(range(12))
+        )  # frame_1 .. frame_12: lexical order would put 10 after 1
     src = open_source(root)
     assert is_sequence_source(src) and src.classes == ["a", "b"]
     sp = src.splits["all"]
@@ -90,7 +106,9 @@ def test_kind_auto_images_and_forced(tmp_path, imgs):
     assert not is_sequence_source(open_source(images))
     forced = open_source(clips, kind="images")  # every frame alone, labelled by its class
     assert not is_sequence_source(forced) and len(forced.splits["all"]) == 6
-    with pytest.raises(DataError, match="--kind sequences needs every frame at DATA/<class>/<sample>/<frame>"):
+    with pytest.raises(
+        DataError, match="--kind sequences needs every frame at DATA/<class>/<sample>/<frame>"
+    ):
         open_source(images, kind="sequences")
     with pytest.raises(DataError, match="--kind"):
         open_source(clips, kind="video")
@@ -108,17 +126,27 @@ def test_split_folders_of_clips(tmp_path):
     clip_folder(root / "test", {"left": [3], "right": [3]})
     ds = load_data(root, CFG, progress=False)
     assert ds.frames == 3 and set(ds.splits) == {"train", "val", "test"}
-    assert ds.splits["train"].paths == ["train/left/clip0", "train/left/clip1", "train/right/clip0", "train/right/clip1"]
+    assert ds.splits["train"].paths == [
+        "train/left/clip0",
+        "train/left/clip1",
+        "train/right/clip0",
+        "train/right/clip1",
+    ]
     assert ds.splits["test"].store.shape == (2, 3, 1, 8, 8)
 
 
 def test_csv_of_sample_folders(tmp_path):
     clip_folder(tmp_path / "data", {"up": [2, 2, 2], "down": [2, 2, 2]})
-    (tmp_path / "clips.csv").write_text("path,label\n" + "".join(
-        f"data/{c}/clip{i},{c}\n" for c in ("up", "down") for i in range(3)))
+    (tmp_path / "clips.csv").write_text(
+        "path,label\n" + "".join(f"data/{c}/clip{i},{c}\n" for c in ("up", "down") for i in range(3))
+    )
     src = open_source(tmp_path / "clips.csv")
     assert src.kind == "csv" and is_sequence_source(src) and src.classes == ["down", "up"]
-    ds = load_data(tmp_path / "clips.csv", DataConfig(image_size=8, workers=1, val_fraction=0, test_fraction=0), progress=False)
+    ds = load_data(
+        tmp_path / "clips.csv",
+        DataConfig(image_size=8, workers=1, val_fraction=0, test_fraction=0),
+        progress=False,
+    )
     assert ds.frames == 2 and ds.splits["train"].store.shape == (6, 2, 1, 8, 8)
     # a CSV that mixes files and folders is refused, naming a folder
     (tmp_path / "mixed.csv").write_text("path,label\ndata/up/clip0,up\ndata/up/clip0/frame_1.png,up\n")
@@ -159,7 +187,9 @@ def test_variable_length_clips_are_sampled_and_padded(tmp_path):
     assert values(rows["a/clip2"]) == [13, 33, 53, 73]  # 9 frames: frames 1, 3, 5, 7 (uniform)
     assert clip_lengths(x).tolist() == [2, 4, 4, 4, 4, 4]
     # an explicit frame count
-    ds6 = load_data(root, DataConfig(image_size=8, workers=1, frames=6, val_fraction=0, test_fraction=0), progress=False)
+    ds6 = load_data(
+        root, DataConfig(image_size=8, workers=1, frames=6, val_fraction=0, test_fraction=0), progress=False
+    )
     rows6 = dict(zip(ds6.splits["train"].paths, ds6.splits["train"].store.tensor(), strict=True))
     assert ds6.frames == 6 and values(rows6["a/clip2"]) == [3, 23, 33, 53, 63, 83]  # frames 0, 2, 3, 5, 6, 8
 
@@ -260,7 +290,9 @@ def test_augment_draws_once_per_clip_and_keeps_motion():
         yy, xx = torch.meshgrid(torch.arange(s).float(), torch.arange(s).float(), indexing="ij")
         return torch.stack([(m * yy).sum() / m.sum(), (m * xx).sum() / m.sum()])
 
-    steps = torch.stack([torch.stack([centroid(out[i, k + 1]) - centroid(out[i, k]) for k in range(t - 1)]) for i in range(6)])
+    steps = torch.stack(
+        [torch.stack([centroid(out[i, k + 1]) - centroid(out[i, k]) for k in range(t - 1)]) for i in range(6)]
+    )
     # within a clip every step is the same (one warp for all frames); clips differ from each other
     assert (steps - torch.tensor([0.0, 1.0])).abs().max() < 1e-4  # still 1 px right per frame
     assert cfg.hflip == 0.0
@@ -273,12 +305,15 @@ def test_augment_identical_frames_stay_identical():
     x = torch.randint(0, 256, (4, 6, 3, 12, 12), dtype=torch.uint8)
     x[:, 3:] = x[:, 2:3]
     cfg = AugmentConfig(crop_scale=(0.5, 1.0), pad=2, translate=0.1, rotate=15, hflip=0.5, erase=0.5)
-    out = BatchAugment(cfg, torch.full((3,), 0.5), torch.full((3,), 0.25))(x, torch.Generator().manual_seed(3))
+    out = BatchAugment(cfg, torch.full((3,), 0.5), torch.full((3,), 0.25))(
+        x, torch.Generator().manual_seed(3)
+    )
     assert clip_lengths(out).tolist() == [3, 3, 3, 3]
     # the same clip, augmented frame by frame with its own parameters repeated, gives the same result
     p = cfg.sample(4, 12, torch.Generator().manual_seed(3))
     flat = BatchAugment(cfg, torch.full((3,), 0.5), torch.full((3,), 0.25))._apply(
-        ((x.float() / 255 - 0.5) / 0.25).flatten(0, 1), {k: v.repeat_interleave(6, 0) for k, v in p.items()})
+        ((x.float() / 255 - 0.5) / 0.25).flatten(0, 1), {k: v.repeat_interleave(6, 0) for k, v in p.items()}
+    )
     torch.testing.assert_close(out, flat.view_as(out))
 
 
@@ -309,7 +344,9 @@ def test_read_clip_folder_gif_and_array(tmp_path):
 def test_expand_clips(tmp_path):
     root = clip_folder(tmp_path / "d", {"a": [2, 2], "b": [2]})
     (tmp_path / "x.gif").write_bytes(b"")
-    paths, missing = expand_clips([str(root), str(root / "a" / "clip1"), str(tmp_path / "x.gif"), str(tmp_path / "nope")])
+    paths, missing = expand_clips(
+        [str(root), str(root / "a" / "clip1"), str(tmp_path / "x.gif"), str(tmp_path / "nope")]
+    )
     rel = [str(Path(p).relative_to(tmp_path)) for p in paths]
     assert rel == ["d/a/clip0", "d/a/clip1", "d/b/clip0", "x.gif"]  # each real path once
     assert [m.path for m in missing] == [str(tmp_path / "nope")]
@@ -318,7 +355,13 @@ def test_expand_clips(tmp_path):
 def test_as_sequences_leaves_builtin_arrays(tmp_path):
     from pixclass.data.sources import Source, Split
 
-    src = Source("arr", "fashion-mnist", tmp_path, ["a", "b"], {"all": Split(np.zeros(2, np.int64), images=np.zeros((2, 1, 4, 4), np.uint8))})
+    src = Source(
+        "arr",
+        "fashion-mnist",
+        tmp_path,
+        ["a", "b"],
+        {"all": Split(np.zeros(2, np.int64), images=np.zeros((2, 1, 4, 4), np.uint8))},
+    )
     assert as_sequences(src) is src
     with pytest.raises(DataError, match="not sequences"):
         as_sequences(src, "sequences")

@@ -184,7 +184,10 @@ def test_csv_errors_name_the_file(tmp_path, imgs, text, needles):
 @pytest.mark.parametrize(
     ("text", "needles"),
     [
-        ("path,label,split\na.png,x,train\na.png,y,tset\n", [":3:", "unknown split 'tset'", "train, val", "test"]),
+        (
+            "path,label,split\na.png,x,train\na.png,y,tset\n",
+            [":3:", "unknown split 'tset'", "train, val", "test"],
+        ),
         ("path,label,split\na.png,x,train\na.png,y,\na.png,y,\n", [":3:", "empty split", "'a.png'"]),
         ("path,label,split\na.png,x,\na.png,y,test\n", [":2:", "empty split"]),
     ],
@@ -216,7 +219,9 @@ def test_csv_not_utf8_is_one_line(tmp_path, imgs):
     imgs.save(imgs.noise(0), tmp_path / "a.png")
     p = tmp_path / "latin.csv"
     p.write_bytes("path,label\na.png,caf\u00e9\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text \(it holds the byte 0xe9\); save it as UTF-8"):
+    with pytest.raises(
+        DataError, match=r"latin.csv: not UTF-8 text \(it holds the byte 0xe9\); save it as UTF-8"
+    ):
         open_source(p)
 
 
@@ -240,7 +245,10 @@ def test_links_into_another_class_count_there_only(tmp_path, imgs):
     (root / "cat" / "dogs").symlink_to("../dog", target_is_directory=True)
     (root / "cat" / "same.png").symlink_to("000.png")  # a second name for a cat
     src = open_source(root)
-    assert by_class(src) == {"cat": ["cat/000.png", "cat/001.png", "cat/002.png"], "dog": ["dog/000.png", "dog/001.png"]}
+    assert by_class(src) == {
+        "cat": ["cat/000.png", "cat/001.png", "cat/002.png"],
+        "dog": ["dog/000.png", "dog/001.png"],
+    }
     assert sorted(src.skipped_links) == ["cat/a_dog.png", "cat/dogs", "cat/same.png"]
 
 
@@ -251,7 +259,10 @@ def test_a_linked_folder_outside_is_followed_once(tmp_path, imgs):
     (root / "cat" / "again").symlink_to(tmp_path / "elsewhere" / "more", target_is_directory=True)
     (root / "dog" / "theirs").symlink_to(tmp_path / "elsewhere" / "more", target_is_directory=True)
     src = open_source(root)
-    assert by_class(src) == {"cat": ["cat/000.png", "cat/again/000.png", "cat/again/001.png"], "dog": ["dog/000.png"]}
+    assert by_class(src) == {
+        "cat": ["cat/000.png", "cat/again/000.png", "cat/again/001.png"],
+        "dog": ["dog/000.png"],
+    }
     assert sorted(src.skipped_links) == ["cat/more", "dog/theirs"]
 
 

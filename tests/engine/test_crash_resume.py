@@ -37,8 +37,14 @@ CONFIG = {
 
 
 def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pixclass", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pixclass", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def saved_epoch(run: Path) -> int:
@@ -71,8 +77,14 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, patte
     assert 1 <= done < EPOCHS, done  # it was stopped part-way
     assert len(read_metrics(run)[1]) >= done
 
-    resumed = subprocess.run([sys.executable, "-m", "pixclass", "train", "--resume", "crashed", "-q"], cwd=tmp_path,
-                             text=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pixclass", "train", "--resume", "crashed", "-q"],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     out, err = straight.communicate(timeout=600)
     assert straight.returncode == 0, err[-3000:]

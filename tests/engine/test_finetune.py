@@ -114,7 +114,12 @@ def test_fine_tuning_defaults_sit_under_the_users_options():
     from pixclass.presets import TRANSFER_DEFAULTS
 
     plain = build_config(None, None, None, {})
-    assert (plain.freeze_epochs, plain.lr_mult, plain.pretrained, plain.data.min_image_size) == (0, 1.0, False, 8)
+    assert (plain.freeze_epochs, plain.lr_mult, plain.pretrained, plain.data.min_image_size) == (
+        0,
+        1.0,
+        False,
+        8,
+    )
     pre = build_config("fashion-mnist", None, None, {"pretrained": True})
     assert pre.model == "mobilenet_v2" and pre.data.min_image_size == 64 and pre.augment.hflip == 0.5
     assert all(getattr(pre, k) == v for k, v in TRANSFER_DEFAULTS.items())

@@ -54,17 +54,33 @@ def data(tmp_path, patterns):
 
 
 # ------------------------------------------------------------------------------------------- it learns
-@pytest.mark.parametrize("model,kw", [
-    ("rescnn", {"model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]}, "optimizer": "sgd", "lr": 0.05}),
-    ("seed_cnn", {"model_kwargs": {}, "optimizer": "adamw", "lr": 3e-3}),
-])
+@pytest.mark.parametrize(
+    "model,kw",
+    [
+        (
+            "rescnn",
+            {"model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]}, "optimizer": "sgd", "lr": 0.05},
+        ),
+        ("seed_cnn", {"model_kwargs": {}, "optimizer": "adamw", "lr": 3e-3}),
+    ],
+)
 def test_overfits_one_batch(make_folder, tmp_path, tiny_train, model, kw):
     """16 noise images with arbitrary labels, one batch per epoch, no augmentation or smoothing: the
     loop must be able to memorise them (a broken gradient, label or optimizer path cannot)."""
     noise = make_folder({"a": 8, "b": 8})
-    res = tiny_train(noise, tmp_path / "run", data_cfg={"val_fraction": 0.0, "test_fraction": 0.0},
-                     model=model, epochs=30, batch_size=16, schedule="constant", weight_decay=0.0,
-                     label_smoothing=0.0, augment=AugmentConfig(), **kw)
+    res = tiny_train(
+        noise,
+        tmp_path / "run",
+        data_cfg={"val_fraction": 0.0, "test_fraction": 0.0},
+        model=model,
+        epochs=30,
+        batch_size=16,
+        schedule="constant",
+        weight_decay=0.0,
+        label_smoothing=0.0,
+        augment=AugmentConfig(),
+        **kw,
+    )
     first, last = res.history[0], res.history[-1]
     assert len(res.history) == 30
     assert first["train_acc"] <= 0.75
@@ -78,8 +94,19 @@ def test_run_folder_is_complete(tmp_path, data, tiny_train):
     run = tmp_path / "run"
     res = tiny_train(data, run, epochs=3)
     cols, rows = read_metrics(run)
-    assert cols == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc", "lr", "lr_scale", "rollbacks",
-                    "epoch_seconds", "train_img_per_s"]
+    assert cols == [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_bal_acc",
+        "lr",
+        "lr_scale",
+        "rollbacks",
+        "epoch_seconds",
+        "train_img_per_s",
+    ]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for r, h in zip(rows, res.history, strict=True):
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1
@@ -87,7 +114,13 @@ def test_run_folder_is_complete(tmp_path, data, tiny_train):
         assert r["train_loss"] == pytest.approx(h["train_loss"], rel=1e-5)
     assert res.history[-1]["val_acc"] == 1.0  # learnable: two val images, both right
 
-    for name in ("best.safetensors", "last.safetensors", "resume.safetensors", "config.yaml", "split_manifest.json"):
+    for name in (
+        "best.safetensors",
+        "last.safetensors",
+        "resume.safetensors",
+        "config.yaml",
+        "split_manifest.json",
+    ):
         assert (run / name).is_file(), name
     # config.yaml reads back into the very config that ran
     cfg = merge(TrainConfig(), load_yaml(run / "config.yaml"))
@@ -132,7 +165,14 @@ def test_resume_extends_a_run_exactly(tmp_path, data, tiny_train):
 def test_interrupted_run_resumes_exactly(tmp_path, data, tiny_train, monkeypatch, ema):
     """The default one-cycle schedule (and weight EMA): stopped after epoch 1 of 3, then resumed, the
     run ends exactly where an uninterrupted one does."""
-    kw = {"epochs": 3, "schedule": "onecycle", "optimizer": "sgd", "lr": 0.02, "ema": ema, "augment": BUSY_AUGMENT}
+    kw = {
+        "epochs": 3,
+        "schedule": "onecycle",
+        "optimizer": "sgd",
+        "lr": 0.02,
+        "ema": ema,
+        "augment": BUSY_AUGMENT,
+    }
     tiny_train(data, tmp_path / "straight", **kw)
 
     save_resume = fit.save_resume
@@ -161,14 +201,32 @@ def test_resume_without_state_is_a_clear_error(tmp_path, data, tiny_train):
 # ------------------------------------------------------------------------------------------- stopping
 def test_early_stopping_stops_before_the_budget(tmp_path, data, tiny_train):
     """lr ~ 0 (1e-12) and a model without batch norm: the validation metric cannot improve after epoch 1."""
-    res = tiny_train(data, tmp_path / "run", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=1e-12,
-                     schedule="constant", epochs=10, patience=2)
+    res = tiny_train(
+        data,
+        tmp_path / "run",
+        model="seed_cnn",
+        model_kwargs={},
+        optimizer="sgd",
+        lr=1e-12,
+        schedule="constant",
+        epochs=10,
+        patience=2,
+    )
     assert res.stopped_early
     assert len(res.history) == 3  # epoch 1 sets the best, 2 and 3 do not beat it
     assert len(read_metrics(tmp_path / "run")[1]) == 3
     # the same patience that the budget ends first is not an early stop
-    res = tiny_train(data, tmp_path / "run2", model="seed_cnn", model_kwargs={}, optimizer="sgd", lr=1e-12,
-                     schedule="constant", epochs=3, patience=2)
+    res = tiny_train(
+        data,
+        tmp_path / "run2",
+        model="seed_cnn",
+        model_kwargs={},
+        optimizer="sgd",
+        lr=1e-12,
+        schedule="constant",
+        epochs=3,
+        patience=2,
+    )
     assert not res.stopped_early and len(res.history) == 3
 
 
@@ -205,7 +263,9 @@ def test_predict_logits_amp_is_ignored_off_cuda():
     model, x, mean, std = _model_and_rows("cpu")
     cpu = torch.device("cpu")
     ref = fit.predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4)
-    assert torch.equal(fit.predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4, amp=True), ref)
+    assert torch.equal(
+        fit.predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4, amp=True), ref
+    )
     assert model.training  # the mode it came in with
 
 
@@ -218,8 +278,18 @@ def test_validate_passes_the_amp_setting(monkeypatch):
 
     monkeypatch.setattr(fit, "predict_logits", fake)
     split = type("S", (), {"store": None, "labels": torch.tensor([0, 1]), "__len__": lambda self: 2})()
-    parts = type("P", (), {"eval_model": None, "mean": None, "std": None, "device": torch.device("cpu"),
-                           "criterion": staticmethod(torch.nn.functional.cross_entropy), "world": World()})()
+    parts = type(
+        "P",
+        (),
+        {
+            "eval_model": None,
+            "mean": None,
+            "std": None,
+            "device": torch.device("cpu"),
+            "criterion": staticmethod(torch.nn.functional.cross_entropy),
+            "world": World(),
+        },
+    )()
     fit.validate(parts, split, TrainConfig(amp=False))
     assert seen["amp"] is False
     fit.validate(parts, split, TrainConfig())
@@ -245,7 +315,9 @@ def test_a_run_on_cuda_matches_its_own_rerun(tmp_path, data, tiny_train):
     a = fit.fit(data, cfg, tmp_path / "a", progress=False)[0]
     b = fit.fit(data, cfg, tmp_path / "b", progress=False)[0]
     assert len(a.history) == 2 and all(r["train_loss"] == r["train_loss"] for r in a.history)
-    assert [r["train_loss"] for r in a.history] == pytest.approx([r["train_loss"] for r in b.history], rel=1e-3)
+    assert [r["train_loss"] for r in a.history] == pytest.approx(
+        [r["train_loss"] for r in b.history], rel=1e-3
+    )
 
 
 # ------------------------------------------------------------------------ recipe, guard, balance
@@ -258,9 +330,14 @@ def test_recipe_derives_what_is_not_set_and_saves_it(tmp_path, patterns, tiny_tr
     from pixclass.data.dataset import DataConfig
     from pixclass.run import train
 
-    cfg = TrainConfig(model_kwargs={"widths": [8, 16, 16], "blocks": [0, 1, 1]}, epochs=2, device="cpu",
-                      calibrate=False, auto=("batch_size", "lr", "warmup_epochs"),
-                      data=DataConfig(image_size=16, workers=1))
+    cfg = TrainConfig(
+        model_kwargs={"widths": [8, 16, 16], "blocks": [0, 1, 1]},
+        epochs=2,
+        device="cpu",
+        calibrate=False,
+        auto=("batch_size", "lr", "warmup_epochs"),
+        data=DataConfig(image_size=16, workers=1),
+    )
     res = train(data, cfg, tmp_path / "run", progress=False, log=lines.append, report=False)
     recipe = [ln for ln in lines if ln.startswith("recipe: ")]
     assert len(recipe) == 1 and "-> batch 16" in recipe[0] and "set by you" in recipe[0]

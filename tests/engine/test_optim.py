@@ -20,7 +20,9 @@ def test_mse_loss_is_the_seed_formula():
     z = torch.randn(5, 4, generator=g)
     y = torch.tensor([0, 3, 1, 1, 2])
     p = torch.exp(z) / torch.exp(z).sum(1, keepdim=True)
-    want = sum(float((p[i, k] - (1.0 if k == y[i] else 0.0)) ** 2) for i in range(5) for k in range(4)) / (2 * 5)
+    want = sum(float((p[i, k] - (1.0 if k == y[i] else 0.0)) ** 2) for i in range(5) for k in range(4)) / (
+        2 * 5
+    )
     assert float(loss_fn("mse")(z, y)) == pytest.approx(want, rel=1e-6)
     # perfect, confident predictions cost ~0; it is differentiable
     zz = torch.full((2, 3), -30.0, requires_grad=True)

@@ -15,8 +15,12 @@ from pixclass.predict import Prediction, Predictor
 
 def fake_meta(classes: list[str], size: int, channels: int) -> dict:
     """What a checkpoint would carry, enough for a Predictor (no file, no training)."""
-    return {"classes": classes, "input_size": size, "channels": channels,
-            "normalization": {"mean": [0.5] * channels, "std": [0.25] * channels}}
+    return {
+        "classes": classes,
+        "input_size": size,
+        "channels": channels,
+        "normalization": {"mean": [0.5] * channels, "std": [0.25] * channels},
+    }
 
 
 def test_registry_lists_builtin_and_torchvision_models():
@@ -33,7 +37,13 @@ def test_every_model_builds_trains_one_step_and_predicts(name):
     k, size, chans = 3, 32, 3
     model = create_model(name, num_classes=k, in_chans=chans, input_size=size)
     assert (model.num_classes, model.in_chans, model.input_size) == (k, chans, size)
-    assert model.pixclass_spec == {"name": name, "num_classes": k, "in_chans": chans, "input_size": size, "kwargs": {}}
+    assert model.pixclass_spec == {
+        "name": name,
+        "num_classes": k,
+        "in_chans": chans,
+        "input_size": size,
+        "kwargs": {},
+    }
     if model.gradcam_layer is not None:
         assert model.gradcam_layer in dict(model.named_modules()), model.gradcam_layer
     frames = getattr(model, "frames", None)  # clip models read (N, T, C, H, W)

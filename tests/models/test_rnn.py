@@ -74,8 +74,15 @@ def as_float(x: np.ndarray) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------------- interface
-@pytest.mark.parametrize("kw", [{}, {"rnn": "lstm", "bidirectional": False, "pool": "last", "layers": 1},
-                                {"pool": "attention", "hidden": 16}, {"pool": "mean", "dropout": 0.0}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"rnn": "lstm", "bidirectional": False, "pool": "last", "layers": 1},
+        {"pool": "attention", "hidden": 16},
+        {"pool": "mean", "dropout": 0.0},
+    ],
+)
 def test_rnn_rows_interface(kw):
     m = create_model("rnn_rows", 10, 3, 12, **kw)
     assert isinstance(m, RowRNN) and get_entry("rnn_rows").family == "rnn"
@@ -100,7 +107,9 @@ def test_rnn_rows_reads_rows_in_order():
 @pytest.mark.parametrize("name", ["cnn_rnn", "cnn_avg"])
 @pytest.mark.parametrize("encoder", ["rescnn", "seed_cnn"])
 def test_clip_model_interface(name, encoder):
-    m = create_model(name, 4, 1, 16, encoder=encoder, frames=5, encoder_kwargs=TINY if encoder == "rescnn" else {})
+    m = create_model(
+        name, 4, 1, 16, encoder=encoder, frames=5, encoder_kwargs=TINY if encoder == "rescnn" else {}
+    )
     assert get_entry(name).family == "sequence" and m.frames == 5
     x = torch.randn(3, 5, 1, 16, 16)
     m.eval()
@@ -124,12 +133,22 @@ def test_encoder_must_be_an_image_cnn():
         create_model("cnn_rnn", 2, 1, 16, encoder="rnn_rows")
 
 
-@pytest.mark.parametrize("kw", [{"pool": "last"}, {"pool": "attention", "bidirectional": True},
-                                {"rnn": "lstm", "pool": "mean", "layers": 2}, {"pool": "meanmax", "bidirectional": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"pool": "last"},
+        {"pool": "attention", "bidirectional": True},
+        {"rnn": "lstm", "pool": "mean", "layers": 2},
+        {"pool": "meanmax", "bidirectional": True},
+    ],
+)
 def test_padding_is_masked(kw):
     """A 4-frame clip padded to 6 by repeating its last frame gives the same logits as the clip itself."""
     torch.manual_seed(0)
-    for m in (CnnRnn(3, 1, 16, encoder_kwargs=TINY, frames=6, **kw), CnnAvg(3, 1, 16, encoder_kwargs=TINY, frames=6)):
+    for m in (
+        CnnRnn(3, 1, 16, encoder_kwargs=TINY, frames=6, **kw),
+        CnnAvg(3, 1, 16, encoder_kwargs=TINY, frames=6),
+    ):
         m.eval()
         short = torch.randn(2, 4, 1, 16, 16)
         padded = torch.cat([short, short[:, -1:].expand(-1, 2, -1, -1, -1)], 1)
@@ -147,7 +166,9 @@ def test_padding_is_masked(kw):
 
 def test_model_for_data():
     assert model_for_data("rescnn", {"widths": [8]}, 6) == (
-        "cnn_rnn", {"encoder": "rescnn", "encoder_kwargs": {"widths": [8]}, "frames": 6})
+        "cnn_rnn",
+        {"encoder": "rescnn", "encoder_kwargs": {"widths": [8]}, "frames": 6},
+    )
     assert model_for_data("cnn_avg", {"embed": 32}, 6) == ("cnn_avg", {"embed": 32, "frames": 6})
     assert model_for_data("rnn_rows", {"hidden": 8}, None) == ("rnn_rows", {"hidden": 8})
     with pytest.raises(DataError, match="reads single images"):
@@ -179,10 +200,22 @@ def test_rnn_rows_trains_and_round_trips(tmp_path, patterns):
     from pixclass.predict import Predictor
     from pixclass.run import train
 
-    root = patterns.folder(tmp_path / "p", {"top": 24, "bottom": 24, "left": 24, "right": 24}, size=12, mode="L")
-    cfg = TrainConfig(model="rnn_rows", model_kwargs={"hidden": 24, "layers": 1}, epochs=6, batch_size=16,
-                      optimizer="adamw", lr=1e-2, weight_decay=0.0, augment=AugmentConfig(), device="cpu",
-                      calibrate=False, data=DataConfig(image_size=12, workers=1))
+    root = patterns.folder(
+        tmp_path / "p", {"top": 24, "bottom": 24, "left": 24, "right": 24}, size=12, mode="L"
+    )
+    cfg = TrainConfig(
+        model="rnn_rows",
+        model_kwargs={"hidden": 24, "layers": 1},
+        epochs=6,
+        batch_size=16,
+        optimizer="adamw",
+        lr=1e-2,
+        weight_decay=0.0,
+        augment=AugmentConfig(),
+        device="cpu",
+        calibrate=False,
+        data=DataConfig(image_size=12, workers=1),
+    )
     res = train(root, cfg, tmp_path / "run", progress=False, log=lambda *_: None)
     assert res.history[-1]["val_acc"] >= 0.6  # 4 classes: chance is 0.25
     c = ckpt.load(res.best)
@@ -194,7 +227,9 @@ def test_rnn_rows_trains_and_round_trips(tmp_path, patterns):
     model = c.build_model().eval()
     x = torch.from_numpy(np.stack([p.preprocess(str(f)) for f in files]))
     with torch.no_grad():
-        torch.testing.assert_close(model((x.float() / 255 - p.mean) / p.std).softmax(1), p.probs_from_uint8(x))
+        torch.testing.assert_close(
+            model((x.float() / 255 - p.mean) / p.std).softmax(1), p.probs_from_uint8(x)
+        )
 
 
 # ----------------------------------------------------------------------------------- end to end
@@ -212,10 +247,33 @@ def test_clips_train_evaluate_predict_cli(tmp_path, capsys):
     write_clips(root / "train", x[:32], y[:32])
     write_clips(root / "val", x[32:40], y[32:40])
     write_clips(root / "test", x[40:], y[40:])
-    (tmp_path / "cfg.yaml").write_text(json.dumps({"model_kwargs": {"encoder_kwargs": TINY, "embed": 16, "hidden": 16}}))
+    (tmp_path / "cfg.yaml").write_text(
+        json.dumps({"model_kwargs": {"encoder_kwargs": TINY, "embed": 16, "hidden": 16}})
+    )
     run = tmp_path / "run"
-    assert _cli("train", root, "--out", run, "--model", "cnn_rnn", "--config", tmp_path / "cfg.yaml", "--epochs", "2",
-                "--batch-size", "8", "--workers", "1", "--device", "cpu", "--no-calibrate", "-q") == 0
+    assert (
+        _cli(
+            "train",
+            root,
+            "--out",
+            run,
+            "--model",
+            "cnn_rnn",
+            "--config",
+            tmp_path / "cfg.yaml",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+            "--no-calibrate",
+            "-q",
+        )
+        == 0
+    )
     meta = ckpt.load(run / "best.safetensors").meta
     assert meta["sequence"]["frames"] == 6 and "natural sort" in meta["sequence"]["order"]
     assert meta["model"]["name"] == "cnn_rnn" and meta["model"]["kwargs"]["frames"] == 6
@@ -251,8 +309,9 @@ def test_default_model_on_clips_is_cnn_rnn(tmp_path):
 
     x, y = motion_clips(16, frames=3, size=8, seed=4)
     root = write_clips(tmp_path / "c", x, y)
-    cfg = TrainConfig(model_kwargs=TINY, epochs=1, batch_size=8, device="cpu", calibrate=False,
-                      data=DataConfig(workers=1))
+    cfg = TrainConfig(
+        model_kwargs=TINY, epochs=1, batch_size=8, device="cpu", calibrate=False, data=DataConfig(workers=1)
+    )
     res = train(root, cfg, tmp_path / "run", progress=False, log=lambda *_: None)
     spec = ckpt.load(res.best).meta["model"]
     assert spec["name"] == "cnn_rnn" and spec["kwargs"]["encoder"] == "rescnn"
@@ -274,8 +333,16 @@ def test_direction_through_the_pipeline(tmp_path):
     write_clips(root / "test", x[300:], y[300:])
     acc = {}
     for name in ("cnn_rnn", "cnn_avg"):
-        cfg = TrainConfig(model=name, epochs=10, batch_size=32, optimizer="adamw", lr=3e-3, device="cpu",
-                          calibrate=False, data=DataConfig(workers=1))
+        cfg = TrainConfig(
+            model=name,
+            epochs=10,
+            batch_size=32,
+            optimizer="adamw",
+            lr=3e-3,
+            device="cpu",
+            calibrate=False,
+            data=DataConfig(workers=1),
+        )
         res = train(root, cfg, tmp_path / name, progress=False, log=lambda *_: None)
         acc[name] = res.best_metric
     assert acc["cnn_rnn"] >= 0.9 and acc["cnn_avg"] <= 0.7, acc

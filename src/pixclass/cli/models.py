@@ -34,7 +34,9 @@ def run(a: argparse.Namespace) -> int:
             m = create_model(name, a.num_classes, a.channels, a.input_size)
             params = sum(p.numel() for p in m.parameters())
             flops = count_flops(m, a.channels, a.input_size, getattr(m, "frames", None)) / 1e6
-            print(f"{name:<22}{e.family:<13}{params:>12,}{flops:>12.1f}  {e.weights or '-':<12}{e.description}")
+            print(
+                f"{name:<22}{e.family:<13}{params:>12,}{flops:>12.1f}  {e.weights or '-':<12}{e.description}"
+            )
         except Exception as ex:  # e.g. a net that needs larger images
             print(f"{name:<22}{e.family:<13}{'-':>12}{'-':>12}  {e.weights or '-':<12}{e.description} [{ex}]")
     return 0

@@ -82,13 +82,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--model", help="model name (see `pixclass models`; default rescnn)")
     g.add_argument(
-        "--epochs", type=int_in(1), help="passes over the training set (default: from a step budget; 10 at 60k images)"
+        "--epochs",
+        type=int_in(1),
+        help="passes over the training set (default: from a step budget; 10 at 60k images)",
     )
     g.add_argument(
         "--batch-size", type=int_in(1), help="images per step (default: ~1/16 of the training set, 16 to 256)"
     )
     g.add_argument(
-        "--optimizer", choices=("sgd", "adamw"), help="default: the model's (SGD Nesterov for CNNs, AdamW for RNNs)"
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        help="default: the model's (SGD Nesterov for CNNs, AdamW for RNNs)",
     )
     g.add_argument(
         "--lr",
@@ -107,7 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="learning-rate schedule (default onecycle)",
     )
     g.add_argument(
-        "--warmup-epochs", type=float_in(0, 10_000), help="warm-up length in epochs (default: 1 epoch, at least 100 steps)"
+        "--warmup-epochs",
+        type=float_in(0, 10_000),
+        help="warm-up length in epochs (default: 1 epoch, at least 100 steps)",
     )
     g.add_argument(
         "--loss", choices=("ce", "mse"), help="cross-entropy, or the seed's MSE on softmax vs one-hot"
@@ -160,7 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "missing); `pixclass models` lists the models that have them. Normalisation becomes ImageNet's",
     )
     g.add_argument(
-        "--weights", metavar="FILE", help="a local .pth or .safetensors state dict for --model (e.g. torchvision's file)"
+        "--weights",
+        metavar="FILE",
+        help="a local .pth or .safetensors state dict for --model (e.g. torchvision's file)",
     )
     g.add_argument(
         "--init",
@@ -169,7 +177,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "image size, channels and normalisation follow the checkpoint unless given",
     )
     g.add_argument(
-        "--freeze-epochs", type=int_in(0), help="first epochs train the head only, body and its batch norm frozen"
+        "--freeze-epochs",
+        type=int_in(0),
+        help="first epochs train the head only, body and its batch norm frozen",
     )
     g.add_argument(
         "--lr-mult",
@@ -239,7 +249,9 @@ def run(a: argparse.Namespace) -> int:
                 f"{out}: not a run folder (no config.yaml); give the --out folder of the interrupted run"
             )
         if not (out / "resume.safetensors").is_file():  # before anything is written into the folder
-            raise RunError(f"{out}: no resume.safetensors; nothing to resume (start a new run without --resume)")
+            raise RunError(
+                f"{out}: no resume.safetensors; nothing to resume (start a new run without --resume)"
+            )
         cfg = merge(TrainConfig(), load_yaml(out / "config.yaml"), str(out / "config.yaml"))
         # --epochs / --patience may extend a resumed run; the learning-rate schedule is then laid out
         # for the new budget from the step reached. Every other option comes from the run's config.yaml.

@@ -55,9 +55,17 @@ class AugmentConfig:
 
     @property
     def uses_affine(self) -> bool:
-        return self.crop_scale != (1.0, 1.0) or self.pad > 0 or self.translate > 0 or self.rotate > 0 or self.hflip > 0
+        return (
+            self.crop_scale != (1.0, 1.0)
+            or self.pad > 0
+            or self.translate > 0
+            or self.rotate > 0
+            or self.hflip > 0
+        )
 
-    def sample(self, n: int, size: int, generator: torch.Generator, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def sample(
+        self, n: int, size: int, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> dict[str, torch.Tensor]:
         """Draw every random parameter for a batch of ``n`` images: tensors, one row per sample."""
 
         def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
@@ -90,7 +98,13 @@ class AugmentConfig:
             ew = torch.sqrt(ea / er).clamp(max=1.0)
             p["erase_on"] = (torch.rand(n, generator=generator) < self.erase).float()
             p["erase_box"] = torch.stack(
-                [torch.rand(n, generator=generator) * (1 - eh), torch.rand(n, generator=generator) * (1 - ew), eh, ew], 1
+                [
+                    torch.rand(n, generator=generator) * (1 - eh),
+                    torch.rand(n, generator=generator) * (1 - ew),
+                    eh,
+                    ew,
+                ],
+                1,
             )  # (n, 4): top, left, height, width as fractions
         return {k: v.to(device, non_blocking=True) for k, v in p.items()}
 
@@ -133,7 +147,9 @@ def apply_erase(x: torch.Tensor, p: dict[str, torch.Tensor], value: float = 0.0)
     return x.masked_fill(mask[:, None], value)
 
 
-def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize(
+    x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """uint8 (n, C, H, W) -> float, scaled to [0, 1] then standardised per channel (the seed's "scale").
 
     The one normalisation of pixclass: training, evaluation and the exported inference graph

@@ -121,7 +121,9 @@ def _pool(n_tasks: int, workers: int | None) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
 
-def run_chunks(fn: Callable[..., list[Any]], tasks: list[tuple], sizes: list[int], bar: Any, workers: int | None) -> list[Any]:
+def run_chunks(
+    fn: Callable[..., list[Any]], tasks: list[tuple], sizes: list[int], bar: Any, workers: int | None
+) -> list[Any]:
     """Run ``fn(*task)`` for every task, in worker processes when there are several, advancing ``bar``
     by each task's size as it completes; returns the concatenated results, in task order."""
     out: list[Any] = []
@@ -156,7 +158,10 @@ def _chunks(n: int) -> list[tuple[int, int]]:
 
 
 def probe_all(
-    paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None, progress: bool = True
+    paths: Sequence[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> list[tuple[int, int, str] | str]:
     """Header of every file (size and mode) or the reason it is unusable; cached by file list."""
     key = file_list_key(paths)
@@ -168,7 +173,9 @@ def probe_all(
             pass
     res: list[tuple[int, int, str] | str] = []
     chunks = _chunks(len(paths))
-    bar = tqdm(total=len(paths), desc="reading headers", unit="img", disable=not progress or len(paths) < 2000)
+    bar = tqdm(
+        total=len(paths), desc="reading headers", unit="img", disable=not progress or len(paths) < 2000
+    )
     pool = _pool(len(chunks), workers)
     try:
         it = (
@@ -188,8 +195,14 @@ def probe_all(
 
 
 def _decode_chunk(
-    out_path: str, shape: tuple[int, ...], start: int, paths: list[str], size: int, channels: int,
-    background: tuple[int, int, int], max_pixels: int,
+    out_path: str,
+    shape: tuple[int, ...],
+    start: int,
+    paths: list[str],
+    size: int,
+    channels: int,
+    background: tuple[int, int, int],
+    max_pixels: int,
 ) -> list[tuple[int, str]]:
     """Decode files into rows start.. of the .npy at ``out_path``; return (row, reason) of failures."""
     mm = np.load(out_path, mmap_mode="r+")
@@ -234,7 +247,9 @@ def decode_all(
     say by a full disk or a copy) is rebuilt, and ``log`` (default: stderr) says so."""
     say = log or _to_stderr
     settings = {"size": size, "channels": channels, "background": list(background), "max_pixels": max_pixels}
-    key = hashlib.sha256((file_list_key(paths) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:32]
+    key = hashlib.sha256((file_list_key(paths) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[
+        :32
+    ]
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     npy, meta = d / f"{key}.npy", d / f"{key}.json"
@@ -255,8 +270,15 @@ def decode_all(
 
 
 def _build_once(
-    lock: Path, npy: Path, meta: Path, paths: Sequence[str], shape: tuple[int, ...], settings: dict[str, Any],
-    workers: int | None, progress: bool, say: Callable[[str], None],
+    lock: Path,
+    npy: Path,
+    meta: Path,
+    paths: Sequence[str],
+    shape: tuple[int, ...],
+    settings: dict[str, Any],
+    workers: int | None,
+    progress: bool,
+    say: Callable[[str], None],
 ) -> tuple[tuple[np.ndarray, dict[str, Any]], bool]:
     """Under the entry's lock: the entry another process built while we waited (and True), or a new
     one built here (and False)."""
@@ -280,7 +302,9 @@ def _open_entry(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarr
         return ""
     try:
         info = json.loads(meta.read_text())
-        arr = np.load(npy, mmap_mode="r")  # a file cut short fails here ("mmap length is greater than file size")
+        arr = np.load(
+            npy, mmap_mode="r"
+        )  # a file cut short fails here ("mmap length is greater than file size")
     except FileNotFoundError:
         return ""
     except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
@@ -292,17 +316,40 @@ def _open_entry(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarr
     return arr, info
 
 
-def _build_entry(npy: Path, meta: Path, paths: Sequence[str], shape: tuple[int, ...], settings: dict[str, Any],
-                 workers: int | None, progress: bool) -> None:
+def _build_entry(
+    npy: Path,
+    meta: Path,
+    paths: Sequence[str],
+    shape: tuple[int, ...],
+    settings: dict[str, Any],
+    workers: int | None,
+    progress: bool,
+) -> None:
     """Decode into a private temporary file, then rename it into place, then write the JSON index."""
     meta.unlink(missing_ok=True)  # a damaged entry: not complete from now until the new JSON lands
     with atomic_path(npy, suffix=".npy") as tmp:  # a private file per process, renamed into place when whole
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
         chunks = _chunks(len(paths))
         size, channels = settings["size"], settings["channels"]
-        tasks = [(str(tmp), shape, a, list(paths[a:b]), size, channels, tuple(settings["background"]),
-                  settings["max_pixels"]) for a, b in chunks]
-        bar = tqdm(total=len(paths), desc="decoding images (once)", unit="img", disable=not progress or len(paths) < 500)
+        tasks = [
+            (
+                str(tmp),
+                shape,
+                a,
+                list(paths[a:b]),
+                size,
+                channels,
+                tuple(settings["background"]),
+                settings["max_pixels"],
+            )
+            for a, b in chunks
+        ]
+        bar = tqdm(
+            total=len(paths),
+            desc="decoding images (once)",
+            unit="img",
+            disable=not progress or len(paths) < 500,
+        )
         errors = run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
     atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
 

@@ -71,12 +71,18 @@ class CheckReport:
             "problems": self.problems,
             "warnings": self.warnings,
             "quarantined": self.quarantined,
-            **({"frames": self.frames, "skipped_samples": self.skipped_samples} if self.frames is not None else {}),
+            **(
+                {"frames": self.frames, "skipped_samples": self.skipped_samples}
+                if self.frames is not None
+                else {}
+            ),
         }
 
     def render(self) -> str:
         unit = "samples" if self.frames is not None else "images"  # sequences: a sample is a folder of frames
-        lines = [f"data: {self.data} ({self.kind}), {len(self.classes)} classes, {sum(self.classes.values())} usable {unit}"]
+        lines = [
+            f"data: {self.data} ({self.kind}), {len(self.classes)} classes, {sum(self.classes.values())} usable {unit}"
+        ]
         w = max((len(c) for c in self.classes), default=5)
         for split, counts in self.splits.items():
             lines.append(f"  split {split}: {sum(counts.values())} {unit}")
@@ -89,8 +95,10 @@ class CheckReport:
             lines.append("  modes: " + ", ".join(f"{k} ({v})" for k, v in self.modes.items()))
         if self.frames is not None:
             f = self.frames
-            lines.append(f"  frames per sample: min {f['min']}, median {f['median']:g}, max {f['max']}; "
-                         f"clips are made {f['used']} frames long (sampled uniformly; shorter ones repeat their last frame)")
+            lines.append(
+                f"  frames per sample: min {f['min']}, median {f['median']:g}, max {f['max']}; "
+                f"clips are made {f['used']} frames long (sampled uniformly; shorter ones repeat their last frame)"
+            )
         if self.ignored:
             lines.append(f"  ignored {len(self.ignored)} non-image file(s), e.g. {self.ignored[0]}")
         lines.append(f"  broken{' frames' if self.frames is not None else ''}: {len(self.broken)}")
@@ -110,7 +118,9 @@ class CheckReport:
             lines.append(f"  moved {q['path']} -> {q['moved_to']}")
         for wmsg in self.warnings:
             lines.append(f"  warning: {wmsg}")
-        lines.append("OK: this data can be trained on" if self.ok else "NOT TRAINABLE: " + "; ".join(self.problems))
+        lines.append(
+            "OK: this data can be trained on" if self.ok else "NOT TRAINABLE: " + "; ".join(self.problems)
+        )
         return "\n".join(lines)
 
 
@@ -127,14 +137,18 @@ def class_count_warnings(classes: dict[str, int]) -> list[str]:
         out.append(f"very few images in: {', '.join(tiny)} (fewer than 5)")
     few = [f"{c} ({n})" for c, n in classes.items() if 5 <= n < FEW_IMAGES]
     if few:
-        out.append(f"few images in: {', '.join(few)} (fewer than {FEW_IMAGES}: add images if you can; "
-                   "their validation accuracy rests on one or two images)")
+        out.append(
+            f"few images in: {', '.join(few)} (fewer than {FEW_IMAGES}: add images if you can; "
+            "their validation accuracy rests on one or two images)"
+        )
     counts = [n for n in classes.values() if n > 0]
     if len(counts) >= 2 and max(counts) >= IMBALANCE_RATIO * min(counts):
         big = max(classes, key=lambda c: classes[c])
         small = min((c for c in classes if classes[c] > 0), key=lambda c: classes[c])
-        out.append(f"skewed classes: {big} has {max(counts) / min(counts):.0f}x the images of {small}; "
-                   "training balances them (--balance auto) and picks the checkpoint by balanced accuracy")
+        out.append(
+            f"skewed classes: {big} has {max(counts) / min(counts):.0f}x the images of {small}; "
+            "training balances them (--balance auto) and picks the checkpoint by balanced accuracy"
+        )
     return out
 
 
@@ -164,7 +178,9 @@ def check_data(
     skipped: list[str] = []
 
     if is_sequence_source(src):
-        frames_info, skipped = _check_clips(src, cfg, progress, per_split, broken, groups, sizes, modes, bad_abs)
+        frames_info, skipped = _check_clips(
+            src, cfg, progress, per_split, broken, groups, sizes, modes, bad_abs
+        )
     elif all(s.images is not None for s in src.splits.values()):
         for s, sp in src.splits.items():
             imgs = sp.images
@@ -178,14 +194,20 @@ def check_data(
                     (f"{s}:{i}", int(sp.labels[i]), s)
                 )
     else:
-        entries = [(p, int(lab), s) for s, sp in src.splits.items() for p, lab in zip(sp.paths or [], sp.labels, strict=True)]
+        entries = [
+            (p, int(lab), s)
+            for s, sp in src.splits.items()
+            for p, lab in zip(sp.paths or [], sp.labels, strict=True)
+        ]
         paths = [e[0] for e in entries]
         if paths:
             heads = probe_all(paths, cfg.max_pixels, cfg.workers, progress)
             good = [h for h in heads if isinstance(h, tuple)]
             size, channels = choose_size_channels(heads, cfg)
             # Full decode: the only way to find truncated files; it also fills the training cache.
-            dec = decode_all(paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit)
+            dec = decode_all(
+                paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit
+            )
             for h in good:
                 sizes[f"{h[0]}x{h[1]}"] += 1
                 modes[h[2]] += 1
@@ -196,7 +218,9 @@ def check_data(
                 else:
                     broken.append({"path": src.rel(p), "reason": reasons[p]})
                     bad_abs.append((p, reasons[p]))
-            for p, lab, s in tqdm(entries, desc="hashing files", unit="file", disable=not progress or len(entries) < 2000):
+            for p, lab, s in tqdm(
+                entries, desc="hashing files", unit="file", disable=not progress or len(entries) < 2000
+            ):
                 try:
                     groups[_file_hash(p)].append((src.rel(p), lab, s))
                 except OSError:
@@ -210,39 +234,73 @@ def check_data(
     duplicates = [[x[0] for x in g] for g in dup]
     conflicting = [[f"{x[0]} ({src.classes[x[1]]})" for x in g] for g in dup if len({x[1] for x in g}) > 1]
     # folder paths already start with their split folder; CSV rows name their split after the path
-    cross = [[f"{x[0]} ({x[2]})" if src.kind == "csv" else x[0] for x in g] for g in dup if len({x[2] for x in g}) > 1] if src.has_splits else []
+    cross = (
+        [
+            [f"{x[0]} ({x[2]})" if src.kind == "csv" else x[0] for x in g]
+            for g in dup
+            if len({x[2] for x in g}) > 1
+        ]
+        if src.has_splits
+        else []
+    )
 
     problems: list[str] = []
     if sum(classes.values()) == 0:
-        problems.append("no usable images (expected DATA/<class>/<image files>, a path,label CSV, or fashion-mnist)")
+        problems.append(
+            "no usable images (expected DATA/<class>/<image files>, a path,label CSV, or fashion-mnist)"
+        )
     elif len(classes) < 2:
-        problems.append(f"only {len(classes)} class ({', '.join(classes)}); a classifier needs at least 2 class folders")
+        problems.append(
+            f"only {len(classes)} class ({', '.join(classes)}); a classifier needs at least 2 class folders"
+        )
     empty = [c for c, n in classes.items() if n == 0]
     if empty and sum(classes.values()) > 0:
-        problems.append(f"class(es) with no usable image: {', '.join(empty)}; add images or remove the folder")
+        problems.append(
+            f"class(es) with no usable image: {', '.join(empty)}; add images or remove the folder"
+        )
     warnings = []
     if src.has_splits and "train" in per_split and sum(per_split["train"].values()) == 0:
         problems.append("the train split has no usable image")
     if src.skipped_links:
-        warnings.append(f"did not follow {len(src.skipped_links)} symlink(s) to files or folders read already, or back "
-                        f"up the tree (e.g. {src.skipped_links[0]}): every file counts once")
+        warnings.append(
+            f"did not follow {len(src.skipped_links)} symlink(s) to files or folders read already, or back "
+            f"up the tree (e.g. {src.skipped_links[0]}): every file counts once"
+        )
     warnings += class_count_warnings(classes)
 
     report = CheckReport(
-        data=src.name, kind=src.kind, classes=classes,
+        data=src.name,
+        kind=src.kind,
+        classes=classes,
         splits={s: {name: per_split[s].get(i, 0) for i, name in enumerate(src.classes)} for s in names},
-        broken=broken, duplicates=duplicates, conflicting_duplicates=conflicting,
-        cross_split_duplicates=cross, sizes=dict(sizes.most_common()), modes=dict(modes.most_common()),
-        ignored=list(src.ignored), problems=problems, warnings=warnings, frames=frames_info, skipped_samples=skipped,
+        broken=broken,
+        duplicates=duplicates,
+        conflicting_duplicates=conflicting,
+        cross_split_duplicates=cross,
+        sizes=dict(sizes.most_common()),
+        modes=dict(modes.most_common()),
+        ignored=list(src.ignored),
+        problems=problems,
+        warnings=warnings,
+        frames=frames_info,
+        skipped_samples=skipped,
     )
     if quarantine is not None and bad_abs:
         report.quarantined = quarantine_files(bad_abs, src, Path(quarantine))
     return report
 
 
-def _check_clips(src: Source, cfg: DataConfig, progress: bool, per_split: dict[str, Counter[int]],
-                 broken: list[dict[str, str]], groups: dict[str, list[tuple[str, int, str]]], sizes: Counter[str],
-                 modes: Counter[str], bad_abs: list[tuple[str, str]]) -> tuple[dict[str, Any], list[str]]:
+def _check_clips(
+    src: Source,
+    cfg: DataConfig,
+    progress: bool,
+    per_split: dict[str, Counter[int]],
+    broken: list[dict[str, str]],
+    groups: dict[str, list[tuple[str, int, str]]],
+    sizes: Counter[str],
+    modes: Counter[str],
+    bad_abs: list[tuple[str, str]],
+) -> tuple[dict[str, Any], list[str]]:
     """The sequence part of ``check_data``: fills its counters the way training reads the clips."""
     clips = load_clips(src, cfg, progress)  # the training rule; fills the training cache too
     for s, (_, labels, _) in clips.splits.items():
@@ -259,8 +317,12 @@ def _check_clips(src: Source, cfg: DataConfig, progress: bool, per_split: dict[s
     lengths = [len(fl) for sp in src.splits.values() for fl in (sp.frames or [])]
     # a sample's identity: the bytes of its frames, in order
     for s, sp in src.splits.items():
-        for folder, fl, lab in tqdm(list(zip(sp.paths or [], sp.frames or [], sp.labels.tolist(), strict=True)),
-                                    desc="hashing frames", unit="sample", disable=not progress or len(lengths) < 500):
+        for folder, fl, lab in tqdm(
+            list(zip(sp.paths or [], sp.frames or [], sp.labels.tolist(), strict=True)),
+            desc="hashing frames",
+            unit="sample",
+            disable=not progress or len(lengths) < 500,
+        ):
             digest = hashlib.blake2b(digest_size=16)
             try:
                 for p in fl:
@@ -268,9 +330,13 @@ def _check_clips(src: Source, cfg: DataConfig, progress: bool, per_split: dict[s
             except OSError:
                 continue
             groups[digest.hexdigest()].append((src.rel(folder), int(lab), s))
-    info = {"min": int(min(lengths, default=0)), "median": float(np.median(lengths)) if lengths else 0.0,
-            "max": int(max(lengths, default=0)), "used": clips.frames,
-            "counts": {str(k): v for k, v in sorted(Counter(lengths).items())}}
+    info = {
+        "min": int(min(lengths, default=0)),
+        "median": float(np.median(lengths)) if lengths else 0.0,
+        "max": int(max(lengths, default=0)),
+        "used": clips.frames,
+        "counts": {str(k): v for k, v in sorted(Counter(lengths).items())},
+    }
     return info, skipped
 
 

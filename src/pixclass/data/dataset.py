@@ -62,7 +62,9 @@ class Dataset:
 def split_named(splits: Mapping[str, T], name: str, data: str) -> T:
     """``splits[name]``, or ``DataError`` naming the data and the splits it has (for ``--split``)."""
     if name not in splits:
-        raise DataError(f"{data}: no split {name!r}; it has: {', '.join(splits) or 'none'} (pick one with --split)")
+        raise DataError(
+            f"{data}: no split {name!r}; it has: {', '.join(splits) or 'none'} (pick one with --split)"
+        )
     return splits[name]
 
 
@@ -93,10 +95,14 @@ def load_data(
     class without a usable image). Evaluation passes False: measuring a model on one class is fine."""
     src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind)
     if len(src.classes) == 0:
-        raise DataError(f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>")
+        raise DataError(
+            f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>"
+        )
     if for_training and len(src.classes) == 1 and any(len(s) for s in src.splits.values()):
-        raise DataError(f"{src.name}: only one class ({src.classes[0]}); a classifier needs at least 2 -- "
-                        "add a folder (or CSV label) per class")
+        raise DataError(
+            f"{src.name}: only one class ({src.classes[0]}); a classifier needs at least 2 -- "
+            "add a folder (or CSV label) per class"
+        )
 
     broken: list[DecodeError] = []
     arrays: dict[str, tuple[ImageStore, np.ndarray, list[str] | None]] = {}
@@ -104,7 +110,13 @@ def load_data(
     skipped: dict[str, list[str]] = {}
     if is_sequence_source(src):  # folders of frames -> (N, T, C, S, S)
         clips = load_clips(src, cfg, progress)
-        size, channels, frames, broken, skipped = clips.size, clips.channels, clips.frames, clips.broken, clips.skipped
+        size, channels, frames, broken, skipped = (
+            clips.size,
+            clips.channels,
+            clips.frames,
+            clips.broken,
+            clips.skipped,
+        )
         arrays = dict(clips.splits)  # type: ignore[arg-type]
     elif all(s.images is not None for s in src.splits.values()):
         size, channels = array_size_channels(next(iter(src.splits.values())).images.shape, cfg)  # type: ignore[union-attr]
@@ -113,10 +125,14 @@ def load_data(
     else:
         all_paths = [p for s in src.splits.values() for p in (s.paths or [])]
         if not all_paths:
-            raise DataError(f"{src.name}: no image files found (looked for .png .jpg .jpeg .webp .bmp .gif .tif)")
+            raise DataError(
+                f"{src.name}: no image files found (looked for .png .jpg .jpeg .webp .bmp .gif .tif)"
+            )
         heads = probe_all(all_paths, cfg.max_pixels, cfg.workers, progress)
         size, channels = choose_size_channels(heads, cfg)
-        dec = decode_all(all_paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit)
+        dec = decode_all(
+            all_paths, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit
+        )
         broken = [DecodeError(src.rel(e.path), e.reason) for e in dec.errors]
         start = 0
         for name, s in src.splits.items():
@@ -153,13 +169,17 @@ def load_data(
             )
             listing[name] = sub_paths if sub_paths is not None else {"from": base, "indices": idx.tolist()}
     if "train" not in splits or len(splits["train"]) == 0:
-        raise DataError(f"{src.name}: no usable training image (every file is broken, or the train split is empty)")
+        raise DataError(
+            f"{src.name}: no usable training image (every file is broken, or the train split is empty)"
+        )
     if for_training:
         usable = Counter(int(i) for sd in splits.values() for i in sd.labels.tolist())
         empty = [c for i, c in enumerate(src.classes) if usable[i] == 0]
         if empty:
-            raise DataError(f"{src.name}: class(es) with no usable image: {', '.join(empty)}; add images or remove "
-                            "the folder (`pixclass data check` lists what could not be read)")
+            raise DataError(
+                f"{src.name}: class(es) with no usable image: {', '.join(empty)}; add images or remove "
+                "the folder (`pixclass data check` lists what could not be read)"
+            )
 
     manifest = {
         "data": src.name,
@@ -189,7 +209,9 @@ def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int =
     written = []
     for i, img in enumerate(x):
         lab = ds.classes[int(sd.labels[i])].replace("/", "-").replace(" ", "_")
-        if img.ndim == 4:  # a clip (T, C, S, S): an animated GIF, which `pixclass predict` reads back as a clip
+        if (
+            img.ndim == 4
+        ):  # a clip (T, C, S, S): an animated GIF, which `pixclass predict` reads back as a clip
             p = outd / f"{i:03d}_{lab}.gif"
             ims = [Image.fromarray(f[0] if f.shape[0] == 1 else f.transpose(1, 2, 0)) for f in img]
             ims[0].save(p, save_all=True, append_images=ims[1:], duration=100, loop=0, optimize=False)

@@ -46,7 +46,9 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def probe(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, str] | DecodeError:
+def probe(
+    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int, str] | DecodeError:
     """Read only the header: (width, height, mode), or why the file is unusable. Decodes no pixels."""
     p = str(path)
     try:
@@ -65,7 +67,9 @@ def probe(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return DecodeError(p, f"unreadable: {e}")
 
 
-def to_channels(im: Image.Image, channels: int, background: tuple[int, int, int] = DEFAULT_BACKGROUND) -> np.ndarray:
+def to_channels(
+    im: Image.Image, channels: int, background: tuple[int, int, int] = DEFAULT_BACKGROUND
+) -> np.ndarray:
     """Any PIL mode -> uint8 (H, W, C) with C = 1 (luma) or 3 (RGB).
 
     Alpha (RGBA, LA, PA, P with transparency) is composited on ``background``. 16/32-bit grey ("I;16",
@@ -115,7 +119,9 @@ def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
     return im.crop((left, top, left + size, top + size))
 
 
-def open_image(src: str | os.PathLike[str] | bytes | Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(
+    src: str | os.PathLike[str] | bytes | Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Open and fully decode the first frame, with EXIF orientation applied. Raises on bad input."""
     if isinstance(src, Image.Image):
         im = src
@@ -165,7 +171,9 @@ def array_to_pil(a: np.ndarray) -> Image.Image:
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = a.transpose(1, 2, 0)
     if a.dtype != np.uint8:
-        a = np.clip(a.astype(np.float32) * (255.0 if a.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        a = np.clip(a.astype(np.float32) * (255.0 if a.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(
+            np.uint8
+        )
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     return Image.fromarray(a)

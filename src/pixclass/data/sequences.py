@@ -105,8 +105,9 @@ def clip_lengths(x: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- decoding
-def _decode_clip(paths: Sequence[str], size: int, channels: int, background: tuple[int, int, int],
-                 max_pixels: int) -> np.ndarray | list[DecodeError]:
+def _decode_clip(
+    paths: Sequence[str], size: int, channels: int, background: tuple[int, int, int], max_pixels: int
+) -> np.ndarray | list[DecodeError]:
     """T frame files (repeats allowed) -> uint8 (T, C, S, S), or every frame's error."""
     done: dict[str, np.ndarray | DecodeError] = {}
     for p in paths:
@@ -118,8 +119,15 @@ def _decode_clip(paths: Sequence[str], size: int, channels: int, background: tup
     return np.stack([done[p] for p in paths])  # type: ignore[misc]
 
 
-def _decode_clip_chunk(out_path: str, start: int, clips: list[list[str]], size: int, channels: int,
-                       background: tuple[int, int, int], max_pixels: int) -> list[tuple[int, str, str]]:
+def _decode_clip_chunk(
+    out_path: str,
+    start: int,
+    clips: list[list[str]],
+    size: int,
+    channels: int,
+    background: tuple[int, int, int],
+    max_pixels: int,
+) -> list[tuple[int, str, str]]:
     """Decode clips into rows start.. of the .npy at ``out_path``; (row, frame path, reason) of failures."""
     mm = np.load(out_path, mmap_mode="r+")
     errors: list[tuple[int, str, str]] = []
@@ -159,9 +167,17 @@ def decode_clips(
     if any(len(c) != t for c in clips):
         raise ValueError("every clip must list the same number of frames")
     flat = [p for c in clips for p in c]
-    settings = {"clips": _CLIP_CACHE_VERSION, "frames": t, "size": size, "channels": channels,
-                "background": list(background), "max_pixels": max_pixels}
-    key = hashlib.sha256((file_list_key(flat) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:32]
+    settings = {
+        "clips": _CLIP_CACHE_VERSION,
+        "frames": t,
+        "size": size,
+        "channels": channels,
+        "background": list(background),
+        "max_pixels": max_pixels,
+    }
+    key = hashlib.sha256((file_list_key(flat) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[
+        :32
+    ]
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     npy, meta = d / f"{key}.clips.npy", d / f"{key}.clips.json"
@@ -172,9 +188,16 @@ def decode_clips(
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
         per = max(1, 128 // max(t, 1))  # about 128 frames per task, as for images
         chunks = [(i, min(len(clips), i + per)) for i in range(0, len(clips), per)]
-        tasks = [(str(tmp), a, [list(c) for c in clips[a:b]], size, channels, tuple(background), max_pixels)
-                 for a, b in chunks]
-        bar = tqdm(total=len(clips), desc="decoding clips (once)", unit="clip", disable=not progress or len(flat) < 500)
+        tasks = [
+            (str(tmp), a, [list(c) for c in clips[a:b]], size, channels, tuple(background), max_pixels)
+            for a, b in chunks
+        ]
+        bar = tqdm(
+            total=len(clips),
+            desc="decoding clips (once)",
+            unit="clip",
+            disable=not progress or len(flat) < 500,
+        )
         errors = run_chunks(_decode_clip_chunk, tasks, [b - a for a, b in chunks], bar, workers)
         os.replace(tmp, npy)
         atomic_write_text(meta, json.dumps({"settings": settings, "n": len(clips), "errors": errors}))
@@ -235,8 +258,13 @@ def load_clips(src: Source, cfg: DataConfig, progress: bool = True) -> LoadedCli
         bad_sample.append(bool(errs))
         if not errs:
             chosen.append([fl[j] for j in sample_indices(len(fl), frames)])
-    dec = decode_clips(chosen, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit) if chosen \
+    dec = (
+        decode_clips(
+            chosen, size, channels, cfg.background, cfg.max_pixels, cfg.workers, progress, cfg.ram_limit
+        )
+        if chosen
         else None
+    )
     if dec is not None:
         broken += [DecodeError(src.rel(e.path), e.reason) for e in dec.errors]
 
@@ -259,8 +287,11 @@ def load_clips(src: Source, cfg: DataConfig, progress: bool = True) -> LoadedCli
                 row += 1
             k += 1
         idx = np.asarray(keep_idx, dtype=np.int64)
-        store = dec.store.subset(np.asarray(keep_rows, dtype=np.int64)) if dec is not None \
+        store = (
+            dec.store.subset(np.asarray(keep_rows, dtype=np.int64))
+            if dec is not None
             else ImageStore(np.zeros((0, frames, channels, size, size), np.uint8))
+        )
         out[name] = (store, s.labels[idx], [src.rel(s.paths[i]) for i in keep_idx])  # type: ignore[index]
         lengths[name] = np.asarray([len(s.frames[i]) for i in keep_idx], dtype=np.int64)  # type: ignore[index]
     good = [h for h in heads if isinstance(h, tuple)]
@@ -268,8 +299,14 @@ def load_clips(src: Source, cfg: DataConfig, progress: bool = True) -> LoadedCli
 
 
 # ----------------------------------------------------------------------------------------- prediction
-def read_clip(src: str | os.PathLike[str] | np.ndarray | Image.Image, frames: int, size: int, channels: int,
-              background: tuple[int, int, int] = DEFAULT_BACKGROUND, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_clip(
+    src: str | os.PathLike[str] | np.ndarray | Image.Image,
+    frames: int,
+    size: int,
+    channels: int,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """One clip -> uint8 (T, C, S, S) by the training rules: a sample folder of frames, an animated image
     (a GIF, WebP, APNG or multi-page TIFF file or PIL image: its frames in order; a still image is a
     clip of one frame), or an array of frames (T, ...).
@@ -282,7 +319,11 @@ def read_clip(src: str | os.PathLike[str] | np.ndarray | Image.Image, frames: in
     if isinstance(src, np.ndarray):
         items: list[Any] = list(src)
     elif isinstance(src, Image.Image):
-        items = [f.convert("RGBA") for f in ImageSequence.Iterator(src)] if getattr(src, "n_frames", 1) > 1 else [src]
+        items = (
+            [f.convert("RGBA") for f in ImageSequence.Iterator(src)]
+            if getattr(src, "n_frames", 1) > 1
+            else [src]
+        )
     else:
         items = _animation_frames(str(src), max_pixels)
     if not items:
@@ -301,9 +342,14 @@ def _animation_frames(path: str, max_pixels: int) -> list[Any]:
         return [f.convert("RGBA") for f in ImageSequence.Iterator(im)]
 
 
-def decode_clip(path: str, frames: int, size: int, channels: int,
-                background: tuple[int, int, int] = DEFAULT_BACKGROUND,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | DecodeError:
+def decode_clip(
+    path: str,
+    frames: int,
+    size: int,
+    channels: int,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray | DecodeError:
     """A sample folder or an animated image file -> uint8 (T, C, S, S), or why not. A folder follows the
     training rule exactly: every frame's header is read, the T chosen frames are decoded, and the first
     broken frame is named."""
@@ -313,7 +359,9 @@ def decode_clip(path: str, frames: int, size: int, channels: int,
                 warnings.simplefilter("ignore")
                 return read_clip(path, frames, size, channels, background, max_pixels)
         except Exception as e:
-            d = decode_file(path, size, channels, background, max_pixels)  # classifies the failure as for images
+            d = decode_file(
+                path, size, channels, background, max_pixels
+            )  # classifies the failure as for images
             return d if isinstance(d, DecodeError) else DecodeError(path, f"cannot decode: {e}")
     fl = list_frames(path)
     if not fl:
@@ -359,10 +407,32 @@ def clip_folders(folder: str, _visited: set[str] | None = None) -> list[str]:
 
 def sequence_meta(frames: int) -> dict[str, Any]:
     """The checkpoint's description of how a clip becomes the model's input."""
-    return {"frames": frames, "order": ORDER_RULE, "sampling": SAMPLING_RULE, "padding": PADDING_RULE,
-            "layout": "DATA/<class>/<sample>/<frames>", "input": "uint8 (N, T, C, S, S), one eval transform per frame"}
+    return {
+        "frames": frames,
+        "order": ORDER_RULE,
+        "sampling": SAMPLING_RULE,
+        "padding": PADDING_RULE,
+        "layout": "DATA/<class>/<sample>/<frames>",
+        "input": "uint8 (N, T, C, S, S), one eval transform per frame",
+    }
 
 
-__all__ = ["DEFAULT_MAX_FRAMES", "KINDS", "DecodedClips", "LoadedClips", "as_sequences", "clip_lengths", "decode_clip",
-           "decode_clips", "default_frames", "expand_clips", "is_sequence_source", "list_frames", "load_clips",
-           "natural_key", "read_clip", "sample_indices", "sequence_meta"]
+__all__ = [
+    "DEFAULT_MAX_FRAMES",
+    "KINDS",
+    "DecodedClips",
+    "LoadedClips",
+    "as_sequences",
+    "clip_lengths",
+    "decode_clip",
+    "decode_clips",
+    "default_frames",
+    "expand_clips",
+    "is_sequence_source",
+    "list_frames",
+    "load_clips",
+    "natural_key",
+    "read_clip",
+    "sample_indices",
+    "sequence_meta",
+]

@@ -78,7 +78,9 @@ def choose_size_channels(heads: Sequence[object], cfg: DataConfig) -> tuple[int,
     """Training size and channels from the probed headers ``(w, h, mode)`` (failed probes are skipped):
     the asked values, else the median shorter side (capped) and 1 channel when every image is grey."""
     good = [h for h in heads if isinstance(h, tuple)]
-    size = cfg.image_size or max(cfg.min_image_size, typical_size([(w, h) for w, h, _ in good], cfg.max_image_size))
+    size = cfg.image_size or max(
+        cfg.min_image_size, typical_size([(w, h) for w, h, _ in good], cfg.max_image_size)
+    )
     channels = cfg.channels or (1 if good and all(m in GREY_MODES for _, _, m in good) else 3)
     return size, channels
 

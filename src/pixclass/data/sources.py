@@ -156,7 +156,11 @@ class _Walk:
         if not self.folder_ok(str(folder), me):
             return out
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and self.folder_ok(os.path.join(dirpath, d), me)]
+            dirnames[:] = [
+                d
+                for d in sorted(dirnames)
+                if not d.startswith(".") and self.folder_ok(os.path.join(dirpath, d), me)
+            ]
             for fn in sorted(filenames):
                 if is_image_file(fn):
                     if self.file_ok(dirpath, fn, me):
@@ -170,9 +174,7 @@ def _class_dirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _folder_split(
-    folder: Path, classes: list[str], walk: _Walk, first: int, ignored: list[str]
-) -> Split:
+def _folder_split(folder: Path, classes: list[str], walk: _Walk, first: int, ignored: list[str]) -> Split:
     """Class folders ``folder/<class>``; ``first`` is this split's first index in ``walk``'s class folders."""
     paths: list[str] = []
     labels: list[int] = []
@@ -207,12 +209,22 @@ def from_folder(root: Path, name: str) -> Source:
     if parents == [root]:
         splits = {"all": _folder_split(root, classes, walk, 0, ignored)}
     else:
-        splits = {s: _folder_split(d, classes, walk, k * len(classes), ignored) for k, (s, d) in enumerate(split_dirs.items())}
+        splits = {
+            s: _folder_split(d, classes, walk, k * len(classes), ignored)
+            for k, (s, d) in enumerate(split_dirs.items())
+        }
     for fn in sorted(os.listdir(root)):
         if (root / fn).is_file() and not fn.startswith("."):
             ignored.append(fn)
-    return Source(name=name, kind="folder", root=root, classes=classes, splits=splits, ignored=ignored,
-                  skipped_links=walk.skipped)
+    return Source(
+        name=name,
+        kind="folder",
+        root=root,
+        classes=classes,
+        splits=splits,
+        ignored=ignored,
+        skipped_links=walk.skipped,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- CSV
@@ -279,8 +291,12 @@ def _csv_rows(csv_path: Path) -> list[tuple[str, str, str, int]]:
             if not lab:
                 raise DataError(f"{csv_path}:{lineno}: empty label for {p!r}; give every row a class name")
             full = p if os.path.isabs(p) else str(base / p)
-            if not (os.path.isfile(full) or os.path.isdir(full)):  # a folder: a sample of frames (data.sequences)
-                raise DataError(f"{csv_path}:{lineno}: file not found: {p} (paths are relative to the CSV's folder)")
+            if not (
+                os.path.isfile(full) or os.path.isdir(full)
+            ):  # a folder: a sample of frames (data.sequences)
+                raise DataError(
+                    f"{csv_path}:{lineno}: file not found: {p} (paths are relative to the CSV's folder)"
+                )
             if split and split.lower() not in SPLIT_DIRS:
                 raise DataError(f"{csv_path}:{lineno}: unknown split {split!r}; use one of {SPLIT_CHOICES}")
             rows.append((full, lab, SPLIT_DIRS[split.lower()] if split else "", lineno))
@@ -369,7 +385,9 @@ def open_source(data: str | os.PathLike[str], kind: str = "auto") -> Source:
     if p.is_dir():
         return as_sequences(from_folder(p, name), kind)
     if p.exists():
-        raise DataError(f"{name}: not a folder or a .csv file; give a folder of class sub-folders, a CSV or 'fashion-mnist'")
+        raise DataError(
+            f"{name}: not a folder or a .csv file; give a folder of class sub-folders, a CSV or 'fashion-mnist'"
+        )
     raise DataError(f"{name}: no such file or folder (built-in datasets: {', '.join(sorted(set(BUILTIN)))})")
 
 
@@ -419,14 +437,22 @@ def as_sequences(src: Source, kind: str = "auto") -> Source:
         dirs = [os.path.isdir(p) for p in paths]
         if any(dirs) and (kind == "images" or not all(dirs)):
             ex = next(p for p, d in zip(paths, dirs, strict=True) if d)
-            raise DataError(f"{src.name}: {src.rel(ex)} is a folder; a CSV lists either image files, or (for a "
-                            "sequence dataset) sample folders of frames, not both")
+            raise DataError(
+                f"{src.name}: {src.rel(ex)} is a folder; a CSV lists either image files, or (for a "
+                "sequence dataset) sample folders of frames, not both"
+            )
         if not all(dirs):
             if kind == "sequences":
-                raise DataError(f"{src.name}: --kind sequences needs a CSV whose paths are sample folders of frames")
+                raise DataError(
+                    f"{src.name}: --kind sequences needs a CSV whose paths are sample folders of frames"
+                )
             return src
-        splits = {name: Split(labels=s.labels, paths=list(s.paths or []), frames=[list_frames(p) for p in s.paths or []])
-                  for name, s in src.splits.items()}
+        splits = {
+            name: Split(
+                labels=s.labels, paths=list(s.paths or []), frames=[list_frames(p) for p in s.paths or []]
+            )
+            for name, s in src.splits.items()
+        }
         return replace(src, splits=splits)
     if kind == "images":
         return src
@@ -440,7 +466,9 @@ def as_sequences(src: Source, kind: str = "auto") -> Source:
             want = 4 if src.has_splits else 3
             bad = next((p for p in paths if len(Path(src.rel(p)).parts) != want), None)
             hint = f" ({src.rel(bad)} is not)" if bad else " (no frame images found)"
-            raise DataError(f"{src.name}: --kind sequences needs every frame at DATA/<class>/<sample>/<frame>{hint}")
+            raise DataError(
+                f"{src.name}: --kind sequences needs every frame at DATA/<class>/<sample>/<frame>{hint}"
+            )
         return src
     splits = {}
     for name, s in src.splits.items():
@@ -448,6 +476,9 @@ def as_sequences(src: Source, kind: str = "auto") -> Source:
         for p, lab in zip(s.paths or [], s.labels.tolist(), strict=True):
             samples.setdefault(os.path.dirname(p), lab)
         folders = list(samples)
-        splits[name] = Split(labels=np.asarray([samples[f] for f in folders], dtype=np.int64), paths=folders,
-                             frames=[list_frames(f) for f in folders])
+        splits[name] = Split(
+            labels=np.asarray([samples[f] for f in folders], dtype=np.int64),
+            paths=folders,
+            frames=[list_frames(f) for f in folders],
+        )
     return replace(src, splits=splits)

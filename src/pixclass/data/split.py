@@ -10,9 +10,7 @@ import numpy as np
 from ..files import atomic_write_text
 
 
-def stratified_split(
-    labels: np.ndarray, fractions: dict[str, float], seed: int
-) -> dict[str, np.ndarray]:
+def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int) -> dict[str, np.ndarray]:
     """Split indices 0..N-1 by class so that every split keeps the class proportions.
 
     ``fractions`` names the carved-out splits (e.g. {"val": 0.1, "test": 0.1}); what is left is

@@ -33,6 +33,7 @@ from ..models.pretrained import build_pretrained, imagenet_normalization, requir
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
+
 def head_name(model: nn.Module) -> str:
     """The dotted name of the classifier layer: ``head`` when the model has one (the built-in and
     torchvision models), else its last ``nn.Linear`` (the seed CNN's ``fc2``)."""
@@ -86,7 +87,9 @@ def param_groups_discriminative(
 
 
 # ---------------------------------------------------------------------------------- --init from a run
-def model_from_checkpoint(c: Checkpoint, num_classes: int, input_size: int | None = None) -> tuple[nn.Module, list[str]]:
+def model_from_checkpoint(
+    c: Checkpoint, num_classes: int, input_size: int | None = None
+) -> tuple[nn.Module, list[str]]:
     """The checkpoint's architecture (same name, arguments and channels; its input size unless
     ``input_size`` is given) for ``num_classes`` classes: every tensor but the classifier's is loaded,
     the classifier is new. Returns (model, the re-initialised parameter names)."""
@@ -154,7 +157,9 @@ def data_config(cfg: TrainConfig) -> DataConfig:
             f"--init {cfg.init}: the checkpoint's model reads {meta['channels']}-channel images; drop --channels "
             f"{cfg.data.channels} (grey and colour data both convert)"
         )
-    return replace(cfg.data, image_size=cfg.data.image_size or int(meta["input_size"]), channels=int(meta["channels"]))
+    return replace(
+        cfg.data, image_size=cfg.data.image_size or int(meta["input_size"]), channels=int(meta["channels"])
+    )
 
 
 def start_model(
@@ -165,7 +170,9 @@ def start_model(
     if cfg.init is not None:
         c = ckpt.load(cfg.init)
         model, _ = model_from_checkpoint(c, num_classes, input_size)
-        log(f"--init: {c.meta['model']['name']} body from {cfg.init} ({len(c.classes)} classes there), new head for {num_classes}")
+        log(
+            f"--init: {c.meta['model']['name']} body from {cfg.init} ({len(c.classes)} classes there), new head for {num_classes}"
+        )
         return model, recipe_from_checkpoint(c.meta)["normalization"]
     model = build_pretrained(cfg.model, num_classes, in_chans, input_size, weights=cfg.weights)
     log(f"{cfg.model}: body from {cfg.weights or 'ImageNet weights'}, new head for {num_classes} classes")

@@ -175,8 +175,12 @@ def fit(
             row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
             row.update(validate(parts, val_split, cfg))
             # diverged, though no step blew up? (a validation loss of a handful of images is too noisy to judge)
-            val_loss = row["val_loss"] if val_split is not None and len(val_split) >= GUARD_MIN_VAL else math.nan
-            if not distributed.broadcast_object(parts.guard.epoch_ok(row["train_loss"], val_loss)):  # rank 0's
+            val_loss = (
+                row["val_loss"] if val_split is not None and len(val_split) >= GUARD_MIN_VAL else math.nan
+            )
+            if not distributed.broadcast_object(
+                parts.guard.epoch_ok(row["train_loss"], val_loss)
+            ):  # rank 0's
                 raise Diverged(parts.steps_per_epoch)
         except Diverged as d:  # roll back to the last good epoch end, lower the lr, redo the epoch
             event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, d.step)
@@ -269,7 +273,11 @@ def load_run_data(
 
 
 def build_parts(
-    ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callable[[str], None], world: World | None = None
+    ds: Dataset,
+    cfg: TrainConfig,
+    device: torch.device,
+    log: Callable[[str], None],
+    world: World | None = None,
 ) -> Parts:
     world = world or World()
     train_split = ds.splits["train"]
@@ -301,9 +309,13 @@ def build_parts(
     steps_per_epoch = max(1, n_train // batch)  # drop the ragged last batch (BN needs > 1 sample)
     lr = float(cfg.lr)  # "auto" was resolved by the recipe before the parts are built
     groups = (  # discriminative learning rates: lower towards the input
-        finetune.param_groups_discriminative(model, lr, cfg.weight_decay, cfg.lr_mult) if cfg.lr_mult > 1 else None
+        finetune.param_groups_discriminative(model, lr, cfg.weight_decay, cfg.lr_mult)
+        if cfg.lr_mult > 1
+        else None
     )
-    opt = make_optimizer(model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, groups=groups)
+    opt = make_optimizer(
+        model, cfg.optimizer, lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, groups=groups
+    )
     sched = make_schedule(
         opt, cfg.schedule, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
     )
@@ -390,10 +402,14 @@ def train_one_epoch(
         finetune.apply_freeze(model, frozen=epoch < cfg.freeze_epochs)  # head-only epochs first
     t0 = time.perf_counter()
     if parts.balance == "sampler":  # class-balanced draws, with replacement, the same on every rank
-        order = balanced_indices(split.labels, len(split), distributed.rank_generator(cfg.seed, epoch, 0, stream=2))
+        order = balanced_indices(
+            split.labels, len(split), distributed.rank_generator(cfg.seed, epoch, 0, stream=2)
+        )
     else:
         order = distributed.epoch_order(len(split), cfg.seed, epoch)
-    rows = distributed.shard_batches(order, parts.batch, world.rank, world.size)  # (steps, batch / world.size)
+    rows = distributed.shard_batches(
+        order, parts.batch, world.rank, world.size
+    )  # (steps, batch / world.size)
     # on the device once per epoch: a blocking CPU->GPU copy of each step's indices waits for the GPU
     rows_dev = rows.to(device)
     parts.gen.manual_seed(distributed.rank_seed(cfg.seed, epoch, world.rank))
@@ -445,7 +461,9 @@ def train_one_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_time = time.perf_counter() - t0
-    total_loss, total_correct, total_seen = distributed.sum_counts(loss_sum, correct, seen)  # counts, then ratios
+    total_loss, total_correct, total_seen = distributed.sum_counts(
+        loss_sum, correct, seen
+    )  # counts, then ratios
     return {
         "epoch": epoch + 1,
         "train_loss": total_loss / total_seen,
@@ -499,7 +517,9 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
     # balanced accuracy from per-class counts summed over the ranks (counts first, ratios after)
     hits = torch.bincount(y[pred == y], minlength=k)
     per_class = torch.bincount(y, minlength=k)
-    loss_sum, correct, n, *counts = distributed.sum_counts(loss_sum, (pred == y).sum(), len(y), *hits, *per_class)
+    loss_sum, correct, n, *counts = distributed.sum_counts(
+        loss_sum, (pred == y).sum(), len(y), *hits, *per_class
+    )
     hit_c, n_c = counts[:k], counts[k:]
     recalls = [h / c for h, c in zip(hit_c, n_c, strict=True) if c > 0]
     return {

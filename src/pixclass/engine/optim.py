@@ -11,8 +11,16 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float, nesterov: bool,
-                   fused: bool | None = None, groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool,
+    fused: bool | None = None,
+    groups: list[dict[str, Any]] | None = None,
+) -> torch.optim.Optimizer:
     """SGD (with momentum) or AdamW. Weight decay applies to weights only, not to biases and norms
     (decaying BN scales fights the normalisation). ``fused``: torch's one-kernel update (None: torch's
     choice, the multi-tensor ``foreach`` path on CUDA); ``benchmarks/gpu.py`` measures it. ``groups``:
@@ -26,7 +34,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weig
                 (decay if p.ndim > 1 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, fused=fused)
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0, fused=fused
+        )
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}; choose sgd or adamw")

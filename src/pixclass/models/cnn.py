@@ -42,7 +42,9 @@ class SeedCNN(nn.Module):
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class ResBlock(nn.Module):
@@ -62,8 +64,15 @@ class ResCNN(nn.Module):
 
     gradcam_layer = "stages.2"
 
-    def __init__(self, num_classes: int, in_chans: int = 3, input_size: int = 32,
-                 widths: tuple[int, ...] = (16, 64, 128), blocks: tuple[int, ...] = (0, 1, 0), dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        input_size: int = 32,
+        widths: tuple[int, ...] = (16, 64, 128),
+        blocks: tuple[int, ...] = (0, 1, 0),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, input_size
         widths, blocks = tuple(widths), tuple(blocks)
@@ -71,8 +80,13 @@ class ResCNN(nn.Module):
         stages = []
         cin: int = self.stem[0].out_channels  # type: ignore[assignment]
         for w, b in zip(widths, blocks, strict=True):
-            stages.append(nn.Sequential(conv_bn(cin, w), nn.MaxPool2d(2) if input_size >= 8 else nn.Identity(),
-                                        *[ResBlock(w) for _ in range(b)]))
+            stages.append(
+                nn.Sequential(
+                    conv_bn(cin, w),
+                    nn.MaxPool2d(2) if input_size >= 8 else nn.Identity(),
+                    *[ResBlock(w) for _ in range(b)],
+                )
+            )
             cin = w
             input_size //= 2
         self.stages = nn.Sequential(*stages)
@@ -92,11 +106,18 @@ class ResCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register("seed_cnn", "cnn", "the seed article's CNN: 2 conv + 2 pool + dense 64 (Keras-equivalent)", min_input_size=10)
+@register(
+    "seed_cnn",
+    "cnn",
+    "the seed article's CNN: 2 conv + 2 pool + dense 64 (Keras-equivalent)",
+    min_input_size=10,
+)
 def seed_cnn(num_classes: int, in_chans: int, input_size: int) -> nn.Module:
     return SeedCNN(num_classes, in_chans, input_size)
 
 
-@register("rescnn", "cnn", "compact residual CNN with batch norm; the default for CPU training", min_input_size=8)
+@register(
+    "rescnn", "cnn", "compact residual CNN with batch norm; the default for CPU training", min_input_size=8
+)
 def rescnn(num_classes: int, in_chans: int, input_size: int, **kw) -> nn.Module:
     return ResCNN(num_classes, in_chans, input_size, **kw)

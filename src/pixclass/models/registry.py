@@ -35,13 +35,17 @@ class ModelEntry:
     family: str
     description: str
     min_input_size: int = 1
-    weights: str | None = None  # pretrained weights that --pretrained loads (e.g. "ImageNet-1k"); None: random init only
+    weights: str | None = (
+        None  # pretrained weights that --pretrained loads (e.g. "ImageNet-1k"); None: random init only
+    )
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(name: str, family: str, description: str, min_input_size: int = 1, weights: str | None = None) -> Callable:
+def register(
+    name: str, family: str, description: str, min_input_size: int = 1, weights: str | None = None
+) -> Callable:
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
@@ -62,21 +66,31 @@ def models_with_weights() -> list[str]:
 
 def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))} (`pixclass models` describes them)")
+        raise ConfigError(
+            f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))} (`pixclass models` describes them)"
+        )
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int, in_chans: int = 3, input_size: int = 32, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, in_chans: int = 3, input_size: int = 32, **kwargs: Any
+) -> nn.Module:
     """Build a registered model; ``kwargs`` are the family's own options (widths, hidden size...)."""
     entry = get_entry(name)
     if input_size < entry.min_input_size:
-        raise ConfigError(f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size")
+        raise ConfigError(
+            f"model {name!r} needs images of at least {entry.min_input_size} px (got {input_size}); use --image-size"
+        )
     try:
         model = entry.fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **kwargs)
     except (TypeError, ValueError) as e:  # a misspelt or out-of-range model option (model_kwargs)
         raise ConfigError(f"model {name!r}: {e}") from None
     model.pixclass_spec = {  # type: ignore[assignment]
-        "name": name, "num_classes": num_classes, "in_chans": in_chans, "input_size": input_size, "kwargs": kwargs,
+        "name": name,
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "input_size": input_size,
+        "kwargs": kwargs,
     }
     return model
 

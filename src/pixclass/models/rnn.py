@@ -43,18 +43,33 @@ class Recurrent(nn.Module):
     state of the top layer, both directions concatenated (N, H * dirs). With ``lengths`` shorter than
     T, the sequence is packed, so the state is read at each sample's own last step."""
 
-    def __init__(self, input_size: int, rnn: str = "gru", hidden: int = 128, layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        input_size: int,
+        rnn: str = "gru",
+        hidden: int = 128,
+        layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if rnn not in RNN_TYPES:
             raise ValueError(f"rnn={rnn!r}: choose one of {', '.join(RNN_TYPES)}")
         cls = nn.GRU if rnn == "gru" else nn.LSTM
-        self.rnn = cls(input_size, hidden, layers, batch_first=True, bidirectional=bidirectional,
-                       dropout=dropout if layers > 1 else 0.0)
+        self.rnn = cls(
+            input_size,
+            hidden,
+            layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.bidirectional = bidirectional
         self.out_dim = hidden * (2 if bidirectional else 1)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         t = x.shape[1]
         if lengths is not None and bool((lengths < t).any()):
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -89,7 +104,9 @@ class TemporalPool(nn.Module):
             return s.softmax(1).to(out.dtype)
         return mask.to(out.dtype) / mask.sum(1, keepdim=True).to(out.dtype)
 
-    def forward(self, out: torch.Tensor, last: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, out: torch.Tensor, last: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.pool == "last":
             return last
         if self.pool == "attention" or self.pool == "mean":
@@ -115,9 +132,18 @@ class RowRNN(nn.Module):
 
     gradcam_layer = None  # no spatial feature map; row attributions come from the gradient methods
 
-    def __init__(self, num_classes: int, in_chans: int = 1, input_size: int = 28, rnn: str = "gru",
-                 hidden: int = 128, layers: int = 2, bidirectional: bool = True, pool: str = "meanmax",
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 1,
+        input_size: int = 28,
+        rnn: str = "gru",
+        hidden: int = 128,
+        layers: int = 2,
+        bidirectional: bool = True,
+        pool: str = "meanmax",
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.num_classes, self.in_chans, self.input_size = num_classes, in_chans, input_size
         self.rnn = Recurrent(in_chans * input_size, rnn, hidden, layers, bidirectional, dropout)
@@ -140,10 +166,14 @@ class RowRNN(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- clip models
-def _encoder(encoder: str, embed: int, in_chans: int, input_size: int, kwargs: dict[str, Any] | None) -> nn.Module:
+def _encoder(
+    encoder: str, embed: int, in_chans: int, input_size: int, kwargs: dict[str, Any] | None
+) -> nn.Module:
     fam = get_entry(encoder).family
     if fam in (SEQUENCE_FAMILY, "rnn"):
-        raise ValueError(f"encoder={encoder!r} is a {fam} model; the frame encoder must be an image CNN (e.g. rescnn, seed_cnn, resnet18)")
+        raise ValueError(
+            f"encoder={encoder!r} is a {fam} model; the frame encoder must be an image CNN (e.g. rescnn, seed_cnn, resnet18)"
+        )
     return create_model(encoder, embed, in_chans, input_size, **(kwargs or {}))
 
 
@@ -153,9 +183,22 @@ class _ClipModel(nn.Module):
     head: nn.Linear
     drop: nn.Module
 
-    def _init_encoder(self, num_classes: int, in_chans: int, input_size: int, encoder: str,
-                      encoder_kwargs: dict[str, Any] | None, frames: int, embed: int) -> None:
-        self.num_classes, self.in_chans, self.input_size, self.frames = num_classes, in_chans, input_size, frames
+    def _init_encoder(
+        self,
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        encoder: str,
+        encoder_kwargs: dict[str, Any] | None,
+        frames: int,
+        embed: int,
+    ) -> None:
+        self.num_classes, self.in_chans, self.input_size, self.frames = (
+            num_classes,
+            in_chans,
+            input_size,
+            frames,
+        )
         self.encoder = _encoder(encoder, embed, in_chans, input_size, encoder_kwargs)
         layer = getattr(self.encoder, "gradcam_layer", None)
         self.gradcam_layer = f"encoder.{layer}" if layer else None
@@ -183,10 +226,22 @@ class _ClipModel(nn.Module):
 class CnnRnn(_ClipModel):
     """Per-frame CNN -> GRU/LSTM over time -> last state or attention -> head."""
 
-    def __init__(self, num_classes: int, in_chans: int = 3, input_size: int = 32, encoder: str = "rescnn",
-                 encoder_kwargs: dict[str, Any] | None = None, frames: int = 8, embed: int = 128, rnn: str = "gru",
-                 hidden: int = 128, layers: int = 1, bidirectional: bool = False, pool: str = "last",
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        input_size: int = 32,
+        encoder: str = "rescnn",
+        encoder_kwargs: dict[str, Any] | None = None,
+        frames: int = 8,
+        embed: int = 128,
+        rnn: str = "gru",
+        hidden: int = 128,
+        layers: int = 1,
+        bidirectional: bool = False,
+        pool: str = "last",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self._init_encoder(num_classes, in_chans, input_size, encoder, encoder_kwargs, frames, embed)
         self.rnn = Recurrent(embed, rnn, hidden, layers, bidirectional, dropout)
@@ -213,9 +268,17 @@ class CnnRnn(_ClipModel):
 class CnnAvg(_ClipModel):
     """Per-frame CNN -> mean of the frame features over the valid frames -> head. Order-blind."""
 
-    def __init__(self, num_classes: int, in_chans: int = 3, input_size: int = 32, encoder: str = "rescnn",
-                 encoder_kwargs: dict[str, Any] | None = None, frames: int = 8, embed: int = 128,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        in_chans: int = 3,
+        input_size: int = 32,
+        encoder: str = "rescnn",
+        encoder_kwargs: dict[str, Any] | None = None,
+        frames: int = 8,
+        embed: int = 128,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self._init_encoder(num_classes, in_chans, input_size, encoder, encoder_kwargs, frames, embed)
         self.num_features = embed
@@ -235,7 +298,9 @@ class CnnAvg(_ClipModel):
 
 
 # -------------------------------------------------------------------------------------- registration
-@register("rnn_rows", "rnn", "an image as a sequence of rows: bidirectional GRU (or LSTM), pooled, linear head")
+@register(
+    "rnn_rows", "rnn", "an image as a sequence of rows: bidirectional GRU (or LSTM), pooled, linear head"
+)
 def rnn_rows(num_classes: int, in_chans: int, input_size: int, **kw: Any) -> nn.Module:
     return RowRNN(num_classes, in_chans, input_size, **kw)
 
@@ -245,7 +310,9 @@ def cnn_rnn(num_classes: int, in_chans: int, input_size: int, **kw: Any) -> nn.M
     return CnnRnn(num_classes, in_chans, input_size, **kw)
 
 
-@register("cnn_avg", SEQUENCE_FAMILY, "clips: a registry CNN per frame, features averaged (order-blind baseline)")
+@register(
+    "cnn_avg", SEQUENCE_FAMILY, "clips: a registry CNN per frame, features averaged (order-blind baseline)"
+)
 def cnn_avg(num_classes: int, in_chans: int, input_size: int, **kw: Any) -> nn.Module:
     return CnnAvg(num_classes, in_chans, input_size, **kw)
 
@@ -265,11 +332,15 @@ def model_for_data(name: str, kwargs: dict[str, Any], frames: int | None) -> tup
             return name, kw
         if family != "rnn":
             return "cnn_rnn", {"encoder": name, "encoder_kwargs": kw, "frames": frames}
-        raise DataError(f"model {name!r} reads single images; this data holds clips of {frames} frames: "
-                        "use --model cnn_rnn (order-aware) or cnn_avg, or --kind images to read every frame alone")
+        raise DataError(
+            f"model {name!r} reads single images; this data holds clips of {frames} frames: "
+            "use --model cnn_rnn (order-aware) or cnn_avg, or --kind images to read every frame alone"
+        )
     if family == SEQUENCE_FAMILY:
-        raise DataError(f"model {name!r} reads clips (DATA/<class>/<sample>/<frame files>); this data holds single "
-                        "images: use rnn_rows or an image CNN, or --kind sequences if the folders are clips")
+        raise DataError(
+            f"model {name!r} reads clips (DATA/<class>/<sample>/<frame files>); this data holds single "
+            "images: use rnn_rows or an image CNN, or --kind sequences if the folders are clips"
+        )
     return name, kw
 
 

@@ -18,10 +18,16 @@ from .registry import register
 
 # name -> (Grad-CAM layer inside ``net``, minimum input size)
 TV_MODELS: dict[str, tuple[str | None, int]] = {
-    "resnet18": ("layer4", 32), "resnet34": ("layer4", 32), "resnet50": ("layer4", 32),
-    "mobilenet_v2": ("features", 32), "mobilenet_v3_small": ("features", 32), "mobilenet_v3_large": ("features", 32),
-    "efficientnet_b0": ("features", 32), "convnext_tiny": ("features", 32),
-    "regnet_y_400mf": ("trunk_output", 32), "shufflenet_v2_x1_0": ("conv5", 32),
+    "resnet18": ("layer4", 32),
+    "resnet34": ("layer4", 32),
+    "resnet50": ("layer4", 32),
+    "mobilenet_v2": ("features", 32),
+    "mobilenet_v3_small": ("features", 32),
+    "mobilenet_v3_large": ("features", 32),
+    "efficientnet_b0": ("features", 32),
+    "convnext_tiny": ("features", 32),
+    "regnet_y_400mf": ("trunk_output", 32),
+    "shufflenet_v2_x1_0": ("conv5", 32),
     "vit_b_16": (None, 32),
 }
 
@@ -40,15 +46,27 @@ class TorchvisionNet(nn.Module):
         kw: dict = {"weights": None}
         if name.startswith("vit"):
             if input_size % 16:
-                raise ValueError(f"{name} needs an image size divisible by 16 (got {input_size}); use --image-size 32/48/64/224")
+                raise ValueError(
+                    f"{name} needs an image size divisible by 16 (got {input_size}); use --image-size 32/48/64/224"
+                )
             kw["image_size"] = input_size
         net = torchvision.models.get_model(name, **kw)
         first = next(n for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
         old = net.get_submodule(first)
         assert isinstance(old, nn.Conv2d)
         if old.in_channels != in_chans:
-            _replace(net, first, nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
-                                           bias=old.bias is not None))
+            _replace(
+                net,
+                first,
+                nn.Conv2d(
+                    in_chans,
+                    old.out_channels,
+                    old.kernel_size,
+                    old.stride,
+                    old.padding,  # type: ignore[arg-type]
+                    bias=old.bias is not None,
+                ),
+            )
         last = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
         lin = net.get_submodule(last)
         assert isinstance(lin, nn.Linear)
@@ -79,5 +97,6 @@ def _factory(name: str):
 
 
 for _name, (_layer, _min) in TV_MODELS.items():
-    register(_name, "torchvision", f"torchvision {_name}",
-             min_input_size=_min, weights="ImageNet-1k")(_factory(_name))
+    register(_name, "torchvision", f"torchvision {_name}", min_input_size=_min, weights="ImageNet-1k")(
+        _factory(_name)
+    )
