@@ -43,9 +43,10 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow --durations=10
 
+# Lint: ruff (rules + formatting) and mypy on src. (Import cycles: tests/test_structure.py.)
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy src
 
 demo: setup

@@ -101,8 +101,6 @@ def _check_format_version(p: Path, md: dict[str, str]) -> None:
     except ValueError:
         raise CheckpointError(f"{p}: unreadable checkpoint format version {raw!r}") from None
     if version > FORMAT_VERSION:
-        from . import __version__
-
         who = ""
         try:
             who = f" by pixclass {json.loads(md['pixclass'])['versions']['pixclass']}"
@@ -253,7 +251,6 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
 
 def _newer_pixclass(meta: dict[str, Any]) -> bool:
     """Whether the checkpoint says a later pixclass version wrote it (compared as numbers: 0.10 > 0.9)."""
-    from . import __version__
 
     def parts(v: object) -> tuple[int, ...]:
         out = []

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
 from .calibrate import checkpoint_data_config
 from .data.dataset import load_data
 from .data.decode import DecodeError, decode_file
@@ -45,6 +44,7 @@ from .errors import ConfigError, DataError, OutputError, PixclassError
 from .files import atomic_path
 from .predict import Predictor
 from .runtime import Calibrated, export_onnx, ort_session
+from .version import __version__
 
 FORMATS = ("onnx", "torchscript")
 #: Largest |probability difference| allowed between a float export and PyTorch (probabilities in 0..1).

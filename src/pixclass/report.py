@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import checkpoint as ckpt
 from .calibrate import checkpoint_data_config
@@ -90,8 +91,6 @@ def _img_uri(png: bytes) -> str:
 
 def _png_of(rgb: np.ndarray, min_side: int = 112) -> bytes:
     """(H, W, 3) uint8 -> PNG bytes, enlarged by an integer factor (nearest) so small images are visible."""
-    from PIL import Image
-
     im = Image.fromarray(rgb)
     f = max(1, -(-min_side // max(1, min(im.size))))
     if f > 1:

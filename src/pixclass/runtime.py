@@ -127,10 +127,10 @@ def export_onnx(
         torch.onnx.export(
             model,
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]
             dynamo=False,
             input_names=["x"],
-            output_names=[output_name],  # type: ignore[arg-type]
+            output_names=[output_name],
             dynamic_axes={"x": {0: "n"}, output_name: {0: "n"}},
         )
         return buf.getvalue()

@@ -17,7 +17,7 @@ COMMANDS = (data, train, lr_find, evaluate, predict, explain, calibrate, report,
 
 
 def build_parser() -> Parser:
-    from .. import __version__
+    from ..version import __version__
 
     ap = Parser(
         prog="pixclass",

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import get_error_handler
 
 from ..data.dataset import DataConfig, Dataset, load_data
 from ..errors import ConfigError, DeviceError, PixclassError, RunError
@@ -211,8 +212,6 @@ def _record(e: BaseException) -> None:
     """Write ``e`` into the error file torch's elastic agent gave this process (a no-op without one)."""
     if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
         return
-    from torch.distributed.elastic.multiprocessing.errors import get_error_handler
-
     with contextlib.suppress(OSError):
         get_error_handler().record_exception(e)
 

@@ -55,9 +55,6 @@ def launch(
     (default: a free one). A failed worker stops all of them; raises ``RunError`` with the root cause in
     one line, followed by ``run_hint()`` when it returns a line (e.g. how to resume, when there is a
     resume state by then)."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give at least 1 process")
     if master_port is not None and not port_is_free(master_port):
@@ -65,6 +62,10 @@ def launch(
             f"--master-port {master_port}: the port is taken (another training job?); "
             "pick another, or leave --master-port out to use a free one"
         )
+    # torch's elastic agent is imported when a job is launched (start-up time: this module stays torch-free)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     endpoint = f"localhost:{master_port or 0}"  # port 0: the agent's store picks a free port, as torchrun --standalone
     config = LaunchConfig(
         min_nodes=1,

@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
+from safetensors.torch import load_file
 from torch import nn
+from torchvision.models.vision_transformer import interpolate_embeddings
 
 from ..errors import CheckpointError, ConfigError
 from .registry import create_model, get_entry, models_with_weights
@@ -57,8 +60,6 @@ def hub_dir() -> Path:
 
 
 def _weights_enum(name: str) -> Any:
-    import torchvision
-
     require_weights(name)
     return torchvision.models.get_model_weights(name)
 
@@ -116,8 +117,6 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"--weights {p}: no such file")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             sd: Any = load_file(str(p))
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
@@ -197,8 +196,6 @@ def _fit_vit_positions(model: nn.Module, state: dict[str, torch.Tensor]) -> dict
         return state
     if state[key].shape == net.encoder.pos_embedding.shape:
         return state
-    from torchvision.models.vision_transformer import interpolate_embeddings
-
     return dict(interpolate_embeddings(net.image_size, net.patch_size, state))
 
 

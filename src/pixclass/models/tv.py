@@ -61,8 +61,8 @@ class TorchvisionNet(nn.Module):
                 nn.Conv2d(
                     in_chans,
                     old.out_channels,
-                    old.kernel_size,
-                    old.stride,
+                    old.kernel_size,  # type: ignore[arg-type]
+                    old.stride,  # type: ignore[arg-type]
                     old.padding,  # type: ignore[arg-type]
                     bias=old.bias is not None,
                 ),

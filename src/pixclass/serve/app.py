@@ -38,12 +38,12 @@ from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
 from ..data.decode import DecodeError, decode_bytes, open_image
 from ..errors import ExplainError
 from ..explain import Explainer
 from ..plots import overlay_rgb
 from ..predict import Predictor
+from ..version import __version__
 from .batcher import MicroBatcher
 from .page import PAGE
 from .settings import Settings
@@ -404,8 +404,6 @@ def _explain_one(svc: Service, data: bytes) -> Any:
 
 def _overlay_png(image: np.ndarray, heat: np.ndarray, min_side: int = 224) -> bytes:
     """The Grad-CAM map over the picture, enlarged (nearest) to at least ``min_side`` so small images show."""
-    from PIL import Image
-
     im = Image.fromarray(overlay_rgb(image, heat))
     f = max(1, -(-min_side // max(1, min(im.size))))
     if f > 1:
