@@ -152,9 +152,10 @@ class Predictor:
         """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""
         return (self.logits_from_uint8(x, batch_size) / self.temperature).softmax(1)
 
-    def _to_predictions(
+    def to_predictions(
         self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]
     ) -> list[Prediction]:
+        """Calibrated probabilities (N, K) -> one Prediction per row, with its top-k (the server uses it too)."""
         k = max(1, min(top_k, len(self.classes)))
         pv, pi = probs.topk(k, dim=1)
         preds = []
@@ -171,7 +172,7 @@ class Predictor:
         empty = (0, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
         arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros(empty, np.uint8)
         paths = [str(i) if isinstance(i, str | os.PathLike) else None for i in items]
-        preds = self._to_predictions(self.probs_from_uint8(torch.from_numpy(arr)), top_k, paths)
+        preds = self.to_predictions(self.probs_from_uint8(torch.from_numpy(arr)), top_k, paths)
         return preds[0] if single else preds
 
     def predict_files(
@@ -185,7 +186,7 @@ class Predictor:
                 decoded = list(pool.map(self._decode, chunk))
                 good = [(p, d) for p, d in zip(chunk, decoded, strict=True) if not isinstance(d, DecodeError)]
                 preds = iter(
-                    self._to_predictions(
+                    self.to_predictions(
                         self.probs_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))),
                         top_k,
                         [p for p, _ in good],

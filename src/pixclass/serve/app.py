@@ -356,7 +356,7 @@ def create_app(settings: Settings) -> Any:
             )
         probs = await svc.batcher.submit(np.stack(decoded))  # type: ignore[arg-type]
         metrics.images.inc(len(named))
-        preds = p._to_predictions(torch.from_numpy(probs), top_k or settings.top_k, [n for n, _ in named])
+        preds = p.to_predictions(torch.from_numpy(probs), top_k or settings.top_k, [n for n, _ in named])
         # A JSONResponse as it is: plain JSON types, no need for FastAPI's encoder (a cost on every request)
         return JSONResponse(
             {
