@@ -167,27 +167,17 @@ def fit(
 
     stopped_early = False
     epoch, rollbacks = state.epoch, 0
-    start_epoch, len_before = state.epoch, len(state.history)
+    first_row_epoch = state.epoch - len(state.history)  # the epoch of history[0] (0, or earlier on resume)
     parts.guard.snapshot(epoch, parts.model, parts.opt, parts.sched, parts.ema)
     while epoch < cfg.epochs:
         t0 = time.perf_counter()
         try:
             row = train_one_epoch(parts, train_split, x_train, y_train, cfg, epoch, progress)
             row.update(validate(parts, val_split, cfg))
-            # diverged, though no step blew up? (a validation loss of a handful of images is too noisy to judge)
-            val_loss = (
-                row["val_loss"] if val_split is not None and len(val_split) >= GUARD_MIN_VAL else math.nan
-            )
-            if not distributed.broadcast_object(
-                parts.guard.epoch_ok(row["train_loss"], val_loss)
-            ):  # rank 0's
-                raise Diverged(parts.steps_per_epoch)
-        except Diverged as d:  # roll back to the last good epoch end, lower the lr, redo the epoch
-            event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, d.step)
-            log(event.describe())
-            epoch, rollbacks = event.resume_epoch, rollbacks + 1
-            del state.history[epoch - start_epoch + len_before :]  # epochs after the good state are redone
-            state.epoch = epoch
+            check_epoch(parts, row, val_split)
+        except Diverged as d:  # roll back to the last good epoch end, lower the lr, redo from there
+            epoch = roll_back(parts, state, epoch, d.step, first_row_epoch, log)
+            rollbacks += 1
             continue
         row.update(epoch_seconds=time.perf_counter() - t0, lr_scale=parts.guard.lr_scale, rollbacks=rollbacks)
         rollbacks = 0
@@ -527,6 +517,28 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
         "val_acc": distributed.ratio(correct, n),
         "val_bal_acc": sum(recalls) / len(recalls) if recalls else math.nan,
     }
+
+
+# ------------------------------------------------------------------------------------- divergence
+def check_epoch(parts: Parts, row: dict[str, float], val_split: SplitData | None) -> None:
+    """Raise ``Diverged`` when the epoch as a whole diverged though no step blew up (rank 0 decides for
+    all). A validation loss over a handful of images is too noisy to judge, so it counts from
+    ``GUARD_MIN_VAL`` images."""
+    val_loss = row["val_loss"] if val_split is not None and len(val_split) >= GUARD_MIN_VAL else math.nan
+    if not distributed.broadcast_object(parts.guard.epoch_ok(row["train_loss"], val_loss)):
+        raise Diverged(parts.steps_per_epoch)
+
+
+def roll_back(
+    parts: Parts, state: LoopState, epoch: int, step: int, first_row_epoch: int, log: Callable[[str], None]
+) -> int:
+    """Restore the last good epoch end (model, optimizer, schedule, EMA), lower the lr, forget the
+    epochs after that state; returns the epoch to train next."""
+    event = parts.guard.rollback(parts.model, parts.opt, parts.sched, parts.ema, epoch + 1, step)
+    log(event.describe())
+    del state.history[event.resume_epoch - first_row_epoch :]  # the epochs after the good state are redone
+    state.epoch = event.resume_epoch
+    return event.resume_epoch
 
 
 # ------------------------------------------------------------------------------------- end of an epoch
