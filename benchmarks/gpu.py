@@ -54,7 +54,7 @@ from torch import nn
 
 from pixclass.config import TrainConfig, build_config, merge
 from pixclass.data.augment import BatchAugment, normalize
-from pixclass.data.dataset import Dataset, load_data
+from pixclass.data.dataset import Dataset, load_data, split_channel_stats
 from pixclass.engine import fit as engine
 from pixclass.engine.optim import loss_fn, make_optimizer, make_schedule
 from pixclass.models import count_flops, create_model
@@ -330,7 +330,7 @@ def section_inference(ctx: Ctx) -> dict[str, Any]:
     batch = 256
     torch.manual_seed(0)
     model = create_model("rescnn", len(ds.classes), ds.channels, ds.image_size)
-    mean, std = engine.data_stats(ds.splits["train"], None)
+    mean, std = split_channel_stats(ds.splits["train"], None)
     meta = {
         "classes": ds.classes,
         "input_size": ds.image_size,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .augment import channel_stats
 from .cache import ImageStore, decode_all, probe_all
 from .decode import DecodeError
 from .sequences import load_clips
@@ -198,6 +199,19 @@ def load_data(
         save_manifest(manifest_path, manifest)
     ds = Dataset(src, list(src.classes), channels, size, splits, broken, manifest, frames)
     return ds
+
+
+#: Images (frames for clips) that estimate a training set's channel mean and std.
+STATS_SAMPLE = 20_000
+
+
+def split_channel_stats(split: SplitData, frames: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel mean and std of a fixed random sample of a split's images: the same sample on every run
+    and on resume, so the normalisation a checkpoint records does not drift."""
+    pick = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[
+        : STATS_SAMPLE // (frames or 1)
+    ]
+    return channel_stats(split.store.take(pick))
 
 
 def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int = 8) -> list[Path]:

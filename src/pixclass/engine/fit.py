@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
 from ..config import TrainConfig, save_yaml
-from ..data.augment import BatchAugment, channel_stats
-from ..data.dataset import Dataset, SplitData
+from ..data.augment import BatchAugment
+from ..data.dataset import Dataset, SplitData, split_channel_stats
 from ..data.sequences import sequence_meta
 from ..data.split import save_manifest
 from ..device import pick_device
@@ -61,7 +61,6 @@ METRIC_COLUMNS = [
     "epoch_seconds",
     "train_img_per_s",
 ]
-STATS_SAMPLE = 20_000  # images (frames for clips) that estimate the channel mean and std
 GUARD_EVERY_CUDA = 10  # steps between divergence checks on a GPU (each check is a host sync)
 GUARD_MIN_VAL = 20  # validation images from which the guard also watches the validation loss
 
@@ -272,7 +271,7 @@ def build_parts(
     world = world or World()
     train_split = ds.splits["train"]
     n_train = len(train_split)
-    mean, std = data_stats(train_split, ds.frames)
+    mean, std = split_channel_stats(train_split, ds.frames)
     name, model_kwargs = model_for_data(
         cfg.model, cfg.model_kwargs, ds.frames
     )  # clips: an image CNN encodes frames
@@ -333,14 +332,6 @@ def build_parts(
         # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
         guard=DivergenceGuard(start_loss=math.log(len(ds.classes)) if cfg.loss == "ce" else None),
     )
-
-
-def data_stats(split: SplitData, frames: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Channel mean and std of a fixed random sample of the training images (same on resume)."""
-    pick = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[
-        : STATS_SAMPLE // (frames or 1)
-    ]
-    return channel_stats(split.store.take(pick))
 
 
 def resident(split: SplitData, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig, merge
-from ..data.augment import BatchAugment, channel_stats
-from ..data.dataset import Dataset, load_data
+from ..data.augment import BatchAugment
+from ..data.dataset import Dataset, load_data, split_channel_stats
 from ..models import create_model
 from ..models.rnn import model_for_data
 from ..recipe import RECIPE_KEYS, DataFacts, Recipe, derive, val_fraction_for
@@ -104,10 +104,7 @@ def lr_find_on(
     n = len(train)
     x = train.store.tensor().to(device) if train.store.in_memory else None
     y = train.labels.to(device)
-    sample = train.store.take(
-        torch.randperm(n, generator=torch.Generator().manual_seed(0))[: 20000 // (ds.frames or 1)]
-    )
-    mean, std = (t.to(device) for t in channel_stats(sample))
+    mean, std = (t.to(device) for t in split_channel_stats(train, ds.frames))
     name, kw = model_for_data(cfg.model, cfg.model_kwargs, ds.frames)
     model = create_model(name, len(ds.classes), ds.channels, ds.image_size, **kw).to(device)
     augment = BatchAugment(cfg.augment, mean, std)
