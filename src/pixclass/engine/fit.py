@@ -342,7 +342,7 @@ def resident(split: SplitData, device: torch.device) -> tuple[torch.Tensor | Non
 
 def restore(run: Path, parts: Parts, cfg: TrainConfig, log: Callable[[str], None]) -> LoopState:
     """Model, EMA, optimizer, schedule, random streams and loop state from ``resume.safetensors``."""
-    meta = load_resume(run / "resume.safetensors", parts.model, parts.ema, parts.opt, parts.sched, parts.gen)
+    meta = load_resume(run / "resume.safetensors", parts.model, parts.ema, parts.opt, parts.sched)
     # A rollback before the interruption lowered the schedule's base lr: the guard goes on from there.
     group = parts.opt.param_groups[0]
     if hasattr(parts.sched, "base_lrs") and group.get("initial_lr"):
@@ -592,7 +592,6 @@ def end_epoch(
         parts.ema,
         parts.opt,
         parts.sched,
-        parts.gen,
         {
             "epoch": state.epoch,
             "history": state.history,

@@ -1,5 +1,8 @@
 """The resume state of a run: everything to continue where an epoch ended, as one safetensors file
-(tensors) plus JSON (the rest). No pickle: optimizer and scheduler states are split into both."""
+(tensors) plus JSON (the rest). No pickle: optimizer and scheduler states are split into both.
+
+No random-number state is saved: every epoch seeds its own streams from (seed, epoch, rank)
+(``engine.distributed.rank_seed``), so a resumed epoch draws what an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ def save_resume(
     ema: AveragedModel | None,
     opt: torch.optim.Optimizer,
     sched: Any,
-    gen: torch.Generator,
     loop: dict[str, Any],
 ) -> None:
     """``loop``: the loop's own state (epoch, history, best metric, epochs since best), as JSON."""
@@ -29,8 +31,6 @@ def save_resume(
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     ot, oj = _optimizer_tensors(opt)
     tensors.update(ot)
-    tensors["rng.generator"] = gen.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
     meta = {"kind": "resume", **loop, "optimizer": ckpt.jsonable(oj), "scheduler": _sched_state(sched)}
     ckpt.atomic_save(tensors, meta, path)
 
@@ -41,7 +41,6 @@ def load_resume(
     ema: AveragedModel | None,
     opt: torch.optim.Optimizer,
     sched: Any,
-    gen: torch.Generator,
 ) -> dict[str, Any]:
     """Load the state into the given objects; returns the loop state (epoch, history, ...)."""
     if not path.is_file():
@@ -54,8 +53,6 @@ def load_resume(
         ema.load_state_dict({k[4:]: v for k, v in st.items() if k.startswith("ema.")})
     _load_optimizer(opt, st, meta["optimizer"])
     sched.load_state_dict({**sched.state_dict(), **meta["scheduler"]})
-    gen.set_state(st["rng.generator"])
-    torch.set_rng_state(st["rng.torch"])
     return meta
 
 
