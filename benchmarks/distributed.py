@@ -9,7 +9,7 @@ Both sides run the real command line on Fashion-MNIST with the default recipe (r
 
 Figures: training images/s (``train_img_per_s`` of metrics.csv: the training loop of all ranks
 together, no evaluation or checkpoint writes), wall time of the command, validation accuracy and
-the test accuracy of ``best.safetensors`` (``pixclass.evaluate``). Figures: the scaling efficiency
+the test accuracy of ``best.safetensors`` (``pixclass.infer.evaluate``). Figures: the scaling efficiency
 ``img/s(2 x 1) / (2 x img/s(1 x 1))`` (with the optional side ``1x1``: 1 process x 1 thread), and
 ``img/s(2 x 1) / img/s(1 x 2)``: the same two cores, used by DDP instead of intra-op threads. Each
 invocation is one round of runs; ``--append`` adds it to the rounds already in the results, and the
@@ -34,7 +34,7 @@ from typing import Any
 
 import common
 
-from pixclass.evaluate import evaluate
+from pixclass.infer.evaluate import evaluate
 
 SIDES = {
     "1x2": {"nproc": 1, "threads": 2},

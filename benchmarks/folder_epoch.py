@@ -4,7 +4,7 @@
 the same folder of Fashion-MNIST PNGs (written by ``data_pipeline.write_pngs``), model step included:
 
 * **pixclass**: the folder loaded with the cache already built (``load_data``, timed apart as a
-  one-off), then ``pixclass.engine.fit.train`` -- seed_cnn, batch 256, random-resized crop 0.8-1.0,
+  one-off), then ``pixclass.train.trainer.train`` -- seed_cnn, batch 256, random-resized crop 0.8-1.0,
   rotation +-10 degrees, horizontal flip 0.5, applied in batches. Epoch seconds = images /
   ``train_img_per_s`` from its ``metrics.csv``, median of the epochs after the first.
 * **torchvision**: ``ImageFolder`` + ``DataLoader(shuffle=True, num_workers=W)`` + the PIL transforms

@@ -6,7 +6,7 @@ Sections, each guarded (a failure is recorded in the results and the next sectio
 
 * ``environment``: torch/CUDA/cuDNN versions, the GPU, the bf16 ``torch.mm`` peak (the denominator of
   the utilization figures).
-* ``profile``: ``torch.profiler`` over one epoch of the engine's own step (``engine.fit.train_one_epoch``,
+* ``profile``: ``torch.profiler`` over one epoch of the engine's own step (``train.trainer.train_one_epoch``,
   default recipe, a 12k-image subset): top ops by device time and by CPU time, kernel launches and host
   syncs per step, the fraction of the wall time the GPU was busy; a Chrome trace (``gpu_trace.json.gz``);
   the validation pass in fp32 and in bf16.
@@ -55,11 +55,11 @@ from torch import nn
 from pixclass.config import TrainConfig, build_config, merge
 from pixclass.data.augment import BatchAugment, normalize
 from pixclass.data.dataset import Dataset, load_data, split_channel_stats
-from pixclass.engine import fit as engine
-from pixclass.engine.optim import loss_fn, make_optimizer, make_schedule
+from pixclass.infer.predictor import Predictor
 from pixclass.models import count_flops, create_model
-from pixclass.predict import Predictor
-from pixclass.run import train
+from pixclass.train import trainer as engine
+from pixclass.train.optim import loss_fn, make_optimizer, make_schedule
+from pixclass.train.run import train
 
 SECTIONS = ("environment", "profile", "inference", "recipes", "levers", "candidates")
 LEVERS = (
@@ -235,7 +235,7 @@ def section_profile(ctx: Ctx) -> dict[str, Any]:
     avgs = prof.key_averages()
     dev_us = sum(device_us(e, self_only=True) for e in avgs)
     out: dict[str, Any] = {
-        "what": f"engine.fit.train_one_epoch, default recipe, {len(split)} images, batch {parts.batch}",
+        "what": f"train.trainer.train_one_epoch, default recipe, {len(split)} images, batch {parts.batch}",
         "steps": steps,
         "wall_ms_per_step": 1000 * wall / steps,
         "img_per_s": len(split) // parts.batch * parts.batch / wall,

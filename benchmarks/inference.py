@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from pixclass.config import TrainConfig
+from pixclass.infer.predictor import Predictor
 from pixclass.models import count_flops, create_model
-from pixclass.predict import Predictor
 
 P50_GOAL_MS = 1.0  # seed_cnn batch-1 p50 through the predictor
 KERAS_GOAL = 2.0  # batch-256 images/s >= 2x Keras predict

@@ -1,6 +1,6 @@
 """Training-step levers, interleaved: threads, channels_last, batch size, for seed_cnn and rescnn.
 
-Each variant runs pixclass's inner training step (``engine.fit.train``'s loop body: uint8 rows ->
+Each variant runs pixclass's inner training step (``train.fit.train``'s loop body: uint8 rows ->
 ``BatchAugment`` -> forward -> loss -> ``zero_grad`` -> backward -> ``step`` -> schedule step) on
 Fashion-MNIST rows, in short bursts of about ``--burst-seconds``. The variants take turns, burst after
 burst, for ``--rounds`` rounds, and each figure is the median of its bursts: on a shared machine a
@@ -30,9 +30,9 @@ import torch
 
 from pixclass.config import TrainConfig, merge
 from pixclass.data.augment import BatchAugment, channel_stats
-from pixclass.engine.optim import loss_fn, make_optimizer, make_schedule
 from pixclass.models import count_flops, create_model
 from pixclass.presets import PRESETS, data_defaults
+from pixclass.train.optim import loss_fn, make_optimizer, make_schedule
 
 DEFAULT_VARIANTS = (
     "seed_cnn:32:2,seed_cnn:32:1,seed_cnn:32:2:cl,seed_cnn:64:2,seed_cnn:128:2,seed_cnn:256:2,seed_cnn:256:1,"

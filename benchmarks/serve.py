@@ -281,8 +281,8 @@ def _runner(sess: Any) -> Any:
 
 
 def bench_int8(ckpt: Path, x: np.ndarray, y: np.ndarray, work: Path, seconds: float) -> dict[str, Any]:
-    from pixclass import export as ex
-    from pixclass.runtime import ort_session
+    from pixclass.infer import export as ex
+    from pixclass.infer.runtime import ort_session
 
     fp32 = ex.export_checkpoint(ckpt, out=work / "fp32.onnx", overwrite=True)
     int8 = ex.export_checkpoint(ckpt, out=work / "int8.onnx", int8=True, force=True, overwrite=True)
@@ -389,7 +389,7 @@ def main() -> None:
     ckpt = ensure_checkpoint(Path(a.checkpoint))
 
     from pixclass import checkpoint as ck
-    from pixclass.predict import Predictor
+    from pixclass.infer.predictor import Predictor
 
     pngs, x, y = test_pngs(10_000)
     pred = Predictor.from_checkpoint(ckpt)

@@ -1,7 +1,7 @@
 """Time to accuracy: wall-clock seconds of training until the Fashion-MNIST test
 accuracy first reaches 90, 91, 92, 93% (and the accuracy the Keras seed recipe ends with).
 
-* **pixclass**: ``pixclass.engine.fit.train`` with the recipe ``pixclass train fashion-mnist`` uses
+* **pixclass**: ``pixclass.train.trainer.train`` with the recipe ``pixclass train fashion-mnist`` uses
   when given no options (``TrainConfig()`` + the fashion-mnist data defaults) and the ``fast`` preset
   (``--preset fast``: a 3-epoch one-cycle run of a narrower rescnn), or ``--recipes`` naming other
   presets (``best``...), plus any ``--set key=value``. Mid-run, a one-cycle recipe's learning rate is
@@ -43,10 +43,10 @@ import yaml
 from pixclass import checkpoint as ckpt
 from pixclass.config import TrainConfig, build_config, merge
 from pixclass.data.dataset import load_data
-from pixclass.engine.fit import predict_logits
 from pixclass.models import count_flops, create_model
 from pixclass.presets import PRESETS
-from pixclass.run import train
+from pixclass.train.run import train
+from pixclass.train.trainer import predict_logits
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93)
 KERAS_SPEEDUP_GOAL = 5.0  # pixclass reaches Keras's 10-epoch accuracy in <= 1/5 of Keras's time

@@ -2,7 +2,7 @@
 
 Images per second of the training phase, at each ``--batches`` size, for:
 
-* **pixclass**: ``pixclass.engine.fit.train`` itself, with the ``seed`` preset (seed_cnn, SGD 0.01 /
+* **pixclass**: ``pixclass.train.trainer.train`` itself, with the ``seed`` preset (seed_cnn, SGD 0.01 /
   0.9, constant lr, no augmentation) at that batch size, on all 60k training images
   (``val_fraction=0``); the figure is ``train_img_per_s`` from the run's ``metrics.csv``: the
   training loop only (uint8 rows -> float -> forward, loss, backward, step), not the checkpoint writes.
@@ -44,7 +44,7 @@ from pixclass.config import TrainConfig, merge
 from pixclass.data.dataset import DataConfig, load_data
 from pixclass.models import count_flops, create_model
 from pixclass.presets import PRESETS
-from pixclass.run import train
+from pixclass.train.run import train
 
 GOAL = 2.0  # pixclass >= 2x Keras at batch 32 and at batch 256
 FULL = 60_000

@@ -13,7 +13,7 @@ and each few-shot level (10, 50, 200 training images per class, 5 classes; 500 t
 * ``svc``: scikit-learn's ``SVC()`` (RBF, C=1, gamma="scale") on raw pixels in [0, 1].
 
 Every network run gets the same number of optimizer steps per level (``--steps``; epochs are set to
-reach it), trains with ``pixclass.engine.fit.fit`` (the engine ``pixclass train`` runs) and is scored
+reach it), trains with ``pixclass.train.trainer.fit`` (the engine ``pixclass train`` runs) and is scored
 from its ``last.safetensors`` alone (rebuilt from the checkpoint, its recorded normalisation).
 
     .venv/bin/python benchmarks/transfer.py                    # everything (about 35 min on 2 busy cores)
@@ -43,8 +43,8 @@ from transfer_data import POOLS, Pool, few_shot_source
 
 from pixclass import checkpoint as ckpt
 from pixclass.config import build_config, merge
-from pixclass.engine.fit import fit, predict_logits
 from pixclass.presets import data_defaults
+from pixclass.train.trainer import fit, predict_logits
 
 LEVELS = (10, 50, 200)
 METHODS = ("scratch", "pretrained", "init", "svc")

@@ -160,9 +160,9 @@ TINY_MODEL = {"model": "rescnn", "model_kwargs": {"widths": [8, 16, 16], "blocks
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training without the closing report.html: its plots cost ten times a tiny run's training."""
-    import pixclass.run
+    import pixclass.train.run
 
-    monkeypatch.setattr(pixclass.run, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(pixclass.train.run, "write_report", lambda *a, **k: None)
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def tiny_train(no_report: None) -> Callable[..., object]:
     ) -> object:
         from pixclass.config import TrainConfig
         from pixclass.data.dataset import DataConfig
-        from pixclass.run import train
+        from pixclass.train.run import train
 
         kw: dict = {
             **TINY_MODEL,
@@ -202,7 +202,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     split_manifest.json) and ``.best`` (its calibrated best.safetensors)."""
     from pixclass.config import TrainConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.run import train
+    from pixclass.train.run import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     data = make_pattern_folder(root / "data", {"top": 12, "bottom": 12, "left": 12})

@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import pixclass.engine.fit as fit
+import pixclass.train.trainer as fit
 from pixclass import checkpoint as ckpt
 from pixclass.checkpoint import CheckpointError
 from pixclass.config import TrainConfig
 from pixclass.data.dataset import DataConfig
-from pixclass.predict import Predictor
+from pixclass.infer.predictor import Predictor
 
 TINY = {"widths": [8, 16, 16], "blocks": [0, 1, 1]}
 

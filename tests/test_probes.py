@@ -88,7 +88,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report.html that would cost ten times the training): its folder holds best.safetensors,
     resume.safetensors, config.yaml, metrics.csv and split_manifest.json."""
     from pixclass.config import build_config
-    from pixclass.run import train
+    from pixclass.train.run import train
 
     base = tmp_path_factory.mktemp("probe-run")
     make_pattern_folder(base / "data", CLASSES, seed=7)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pixclass.recipe import DataFacts, derive, family_of, val_fraction_for
+from pixclass.train.recipe import DataFacts, derive, family_of, val_fraction_for
 
 
 def test_fashion_mnist_keeps_todays_recipe():
@@ -74,7 +74,7 @@ def test_skewed_classes_balance_and_pick_by_balanced_accuracy():
 
 def test_import_is_pure():
     """recipe.py must not pull in torch (the CLI resolves before building anything)."""
-    code = "import sys, pixclass.recipe; assert 'torch' not in sys.modules"
+    code = "import sys, pixclass.train.recipe; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

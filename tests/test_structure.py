@@ -69,7 +69,7 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 def test_no_import_cycles() -> None:
     graph = module_imports()
-    assert "pixclass.engine.fit" in graph and graph["pixclass.engine.fit"]  # the scan sees imports
+    assert "pixclass.train.trainer" in graph and graph["pixclass.train.trainer"]  # the scan sees imports
     assert cycles(graph) == []
 
 
@@ -81,3 +81,32 @@ def test_import_pixclass_and_cli_help_load_no_torch() -> None:
     code = "import sys, pixclass, pixclass.cli; pixclass.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_the_use_side_never_imports_the_training_side() -> None:
+    """Everything after training starts from the checkpoint alone: no module of ``infer/`` reaches a
+    module of ``train/``, directly or through the core (imports inside functions count)."""
+    graph = module_imports()
+    use_side = [m for m in graph if m.startswith("pixclass.infer")]
+    assert "pixclass.infer.predictor" in use_side
+    for mod in use_side:
+        reached = sorted(m for m in reachable(graph, mod) if m.startswith("pixclass.train"))
+        assert reached == [], f"{mod} reaches the training side: {reached}"
+
+
+def test_predicting_from_a_checkpoint_loads_no_training_module() -> None:
+    code = (
+        "import sys, pixclass.infer.predictor, pixclass.infer.serve.app, pixclass.infer.export; "
+        "print(sorted(m for m in sys.modules if m.startswith('pixclass.train')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

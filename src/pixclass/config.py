@@ -23,7 +23,7 @@ from .data.settings import DataConfig
 from .errors import ConfigError
 from .files import atomic_write_text
 from .presets import PRESETS, data_defaults, transfer_defaults
-from .recipe import BALANCE_MODES, RECIPE_KEYS
+from .train.recipe import BALANCE_MODES, RECIPE_KEYS
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -59,14 +59,14 @@ class TrainConfig:
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (GPUs only)
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()
-    # Where the weights start (engine.finetune): random, ImageNet (pretrained), a local state-dict
+    # Where the weights start (train.finetune): random, ImageNet (pretrained), a local state-dict
     # file for the architecture (weights), or the body of an earlier pixclass run's checkpoint (init).
     pretrained: bool = False
     weights: str | None = None
     init: str | None = None
     freeze_epochs: int = 0  # first epochs train the head only (body frozen, its batch norm in eval mode)
     lr_mult: float = 1.0  # head lr / first layers' lr; > 1: rates fall geometrically towards the input
-    balance: str = "auto"  # auto | none | weights | sampler (engine.balance; auto: by recipe.IMBALANCE_RATIO)
+    balance: str = "auto"  # auto | none | weights | sampler (train.balance; auto: by recipe.IMBALANCE_RATIO)
     # Options the run derives from its data at the start (``recipe.derive``), replacing the values above;
     # ``build_config`` (the CLI) lists every recipe option not set explicitly. Empty: train as given.
     auto: tuple[str, ...] = ()

@@ -130,7 +130,7 @@ def test_one_step_of_2_x_half_batches_gives_the_parameters_of_one_step_on_the_wh
     from pixclass.config import TrainConfig
     from pixclass.data.augment import AugmentConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.run import train
+    from pixclass.train.run import train
 
     # 20 images, 4 to validation: 16 training images = one global batch of 16, one step, no augmentation.
     patterns.folder(tmp_path / "data", {"top": 5, "bottom": 5, "left": 5, "right": 5})

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from pixclass.errors import ConfigError
+from pixclass.infer.predictor import Prediction, Predictor
 from pixclass.models import count_flops, create_model, get_entry, list_models
 from pixclass.models.tv import TV_MODELS
-from pixclass.predict import Prediction, Predictor
 
 
 def fake_meta(classes: list[str], size: int, channels: int) -> dict:

@@ -197,8 +197,8 @@ def test_rnn_rows_trains_and_round_trips(tmp_path, patterns):
     from pixclass.config import TrainConfig
     from pixclass.data.augment import AugmentConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.predict import Predictor
-    from pixclass.run import train
+    from pixclass.infer.predictor import Predictor
+    from pixclass.train.run import train
 
     root = patterns.folder(
         tmp_path / "p", {"top": 24, "bottom": 24, "left": 24, "right": 24}, size=12, mode="L"
@@ -293,7 +293,7 @@ def test_clips_train_evaluate_predict_cli(tmp_path, capsys):
     assert len(out) == int((y[40:] == 1).sum()) + 1 and out[-1]["path"] == str(gif)
     assert all(o["label"] in ("left", "right") for o in out)
     # the folder and the GIF of the same clip give the same answer
-    from pixclass.predict import Predictor
+    from pixclass.infer.predictor import Predictor
 
     p = Predictor.from_checkpoint(run / "best.safetensors")
     folder = root / "test" / ("left" if y[40] else "right") / "clip0"  # x[40] is the first test clip
@@ -305,7 +305,7 @@ def test_default_model_on_clips_is_cnn_rnn(tmp_path):
     """`pixclass train CLIPS` with no --model: the default CNN becomes cnn_rnn's frame encoder."""
     from pixclass.config import TrainConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.run import train
+    from pixclass.train.run import train
 
     x, y = motion_clips(16, frames=3, size=8, seed=4)
     root = write_clips(tmp_path / "c", x, y)
@@ -324,7 +324,7 @@ def test_direction_through_the_pipeline(tmp_path):
     direction, cnn_avg stays at chance (about 30 s per model on 2 cores)."""
     from pixclass.config import TrainConfig
     from pixclass.data.dataset import DataConfig
-    from pixclass.run import train
+    from pixclass.train.run import train
 
     x, y = motion_clips(360, seed=5)
     root = tmp_path / "clips"

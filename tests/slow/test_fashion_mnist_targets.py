@@ -19,8 +19,8 @@ def _need_fashion_mnist() -> None:
 
 def _train_and_test(tmp_path, overrides: dict) -> float:
     from pixclass.config import build_config
-    from pixclass.evaluate import evaluate
-    from pixclass.run import train
+    from pixclass.infer.evaluate import evaluate
+    from pixclass.train.run import train
 
     cfg = build_config("fashion-mnist", overrides.pop("preset", "default"), overrides=overrides)
     res = train("fashion-mnist", cfg, tmp_path / "run", progress=False)

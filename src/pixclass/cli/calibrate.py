@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..calibrate import calibrate_checkpoint
-    from ..guards import output_file, refuse_output_in_inputs
+    from ..infer.calibrate import calibrate_checkpoint
+    from ..outputs import output_file, refuse_output_in_inputs
 
     if a.out:  # --out equal to CKPT is the default in-place rewrite; the data is never written
         refuse_output_in_inputs(a.out, [a.data], "--out")

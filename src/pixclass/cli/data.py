@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_check(a: argparse.Namespace) -> int:
     from ..data.check import check_data
-    from ..guards import refuse_output_in_inputs
+    from ..outputs import refuse_output_in_inputs
 
     if a.quarantine:
         refuse_output_in_inputs(a.quarantine, [a.data], "--quarantine")
@@ -65,7 +65,7 @@ def run_check(a: argparse.Namespace) -> int:
 
 def run_sample(a: argparse.Namespace) -> int:
     from ..data.dataset import load_data, write_samples
-    from ..guards import refuse_output_in_inputs, writable_folder
+    from ..outputs import refuse_output_in_inputs, writable_folder
 
     refuse_output_in_inputs(a.out, [a.data], "--out", writes_images=True)
     ds = load_data(a.data, data_config(a), progress=show_progress(a), for_training=False)

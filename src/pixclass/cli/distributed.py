@@ -2,7 +2,7 @@
 
 ``--nproc N`` re-runs the same parsed command in N processes through torch's elastic agent (what
 ``torchrun`` runs); inside them, and under ``torchrun --nproc-per-node N -m pixclass train ...``,
-the command trains its shard of each global batch (see ``engine.distributed``).
+the command trains its shard of each global batch (see ``train.distributed``).
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def wants_launch(args: argparse.Namespace) -> bool:
     """True when this process should start ``--nproc`` workers (not when it is one of them)."""
-    from ..engine.distributed import launched_by_torchrun
+    from ..train.distributed import launched_by_torchrun
 
     return bool(getattr(args, "nproc", None)) and args.nproc > 1 and not launched_by_torchrun()
 
 
 def launch_command(args: argparse.Namespace, run_dir: str | os.PathLike[str] | None) -> int:
     """Run ``args.func(args)`` in ``args.nproc`` processes; rank 0's exit status."""
-    from ..engine.launch import launch
+    from ..train.launch import launch
 
     def hint() -> str:  # asked after a failure: only a run that saved a resume state can continue
         if run_dir is None or not (Path(run_dir) / "resume.safetensors").is_file():

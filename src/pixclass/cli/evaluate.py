@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
     from ..files import atomic_write_text
-    from ..guards import output_file, refuse_output_in_inputs, writable_folder
-    from ..metrics import format_report
+    from ..infer.evaluate import evaluate
+    from ..infer.metrics import format_report
+    from ..outputs import output_file, refuse_output_in_inputs, writable_folder
 
     plots = a.plots or str(Path(a.checkpoint).parent)
     for value, option in ((a.json, "--json"), (plots, "--plots")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..explain_methods import METHODS
+from ..infer.explain_methods import METHODS
 from .options import RAW, add_device
 
 
@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from ..data.decode import DecodeError
-    from ..explain import explain_files
-    from ..guards import refuse_output_in_inputs, writable_folder
+    from ..infer.explain import explain_files
+    from ..outputs import refuse_output_in_inputs, writable_folder
 
     refuse_output_in_inputs(a.out, [a.checkpoint, *a.paths], "--out", writes_images=True)
     writable_folder(a.out, "--out")

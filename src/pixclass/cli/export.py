@@ -9,7 +9,7 @@ from .options import RAW
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..export import PARITY_TOL, export_checkpoint
+    from ..infer.export import PARITY_TOL, export_checkpoint
 
     res = export_checkpoint(
         a.checkpoint,

@@ -15,10 +15,10 @@ def run(a: argparse.Namespace) -> int:
 
     from ..config import TrainConfig, merge
     from ..data.dataset import DataConfig, load_data
-    from ..engine.fit import pick_device
-    from ..engine.lr_find import plot_lr_find
-    from ..engine.resolve import facts_from, lr_find_on, resolve
     from ..errors import ConfigError
+    from ..train.lr_find import plot_lr_find
+    from ..train.resolve import facts_from, lr_find_on, resolve
+    from ..train.trainer import pick_device
 
     given = {k: getattr(a, k) for k in ("model", "batch_size", "optimizer") if getattr(a, k) is not None}
     try:

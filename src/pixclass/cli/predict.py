@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from ..data.decode import DecodeError
     from ..data.sequences import expand_clips
-    from ..guards import output_file, refuse_output_in_inputs
-    from ..predict import Predictor, expand_paths, write_csv
+    from ..infer.predictor import Predictor, expand_paths, write_csv
+    from ..outputs import output_file, refuse_output_in_inputs
 
     if a.csv:
         refuse_output_in_inputs(a.csv, [a.checkpoint, *_glob_hits(a.paths)], "--csv")

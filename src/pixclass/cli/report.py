@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..report import build_report
+    from ..infer.report import build_report
 
     print(f"report: {build_report(a.run_dir, data=a.data, device=a.device)}")
     return 0

@@ -10,7 +10,7 @@ from .options import RAW, add_runtime, float_in, int_in
 
 def run(a: argparse.Namespace) -> int:
     from ..checkpoint import load
-    from ..serve import Settings, is_loopback, serve
+    from ..infer.serve import Settings, is_loopback, serve
 
     load(a.checkpoint)  # a missing or broken checkpoint fails here, as one line, before the server starts
     if not is_loopback(a.host):
@@ -32,7 +32,7 @@ def run(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..serve.settings import SERVE_MAX_PIXELS
+    from ..infer.serve.settings import SERVE_MAX_PIXELS
 
     p = sub.add_parser(
         "serve",

@@ -236,10 +236,10 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 def run(a: argparse.Namespace) -> int:
     from ..config import TrainConfig, build_config, load_yaml, merge
-    from ..engine import distributed
     from ..errors import DataError, RunError
-    from ..guards import RunLock, refuse_output_in_inputs
-    from ..run import train
+    from ..outputs import RunLock, refuse_output_in_inputs
+    from ..train import distributed
+    from ..train.run import train
     from .distributed import launch_command, wants_launch
 
     if a.resume:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..recipe import IMBALANCE_RATIO
+from ..train.recipe import IMBALANCE_RATIO
 from .cache import decode_all, probe_all
 from .sequences import load_clips
 from .settings import DataConfig, choose_size_channels

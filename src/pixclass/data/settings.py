@@ -32,7 +32,7 @@ KINDS = ("auto", "images", "sequences")
 class DataConfig:
     image_size: int | None = None  # None: the data's typical size, capped at max_image_size
     max_image_size: int = DEFAULT_MAX_IMAGE_SIZE
-    min_image_size: int = 8  # smaller data is upsampled to this (pretrained weights: 64, see engine.finetune)
+    min_image_size: int = 8  # smaller data is upsampled to this (pretrained weights: 64, see train.finetune)
     channels: int | None = None  # None: 3 unless every image is grey
     val_fraction: float = 0.1  # carved from train when the data has no val split
     test_fraction: float = 0.1  # carved only when the data has no split at all

@@ -1,0 +1,98 @@
+"""``pixclass evaluate``: honest metrics of a checkpoint on a dataset split."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.dataset import DataConfig, load_data
+from ..data.sources import DataError
+from .metrics import classification_metrics, expected_calibration_error, reliability_bins
+from .plots import plot_confusion, plot_reliability
+from .predictor import Predictor
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    data: str,
+    split: str = "test",
+    device: str = "cpu",
+    data_cfg: DataConfig | None = None,
+    progress: bool = True,
+    plots: str | os.PathLike[str] | None = None,
+    backend: str = "auto",
+    tta: bool | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``checkpoint`` on ``split`` of ``data`` (a plain class folder: every image).
+    ``backend`` and ``tta`` as for ``Predictor`` (default: the checkpoint's own test-time flip setting)."""
+    pred = Predictor.from_checkpoint(checkpoint, device=device, backend=backend, tta=tta)
+    base = data_cfg or DataConfig()
+    cfg = replace(
+        base,
+        image_size=pred.size,
+        channels=pred.channels,
+        background=pred.background,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        kind="sequences" if pred.frames else "images",
+        frames=pred.frames,
+    )  # the data as the model reads it
+    ds = load_data(data, cfg, progress=progress, for_training=False)
+    # A plain folder (no split of its own) is evaluated whole under the default "test": it sits in "train"
+    # after load_data. Any other split name must exist.
+    whole = not ds.source.has_splits and split == "test"
+    sd = ds.splits["train"] if whole else ds.split(split)
+    missing = [c for c in ds.classes if c not in pred.classes]
+    if missing:
+        raise DataError(
+            f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})"
+        )
+    remap = torch.tensor([pred.classes.index(c) for c in ds.classes], dtype=torch.long)
+    labels = remap[sd.labels].numpy()
+    probs_list = []
+    logits_t = pred.temperature
+    for i in range(0, len(sd), 1024):
+        probs_list.append(pred.probs_from_uint8(sd.store.take(torch.arange(i, min(len(sd), i + 1024)))))
+    probs = (
+        torch.cat(probs_list).numpy().astype(np.float64) if probs_list else np.zeros((0, len(pred.classes)))
+    )
+    m = classification_metrics(probs, labels, pred.classes)
+    m["split"] = "all" if whole else split
+    m["data"] = str(data)
+    m["temperature"] = logits_t
+    m["tta"] = "hflip" if pred.tta else None
+    m["backend"] = pred.backend
+    raw_probs = None
+    if logits_t != 1.0 and len(probs):  # ECE before calibration too, for comparison
+        raw = torch.from_numpy(np.log(np.clip(probs, 1e-30, 1))) * logits_t
+        raw_probs = raw.softmax(1).numpy()
+        m["ece_uncalibrated"] = expected_calibration_error(raw_probs, labels)
+    m["broken"] = [{"path": b.path, "reason": b.reason} for b in ds.broken]
+    if plots is not None:
+        out = Path(plots)
+        out.mkdir(parents=True, exist_ok=True)
+        p = out / f"confusion_{m['split']}.png"
+        plot_confusion(
+            np.asarray(m["confusion_matrix"]),
+            pred.classes,
+            p,
+            title=f"{data} ({m['split']}): accuracy {m['accuracy']:.4f}",
+        )
+        m["confusion_png"] = str(p)
+        if len(probs):
+            r = out / f"reliability_{m['split']}.png"
+            plot_reliability(
+                reliability_bins(probs, labels),
+                r,
+                m["ece"],
+                reliability_bins(raw_probs, labels) if raw_probs is not None else None,
+                m.get("ece_uncalibrated"),
+                title=f"{data} ({m['split']}): T = {logits_t:.3f}",
+            )
+            m["reliability_png"] = str(r)
+    return m

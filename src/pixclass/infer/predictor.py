@@ -1,0 +1,218 @@
+"""``Predictor``: a checkpoint alone -> class names and probabilities for any image input.
+
+    p = Predictor.from_checkpoint("runs/demo/best.safetensors")
+    p.predict("shoe.png")                    # one Prediction
+    p.predict(["a.png", pil_image, array])   # a list, batched
+
+Every input goes through the one eval transform (``data.decode.eval_transform``) that built the
+training cache, so a file predicted here is preprocessed exactly as it was during evaluation.
+
+A checkpoint of a clip model (``meta["sequence"]``) predicts clips instead: a sample folder of frames,
+an animated image file (GIF, WebP...) or an array of frames, each made into T frames by the training
+rules (``data.sequences.read_clip``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import checkpoint as ckpt
+from ..data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
+from ..data.sequences import decode_clip, read_clip
+from ..device import pick_device
+from ..errors import ConfigError
+from ..files import expand_inputs, walk_files
+from .runtime import BACKENDS, FlipTTA, Normalized, batched_logits, make_runtime
+
+ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
+
+
+@dataclass
+class Prediction:
+    label: str
+    prob: float
+    index: int
+    top_k: list[dict[str, Any]] = field(default_factory=list)  # [{"label", "prob"}], best first
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"label": self.label, "prob": self.prob, "top_k": self.top_k}
+        if self.path is not None:
+            d = {"path": self.path, **d}
+        return d
+
+
+def expand_paths(items: Iterable[str]) -> tuple[list[str], list[DecodeError]]:
+    """Files, folders (recursed, sorted, hidden and non-image files skipped) and globs -> image paths."""
+    found, missing = expand_inputs(items, is_image_file, lambda d: walk_files(d, is_image_file))
+    return found, [DecodeError(item, why) for item, why in missing]
+
+
+class Predictor:
+    """A trained model ready to predict: the checkpoint's eval transform, normalisation, temperature and
+    test-time augmentation, run by ``backend``: ``auto`` (onnxruntime on the CPU when installed and the
+    model exports faithfully, else PyTorch), ``torch`` or ``onnxruntime``. ``tta`` None follows the
+    checkpoint (``meta["tta"]``, chosen on the validation split at training time); True/False force it.
+    ``model`` stays the plain PyTorch module (explanations use it)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: dict[str, Any],
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+        tta: bool | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.size: int = int(meta["input_size"])
+        self.channels: int = int(meta["channels"])
+        self.background = tuple(meta.get("eval_transform", {}).get("background", DEFAULT_BACKGROUND))
+        self.mean = torch.tensor(meta["normalization"]["mean"], device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(meta["normalization"]["std"], device=self.device).view(1, -1, 1, 1)
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.frames: int | None = (
+            meta["sequence"]["frames"] if meta.get("sequence") else None
+        )  # clip models: T
+        self.tta = meta.get("tta") == "hflip" if tta is None else bool(tta)
+        # uint8 in, logits out: normalisation (and test-time flip) inside the module that the runtime runs
+        self.net = Normalized(FlipTTA(self.model) if self.tta else self.model, self.mean, self.std).eval()
+        self.backend_requested = backend
+        self._runtime: Any = None
+        # Run in the memory format the model trained in: faster on CPU, and the same numbers as training.
+        self.channels_last = bool(meta.get("train_config", {}).get("channels_last")) and not self.frames
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        backend: str = "auto",
+        tta: bool | None = None,
+    ) -> Predictor:
+        c = ckpt.load(path)
+        return cls(c.build_model(), c.meta, device, backend, tta)
+
+    @property
+    def runtime(self) -> Any:
+        """The ``runtime.Runtime`` in use, made on first use (an ONNX export takes a moment)."""
+        if self._runtime is None:
+            shape = (2, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
+            example = torch.randint(
+                0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+            ).to(self.device)
+            self._runtime = make_runtime(
+                self.net, self.backend_requested, self.device, example, self.channels_last
+            )
+            if self.channels_last and self._runtime.name == "torch":
+                self.model.to(memory_format=torch.channels_last)
+        return self._runtime
+
+    @property
+    def backend(self) -> str:
+        return str(self.runtime.name)
+
+    # ------------------------------------------------------------------ tensors
+    def preprocess(self, x: ImageInput) -> np.ndarray:
+        """Any single image -> uint8 (C, S, S), by the shared eval transform (clip models: a clip -> (T, C, S, S))."""
+        if self.frames:
+            return read_clip(
+                x if isinstance(x, np.ndarray | Image.Image) else str(x),
+                self.frames,
+                self.size,
+                self.channels,
+                self.background,
+            )  # type: ignore[arg-type]
+        return eval_transform(
+            x if not isinstance(x, os.PathLike) else str(x), self.size, self.channels, self.background
+        )  # type: ignore[arg-type]
+
+    def logits_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
+        """(N, C, S, S) uint8 tensor or image store (clips: (N, T, C, S, S)) -> (N, K) logits before the
+        temperature (test-time flip applied when on)."""
+        if len(x) == 0:
+            return torch.zeros(0, len(self.classes))
+        return batched_logits(self.runtime.run, x, self.device, batch_size)
+
+    def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
+        """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""
+        return (self.logits_from_uint8(x, batch_size) / self.temperature).softmax(1)
+
+    def to_predictions(
+        self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]
+    ) -> list[Prediction]:
+        """Calibrated probabilities (N, K) -> one Prediction per row, with its top-k (the server uses it too)."""
+        k = max(1, min(top_k, len(self.classes)))
+        pv, pi = probs.topk(k, dim=1)
+        preds = []
+        for row_v, row_i, path in zip(pv.tolist(), pi.tolist(), paths, strict=True):
+            tk = [{"label": self.classes[i], "prob": round(v, 6)} for v, i in zip(row_v, row_i, strict=True)]
+            preds.append(Prediction(self.classes[row_i[0]], round(row_v[0], 6), row_i[0], tk, path))
+        return preds
+
+    # ------------------------------------------------------------------ public API
+    def predict(self, x: ImageInput | Sequence[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:
+        """A path, PIL image or numpy array -> one Prediction; a list of them -> a list (batched)."""
+        single = not isinstance(x, list | tuple)
+        items: list[ImageInput] = [x] if single else list(x)  # type: ignore[list-item, arg-type]
+        empty = (0, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
+        arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros(empty, np.uint8)
+        paths = [str(i) if isinstance(i, str | os.PathLike) else None for i in items]
+        preds = self.to_predictions(self.probs_from_uint8(torch.from_numpy(arr)), top_k, paths)
+        return preds[0] if single else preds
+
+    def predict_files(
+        self, paths: Sequence[str], top_k: int = 5, batch_size: int = 256, workers: int | None = None
+    ) -> Iterator[Prediction | DecodeError]:
+        """Yield a Prediction or a DecodeError per path, in order; decodes in threads, infers in batches."""
+        workers = workers or min(8, (os.cpu_count() or 1) * 2)
+        with ThreadPoolExecutor(workers) as pool:
+            for i in range(0, len(paths), batch_size):
+                chunk = list(paths[i : i + batch_size])
+                decoded = list(pool.map(self._decode, chunk))
+                good = [(p, d) for p, d in zip(chunk, decoded, strict=True) if not isinstance(d, DecodeError)]
+                preds = iter(
+                    self.to_predictions(
+                        self.probs_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))),
+                        top_k,
+                        [p for p, _ in good],
+                    )
+                    if good
+                    else []
+                )
+                for d in decoded:
+                    yield d if isinstance(d, DecodeError) else next(preds)
+
+    def _decode(self, path: str) -> np.ndarray | DecodeError:
+        if self.frames:  # a sample folder or an animated file -> (T, C, S, S)
+            return decode_clip(path, self.frames, self.size, self.channels, self.background)  # type: ignore[arg-type]
+        return decode_file(path, self.size, self.channels, self.background)  # type: ignore[arg-type]
+
+
+def write_csv(path: str | os.PathLike[str], preds: Sequence[Prediction], top_k: int) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        head = ["path", "label", "prob"]
+        for j in range(1, top_k + 1):
+            head += [f"top{j}_label", f"top{j}_prob"]
+        w.writerow(head)
+        for p in preds:
+            row: list[Any] = [p.path, p.label, f"{p.prob:.6f}"]
+            for t in p.top_k[:top_k]:
+                row += [t["label"], f"{t['prob']:.6f}"]
+            w.writerow(row)

@@ -1,0 +1,365 @@
+"""``report.html``: one self-contained page per run folder, readable offline.
+
+Sections: dataset summary (images per class and split, broken files skipped), learning curves,
+confusion matrix, per-class precision / recall / F1, most-confused pairs, reliability diagram (before
+and after temperature scaling), a gallery of the worst validation mistakes with their Grad-CAM, then
+the config and the timing. Every picture is embedded as a ``data:`` URI (no file, script or font is
+fetched), and the plots are also written as PNG files beside the page.
+
+``train`` writes it when a run ends (with the data it already holds); ``pixclass report RUN_DIR``
+rebuilds it from the run folder alone: best.safetensors, config.yaml, metrics.csv and
+split_manifest.json (the data argument recorded there, loaded with the run's split settings, gives
+back the same validation images).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import checkpoint as ckpt
+from ..data.dataset import load_data
+from ..errors import DataError, ExplainError
+from ..files import atomic_write_bytes
+from .calibrate import checkpoint_data_config
+from .explain import METHOD_NAMES, Explainer
+from .metrics import classification_metrics, expected_calibration_error, reliability_bins
+from .plots import overlay_rgb, overlay_strip, plot_confusion, plot_curves, plot_gallery, plot_reliability
+from .predictor import Predictor
+
+PLOTS = {
+    "curves": "learning_curves.png",
+    "confusion": "confusion_{split}.png",
+    "reliability": "reliability_{split}.png",
+    "mistakes": "mistakes_{split}.png",
+}
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def read_history(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """metrics.csv -> one dict of floats per epoch (empty cells -> NaN)."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    with open(p, newline="") as f:
+        return [
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def _load_run_data(run: Path, meta: dict[str, Any], data: str | None) -> Any:
+    """The run's dataset, split exactly as in training (see the module notes)."""
+    manifest_path = run / "split_manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    src = data or manifest.get("data")
+    if not src:
+        raise DataError(f"{run}: no split_manifest.json naming the data; give it with --data DATA")
+    try:
+        return load_data(src, checkpoint_data_config(meta), progress=False, for_training=False)
+    except DataError as e:
+        raise DataError(f"{e} (the data of run {run}; if it moved, give it with --data DATA)") from e
+
+
+def _split_mismatch(ds: Any, run: Path, split: str) -> int:
+    """How many images of ``split`` differ from the manifest written in training (0 when it matches)."""
+    p = run / "split_manifest.json"
+    if not p.is_file():
+        return 0
+    listed = json.loads(p.read_text()).get("splits", {}).get(split)
+    paths = ds.splits[split].paths
+    if not isinstance(listed, list) or paths is None:
+        return 0
+    return len(set(listed) ^ set(paths))
+
+
+# ----------------------------------------------------------------------------------------------- html
+def _img_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _png_of(rgb: np.ndarray, min_side: int = 112) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes, enlarged by an integer factor (nearest) so small images are visible."""
+    im = Image.fromarray(rgb)
+    f = max(1, -(-min_side // max(1, min(im.size))))
+    if f > 1:
+        im = im.resize((im.width * f, im.height * f), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _table(head: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"<td>{v:.4f}</td>" if not np.isnan(v) else "<td>-</td>"
+        if isinstance(v, int):
+            return f"<td>{v:,}</td>"
+        return f"<td class='t'>{html.escape(str(v))}</td>"
+
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(cell(v) for v in r) + "</tr>" for r in rows)
+    return f"<table class='{cls}'><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(png_path: Path, alt: str) -> str:
+    return f"<figure><img src='{_img_uri(png_path.read_bytes())}' alt='{html.escape(alt)}'><figcaption>{html.escape(png_path.name)}</figcaption></figure>"
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1100px;padding:1em 2em;color:#222}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+.sub{color:#666} table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4} td.t{text-align:left} figure{display:inline-block;margin:.4em 1em .4em 0;vertical-align:top}
+figure img{max-width:100%} figcaption{color:#777;font-size:.8em} .gallery{display:flex;flex-wrap:wrap;gap:.8em}
+.card{border:1px solid #ddd;border-radius:4px;padding:.4em;width:180px;font-size:.85em} .card img{width:100%;image-rendering:pixelated}
+.bad{color:#b00} .note{background:#fff8e0;border:1px solid #eed;padding:.5em .8em} pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
+"""
+
+
+# --------------------------------------------------------------------------------------------- report
+def build_report(
+    run_dir: str | os.PathLike[str],
+    data: str | None = None,
+    device: str | torch.device = "cpu",
+    ds: Any = None,
+    gallery: int = 12,
+    log: Any = print,
+) -> Path:
+    """Write ``report.html`` (and its PNG plots) into ``run_dir``; returns the page's path.
+
+    ``ds``: the run's already-loaded ``Dataset`` (``train`` passes it); otherwise it is rebuilt from the
+    run folder (``data`` overrides the path recorded in split_manifest.json). ``log`` gets notes, such
+    as a rebuilt split that no longer matches the manifest.
+    """
+    t_start = time.perf_counter()
+    run = Path(run_dir)
+    best = run / "best.safetensors"
+    if not best.is_file():
+        best = run / "last.safetensors"
+    if not best.is_file():
+        raise DataError(
+            f"{run}: no best.safetensors or last.safetensors; is this a run folder (`pixclass train --out`)?"
+        )
+    c = ckpt.load(best)
+    meta = c.meta
+    classes: list[str] = list(meta["classes"])
+    history = read_history(run / "metrics.csv")
+    if ds is None:
+        ds = _load_run_data(run, meta, data)
+    notes: list[str] = []
+    if ds.classes != classes:
+        raise DataError(
+            f"{run}: the data's classes ({', '.join(ds.classes)}) are not the checkpoint's ({', '.join(classes)}); give the run's data with --data"
+        )
+    split = next((s for s in ("val", "test") if s in ds.splits and len(ds.splits[s])), None)
+    if split is not None and (n := _split_mismatch(ds, run, split)):
+        notes.append(
+            f"The rebuilt {split} split differs from the training manifest in {n} file(s) (the data changed since training)."
+        )
+
+    parts: list[str] = []
+    title = f"pixclass run {run.resolve().name}"
+    spec = meta["model"]
+    clip = f"{meta['sequence']['frames']} frames × " if meta.get("sequence") else ""
+    parts.append(
+        f"<h1>{html.escape(title)}</h1><p class='sub'>model <b>{html.escape(spec['name'])}</b> · "
+        f"{len(classes)} classes · input {clip}{meta['channels']}×{meta['input_size']}×{meta['input_size']} · "
+        f"temperature {float(meta.get('temperature', 1.0)):.3f} · "
+        f"test-time flip {'on' if meta.get('tta') == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
+        f"written {time.strftime('%Y-%m-%d %H:%M')}</p>"
+    )
+    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
+    for note in notes:
+        log(f"note: {note}")
+
+    # Dataset summary -------------------------------------------------------------------------------
+    splits = list(ds.splits)
+    counts = {s: ds.counts(s) for s in splits}
+    rows = [[k, *[counts[s][k] for s in splits], sum(counts[s][k] for s in splits)] for k in classes]
+    rows.append(["total", *[len(ds.splits[s]) for s in splits], sum(len(ds.splits[s]) for s in splits)])
+    broken = [{"path": b.path, "reason": b.reason} for b in ds.broken]
+    parts.append(
+        f"<h2>Dataset</h2><p>{html.escape(str(ds.source.name))} · {ds.channels} channel(s) at {ds.image_size} px</p>"
+    )
+    parts.append(_table(["class", *splits, "all"], rows))
+    if broken:
+        parts.append(f"<p class='bad'>{len(broken)} unreadable file(s) skipped:</p>")
+        parts.append(_table(["file", "reason"], [[b["path"], b["reason"]] for b in broken[:50]]))
+        if len(broken) > 50:
+            parts.append(f"<p>… and {len(broken) - 50} more (see broken_files.txt)</p>")
+    else:
+        parts.append("<p>No broken files: every image decoded.</p>")
+
+    # Learning curves -------------------------------------------------------------------------------
+    parts.append("<h2>Learning curves</h2>")
+    if history:
+        p = run / PLOTS["curves"]
+        plot_curves(history, p)
+        parts.append(_figure(p, "loss and accuracy per epoch, train and validation"))
+    else:
+        parts.append("<p>No metrics.csv in this run folder.</p>")
+
+    # Evaluation on the validation split ------------------------------------------------------------
+    if split is None:
+        parts.append(
+            "<h2>Validation</h2><p>This run has no validation or test split: no confusion matrix, "
+            "calibration or mistakes to show.</p>"
+        )
+    else:
+        pred = Predictor(c.build_model(), meta, device)
+        sd = ds.splits[split]
+        logits = pred.logits_from_uint8(sd.store)
+        labels = sd.labels.numpy()
+        probs = (logits / pred.temperature).softmax(1).numpy().astype(np.float64)
+        raw = logits.softmax(1).numpy().astype(np.float64)
+        m = classification_metrics(probs, labels, classes)
+        ece_before = expected_calibration_error(raw, labels)
+        parts.append(
+            f"<h2>Validation ({html.escape(split)} split, {m['n']:,} images)</h2>"
+            f"<p>accuracy <b>{m['accuracy']:.4f}</b>"
+            + (f" · top-5 {m['top5']:.4f}" if m.get("top5") is not None else "")
+            + f" · log-loss {m['log_loss']:.4f} · ECE {m['ece']:.4f} (before calibration {ece_before:.4f})</p>"
+        )
+        p = run / PLOTS["confusion"].format(split=split)
+        plot_confusion(
+            np.asarray(m["confusion_matrix"]), classes, p, title=f"{split}: accuracy {m['accuracy']:.4f}"
+        )
+        parts.append(
+            "<h3>Confusion matrix</h3>" + _figure(p, "confusion matrix, rows true, columns predicted")
+        )
+        pc = m["per_class"]
+        rows = [[k, pc[k]["precision"], pc[k]["recall"], pc[k]["f1"], pc[k]["support"]] for k in classes]
+        rows += [
+            [f"{a} avg", m[a]["precision"], m[a]["recall"], m[a]["f1"], m["n"]] for a in ("macro", "weighted")
+        ]
+        parts.append("<h3>Per class</h3>" + _table(["class", "precision", "recall", "F1", "support"], rows))
+        parts.append("<h3>Most confused pairs</h3>")
+        if m["most_confused"]:
+            parts.append(
+                _table(
+                    ["true", "predicted as", "images"],
+                    [[r["true"], r["predicted"], r["count"]] for r in m["most_confused"]],
+                )
+            )
+        else:
+            parts.append("<p>No mistakes on this split.</p>")
+        p = run / PLOTS["reliability"].format(split=split)
+        t = pred.temperature
+        plot_reliability(
+            reliability_bins(probs, labels),
+            p,
+            m["ece"],
+            reliability_bins(raw, labels) if t != 1.0 else None,
+            ece_before if t != 1.0 else None,
+            title=f"{split}: temperature {t:.3f}",
+        )
+        parts.append(
+            "<h3>Calibration</h3><p>Reliability diagram: accuracy against confidence per bin; a calibrated "
+            "model lies on the diagonal. Probabilities are divided by the temperature fitted on the "
+            "validation split.</p>" + _figure(p, "reliability diagram")
+        )
+        parts.append(_mistakes_section(run, split, sd, probs, labels, classes, pred, gallery))
+
+    # Config and timing -----------------------------------------------------------------------------
+    parts.append("<h2>Config</h2>")
+    cfg_text = (
+        (run / "config.yaml").read_text()
+        if (run / "config.yaml").is_file()
+        else json.dumps(meta.get("train_config", {}), indent=1)
+    )
+    parts.append(f"<pre>{html.escape(cfg_text)}</pre>")
+    parts.append("<h2>Timing</h2>")
+    rows = []
+    if history:
+        secs = [h["epoch_seconds"] for h in history]
+        rows += [
+            ["epochs", len(history)],
+            ["training time (s)", float(sum(secs))],
+            ["seconds per epoch (mean)", float(np.mean(secs))],
+            [
+                "training throughput, last epoch (img/s)",
+                float(history[-1].get("train_img_per_s", float("nan"))),
+            ],
+        ]
+    rows += [[f"version of {k}", v] for k, v in meta.get("versions", {}).items()]
+    rows.append(["report built in (s)", float(time.perf_counter() - t_start)])
+    parts.append(_table(["", ""], rows))
+
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    out = run / "report.html"
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out
+
+
+def _mistakes_section(
+    run: Path,
+    split: str,
+    sd: Any,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    pred: Any,
+    gallery: int,
+) -> str:
+    """The worst mistakes (most confident wrong answers first), each with its Grad-CAM for the predicted class."""
+    guess = probs.argmax(1)
+    wrong = np.flatnonzero(guess != labels)
+    wrong = wrong[np.argsort(-probs[wrong, guess[wrong]], kind="stable")][:gallery]
+    head = f"<h3>Worst mistakes ({len(wrong)} shown of {int((guess != labels).sum())})</h3>"
+    if len(wrong) == 0:
+        return head + "<p>No mistakes on this split.</p>"
+    method = "gradcam"
+    try:
+        ex = Explainer(pred, method)
+    except ExplainError:  # a model without a spatial layer (e.g. a ViT): gradients instead
+        method = "saliency"
+        ex = Explainer(pred, method)
+    x = sd.store.take(torch.as_tensor(wrong))  # (n, C, S, S) uint8; clips (n, T, C, S, S)
+    maps, _, _ = ex.explain_uint8(x)
+    cards, items = [], []
+    width = 180 if x.dim() == 4 else min(1000, 90 * x.shape[1])  # a clip: its frames side by side
+    for j, i in enumerate(wrong):
+        if x.dim() == 5:
+            ov = overlay_strip(x[j].permute(0, 2, 3, 1).numpy(), maps[j])
+        else:
+            ov = overlay_rgb(x[j].permute(1, 2, 0).numpy(), maps[j])
+        t, g, pg = classes[labels[i]], classes[guess[i]], float(probs[i, guess[i]])
+        name = sd.paths[i] if sd.paths else f"#{i}"  # relative to the data root: class/file.png
+        items.append((ov, f"true {t}\npred {g} {pg:.0%}"))
+        cards.append(
+            f"<div class='card' style='width:{width}px'><img src='{_img_uri(_png_of(ov))}' alt='{html.escape(name)}'>"
+            f"<div>true <b>{html.escape(t)}</b></div><div class='bad'>predicted <b>{html.escape(g)}</b> ({pg:.1%})</div>"
+            f"<div class='sub'>{html.escape(name)}</div></div>"
+        )
+    p = run / PLOTS["mistakes"].format(split=split)
+    plot_gallery(items, p)
+    note = (
+        ""
+        if method == "gradcam"
+        else "<p class='note'>This model names no Grad-CAM layer: saliency maps are shown instead.</p>"
+    )
+    return (
+        head
+        + f"<p>Overlay: {METHOD_NAMES[method]} evidence for the <i>predicted</i> class (red: strongest).</p>"
+        + note
+        + f"<div class='gallery'>{''.join(cards)}</div>"
+    )
+
+
+__all__ = ["build_report", "read_history"]
