@@ -446,7 +446,7 @@ def run_recipe(ctx: Ctx, ds: Dataset, preset: str | None, overrides: dict[str, A
         "img_per_s_median": common.median([r["train_img_per_s"] for r in h[1:] or h]),
         "test_acc": acc,
         "test_acc_plain": acc_plain,
-        "tta": pred.meta.get("tta"),
+        "tta": pred.card.tta,
         "wall_seconds": wall,
         "command": cli_command(preset, overrides),
     }

@@ -68,12 +68,10 @@ def score(best: Path, ds: Dataset) -> dict[str, float]:
     """Test accuracy and balanced accuracy of a checkpoint (with its own test-time flip setting)."""
     c = ckpt.load(best)
     model = c.build_model()
-    mean = torch.tensor(c.meta["normalization"]["mean"])
-    std = torch.tensor(c.meta["normalization"]["std"])
+    mean = torch.tensor(list(c.card.preprocess.mean))
+    std = torch.tensor(list(c.card.preprocess.std))
     test = ds.splits["test"]
-    logits = predict_logits(
-        model, test.store, mean, std, torch.device("cpu"), tta=c.meta.get("tta") == "hflip"
-    )
+    logits = predict_logits(model, test.store, mean, std, torch.device("cpu"), tta=c.card.tta == "hflip")
     pred, y = logits.argmax(1).numpy(), test.labels.numpy()
     return {"test_acc": float((pred == y).mean()), "test_bal_acc": balanced_accuracy(pred, y)}
 

@@ -397,7 +397,7 @@ def main() -> None:
     res: dict[str, Any] = {
         "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
         "checkpoint": str(ckpt),
-        "model": ck.load(ckpt).meta["model"]["name"],
+        "model": ck.load(ckpt).card.model.name,
         "machine": common.machine_info(),
         "load_before": common.loadavg(),
         "seconds_per_level": seconds,

@@ -31,14 +31,12 @@ class Model:
     def __init__(self, path: str):
         c = ckpt.load(path)
         self.net = c.build_model().eval()
-        m = c.meta
-        self.classes, self.size, self.channels = m["classes"], int(m["input_size"]), int(m["channels"])
-        self.mean = torch.tensor(m["normalization"]["mean"]).view(1, -1, 1, 1)
-        self.std = torch.tensor(m["normalization"]["std"]).view(1, -1, 1, 1)
-        self.t = float(m.get("temperature", 1.0))
-        self.flip = (
-            m.get("tta") == "hflip"
-        )  # the checkpoint's test-time flip, so all servers compute the same
+        card = c.card
+        self.classes, self.size, self.channels = list(card.classes), card.input_size, card.channels
+        self.mean = torch.tensor(card.preprocess.mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(card.preprocess.std).view(1, -1, 1, 1)
+        self.t = card.temperature
+        self.flip = card.tta == "hflip"  # the checkpoint's test-time flip, so all servers compute the same
 
     def tensor(self, data: bytes) -> torch.Tensor:
         im = Image.open(io.BytesIO(data)).convert("RGB" if self.channels == 3 else "L")

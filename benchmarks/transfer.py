@@ -96,13 +96,13 @@ def run_net(source: Any, cfg: Any, out: Path) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     c = ckpt.load(res.last)
     model = c.build_model()
-    norm = c.meta["normalization"]
+    pre = c.card.preprocess
     test = ds.splits["test"]
     logits = predict_logits(
         model,
         test.store,
-        torch.tensor(norm["mean"]),
-        torch.tensor(norm["std"]),
+        torch.tensor(pre.mean),
+        torch.tensor(pre.std),
         torch.device("cpu"),
         cfg.channels_last,
     )
@@ -117,8 +117,8 @@ def run_net(source: Any, cfg: Any, out: Path) -> dict[str, Any]:
         "epochs": cfg.epochs,
         "steps": len(res.history)
         * max(1, len(ds.splits["train"]) // min(cfg.batch_size, len(ds.splits["train"]))),
-        "input": f"{c.meta['channels']}x{c.meta['input_size']}",
-        "model": c.meta["model"]["name"],
+        "input": f"{c.card.channels}x{c.card.input_size}",
+        "model": c.card.model.name,
     }
 
 

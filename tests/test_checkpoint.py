@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from safetensors.torch import save_file
 
 import pixclass.train.trainer as fit
 from pixclass import checkpoint as ckpt
+from pixclass.card import CARD_VERSION, ModelCard
 from pixclass.checkpoint import CheckpointError
 from pixclass.config import TrainConfig
 from pixclass.data.dataset import DataConfig
@@ -71,7 +73,7 @@ def test_round_trip_predicts_exactly_like_the_trained_model(trained):
     res, model, data = trained
     files = sorted(str(p) for p in data.rglob("*.png"))
     from_file = Predictor.from_checkpoint(res.best)
-    in_memory = Predictor(model, from_file.meta)
+    in_memory = Predictor(model, from_file.card)
     for a, b in zip(from_file.predict(files), in_memory.predict(files), strict=True):
         assert a == b
     x = torch.from_numpy(np.stack([from_file.preprocess(f) for f in files]))
@@ -83,7 +85,7 @@ def test_round_trip_predicts_exactly_like_the_trained_model(trained):
 def test_metadata_describes_the_model(trained):
     res, model, _ = trained
     tensors, meta = ckpt.read(res.best)
-    assert meta["kind"] == "model"
+    assert meta["kind"] == "model" and meta["card_version"] == CARD_VERSION and meta["task"] == "single_label"
     assert meta["classes"] == ["bottom", "left", "top"]
     assert meta["model"] == {
         "name": "rescnn",
@@ -92,24 +94,52 @@ def test_metadata_describes_the_model(trained):
         "input_size": 16,
         "kwargs": TINY,
     }
-    assert meta["input_size"] == 16 and meta["channels"] == 3
-    norm = meta["normalization"]
-    assert len(norm["mean"]) == len(norm["std"]) == 3 and all(s > 0 for s in norm["std"])
-    assert norm["scale"] == pytest.approx(1 / 255)
+    pre = meta["preprocess"]
+    assert pre["size"] == 16 and pre["channels"] == 3 and pre["background"] == [255, 255, 255]
+    assert len(pre["mean"]) == len(pre["std"]) == 3 and all(s > 0 for s in pre["std"])
+    assert pre["scale"] == pytest.approx(1 / 255)
     assert set(meta["versions"]) >= {"pixclass", "torch", "torchvision"}
     assert meta["versions"]["torch"] == torch.__version__
     assert meta["train_config"]["model_kwargs"] == TINY and meta["train_config"]["epochs"] == 1
     assert meta["metrics"]["epoch"] == 1 and "val_acc" in meta["metrics"]
-    assert meta["eval_transform"]["size"] == 16
+    assert meta["extras"] == {}
     assert tensors.keys() == model.state_dict().keys()
-    # a checkpoint alone rebuilds the architecture
+    # a checkpoint alone rebuilds the architecture, and its card reads back as written
     c = ckpt.load(res.best)
-    assert c.classes == meta["classes"]
+    assert c.classes == meta["classes"] and c.card.to_json() == meta
+    assert c.card.input_size == 16 and c.card.channels == 3 and c.card.frames is None
     rebuilt = c.build_model()
     assert type(rebuilt) is type(model) and rebuilt.pixclass_spec["kwargs"] == {
         "widths": (8, 16, 16),
         "blocks": (0, 1, 1),
     }
+
+
+def test_a_version_1_checkpoint_still_loads_and_predicts(saved, imgs, tmp_path):
+    """Checkpoints written before the model card (input size and channels beside the model, an
+    ``eval_transform`` block) load into the same card and predict."""
+    c = ckpt.load(saved)
+    assert "card_version" not in ckpt.read(saved)[1]
+    assert c.card.input_size == 16 and c.card.channels == 3 and c.card.preprocess.mean == (0.5, 0.5, 0.5)
+    assert c.card.preprocess.background == (255, 255, 255) and c.card.temperature == 1.0
+    img = imgs.save(imgs.noise(0), tmp_path / "x.png")
+    assert Predictor.from_checkpoint(saved).predict(img).label in {"a", "b", "c"}
+
+
+def test_the_card_is_frozen_and_changes_make_a_new_card(saved):
+    card = ckpt.load(saved).card
+    with pytest.raises(FrozenInstanceError):
+        card.temperature = 2.0  # type: ignore[misc]
+    hot = replace(card, temperature=2.0).with_extra("note", {"x": 1})
+    assert card.temperature == 1.0 and hot.temperature == 2.0 and hot.extras == {"note": {"x": 1}}
+    assert ModelCard.from_json(hot.to_json()) == hot
+
+
+def test_a_newer_card_version_says_upgrade(saved):
+    tensors, meta = ckpt.read(saved)
+    ckpt.atomic_save(tensors, {**meta, "card_version": CARD_VERSION + 1}, saved)
+    with pytest.raises(CheckpointError, match="upgrade pixclass"):
+        ckpt.load(saved)
 
 
 def test_atomic_save_round_trip_and_no_leftovers(tmp_path):
@@ -262,6 +292,8 @@ def _doctor(saved: Path, **changes: object) -> Path:
         ({"channels": 2}, ["channels is 2"]),
         ({"normalization__std": [0.25, 0.0, 0.25]}, ["normalization"]),
         ({"temperature": -1}, ["temperature is -1"]),
+        ({"eval_transform": {"background": [300, -5, 7]}}, ["background colour is [300, -5, 7]"]),
+        ({"task": "segmentation"}, ["task 'segmentation' is not known"]),
         ({"model__kwargs": {"widths": "x"}}, ["cannot be built"]),
     ],
 )

@@ -1,9 +1,9 @@
 """Self-describing checkpoints: one ``.safetensors`` file, weights + JSON metadata, no pickle.
 
-The metadata holds everything needed to rebuild and use the model -- architecture name and
-arguments, class names in order, channels, input size, normalisation, the eval transform, the
-calibration temperature, the training config, final metrics and versions -- so a checkpoint alone is
-enough to predict. A SHA-256 of the tensor bytes is stored beside it, so a file that was cut short
+The metadata is the model's ``ModelCard`` (``card.py``): everything needed to rebuild and use the
+model, so a checkpoint alone is enough to predict. ``save``/``load`` are the only way a model
+checkpoint is written and read; ``atomic_save``/``read`` are the file layer beneath them (the resume
+state uses it directly). A SHA-256 of the tensor bytes is stored beside it, so a file that was cut short
 or altered fails to load with a clear message instead of predicting garbage.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .card import ModelCard
 from .errors import CheckpointError, ConfigError, OutputError
 from .files import atomic_path
 from .models import create_model, list_models
@@ -31,8 +31,6 @@ FORMAT = "pixclass-checkpoint"
 #: The layout of the file and its metadata. A reader refuses a higher number (written by a newer
 #: pixclass) with a message saying to upgrade, instead of misreading it; a file without one is 1.
 FORMAT_VERSION = 1
-#: Largest input side a checkpoint may declare (pixels); anything larger is a damaged or doctored file.
-MAX_INPUT_SIZE = 8192
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -114,68 +112,27 @@ def _check_format_version(p: Path, md: dict[str, str]) -> None:
 
 @dataclass
 class Checkpoint:
+    """A model checkpoint: the weights and their ``ModelCard`` (the only view of the metadata)."""
+
     state_dict: dict[str, torch.Tensor]
-    meta: dict[str, Any]
+    card: ModelCard
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.card.classes)
 
     def validate(self, where: str = "checkpoint") -> Checkpoint:
-        """Check the metadata against itself and against the weights, before any of it is used:
-        a known model name, channels 1 or 3, a sane input size, one class name per output of the head
-        (the weights' shapes are compared with the recorded architecture's, built on the ``meta``
-        device: no memory, no compute), and a usable normalisation and temperature. ``CheckpointError``
-        with one line naming ``where`` (the file) otherwise. Returns self."""
-        m = self.meta
-
-        def bad(msg: str) -> CheckpointError:
-            return CheckpointError(
-                f"{where}: {msg}; the metadata was edited or damaged -- use the file training wrote"
-            )
-
-        spec = m.get("model")
-        if not isinstance(spec, dict) or not all(
-            k in spec for k in ("name", "num_classes", "in_chans", "input_size")
-        ):
-            raise bad("no model description (name, num_classes, in_chans, input_size) in its metadata")
-        classes = m.get("classes")
-        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
-            raise bad("its class names are missing or not a list of names")
-        if len(set(classes)) != len(classes):
-            raise bad(f"its class names repeat ({', '.join(classes)})")
-        if spec["name"] not in list_models():
-            newer = _newer_pixclass(m)
+        """Check the card against the weights before any of it is used: a model name this pixclass
+        knows, and every tensor the shape the recorded architecture gives it (built on the ``meta``
+        device: no memory, no compute). The card checked itself when it was read. Returns self."""
+        spec = self.card.model
+        if spec.name not in list_models():
+            newer = _newer_pixclass(self.card.versions)
             raise CheckpointError(
-                f"{where}: model {spec['name']!r} is not known to this pixclass ({', '.join(list_models())})"
+                f"{where}: model {spec.name!r} is not known to this pixclass ({', '.join(list_models())})"
                 + ("; it was written by a newer pixclass: upgrade pixclass" if newer else "")
             )
-        channels, size = m.get("channels"), m.get("input_size")
-        if channels not in (1, 3) or spec["in_chans"] != channels:
-            raise bad(
-                f"channels is {channels!r} (model: {spec['in_chans']!r}); it must be 1 or 3, the same in both"
-            )
-        if not isinstance(size, int) or not 1 <= size <= MAX_INPUT_SIZE or spec["input_size"] != size:
-            raise bad(
-                f"input_size is {size!r} (model: {spec['input_size']!r}); it must be a whole number of pixels "
-                f"from 1 to {MAX_INPUT_SIZE}, the same in both"
-            )
-        if spec["num_classes"] != len(classes):
-            raise bad(f"it names {len(classes)} classes but its model has {spec['num_classes']!r} outputs")
-        norm = m.get("normalization") or {}
-        mean, std = norm.get("mean"), norm.get("std")
-        if not (
-            isinstance(mean, list)
-            and isinstance(std, list)
-            and len(mean) == len(std) == channels
-            and all(isinstance(v, int | float) and math.isfinite(v) for v in mean)
-            and all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in std)
-        ):
-            raise bad(f"its normalization must give {channels} finite means and {channels} positive stds")
-        t = m.get("temperature", 1.0)
-        if not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
-            raise bad(f"temperature is {t!r}; it must be a positive number")
-        self._check_weight_shapes(where, len(classes))
+        self._check_weight_shapes(where, len(self.card.classes))
         return self
 
     def _check_weight_shapes(self, where: str, n_classes: int) -> None:
@@ -184,11 +141,11 @@ class Checkpoint:
             model = self._create(where)
         want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         have = {k: tuple(v.shape) for k, v in self.state_dict.items()}
+        name = self.card.model.name
         if set(want) != set(have):
             missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
             raise CheckpointError(
-                f"{where}: its weights do not fit model {self.meta['model']['name']!r} "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+                f"{where}: its weights do not fit model {name!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         for k in want:
             if want[k] != have[k]:
@@ -199,15 +156,16 @@ class Checkpoint:
                         f"{have[k][0]} outputs; the metadata was edited -- use the file training wrote"
                     )
                 raise CheckpointError(
-                    f"{where}: its weights do not fit model {self.meta['model']['name']!r}: {k} has "
+                    f"{where}: its weights do not fit model {name!r}: {k} has "
                     f"shape {list(have[k])}, the model expects {list(want[k])}"
                 )
 
     def _create(self, where: str = "checkpoint") -> torch.nn.Module:
-        spec = self.meta["model"]
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
+        spec = self.card.model
         try:
-            return create_model(spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], **kw)
+            return create_model(
+                spec.name, spec.num_classes, spec.in_chans, spec.input_size, **spec.create_kwargs()
+            )
         except (
             ConfigError,
             TypeError,
@@ -218,27 +176,32 @@ class Checkpoint:
             RuntimeError,
         ) as e:  # edited kwargs
             raise CheckpointError(
-                f"{where}: model {spec['name']!r} cannot be built from its metadata ({e})"
+                f"{where}: model {spec.name!r} cannot be built from its metadata ({e})"
             ) from e
 
     def build_model(self) -> torch.nn.Module:
         """Rebuild the architecture from its recorded name and arguments, then load the weights."""
-        spec = self.meta["model"]
+        name = self.card.model.name
         model = self._create()
         try:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
         except RuntimeError as e:  # shape mismatches raise even with strict=False
             first = (str(e).splitlines()[1:] or [str(e)])[0].strip()
-            raise CheckpointError(f"checkpoint weights do not fit model {spec['name']!r}: {first}") from e
+            raise CheckpointError(f"checkpoint weights do not fit model {name!r}: {first}") from e
         if missing or unexpected:
             raise CheckpointError(
-                f"checkpoint weights do not fit model {spec['name']!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                f"checkpoint weights do not fit model {name!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         return model
 
 
+def save(state_dict: dict[str, torch.Tensor], card: ModelCard, path: str | os.PathLike[str]) -> None:
+    """A model checkpoint: the weights and the card's JSON, written atomically."""
+    atomic_save(state_dict, card.to_json(), path)
+
+
 def load(path: str | os.PathLike[str]) -> Checkpoint:
-    """A model checkpoint, read and validated (``Checkpoint.validate``): safe to build and use."""
+    """A model checkpoint, read and validated (its card, then ``Checkpoint.validate``): safe to use."""
     tensors, meta = read(path)
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: its metadata is not a JSON object")
@@ -246,10 +209,10 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(
             f"{path}: a resume-state file, not a model checkpoint; use best.safetensors or last.safetensors"
         )
-    return Checkpoint(tensors, meta).validate(str(path))
+    return Checkpoint(tensors, ModelCard.from_json(meta, str(path))).validate(str(path))
 
 
-def _newer_pixclass(meta: dict[str, Any]) -> bool:
+def _newer_pixclass(versions: Any) -> bool:
     """Whether the checkpoint says a later pixclass version wrote it (compared as numbers: 0.10 > 0.9)."""
 
     def parts(v: object) -> tuple[int, ...]:
@@ -260,7 +223,7 @@ def _newer_pixclass(meta: dict[str, Any]) -> bool:
         return tuple(out)
 
     try:
-        return parts(meta["versions"]["pixclass"]) > parts(__version__)
+        return parts(versions["pixclass"]) > parts(__version__)
     except (KeyError, TypeError):
         return False
 

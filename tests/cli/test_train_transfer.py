@@ -95,9 +95,9 @@ def test_init_chain_trains_other_classes_and_predicts_from_the_checkpoint_alone(
         ckpt.load(tmp_path / "run2" / "best.safetensors"),
     )
     assert two.classes == ["left", "right"] and two.state_dict["head.weight"].shape == (2, 32)
-    assert two.meta["input_size"] == one.meta["input_size"] == 16
-    assert two.meta["normalization"]["mean"] == one.meta["normalization"]["mean"]
-    cfg = two.meta["train_config"]
+    assert two.card.input_size == one.card.input_size == 16
+    assert list(two.card.preprocess.mean) == list(one.card.preprocess.mean)
+    cfg = two.card.train_config
     assert cfg["init"] == "run1/best.safetensors" and cfg["freeze_epochs"] == 1 and cfg["lr_mult"] == 10.0
 
     (tmp_path / "run1" / "best.safetensors").unlink()  # the new checkpoint must not need the old one
@@ -140,13 +140,11 @@ def test_pretrained_upsamples_grey_data_and_records_the_transform(tmp_path, patt
     )
     assert r.returncode == 0, r.stderr
     c = ckpt.load(tmp_path / "run" / "best.safetensors")
-    assert (
-        c.meta["model"]["name"] == "mobilenet_v2" and c.meta["channels"] == 1 and c.meta["input_size"] == 64
-    )
+    assert c.card.model.name == "mobilenet_v2" and c.card.channels == 1 and c.card.input_size == 64
     norm = imagenet_normalization(1)
-    assert c.meta["normalization"]["mean"] == pytest.approx(norm["mean"])
-    assert c.meta["normalization"]["std"] == pytest.approx(norm["std"])
-    assert c.meta["train_config"]["pretrained"] is True
+    assert list(c.card.preprocess.mean) == pytest.approx(norm["mean"])
+    assert list(c.card.preprocess.std) == pytest.approx(norm["std"])
+    assert c.card.train_config["pretrained"] is True
     r = pixclass(
         tmp_path, "predict", "run/best.safetensors", "d/top", env={"TORCH_HOME": str(tmp_path / "empty")}
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -87,9 +88,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 def test_training_stores_a_temperature_that_predictor_applies(run: SimpleNamespace) -> None:
     c = ckpt.load(run.best)
-    t = c.meta["temperature"]
+    t = c.card.temperature
     assert t != 1.0 and t >= T_MIN
-    pred = Predictor(c.build_model(), c.meta)
+    pred = Predictor(c.build_model(), c.card)
     assert pred.temperature == t
     x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     with torch.no_grad():
@@ -105,25 +106,24 @@ def test_calibrate_cli_refits_and_rewrites_the_checkpoint(
 
     ck = tmp_path / "best.safetensors"
     c = ckpt.load(run.best)
-    c.meta["temperature"] = 1.0
-    ckpt.atomic_save(c.state_dict, c.meta, ck)
+    ckpt.save(c.state_dict, replace(c.card, temperature=1.0), ck)
     copy = tmp_path / "copy.safetensors"
     rc = main(["calibrate", str(ck), str(run.data), "--out", str(copy), "-q"])
-    assert rc == 0 and ckpt.load(ck).meta["temperature"] == 1.0  # --out: the original is untouched
+    assert rc == 0 and ckpt.load(ck).card.temperature == 1.0  # --out: the original is untouched
     rc = main(["calibrate", str(ck), str(run.data), "-q"])
     out = capsys.readouterr().out
     assert rc == 0 and "temperature 1.0000 ->" in out and "ECE" in out
     new = ckpt.load(ck)  # checksum verified: rewritten whole
-    assert new.meta["temperature"] == ckpt.load(copy).meta["temperature"] != 1.0
-    assert new.meta["calibration"]["split"] == "val"
+    assert new.card.temperature == ckpt.load(copy).card.temperature != 1.0
+    assert new.card.calibration["split"] == "val"
     # The validation split rebuilt with the run's settings is the one training fitted on.
-    ds = load_data(run.data, checkpoint_data_config(new.meta, workers=1), progress=False)
+    ds = load_data(run.data, checkpoint_data_config(new.card, workers=1), progress=False)
     manifest = json.loads((run.best.parent / "split_manifest.json").read_text())
     assert sorted(ds.splits["val"].paths) == sorted(manifest["splits"]["val"])
-    pred = Predictor(new.build_model(), new.meta)
+    pred = Predictor(new.build_model(), new.card)
     t = fit_temperature(pred.logits_from_uint8(ds.splits["val"].store), ds.splits["val"].labels)
-    assert new.meta["temperature"] == pytest.approx(t)
-    assert new.meta["temperature"] == pytest.approx(ckpt.load(run.best).meta["temperature"], rel=1e-3)
+    assert new.card.temperature == pytest.approx(t)
+    assert new.card.temperature == pytest.approx(ckpt.load(run.best).card.temperature, rel=1e-3)
 
 
 def test_calibrate_cli_names_a_missing_split(

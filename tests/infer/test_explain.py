@@ -156,13 +156,13 @@ def test_explanations_change_when_the_weights_are_randomized(spots: SimpleNamesp
 
     x, _, boxes = spot_set(30, seed=7)
     c = ckpt.load(spots.ckpt)
-    trained = Predictor(c.build_model(), c.meta)
+    trained = Predictor(c.build_model(), c.card)
     torch.manual_seed(0)
     random_model = c.build_model()
     for m in random_model.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()  # type: ignore[operator]
-    randomized = Predictor(random_model, c.meta)
+    randomized = Predictor(random_model, c.card)
     targets = trained.probs_from_uint8(x).argmax(1)
     for method in ("gradcam", "saliency", "integrated-gradients"):
         a, _, _ = Explainer(trained, method).explain_uint8(x, batch_size=64)
@@ -360,7 +360,7 @@ def test_a_clip_model_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
     log: list[str] = []
     res = train(tmp_path / "clips", cfg, tmp_path / "run", progress=False, log=log.append)
-    assert ckpt.load(res.best).meta.get("sequence"), "expected a clip checkpoint"
+    assert ckpt.load(res.best).card.frames, "expected a clip checkpoint"
     assert not any("warning" in m for m in log), log  # the report was written too
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Worst mistakes" in page and (

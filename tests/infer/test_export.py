@@ -7,16 +7,18 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from pixclass import checkpoint as ckpt
-from pixclass.infer import export as ex
 from pixclass.cli import main
+from pixclass.infer import export as ex
 from pixclass.infer.predictor import Predictor
 
 ort = pytest.importorskip("onnxruntime")
@@ -36,12 +38,12 @@ def _onnx_probs(path: Path, x: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
-def _variant(run: SimpleNamespace, tmp_path: Path, **meta: object) -> Path:
-    """A copy of the run folder whose checkpoint metadata is changed by ``meta``."""
+def _variant(run: SimpleNamespace, tmp_path: Path, **changes: Any) -> Path:
+    """A copy of the run folder whose checkpoint's card is changed by ``changes``."""
     d = tmp_path / "variant"
     shutil.copytree(run.dir, d)
     c = ckpt.load(run.best)
-    ckpt.atomic_save(c.state_dict, {**c.meta, **meta}, d / "best.safetensors")
+    ckpt.save(c.state_dict, replace(c.card, **changes), d / "best.safetensors")
     return d / "best.safetensors"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def test_predict_files_keeps_order_and_reports_broken_files(run, tmp_path):
 def test_temperature_softens_probabilities(run):
     res, unseen = run
     base = Predictor.from_checkpoint(res.best)
-    hot = Predictor(base.model, {**base.meta, "temperature": 10.0})
+    hot = Predictor(base.model, replace(base.card, temperature=10.0))
     img = unseen / "left" / "001.png"
     a, b = base.predict(img), hot.predict(img)
     assert a.label == b.label and b.prob < a.prob

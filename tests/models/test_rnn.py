@@ -219,7 +219,7 @@ def test_rnn_rows_trains_and_round_trips(tmp_path, patterns):
     res = train(root, cfg, tmp_path / "run", progress=False, log=lambda *_: None)
     assert res.history[-1]["val_acc"] >= 0.6  # 4 classes: chance is 0.25
     c = ckpt.load(res.best)
-    assert c.meta["model"]["name"] == "rnn_rows" and "sequence" not in c.meta
+    assert c.card.model.name == "rnn_rows" and c.card.sequence is None
     p = Predictor.from_checkpoint(res.best)
     files = sorted((root / "top").glob("*.png"))[:4]
     pr = p.predict([str(f) for f in files])
@@ -274,9 +274,9 @@ def test_clips_train_evaluate_predict_cli(tmp_path, capsys):
         )
         == 0
     )
-    meta = ckpt.load(run / "best.safetensors").meta
-    assert meta["sequence"]["frames"] == 6 and "natural sort" in meta["sequence"]["order"]
-    assert meta["model"]["name"] == "cnn_rnn" and meta["model"]["kwargs"]["frames"] == 6
+    card = ckpt.load(run / "best.safetensors").card
+    assert card.frames == 6 and card.sequence is not None and "natural sort" in card.sequence["order"]
+    assert card.model.name == "cnn_rnn" and card.model.kwargs["frames"] == 6
     assert json.loads((run / "split_manifest.json").read_text())["frames"] == 6
     capsys.readouterr()
 
@@ -313,9 +313,9 @@ def test_default_model_on_clips_is_cnn_rnn(tmp_path):
         model_kwargs=TINY, epochs=1, batch_size=8, device="cpu", calibrate=False, data=DataConfig(workers=1)
     )
     res = train(root, cfg, tmp_path / "run", progress=False, log=lambda *_: None)
-    spec = ckpt.load(res.best).meta["model"]
-    assert spec["name"] == "cnn_rnn" and spec["kwargs"]["encoder"] == "rescnn"
-    assert spec["kwargs"]["encoder_kwargs"] == TINY and spec["kwargs"]["frames"] == 3
+    spec = ckpt.load(res.best).card.model
+    assert spec.name == "cnn_rnn" and spec.kwargs["encoder"] == "rescnn"
+    assert spec.kwargs["encoder_kwargs"] == TINY and spec.kwargs["frames"] == 3
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pixclass import checkpoint as ckpt
+from pixclass.card import ModelCard
 from pixclass.errors import CheckpointError
 from pixclass.models import create_model
 from pixclass.train.finetune import (
@@ -80,20 +81,20 @@ def _fake_checkpoint(model: torch.nn.Module, classes: list[str]) -> ckpt.Checkpo
         "input_size": spec["input_size"],
         "normalization": {"mean": [0.3], "std": [0.2]},
     }
-    return ckpt.Checkpoint(model.state_dict(), meta)
+    return ckpt.Checkpoint(model.state_dict(), ModelCard.from_json(meta))
 
 
 def test_a_checkpoint_starts_a_model_for_other_classes_with_its_body(tmp_path: Path):
     torch.manual_seed(0)
     old = create_model("rescnn", 5, 1, 16, **TINY)
     c = _fake_checkpoint(old, list("abcde"))
-    ckpt.atomic_save(c.state_dict, c.meta, tmp_path / "best.safetensors")
+    ckpt.save(c.state_dict, c.card, tmp_path / "best.safetensors")
     new, reinit = model_from_checkpoint(ckpt.load(tmp_path / "best.safetensors"), num_classes=2)
     assert reinit == ["head.weight", "head.bias"]
     assert new.head.out_features == 2 and new.pixclass_spec["kwargs"] == TINY
     so, sn = old.state_dict(), new.state_dict()
     assert all(torch.equal(so[k], sn[k]) for k in sn if not k.startswith("head."))
-    assert recipe_from_checkpoint(c.meta) == {
+    assert recipe_from_checkpoint(c.card) == {
         "image_size": 16,
         "channels": 1,
         "normalization": {"mean": [0.3], "std": [0.2]},

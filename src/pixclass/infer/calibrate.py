@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
+from ..card import ModelCard
 from ..data.dataset import load_data
 from ..data.settings import DataConfig
 from ..errors import DataError
@@ -78,15 +79,13 @@ def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature:
     return out
 
 
-def checkpoint_data_config(meta: dict[str, Any], **override: Any) -> DataConfig:
+def checkpoint_data_config(card: ModelCard, **override: Any) -> DataConfig:
     """The DataConfig a checkpoint was trained with, at its input size and channels: loading the same
     DATA with it reproduces the run's split (same fractions and seed)."""
-    d = dict(meta.get("train_config", {}).get("data", {}))
+    d = dict(card.train_config.get("data", {}))
     known = set(DataConfig.__dataclass_fields__)
     kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-    kw.update(image_size=int(meta["input_size"]), channels=int(meta["channels"]))
-    if "background" in meta.get("eval_transform", {}):
-        kw["background"] = tuple(meta["eval_transform"]["background"])
+    kw.update(image_size=card.input_size, channels=card.channels, background=card.preprocess.background)
     return replace(DataConfig(**kw), **override)
 
 
@@ -102,8 +101,8 @@ def calibrate_checkpoint(
     copy instead). The split is rebuilt with the run's own settings, so a plain folder gives back the
     validation images the model was not trained on."""
     c = ckpt.load(checkpoint)
-    pred = Predictor(c.build_model(), c.meta, device)
-    ds = load_data(data, checkpoint_data_config(c.meta), progress=progress, for_training=False)
+    pred = Predictor(c.build_model(), c.card, device)
+    ds = load_data(data, checkpoint_data_config(c.card), progress=progress, for_training=False)
     if split not in ds.splits or len(ds.splits[split]) == 0:
         raise DataError(
             f"{data}: no {split!r} split to calibrate on (it has: {', '.join(ds.splits)}); pick one with --split"
@@ -117,14 +116,13 @@ def calibrate_checkpoint(
     remap = torch.tensor([pred.classes.index(k) for k in ds.classes], dtype=torch.long)
     logits = pred.logits_from_uint8(sd.store)
     labels = remap[sd.labels]
-    old = float(c.meta.get("temperature", 1.0))
+    old = c.card.temperature
     t = fit_temperature(logits, labels)
     summary = calibration_summary(logits, labels, t)
     summary.update(previous_temperature=old, split=split, data=str(data))
-    c.meta["temperature"] = t
-    c.meta["calibration"] = {"split": split, "n": len(labels), "data": str(data)}
+    card = replace(c.card, temperature=t, calibration={"split": split, "n": len(labels), "data": str(data)})
     target = Path(out) if out is not None else Path(checkpoint)
-    ckpt.atomic_save(c.state_dict, c.meta, target)
+    ckpt.save(c.state_dict, card, target)
     summary["checkpoint"] = str(target)
     return summary
 

@@ -116,7 +116,7 @@ def split_images(
     except PixclassError as e:
         raise DataError(f"the run's data {data} is not reachable ({e})") from e
     if isinstance(listing, dict):  # built-in arrays: the split exactly as in training
-        sd = load_data(src, checkpoint_data_config(pred.meta), progress=False).splits[split]
+        sd = load_data(src, checkpoint_data_config(pred.card), progress=False).splits[split]
         idx = _evenly(len(sd), n)
         return sd.store.take(torch.from_numpy(idx)), sd.labels[idx]
     label_of = {
@@ -252,8 +252,8 @@ def describe(pred: Predictor, exporter: str) -> dict[str, str]:
         "background": json.dumps(list(pred.background)),
         "temperature": repr(pred.temperature),
         "tta": "hflip" if pred.tta else "none",
-        "model": str(pred.meta.get("model", {}).get("name", "")),
-        "metrics": json.dumps(pred.meta.get("metrics", {})),
+        "model": pred.card.model.name,
+        "metrics": json.dumps(dict(pred.card.metrics)),
         "pixclass_version": __version__,
         "exporter": exporter,
         **({"frames": str(pred.frames)} if pred.frames else {}),

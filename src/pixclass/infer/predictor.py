@@ -7,7 +7,7 @@
 Every input goes through the one eval transform (``data.decode.eval_transform``) that built the
 training cache, so a file predicted here is preprocessed exactly as it was during evaluation.
 
-A checkpoint of a clip model (``meta["sequence"]``) predicts clips instead: a sample folder of frames,
+A checkpoint of a clip model (``card.sequence``) predicts clips instead: a sample folder of frames,
 an animated image file (GIF, WebP...) or an array of frames, each made into T frames by the training
 rules (``data.sequences.read_clip``).
 """
@@ -27,7 +27,8 @@ import torch
 from PIL import Image
 
 from .. import checkpoint as ckpt
-from ..data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, eval_transform, is_image_file
+from ..card import ModelCard
+from ..data.decode import DecodeError, decode_file, eval_transform, is_image_file
 from ..data.sequences import decode_clip, read_clip
 from ..device import pick_device
 from ..errors import ConfigError
@@ -62,13 +63,13 @@ class Predictor:
     """A trained model ready to predict: the checkpoint's eval transform, normalisation, temperature and
     test-time augmentation, run by ``backend``: ``auto`` (onnxruntime on the CPU when installed and the
     model exports faithfully, else PyTorch), ``torch`` or ``onnxruntime``. ``tta`` None follows the
-    checkpoint (``meta["tta"]``, chosen on the validation split at training time); True/False force it.
+    checkpoint (``card.tta``, chosen on the validation split at training time); True/False force it.
     ``model`` stays the plain PyTorch module (explanations use it)."""
 
     def __init__(
         self,
         model: torch.nn.Module,
-        meta: dict[str, Any],
+        card: ModelCard,
         device: str | torch.device = "cpu",
         backend: str = "auto",
         tta: bool | None = None,
@@ -77,24 +78,22 @@ class Predictor:
             raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
-        self.meta = meta
-        self.classes: list[str] = list(meta["classes"])
-        self.size: int = int(meta["input_size"])
-        self.channels: int = int(meta["channels"])
-        self.background = tuple(meta.get("eval_transform", {}).get("background", DEFAULT_BACKGROUND))
-        self.mean = torch.tensor(meta["normalization"]["mean"], device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(meta["normalization"]["std"], device=self.device).view(1, -1, 1, 1)
-        self.temperature = float(meta.get("temperature", 1.0))
-        self.frames: int | None = (
-            meta["sequence"]["frames"] if meta.get("sequence") else None
-        )  # clip models: T
-        self.tta = meta.get("tta") == "hflip" if tta is None else bool(tta)
+        self.card = card
+        self.classes: list[str] = list(card.classes)
+        self.size: int = card.input_size
+        self.channels: int = card.channels
+        self.background = card.preprocess.background
+        self.mean = torch.tensor(card.preprocess.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(card.preprocess.std, device=self.device).view(1, -1, 1, 1)
+        self.temperature = card.temperature
+        self.frames: int | None = card.frames  # clip models: T
+        self.tta = card.tta == "hflip" if tta is None else bool(tta)
         # uint8 in, logits out: normalisation (and test-time flip) inside the module that the runtime runs
         self.net = Normalized(FlipTTA(self.model) if self.tta else self.model, self.mean, self.std).eval()
         self.backend_requested = backend
         self._runtime: Any = None
         # Run in the memory format the model trained in: faster on CPU, and the same numbers as training.
-        self.channels_last = bool(meta.get("train_config", {}).get("channels_last")) and not self.frames
+        self.channels_last = card.channels_last
 
     @classmethod
     def from_checkpoint(
@@ -105,7 +104,7 @@ class Predictor:
         tta: bool | None = None,
     ) -> Predictor:
         c = ckpt.load(path)
-        return cls(c.build_model(), c.meta, device, backend, tta)
+        return cls(c.build_model(), c.card, device, backend, tta)
 
     @property
     def runtime(self) -> Any:

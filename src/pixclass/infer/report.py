@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from .. import checkpoint as ckpt
+from ..card import ModelCard
 from ..data.dataset import load_data
 from ..errors import DataError, ExplainError
 from ..files import atomic_write_bytes
@@ -59,7 +60,7 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, float]]:
         ]
 
 
-def _load_run_data(run: Path, meta: dict[str, Any], data: str | None) -> Any:
+def _load_run_data(run: Path, card: ModelCard, data: str | None) -> Any:
     """The run's dataset, split exactly as in training (see the module notes)."""
     manifest_path = run / "split_manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -67,7 +68,7 @@ def _load_run_data(run: Path, meta: dict[str, Any], data: str | None) -> Any:
     if not src:
         raise DataError(f"{run}: no split_manifest.json naming the data; give it with --data DATA")
     try:
-        return load_data(src, checkpoint_data_config(meta), progress=False, for_training=False)
+        return load_data(src, checkpoint_data_config(card), progress=False, for_training=False)
     except DataError as e:
         raise DataError(f"{e} (the data of run {run}; if it moved, give it with --data DATA)") from e
 
@@ -153,11 +154,11 @@ def build_report(
             f"{run}: no best.safetensors or last.safetensors; is this a run folder (`pixclass train --out`)?"
         )
     c = ckpt.load(best)
-    meta = c.meta
-    classes: list[str] = list(meta["classes"])
+    card = c.card
+    classes: list[str] = list(card.classes)
     history = read_history(run / "metrics.csv")
     if ds is None:
-        ds = _load_run_data(run, meta, data)
+        ds = _load_run_data(run, card, data)
     notes: list[str] = []
     if ds.classes != classes:
         raise DataError(
@@ -171,13 +172,12 @@ def build_report(
 
     parts: list[str] = []
     title = f"pixclass run {run.resolve().name}"
-    spec = meta["model"]
-    clip = f"{meta['sequence']['frames']} frames × " if meta.get("sequence") else ""
+    clip = f"{card.frames} frames × " if card.frames else ""
     parts.append(
-        f"<h1>{html.escape(title)}</h1><p class='sub'>model <b>{html.escape(spec['name'])}</b> · "
-        f"{len(classes)} classes · input {clip}{meta['channels']}×{meta['input_size']}×{meta['input_size']} · "
-        f"temperature {float(meta.get('temperature', 1.0)):.3f} · "
-        f"test-time flip {'on' if meta.get('tta') == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
+        f"<h1>{html.escape(title)}</h1><p class='sub'>model <b>{html.escape(card.model.name)}</b> · "
+        f"{len(classes)} classes · input {clip}{card.channels}×{card.input_size}×{card.input_size} · "
+        f"temperature {card.temperature:.3f} · "
+        f"test-time flip {'on' if card.tta == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
         f"written {time.strftime('%Y-%m-%d %H:%M')}</p>"
     )
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
@@ -218,7 +218,7 @@ def build_report(
             "calibration or mistakes to show.</p>"
         )
     else:
-        pred = Predictor(c.build_model(), meta, device)
+        pred = Predictor(c.build_model(), card, device)
         sd = ds.splits[split]
         logits = pred.logits_from_uint8(sd.store)
         labels = sd.labels.numpy()
@@ -277,7 +277,7 @@ def build_report(
     cfg_text = (
         (run / "config.yaml").read_text()
         if (run / "config.yaml").is_file()
-        else json.dumps(meta.get("train_config", {}), indent=1)
+        else json.dumps(dict(card.train_config), indent=1)
     )
     parts.append(f"<pre>{html.escape(cfg_text)}</pre>")
     parts.append("<h2>Timing</h2>")
@@ -293,7 +293,7 @@ def build_report(
                 float(history[-1].get("train_img_per_s", float("nan"))),
             ],
         ]
-    rows += [[f"version of {k}", v] for k, v in meta.get("versions", {}).items()]
+    rows += [[f"version of {k}", v] for k, v in card.versions.items()]
     rows.append(["report built in (s)", float(time.perf_counter() - t_start)])
     parts.append(_table(["", ""], rows))
 

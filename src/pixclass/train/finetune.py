@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from ..card import ModelCard
 from ..checkpoint import Checkpoint
 from ..data.settings import DataConfig
 from ..errors import CheckpointError, ConfigError
@@ -93,10 +94,11 @@ def model_from_checkpoint(
     """The checkpoint's architecture (same name, arguments and channels; its input size unless
     ``input_size`` is given) for ``num_classes`` classes: every tensor but the classifier's is loaded,
     the classifier is new. Returns (model, the re-initialised parameter names)."""
-    spec = c.meta["model"]
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
-    model = create_model(spec["name"], num_classes, spec["in_chans"], input_size or spec["input_size"], **kw)
-    return model, init_from_checkpoint(model, c.state_dict, spec["name"])
+    spec = c.card.model
+    model = create_model(
+        spec.name, num_classes, spec.in_chans, input_size or spec.input_size, **spec.create_kwargs()
+    )
+    return model, init_from_checkpoint(model, c.state_dict, spec.name)
 
 
 def init_from_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
@@ -117,16 +119,13 @@ def init_from_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], sourc
     return [k for k in own if _is_head(k, head)]
 
 
-def recipe_from_checkpoint(meta: dict[str, Any]) -> dict[str, Any]:
+def recipe_from_checkpoint(card: ModelCard) -> dict[str, Any]:
     """What the data must look like for a model started from this checkpoint: its input size,
     channels and normalisation (the body learnt on exactly those)."""
     return {
-        "image_size": int(meta["input_size"]),
-        "channels": int(meta["channels"]),
-        "normalization": {
-            "mean": list(meta["normalization"]["mean"]),
-            "std": list(meta["normalization"]["std"]),
-        },
+        "image_size": card.input_size,
+        "channels": card.channels,
+        "normalization": {"mean": list(card.preprocess.mean), "std": list(card.preprocess.std)},
     }
 
 
@@ -151,15 +150,13 @@ def data_config(cfg: TrainConfig) -> DataConfig:
     channels unless the config says otherwise (its body learnt on those)."""
     if cfg.init is None:
         return cfg.data
-    meta = ckpt.load(cfg.init).meta
-    if cfg.data.channels is not None and cfg.data.channels != meta["channels"]:
+    card = ckpt.load(cfg.init).card
+    if cfg.data.channels is not None and cfg.data.channels != card.channels:
         raise ConfigError(
-            f"--init {cfg.init}: the checkpoint's model reads {meta['channels']}-channel images; drop --channels "
+            f"--init {cfg.init}: the checkpoint's model reads {card.channels}-channel images; drop --channels "
             f"{cfg.data.channels} (grey and colour data both convert)"
         )
-    return replace(
-        cfg.data, image_size=cfg.data.image_size or int(meta["input_size"]), channels=int(meta["channels"])
-    )
+    return replace(cfg.data, image_size=cfg.data.image_size or card.input_size, channels=card.channels)
 
 
 def start_model(
@@ -171,9 +168,9 @@ def start_model(
         c = ckpt.load(cfg.init)
         model, _ = model_from_checkpoint(c, num_classes, input_size)
         log(
-            f"--init: {c.meta['model']['name']} body from {cfg.init} ({len(c.classes)} classes there), new head for {num_classes}"
+            f"--init: {c.card.model.name} body from {cfg.init} ({len(c.classes)} classes there), new head for {num_classes}"
         )
-        return model, recipe_from_checkpoint(c.meta)["normalization"]
+        return model, recipe_from_checkpoint(c.card)["normalization"]
     model = build_pretrained(cfg.model, num_classes, in_chans, input_size, weights=cfg.weights)
     log(f"{cfg.model}: body from {cfg.weights or 'ImageNet weights'}, new head for {num_classes} classes")
     return model, imagenet_normalization(in_chans)

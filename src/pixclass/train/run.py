@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -71,22 +72,23 @@ def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, dev
     val = ds.splits["val"]
     c = ckpt.load(path)
     model = c.build_model().to(device)
-    mean = torch.tensor(c.meta["normalization"]["mean"], device=device)
-    std = torch.tensor(c.meta["normalization"]["std"], device=device)
+    mean = torch.tensor(c.card.preprocess.mean, device=device)
+    std = torch.tensor(c.card.preprocess.std, device=device)
     logits = predict_logits(model, val.store, mean, std, device, cfg.channels_last)
     acc = float((logits.argmax(1) == val.labels).float().mean())
     msg = f"validation accuracy {acc:.4f}"
-    c.meta["tta"] = None
+    tta = None
     if cfg.augment.hflip > 0:
         both = predict_logits(model, val.store, mean, std, device, cfg.channels_last, tta=True)
         acc_flip = float((both.argmax(1) == val.labels).float().mean())
         if acc_flip > acc:
-            c.meta["tta"], logits = "hflip", both
-        msg += f", {acc_flip:.4f} with test-time flip ({'on' if c.meta['tta'] else 'off'})"
+            tta, logits = "hflip", both
+        msg += f", {acc_flip:.4f} with test-time flip ({'on' if tta else 'off'})"
+    card = replace(c.card, tta=tta)
     if cfg.calibrate:
-        c.meta["temperature"] = t = fit_temperature(logits, val.labels)
-        msg += f"; temperature {t:.3f}"
-    ckpt.atomic_save(c.state_dict, c.meta, path)
+        card = replace(card, temperature=fit_temperature(logits, val.labels))
+        msg += f"; temperature {card.temperature:.3f}"
+    ckpt.save(c.state_dict, card, path)
     return msg
 
 

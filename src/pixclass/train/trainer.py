@@ -29,6 +29,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .. import checkpoint as ckpt
+from ..card import ModelCard, ModelSpec, Preprocess
 from ..config import TrainConfig, save_yaml
 from ..data.augment import BatchAugment
 from ..data.dataset import Dataset, SplitData, split_channel_stats
@@ -582,10 +583,10 @@ def end_epoch(
     if not main:
         return
     weights = parts.eval_model.state_dict()
-    meta = model_meta(parts.eval_model, ds, parts.mean, parts.std, cfg, {k: float(v) for k, v in row.items()})
-    ckpt.atomic_save(weights, meta, run / "last.safetensors")
+    card = model_card(parts.eval_model, ds, parts.mean, parts.std, cfg, {k: float(v) for k, v in row.items()})
+    ckpt.save(weights, card, run / "last.safetensors")
     if improved or tied or (finite and not (run / "best.safetensors").exists()):
-        ckpt.atomic_save(weights, meta, run / "best.safetensors")
+        ckpt.save(weights, card, run / "best.safetensors")
     save_resume(
         run / "resume.safetensors",
         parts.model,
@@ -605,48 +606,29 @@ def should_stop_early(state: LoopState, cfg: TrainConfig, epoch: int) -> bool:
     return cfg.patience is not None and state.since_best >= cfg.patience and epoch + 1 < cfg.epochs
 
 
-def model_meta(
+def model_card(
     model: nn.Module,
     ds: Dataset,
     mean: torch.Tensor,
     std: torch.Tensor,
     cfg: TrainConfig,
     metrics: dict[str, Any],
-    temperature: float = 1.0,
-) -> dict[str, Any]:
-    """The JSON a checkpoint carries: enough to rebuild and use the model with nothing else."""
+) -> ModelCard:
+    """The card a checkpoint carries: enough to rebuild and use the model with nothing else. The
+    test-time flip and the temperature are chosen after training (``run.finish_checkpoint``)."""
     spec = dict(model.pixclass_spec)  # type: ignore[arg-type]
-    spec["kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in spec["kwargs"].items()}
-    return {
-        "kind": "model",
-        "model": spec,
-        "classes": ds.classes,
-        "channels": ds.channels,
-        "input_size": ds.image_size,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist(), "scale": 1 / 255},
-        "eval_transform": {
-            "steps": [
-                "decode first frame",
-                "EXIF orientation",
-                "composite alpha on background",
-                "to channels",
-                "resize shorter side (bicubic, antialiased)",
-                "centre crop",
-                "to [0,1]",
-                "normalize",
-            ],
-            "size": ds.image_size,
-            "channels": ds.channels,
-            "background": list(cfg.data.background),
-        },
-        "temperature": temperature,
-        "tta": None,  # "hflip": test-time flip, chosen on the validation split after training
-        "train_config": ckpt.jsonable(cfg.to_dict()),
-        "metrics": metrics,
-        "data": {"source": ds.source.name, "n": {k: len(v) for k, v in ds.splits.items()}},
-        "versions": ckpt.versions(),
-        **({"sequence": sequence_meta(ds.frames)} if ds.frames else {}),  # clips: frame count, order rule
-    }
+    return ModelCard(
+        model=ModelSpec(
+            spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], spec["kwargs"]
+        ),
+        classes=tuple(ds.classes),
+        preprocess=Preprocess(tuple(mean.tolist()), tuple(std.tolist()), tuple(cfg.data.background)),  # type: ignore[arg-type]
+        train_config=ckpt.jsonable(cfg.to_dict()),
+        metrics=metrics,
+        data={"source": ds.source.name, "n": {k: len(v) for k, v in ds.splits.items()}},
+        versions=ckpt.versions(),
+        sequence=sequence_meta(ds.frames) if ds.frames else None,  # clips: frame count, order rule
+    )
 
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
