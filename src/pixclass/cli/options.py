@@ -139,6 +139,13 @@ def add_data_options(p: argparse.ArgumentParser, splitting: bool = False) -> Non
         type=int_in(1, 4096),
         help="sequences: frames per clip, sampled uniformly; shorter clips repeat their last frame (default: the median clip length, at most 32)",
     )
+    g.add_argument(
+        "--task",
+        choices=("auto", "multiclass", "multilabel"),
+        help="multilabel: a CSV whose label cells list any number of labels joined by ';' (or one 0/1 "
+        "column per label); an empty cell is an image with no label. multiclass: one label per row "
+        "(default: auto = multilabel when any row holds more than one label)",
+    )
     if splitting:
         g.add_argument(
             "--val-fraction",
@@ -160,6 +167,7 @@ DATA_OPTIONS = (
     "workers",
     "kind",
     "frames",
+    "task",
     "val_fraction",
     "test_fraction",
     "split_seed",

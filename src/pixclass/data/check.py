@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..train.recipe import IMBALANCE_RATIO
 from .cache import decode_all, probe_all
+from .multilabel import RARE_LABEL, label_stats
 from .sequences import load_clips
 from .settings import DataConfig, choose_size_channels
 from .sources import DataError, Source, as_sequences, is_sequence_source, open_source
@@ -49,6 +50,8 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     frames: dict[str, Any] | None = None  # sequences: frames per sample (min/median/max, counts) and T used
     skipped_samples: list[str] = field(default_factory=list)  # sequences: samples with a broken frame
+    task: str = "multiclass"
+    labels: dict[str, Any] | None = None  # multi-label: data.multilabel.label_stats of the usable images
 
     @property
     def ok(self) -> bool:
@@ -76,6 +79,8 @@ class CheckReport:
                 if self.frames is not None
                 else {}
             ),
+            "task": self.task,
+            **({"labels": self.labels} if self.labels is not None else {}),
         }
 
     def render(self) -> str:
@@ -86,9 +91,11 @@ class CheckReport:
         w = max((len(c) for c in self.classes), default=5)
         for split, counts in self.splits.items():
             lines.append(f"  split {split}: {sum(counts.values())} {unit}")
-        lines.append(f"  {unit} per class:")
+        lines.append(f"  {unit} per {'label' if self.labels is not None else 'class'}:")
         for c, n in self.classes.items():
             lines.append(f"    {c:<{w}}  {n}")
+        if self.labels is not None:
+            lines += _render_labels(self.labels)
         if self.sizes:
             top = ", ".join(f"{k} ({v})" for k, v in list(self.sizes.items())[:5])
             lines.append(f"  sizes: {top}{' ...' if len(self.sizes) > 5 else ''}")
@@ -124,6 +131,21 @@ class CheckReport:
         return "\n".join(lines)
 
 
+def _render_labels(st: dict[str, Any]) -> list[str]:
+    """The multi-label lines of the text report."""
+    per = ", ".join(f"{k} label(s): {v}" for k, v in st["labels_per_image"].items())
+    lines = [f"  multi-label: images by number of labels: {per}"]
+    if st["co_occurrence"]:
+        lines.append("  labels seen together most (images):")
+        lines += [f"    {p['labels'][0]} + {p['labels'][1]}: {p['images']}" for p in st["co_occurrence"]]
+    if st["rare"]:
+        lines.append(
+            f"  rare labels (fewer than {RARE_LABEL} images): {', '.join(st['rare'])}; training "
+            "up-weights their positives (pos_weight), but add images if you can"
+        )
+    return lines
+
+
 #: Below this many images a class is hard to learn and its share of a 10% validation split is one or two
 #: images, so its accuracy there says little.
 FEW_IMAGES = 20
@@ -152,6 +174,36 @@ def class_count_warnings(classes: dict[str, int]) -> list[str]:
     return out
 
 
+def _key(label: Any) -> int | tuple[int, ...]:
+    """A hashable label: the class index, or (multi-label) the indices of the labels an image holds."""
+    arr = np.asarray(label)
+    return int(arr) if arr.ndim == 0 else tuple(int(k) for k in np.flatnonzero(arr))
+
+
+def _name(key: int | tuple[int, ...], classes: list[str]) -> str:
+    if isinstance(key, tuple):
+        return ";".join(classes[k] for k in key) or "no label"
+    return classes[key]
+
+
+def _per_class(counts: Counter[Any], classes: list[str]) -> dict[str, int]:
+    """Usable images per class (multi-label: per label) from counts keyed by ``_key``."""
+    out = dict.fromkeys(classes, 0)
+    for key, n in counts.items():
+        for k in key if isinstance(key, tuple) else (key,):
+            out[classes[k]] += n
+    return out
+
+
+def _label_block(counts: Counter[Any], classes: list[str]) -> dict[str, Any]:
+    """``label_stats`` of the usable images, rebuilt from their label sets."""
+    keys = list(counts)
+    y = np.zeros((len(keys), len(classes)), np.int64)
+    for i, key in enumerate(keys):
+        y[i, list(key)] = 1
+    return label_stats(np.repeat(y, [counts[k] for k in keys], axis=0), classes)
+
+
 def _file_hash(path: str) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -166,11 +218,11 @@ def check_data(
     quarantine: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> CheckReport:
-    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind)
+    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind, cfg.task)
     names = list(src.splits)
-    per_split: dict[str, Counter[int]] = {s: Counter() for s in names}
+    per_split: dict[str, Counter[Any]] = {s: Counter() for s in names}
     broken: list[dict[str, str]] = []
-    groups: dict[str, list[tuple[str, int, str]]] = defaultdict(list)  # hash -> (id, label, split)
+    groups: dict[str, list[tuple[str, Any, str]]] = defaultdict(list)  # hash -> (id, label, split)
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     bad_abs: list[tuple[str, str]] = []
@@ -187,15 +239,15 @@ def check_data(
             assert imgs is not None
             sizes[f"{imgs.shape[-1]}x{imgs.shape[-2]}"] += len(sp)
             modes["L" if imgs.shape[1] == 1 else "RGB"] += len(sp)
-            per_split[s].update(sp.labels.tolist())
+            per_split[s].update(_key(lab) for lab in sp.labels)
             flat = np.ascontiguousarray(imgs.reshape(len(sp), -1))
             for i in range(len(sp)):
                 groups[hashlib.blake2b(flat[i].tobytes(), digest_size=16).hexdigest()].append(
-                    (f"{s}:{i}", int(sp.labels[i]), s)
+                    (f"{s}:{i}", _key(sp.labels[i]), s)
                 )
     else:
         entries = [
-            (p, int(lab), s)
+            (p, _key(lab), s)
             for s, sp in src.splits.items()
             for p, lab in zip(sp.paths or [], sp.labels, strict=True)
         ]
@@ -226,13 +278,15 @@ def check_data(
                 except OSError:
                     pass
 
-    total: Counter[int] = Counter()
+    total: Counter[Any] = Counter()
     for c in per_split.values():
         total.update(c)
-    classes = {name: total.get(i, 0) for i, name in enumerate(src.classes)}
+    classes = _per_class(total, src.classes)
     dup = [g for g in groups.values() if len(g) > 1]
     duplicates = [[x[0] for x in g] for g in dup]
-    conflicting = [[f"{x[0]} ({src.classes[x[1]]})" for x in g] for g in dup if len({x[1] for x in g}) > 1]
+    conflicting = [
+        [f"{x[0]} ({_name(x[1], src.classes)})" for x in g] for g in dup if len({x[1] for x in g}) > 1
+    ]
     # folder paths already start with their split folder; CSV rows name their split after the path
     cross = (
         [
@@ -249,7 +303,7 @@ def check_data(
         problems.append(
             "no usable images (expected DATA/<class>/<image files>, a path,label CSV, or fashion-mnist)"
         )
-    elif len(classes) < 2:
+    elif len(classes) < 2 and src.task == "multiclass":
         problems.append(
             f"only {len(classes)} class ({', '.join(classes)}); a classifier needs at least 2 class folders"
         )
@@ -261,18 +315,25 @@ def check_data(
     warnings = []
     if src.has_splits and "train" in per_split and sum(per_split["train"].values()) == 0:
         problems.append("the train split has no usable image")
+    elif src.task == "multilabel" and src.has_splits and "train" in per_split:
+        in_train = _per_class(per_split["train"], src.classes)
+        absent = [c for c, n in in_train.items() if n == 0 and classes[c] > 0]
+        if absent:
+            problems.append(
+                f"label(s) with no training image: {', '.join(absent)}; add training images holding them"
+            )
     if src.skipped_links:
         warnings.append(
             f"did not follow {len(src.skipped_links)} symlink(s) to files or folders read already, or back "
             f"up the tree (e.g. {src.skipped_links[0]}): every file counts once"
         )
-    warnings += class_count_warnings(classes)
+    warnings += class_count_warnings(classes) if src.task == "multiclass" else []
 
     report = CheckReport(
         data=src.name,
         kind=src.kind,
         classes=classes,
-        splits={s: {name: per_split[s].get(i, 0) for i, name in enumerate(src.classes)} for s in names},
+        splits={s: _per_class(per_split[s], src.classes) for s in names},
         broken=broken,
         duplicates=duplicates,
         conflicting_duplicates=conflicting,
@@ -284,6 +345,8 @@ def check_data(
         warnings=warnings,
         frames=frames_info,
         skipped_samples=skipped,
+        task=src.task,
+        labels=_label_block(total, src.classes) if src.task == "multilabel" else None,
     )
     if quarantine is not None and bad_abs:
         report.quarantined = quarantine_files(bad_abs, src, Path(quarantine))
@@ -296,7 +359,7 @@ def _check_clips(
     progress: bool,
     per_split: dict[str, Counter[int]],
     broken: list[dict[str, str]],
-    groups: dict[str, list[tuple[str, int, str]]],
+    groups: dict[str, list[tuple[str, Any, str]]],
     sizes: Counter[str],
     modes: Counter[str],
     bad_abs: list[tuple[str, str]],

@@ -22,6 +22,7 @@ from PIL import Image
 from .augment import channel_stats
 from .cache import ImageStore, decode_all, probe_all
 from .decode import DecodeError
+from .multilabel import iterative_split
 from .sequences import load_clips
 from .settings import DataConfig, array_size_channels, choose_size_channels
 from .sources import DataError, Source, as_sequences, is_sequence_source, open_source
@@ -33,7 +34,7 @@ T = TypeVar("T")
 @dataclass
 class SplitData:
     store: ImageStore  # (N, C, S, S) uint8; (N, T, C, S, S) for sequences
-    labels: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64; multi-label: (N, K) uint8 multi-hot
     paths: list[str] | None  # relative to the source root (sample folders for sequences); None for arrays
 
     def __len__(self) -> int:
@@ -51,8 +52,17 @@ class Dataset:
     manifest: dict = field(default_factory=dict)
     frames: int | None = None  # T of a sequence dataset (stores are (N, T, C, S, S)); None for images
 
+    @property
+    def task(self) -> str:
+        """ "multiclass", or "multilabel" (labels are (N, K) multi-hot, ``classes`` the label names)."""
+        return self.source.task
+
     def counts(self, split: str) -> dict[str, int]:
-        c = Counter(self.splits[split].labels.tolist())
+        """Images per class (multi-label: images holding each label)."""
+        labels = self.splits[split].labels
+        if labels.ndim == 2:
+            return {name: int(n) for name, n in zip(self.classes, labels.sum(0).tolist(), strict=True)}
+        c = Counter(labels.tolist())
         return {name: c.get(i, 0) for i, name in enumerate(self.classes)}
 
     def split(self, name: str) -> SplitData:
@@ -94,12 +104,17 @@ def load_data(
 ) -> Dataset:
     """``for_training``: refuse data that ``pixclass data check`` calls untrainable (one class, or a
     class without a usable image). Evaluation passes False: measuring a model on one class is fine."""
-    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind)
+    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind, cfg.task)
     if len(src.classes) == 0:
         raise DataError(
             f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>"
         )
-    if for_training and len(src.classes) == 1 and any(len(s) for s in src.splits.values()):
+    if (
+        for_training
+        and src.task == "multiclass"
+        and len(src.classes) == 1
+        and any(len(s) for s in src.splits.values())
+    ):
         raise DataError(
             f"{src.name}: only one class ({src.classes[0]}); a classifier needs at least 2 -- "
             "add a folder (or CSV label) per class"
@@ -160,7 +175,8 @@ def load_data(
             fr["val"] = cfg.val_fraction
         if base == "all" and "test" not in arrays and cfg.test_fraction > 0:
             fr["test"] = cfg.test_fraction
-        parts = stratified_split(labels, fr, seed) if fr else {"train": np.arange(len(labels))}
+        splitter = iterative_split if src.task == "multilabel" else stratified_split
+        parts = splitter(labels, fr, seed) if fr else {"train": np.arange(len(labels))}
         for name, idx in parts.items():
             sub_paths = [paths[i] for i in idx] if paths is not None else None
             splits[name] = SplitData(
@@ -173,7 +189,9 @@ def load_data(
         raise DataError(
             f"{src.name}: no usable training image (every file is broken, or the train split is empty)"
         )
-    if for_training:
+    if for_training and src.task == "multilabel":
+        _check_labels_in_train(src, splits)
+    elif for_training:
         usable = Counter(int(i) for sd in splits.values() for i in sd.labels.tolist())
         empty = [c for i, c in enumerate(src.classes) if usable[i] == 0]
         if empty:
@@ -185,6 +203,7 @@ def load_data(
     manifest = {
         "data": src.name,
         "classes": src.classes,
+        "task": src.task,
         "split_seed": seed,
         "fractions": {"val": cfg.val_fraction, "test": cfg.test_fraction},
         "image_size": size,
@@ -201,6 +220,21 @@ def load_data(
     return ds
 
 
+def _check_labels_in_train(src: Source, splits: dict[str, SplitData]) -> None:
+    """Every label needs a training image that holds it: a label seen only in val or test cannot be
+    learnt, and would score as a certain miss."""
+    have = splits["train"].labels.sum(0) > 0
+    missing = [c for c, ok in zip(src.classes, have.tolist(), strict=True) if not ok]
+    if missing:
+        gone = torch.nonzero(~have).flatten()
+        elsewhere = [s for s, sd in splits.items() if s != "train" and bool(sd.labels[:, gone].any())]
+        raise DataError(
+            f"{src.name}: label(s) with no training image: {', '.join(missing)}"
+            f"{' (found only in ' + ', '.join(elsewhere) + ')' if elsewhere else ''}; add training images "
+            "holding them, or drop them from the label cells"
+        )
+
+
 #: Images (frames for clips) that estimate a training set's channel mean and std.
 STATS_SAMPLE = 20_000
 
@@ -214,6 +248,15 @@ def split_channel_stats(split: SplitData, frames: int | None) -> tuple[torch.Ten
     return channel_stats(split.store.take(pick))
 
 
+def _sample_name(classes: list[str], label: torch.Tensor) -> str:
+    """A file-name part for an image's class (multi-label: its labels joined by '+', or 'none')."""
+    if label.ndim == 0:
+        names = [classes[int(label)]]
+    else:
+        names = [classes[k] for k in torch.nonzero(label).flatten().tolist()] or ["none"]
+    return "+".join(names).replace("/", "-").replace(" ", "_")
+
+
 def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int = 8) -> list[Path]:
     """Write the first ``n`` images of a split as PNGs named after their class (clips: animated GIFs)."""
     sd = ds.split(split)
@@ -222,7 +265,7 @@ def write_samples(ds: Dataset, split: str, out: str | os.PathLike[str], n: int =
     x = sd.store.take(np.arange(min(n, len(sd)))).numpy()
     written = []
     for i, img in enumerate(x):
-        lab = ds.classes[int(sd.labels[i])].replace("/", "-").replace(" ", "_")
+        lab = _sample_name(ds.classes, sd.labels[i])
         if (
             img.ndim == 4
         ):  # a clip (T, C, S, S): an animated GIF, which `pixclass predict` reads back as a clip

@@ -26,6 +26,7 @@ DEFAULT_MAX_FRAMES = 32
 DEFAULT_RAM_LIMIT = int(os.environ.get("PIXCLASS_RAM_LIMIT", 4 << 30))
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 KINDS = ("auto", "images", "sequences")
+TASKS = ("auto", "multiclass", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class DataConfig:
     kind: str = "auto"  # auto | images | sequences (folders of frames, see data.sequences)
     frames: int | None = None  # sequences: frames per clip; None: the median clip length, capped
     max_frames: int = DEFAULT_MAX_FRAMES
+    task: str = "auto"  # auto | multiclass | multilabel (a CSV with several labels per row, data.multilabel)
 
     def __post_init__(self) -> None:
         check_int("image_size", self.image_size, 8, 4096, none_ok=True)
@@ -65,6 +67,7 @@ class DataConfig:
         check_choice("kind", self.kind, KINDS)
         check_int("frames", self.frames, 1, 4096, none_ok=True)
         check_int("max_frames", self.max_frames, 1, 4096)
+        check_choice("task", self.task, TASKS)
 
 
 def typical_size(sizes: Sequence[tuple[int, int]], cap: int) -> int:

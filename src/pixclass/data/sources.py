@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import DataError
 from ..files import user_cache_dir
 from .decode import is_image_file
+from .multilabel import TASKS, multi_hot, parse_cell, parse_flags
 from .settings import KINDS
 
 SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -53,7 +54,7 @@ class Split:
     """One split. Either ``paths`` (files to decode) or ``images`` (already uint8 (N, C, H, W)).
     In a sequence dataset ``paths`` are sample folders and ``frames`` their frame files, in order."""
 
-    labels: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64 class indices; multi-label: (N, K) uint8 multi-hot (data.multilabel)
     paths: list[str] | None = None  # absolute paths
     images: np.ndarray | None = None  # (N, C, H, W) uint8
     frames: list[list[str]] | None = None  # per sample: absolute frame paths (see data.sequences)
@@ -73,6 +74,7 @@ class Source:
     splits: dict[str, Split]  # "all" when the data has no split of its own
     ignored: list[str] = field(default_factory=list)  # non-image files skipped (relative paths)
     skipped_links: list[str] = field(default_factory=list)  # symlinks not followed: already read, or a loop
+    task: str = "multiclass"  # "multilabel": labels are (N, K) multi-hot and ``classes`` the label names
 
     @property
     def has_splits(self) -> bool:
@@ -231,15 +233,21 @@ def from_folder(root: Path, name: str) -> Source:
 SPLIT_CHOICES = "train, val (or valid, validation), test"
 
 
-def from_csv(csv_path: Path, name: str) -> Source:
+def from_csv(csv_path: Path, name: str, task: str = "auto") -> Source:
     """``path,label`` rows; paths relative to the CSV's folder; an optional ``split`` column.
+
+    Multi-label data (``data.multilabel`` has the cell rules): a ``label`` (or ``labels``) cell with
+    several labels joined by ``;``, or one 0/1 column per label (every column but path and split).
+    ``task`` "auto" reads the data as multi-label when any row holds more than one label or the 0/1
+    columns are used; "multilabel" also when none does (then an empty cell is an image with no label);
+    "multiclass" refuses a row with more or fewer than one label.
 
     The split column is all or nothing: every row names one of ``SPLIT_CHOICES`` (any case), or every
     row leaves it empty (then the data is split like a plain folder). Anything else is an error naming
     the row, never silently ignored."""
     csv_path = csv_path.resolve()
     try:
-        rows = _csv_rows(csv_path)
+        rows, columns = _csv_rows(csv_path)
     except UnicodeDecodeError as e:
         raise DataError(
             f"{csv_path}: not UTF-8 text (it holds the byte 0x{e.object[e.start]:02x}); "
@@ -256,51 +264,100 @@ def from_csv(csv_path: Path, name: str) -> Source:
             f"{csv_path}:{lineno}: empty split for {os.path.basename(p)!r} while other rows name one; give every row "
             f"a split ({SPLIT_CHOICES}) or leave the column empty in every row"
         )
-    classes = sorted({lab for _, lab, _, _ in rows})
+    multilabel = _csv_task(csv_path, rows, columns, task)
+    classes = columns or sorted({lab for r in rows for lab in r[1]})
+    if not classes:
+        raise DataError(f"{csv_path}: no row holds a label; give at least one image a label")
     index = {c: i for i, c in enumerate(classes)}
     split_names = sorted({s for _, _, s, _ in rows}) if filled else []
     splits: dict[str, Split] = {}
     for s in split_names or ["all"]:
         sel = [r for r in rows if (r[2] == s or s == "all")]
-        splits[s] = Split(
-            labels=np.asarray([index[r[1]] for r in sel], dtype=np.int64), paths=[r[0] for r in sel]
+        labels = (
+            multi_hot([r[1] for r in sel], classes)
+            if multilabel
+            else np.asarray([index[r[1][0]] for r in sel], dtype=np.int64)
         )
-    return Source(name=name, kind="csv", root=csv_path.parent, classes=classes, splits=splits)
+        splits[s] = Split(labels=labels, paths=[r[0] for r in sel])
+    return Source(
+        name=name,
+        kind="csv",
+        root=csv_path.parent,
+        classes=classes,
+        splits=splits,
+        task="multilabel" if multilabel else "multiclass",
+    )
 
 
-def _csv_rows(csv_path: Path) -> list[tuple[str, str, str, int]]:
-    """(absolute path, label, split or "", line number) per row, each checked."""
+def _csv_task(csv_path: Path, rows: list[CsvRow], columns: list[str], task: str) -> bool:
+    """True when the CSV is read as multi-label (see ``from_csv``); errors name the first row that
+    does not fit the task asked for."""
+    if task not in TASKS:
+        raise DataError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
+    if task == "multiclass":
+        bad = next((r for r in rows if len(r[1]) != 1), None)
+        if bad is not None:
+            raise DataError(
+                f"{csv_path}:{bad[3]}: {len(bad[1])} labels ({';'.join(bad[1]) or 'an empty cell'}) with "
+                "--task multiclass; give every row one label, or drop --task to read multi-label data"
+            )
+        return False
+    if task == "multilabel" or columns or any(len(r[1]) > 1 for r in rows):
+        return True
+    empty = next((r for r in rows if not r[1]), None)
+    if empty is not None:
+        raise DataError(
+            f"{csv_path}:{empty[3]}: empty label for {os.path.basename(empty[0])!r}; give every row a class "
+            "name (or pass --task multilabel, where an empty cell is an image with no label)"
+        )
+    return False
+
+
+CsvRow = tuple[str, tuple[str, ...], str, int]  # (absolute path, labels, split or "", line number)
+
+
+def _csv_rows(csv_path: Path) -> tuple[list[CsvRow], list[str]]:
+    """The rows, each checked, and the label columns when the CSV has one 0/1 column per label
+    (else [])."""
     base = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         cols = [c.strip().lower() for c in (reader.fieldnames or [])]
-        for need in ("path", "label"):
-            if need not in cols:
-                raise DataError(
-                    f"{csv_path}: no '{need}' column (found: {', '.join(cols) or 'none'}); "
-                    "the first line must name the columns, e.g. 'path,label'"
-                )
-        rows: list[tuple[str, str, str, int]] = []
+        label_col = next((c for c in ("label", "labels") if c in cols), None)
+        flag_cols = [
+            c.strip() for c in (reader.fieldnames or []) if c.strip().lower() not in ("path", "split")
+        ]
+        if "path" not in cols or (label_col is None and not flag_cols):
+            need = "path" if "path" not in cols else "label"
+            raise DataError(
+                f"{csv_path}: no '{need}' column (found: {', '.join(cols) or 'none'}); "
+                "the first line must name the columns, e.g. 'path,label'"
+            )
+        if label_col is not None:
+            flag_cols = []
+        rows: list[CsvRow] = []
         for raw in reader:
             lineno = reader.line_num  # the physical line this row ended on (quoted fields may span lines)
+            where = f"{csv_path}:{lineno}"
             # values past the header (restkey None, a list) are extra columns: ignored like named extras
-            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
-            p, lab, split = row.get("path", ""), row.get("label", ""), row.get("split", "")
+            cells = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            row = {k.lower(): v for k, v in cells.items()}
+            p, split = row.get("path", ""), row.get("split", "")
             if not p:
-                raise DataError(f"{csv_path}:{lineno}: empty path")
-            if not lab:
-                raise DataError(f"{csv_path}:{lineno}: empty label for {p!r}; give every row a class name")
+                raise DataError(f"{where}: empty path")
+            if flag_cols:
+                labels = parse_flags({c: cells.get(c, "") for c in flag_cols}, where)
+            else:
+                labels = parse_cell(row.get(label_col or "label", ""), where)
             full = p if os.path.isabs(p) else str(base / p)
             if not (
                 os.path.isfile(full) or os.path.isdir(full)
             ):  # a folder: a sample of frames (data.sequences)
-                raise DataError(
-                    f"{csv_path}:{lineno}: file not found: {p} (paths are relative to the CSV's folder)"
-                )
+                raise DataError(f"{where}: file not found: {p} (paths are relative to the CSV's folder)")
             if split and split.lower() not in SPLIT_DIRS:
-                raise DataError(f"{csv_path}:{lineno}: unknown split {split!r}; use one of {SPLIT_CHOICES}")
-            rows.append((full, lab, SPLIT_DIRS[split.lower()] if split else "", lineno))
-    return rows
+                raise DataError(f"{where}: unknown split {split!r}; use one of {SPLIT_CHOICES}")
+            rows.append((full, labels, SPLIT_DIRS[split.lower()] if split else "", lineno))
+    return rows, flag_cols
 
 
 # ---------------------------------------------------------------------------------------- Fashion-MNIST
@@ -373,16 +430,22 @@ def fashion_mnist(download: bool = True) -> Source:
 BUILTIN = {"fashion-mnist": fashion_mnist, "fashion_mnist": fashion_mnist, "fmnist": fashion_mnist}
 
 
-def open_source(data: str | os.PathLike[str], kind: str = "auto") -> Source:
+def open_source(data: str | os.PathLike[str], kind: str = "auto", task: str = "auto") -> Source:
     """Resolve what the user typed: a built-in name, a CSV file, or a folder. ``kind`` ("auto",
-    "images", "sequences") says whether samples are images or folders of frames (``data.sequences``)."""
+    "images", "sequences") says whether samples are images or folders of frames (``data.sequences``);
+    ``task`` whether a CSV is read as multi-label (``from_csv``)."""
     name = str(data)
     if name.lower() in BUILTIN and not os.path.exists(name):
         return as_sequences(BUILTIN[name.lower()](), kind)
     p = Path(name)
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
-        return as_sequences(from_csv(p, name), kind)
+        return as_sequences(from_csv(p, name, task), kind)
     if p.is_dir():
+        if task == "multilabel":
+            raise DataError(
+                f"{name}: --task multilabel needs a CSV (path,labels with the labels joined by ';'); "
+                "a folder of class folders holds one class per image"
+            )
         return as_sequences(from_folder(p, name), kind)
     if p.exists():
         raise DataError(

@@ -36,7 +36,7 @@ from ..data.dataset import Dataset, SplitData, split_channel_stats
 from ..data.sequences import sequence_meta
 from ..data.split import save_manifest
 from ..device import pick_device
-from ..errors import RunError, TrainingFailed
+from ..errors import DataError, RunError, TrainingFailed
 from ..files import atomic_path
 from ..infer.runtime import FlipTTA, Normalized, batched_logits, torch_runtime
 from ..models import create_model, get_entry
@@ -253,6 +253,11 @@ def load_run_data(
             save_manifest(run / "split_manifest.json", ds.manifest)
     else:
         ds = distributed.load_data_once(data, cfg.data, run / "split_manifest.json", progress)
+    if ds.task == "multilabel":
+        raise DataError(
+            f"{ds.source.name}: multi-label data (rows with several labels); training it is not "
+            "available in this version: pass --task multiclass with one label per row"
+        )
     if ds.broken and main:
         with atomic_path(run / "broken_files.txt") as tmp:
             tmp.write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
