@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,6 +157,62 @@ def patterns() -> SimpleNamespace:
 
 #: A model that trains in milliseconds on 16 px images.
 TINY_MODEL = {"model": "rescnn", "model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]}}
+#: The tiny recipe every CLI and API test trains with (a --config file's content): one epoch of the
+#: tiny model, AdamW at 1e-2, batch 8, 16 px, no calibration. Tests override what they need.
+TINY_RECIPE: dict = {
+    **TINY_MODEL,
+    "epochs": 1,
+    "batch_size": 8,
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "calibrate": False,
+    "data": {"image_size": 16, "workers": 1},
+}
+
+
+# ------------------------------------------------------------------------- the CLI in a real process
+def run_pixclass(
+    *args: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 240,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pixclass ARGS`` as a user runs it: a fresh process (inheriting the test's isolated
+    cache and one thread), no terminal on stdin, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pixclass", *map(str, args)],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def start_pixclass(
+    *args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None
+) -> subprocess.Popen[str]:
+    """``python -m pixclass ARGS`` started in the background (to interrupt it, or to run two at once)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pixclass", *map(str, args)],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def finish(p: subprocess.Popen[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Wait for a started process; on a timeout it is killed and the timeout raised."""
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL
 from safetensors.torch import save_file
 
 import pixclass.train.trainer as fit
@@ -21,7 +22,7 @@ from pixclass.config import TrainConfig
 from pixclass.data.dataset import DataConfig
 from pixclass.infer.predictor import Predictor
 
-TINY = {"widths": [8, 16, 16], "blocks": [0, 1, 1]}
+TINY = TINY_MODEL["model_kwargs"]
 
 
 @pytest.fixture

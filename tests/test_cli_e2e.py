@@ -5,26 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_RECIPE, finish, start_pixclass
 
-TINY_CONFIG = {
-    "model": "rescnn",
-    "model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]},
-    "epochs": 2,
-    "batch_size": 8,
-    "optimizer": "adamw",
-    "lr": 0.01,
-    "data": {"image_size": 16, "workers": 1},
-}
-
-
-def finish(p: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    out, err = p.communicate(timeout=180)
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+# the tiny recipe, two epochs, calibrated (the end-to-end path a user takes)
+TINY_CONFIG = {**TINY_RECIPE, "epochs": 2, "calibrate": True}
 
 
 @pytest.fixture
@@ -34,13 +22,7 @@ def start(tmp_path):
     started: list[subprocess.Popen[str]] = []
 
     def run(*args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "pixclass", *args],
-            cwd=tmp_path,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        p = start_pixclass(*args, cwd=tmp_path)
         started.append(p)
         return p
 
@@ -87,7 +69,7 @@ def test_train_evaluate_predict(tmp_path, patterns, start):
     )
 
     # ---- evaluate: a plain folder, so every readable image
-    r = finish(evaluating)
+    r = finish(evaluating, timeout=180)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"accuracy", "top5", "per_class", "confusion_matrix", "n"} <= set(m)
@@ -102,7 +84,7 @@ def test_train_evaluate_predict(tmp_path, patterns, start):
     assert "top/broken.png" in r.stdout
 
     # ---- predict: a folder, a glob and the broken file; JSON on stdout and a CSV
-    r = finish(predicting)
+    r = finish(predicting, timeout=180)
     assert r.returncode != 0  # because of the broken file
     assert "broken.png" in r.stderr
     preds = json.loads(r.stdout)

@@ -29,56 +29,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_pattern_folder, snapshot
+from conftest import TINY_RECIPE, finish, make_pattern_folder, run_pixclass, snapshot, start_pixclass
 
-#: The tiny rescnn of the other CLI tests, one epoch: a run takes a few seconds.
-TINY_CONFIG = {
-    "model": "rescnn",
-    "model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]},
-    "epochs": 1,
-    "batch_size": 8,
-    "optimizer": "adamw",
-    "lr": 0.01,
-    "calibrate": False,
-    "data": {"image_size": 16, "workers": 1},
-}
+TINY_CONFIG = TINY_RECIPE  # one epoch of the tiny rescnn: a run takes a few seconds
 CLASSES = {"cat": 6, "dog": 6}
 
 NOT_ROOT = pytest.mark.skipif(
     hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads and writes anything"
 )
-
-
-def pixclass(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """``python -m pixclass ARGS`` in ``cwd`` (inherits the test's isolated cache and one thread)."""
-    return subprocess.run(
-        [sys.executable, "-m", "pixclass", *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pixclass", *args],
-        cwd=cwd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def finish(p: subprocess.Popen[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 # ------------------------------------------------------------------------------------- the shared run
@@ -257,7 +215,7 @@ def _csv(w: Work, rows: list[str], name: str = "data/labels.csv", encoding: str 
 
 def _two_trains_same_out(w: Work, argv: list[str]) -> subprocess.CompletedProcess[str]:
     """Two trainings into one --out at once: one runs, the other is refused (its result is returned)."""
-    a, b = start(*argv, cwd=w.dir), start(*argv, cwd=w.dir)
+    a, b = start_pixclass(*argv, cwd=w.dir), start_pixclass(*argv, cwd=w.dir)
     ra, rb = finish(a), finish(b)
     assert sorted([ra.returncode, rb.returncode]) == [0, 2], (ra.stderr[-2000:], rb.stderr[-2000:])
     return ra if ra.returncode == 2 else rb
@@ -265,7 +223,10 @@ def _two_trains_same_out(w: Work, argv: list[str]) -> subprocess.CompletedProces
 
 def _two_trains_shared_cache(w: Work, argv: list[str]) -> subprocess.CompletedProcess[str]:
     """Two trainings on the same data at once, different --out, one decode cache: both succeed."""
-    a, b = start(*argv, "--out", "run_a", cwd=w.dir), start(*argv, "--out", "run_b", cwd=w.dir)
+    a, b = (
+        start_pixclass(*argv, "--out", "run_a", cwd=w.dir),
+        start_pixclass(*argv, "--out", "run_b", cwd=w.dir),
+    )
     ra, rb = finish(a), finish(b)
     assert ra.returncode == 0, ra.stderr[-3000:]
     return rb
@@ -273,14 +234,14 @@ def _two_trains_shared_cache(w: Work, argv: list[str]) -> subprocess.CompletedPr
 
 def _truncated_cache(w: Work, argv: list[str]) -> subprocess.CompletedProcess[str]:
     """Fill the decode cache, cut its array file short, then run again: the entry is rebuilt, and said so."""
-    first = pixclass(*argv, cwd=w.dir)
+    first = run_pixclass(*argv, cwd=w.dir)
     assert first.returncode == 0, first.stderr[-3000:]
     cache = Path(os.environ["PIXCLASS_CACHE"]) / "decoded"
     (npy,) = list(cache.glob("*.npy"))
     npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])
-    again = pixclass(*argv, cwd=w.dir)
+    again = run_pixclass(*argv, cwd=w.dir)
     assert json.loads(again.stdout)["classes"] == CLASSES
-    third = pixclass(*argv, cwd=w.dir)  # the rebuilt entry is whole: no second rebuild
+    third = run_pixclass(*argv, cwd=w.dir)  # the rebuilt entry is whole: no second rebuild
     assert third.returncode == 0 and "rebuil" not in third.stderr.lower(), third.stderr[-3000:]
     return again
 
@@ -790,7 +751,7 @@ def test_probe(probe: Probe, tmp_path: Path, tiny_run: Path) -> None:
     try:
         argv = probe.setup(w)
         before = _state(w.inputs)
-        r = probe.runner(w, argv) if probe.runner else pixclass(*argv, cwd=w.dir)
+        r = probe.runner(w, argv) if probe.runner else run_pixclass(*argv, cwd=w.dir)
         if probe.check is None:
             one_error_line(r, *probe.words)
             assert r.returncode == 2, (r.returncode, r.stderr[-2000:])

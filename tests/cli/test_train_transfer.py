@@ -4,43 +4,27 @@ checkpoint on other classes, a run from the real ImageNet MobileNetV2 file, and 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import MOBILENET_V2_FILE, mobilenet_weights_file
+from conftest import MOBILENET_V2_FILE, TINY_RECIPE, mobilenet_weights_file, run_pixclass
 
 from pixclass import checkpoint as ckpt
 from pixclass.cli import main
 from pixclass.models import create_model
 from pixclass.models.pretrained import imagenet_normalization
 
-TINY = {
-    "model": "rescnn",
-    "model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]},
-    "epochs": 2,
-    "batch_size": 8,
-    "optimizer": "adamw",
-    "lr": 0.01,
-    "calibrate": False,
-    "data": {"image_size": 16, "workers": 1},
-}
+TINY = {**TINY_RECIPE, "epochs": 2}
 
 
 def pixclass(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pixclass", *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
+    return run_pixclass(
+        *args, cwd=cwd, timeout=600, env=env
+    )  # fine-tuning a MobileNetV2: minutes on a busy CPU
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_pixclass
 
 from pixclass.data.check import check_data
 from pixclass.data.dataset import DataConfig, load_data
@@ -20,13 +21,7 @@ from pixclass.data.sources import Source, Split
 
 def pixclass(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would (a fresh process; PIXCLASS_CACHE comes from the test's env)."""
-    return subprocess.run(
-        [sys.executable, "-m", "pixclass", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ.copy(),
-    )
+    return run_pixclass(*args, timeout=120)
 
 
 @pytest.fixture

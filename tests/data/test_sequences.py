@@ -214,6 +214,26 @@ def test_decode_once_then_cached(tmp_path, monkeypatch):
     assert other.splits["train"].store.shape[1] == 2
 
 
+def test_a_damaged_clip_entry_is_rebuilt_under_the_image_cache_rules(tmp_path, capsys):
+    """Clips are entries of the one image cache: the same lock, the same damage check and rebuild."""
+    from pixclass.data.cache import cache_dir
+
+    root = clip_folder(tmp_path / "d", {"a": [3, 5], "b": [4, 4]})
+    first = load_data(root, CFG, progress=False)
+    clip_entries = [
+        p
+        for p in cache_dir().glob("*.npy")
+        if json.loads(p.with_suffix(".json").read_text())["settings"].get("clips")
+    ]
+    (npy,) = clip_entries
+    assert npy.with_suffix(".lock").exists()  # built under the entry's file lock
+    npy.write_bytes(npy.read_bytes()[: npy.stat().st_size // 2])  # cut short
+    again = load_data(root, CFG, progress=False)
+    assert f"cache entry {npy} was damaged" in capsys.readouterr().err
+    for name in first.splits:
+        assert torch.equal(first.splits[name].store.tensor(), again.splits[name].store.tensor())
+
+
 def test_memory_mapped_clips(tmp_path):
     root = clip_folder(tmp_path / "d", {"a": [3, 3, 3], "b": [3, 3, 3]})
     ram = load_data(root, CFG, progress=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_RECIPE, start_pixclass
 from safetensors import safe_open
 from test_fit import assert_rows_match, assert_same_tensors, read_metrics
 
@@ -24,27 +25,11 @@ from pixclass import checkpoint as ckpt
 
 EPOCHS = 4
 CONFIG = {
-    "model": "rescnn",
-    "model_kwargs": {"widths": [8, 16, 16], "blocks": [0, 1, 1]},
+    **TINY_RECIPE,
     "epochs": EPOCHS,
     "batch_size": 4,  # many small steps: an epoch lasts long enough to be killed inside
-    "optimizer": "adamw",
-    "lr": 0.01,
-    "calibrate": False,
     "augment": {"pad": 2, "erase": 0.5},  # draws from the run's generator every step: resume must restore it
-    "data": {"image_size": 16, "workers": 1},
 }
-
-
-def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pixclass", *args],
-        cwd=cwd,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def saved_epoch(run: Path) -> int:
@@ -61,8 +46,8 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, patte
     patterns.folder(tmp_path / "data", {"top": 60, "bottom": 60})
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(CONFIG))
     args = ("train", "data", "--config", "tiny.yaml", "--seed", "3", "-q")
-    straight = start(tmp_path, *args, "--out", "straight")  # runs beside the one we kill
-    crashing = start(tmp_path, *args, "--out", "crashed")
+    straight = start_pixclass(*args, "--out", "straight", cwd=tmp_path)  # runs beside the one we kill
+    crashing = start_pixclass(*args, "--out", "crashed", cwd=tmp_path)
 
     run = tmp_path / "crashed"
     deadline = time.monotonic() + 600

@@ -239,45 +239,76 @@ def decode_all(
     ram_limit: int = DEFAULT_RAM_LIMIT,
     log: Callable[[str], None] | None = None,
 ) -> Decoded:
-    """Decode every file once into a cached uint8 array (see module docstring).
-
-    Safe with several processes: an entry is built under a file lock (``KEY.lock``), so a second
-    process asking for the same entry waits and then reads it instead of decoding it again, and files
-    appear by atomic rename, so no reader ever sees half an entry. An entry found damaged (cut short,
-    say by a full disk or a copy) is rebuilt, and ``log`` (default: stderr) says so."""
-    say = log or _to_stderr
+    """Decode every file once into a cached uint8 array (see module docstring and ``cached_entry``)."""
     settings = {"size": size, "channels": channels, "background": list(background), "max_pixels": max_pixels}
-    key = hashlib.sha256((file_list_key(paths) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[
-        :32
-    ]
-    d = cache_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    npy, meta = d / f"{key}.npy", d / f"{key}.json"
     shape = (len(paths), channels, size, size)
-    entry = _open_entry(npy, meta, shape)
-    hit = not isinstance(entry, str)
-    if isinstance(entry, str):
-        entry, hit = _build_once(d / f"{key}.lock", npy, meta, paths, shape, settings, workers, progress, say)
-    arr, info = entry
+
+    def fill(tmp: str) -> list[Any]:
+        chunks = _chunks(len(paths))
+        tasks = [
+            (tmp, shape, a, list(paths[a:b]), size, channels, tuple(background), max_pixels)
+            for a, b in chunks
+        ]
+        bar = tqdm(
+            total=len(paths),
+            desc="decoding images (once)",
+            unit="img",
+            disable=not progress or len(paths) < 500,
+        )
+        return run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
+
+    arr, info, npy, hit = cached_entry(paths, shape, settings, fill, log)
     ok = np.ones(len(paths), dtype=bool)
     errs = []
     for row, reason in info["errors"]:
         ok[row] = False
         errs.append(DecodeError(paths[row], reason))
-    nbytes = int(np.prod(shape))
-    store = ImageStore(torch.from_numpy(np.array(arr)) if nbytes <= ram_limit else arr)
-    return Decoded(store=store, ok=ok, errors=errs, cache_file=npy, hit=hit)
+    return Decoded(store=in_ram_or_mapped(arr, ram_limit), ok=ok, errors=errs, cache_file=npy, hit=hit)
+
+
+def in_ram_or_mapped(arr: np.ndarray, ram_limit: int) -> ImageStore:
+    """The entry as a store: copied into RAM when it fits under ``ram_limit`` bytes, else memory-mapped."""
+    return ImageStore(torch.from_numpy(np.array(arr)) if int(np.prod(arr.shape)) <= ram_limit else arr)
+
+
+def cached_entry(
+    key_paths: Sequence[str],
+    shape: tuple[int, ...],
+    settings: dict[str, Any],
+    fill: Callable[[str], list[Any]],
+    log: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any], Path, bool]:
+    """The cache entry of uint8 ``shape`` keyed by the files ``key_paths`` (names, sizes, times) and
+    ``settings``: (memory-mapped array, index, .npy path, hit). Images and clips share it.
+
+    Missing or damaged, it is built by ``fill(tmp)``, which decodes into the memory-mappable .npy at
+    ``tmp`` and returns the failures (JSON values) for the index. Safe with several processes: an entry
+    is built under a file lock (``KEY.lock``), so a second process asking for the same entry waits and
+    then reads it instead of decoding it again, and files appear by atomic rename, so no reader ever sees
+    half an entry. An entry found damaged (cut short, say by a full disk or a copy) is rebuilt, and
+    ``log`` (default: stderr) says so."""
+    say = log or _to_stderr
+    key = hashlib.sha256(
+        (file_list_key(key_paths) + json.dumps(settings, sort_keys=True)).encode()
+    ).hexdigest()
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    npy, meta = d / f"{key[:32]}.npy", d / f"{key[:32]}.json"
+    entry = _open_entry(npy, meta, shape)
+    hit = not isinstance(entry, str)
+    if isinstance(entry, str):
+        entry, hit = _build_once(d / f"{key[:32]}.lock", npy, meta, shape, settings, fill, say)
+    arr, info = entry
+    return arr, info, npy, hit
 
 
 def _build_once(
     lock: Path,
     npy: Path,
     meta: Path,
-    paths: Sequence[str],
     shape: tuple[int, ...],
     settings: dict[str, Any],
-    workers: int | None,
-    progress: bool,
+    fill: Callable[[str], list[Any]],
     say: Callable[[str], None],
 ) -> tuple[tuple[np.ndarray, dict[str, Any]], bool]:
     """Under the entry's lock: the entry another process built while we waited (and True), or a new
@@ -287,8 +318,8 @@ def _build_once(
         if not isinstance(entry, str):
             return entry, True
         if entry:  # a reason: the entry exists but is damaged
-            say(f"cache entry {npy} was damaged ({entry}); rebuilding it (decoding the images again)")
-        _build_entry(npy, meta, paths, shape, settings, workers, progress)
+            say(f"cache entry {npy} was damaged ({entry}); rebuilding it (decoding again)")
+        _build_entry(npy, meta, shape, settings, fill)
         entry = _open_entry(npy, meta, shape)
         if isinstance(entry, str):  # cannot happen unless the disk misbehaves
             raise OSError(f"{npy}: the cache entry just written cannot be read back ({entry})")
@@ -317,41 +348,14 @@ def _open_entry(npy: Path, meta: Path, shape: tuple[int, ...]) -> tuple[np.ndarr
 
 
 def _build_entry(
-    npy: Path,
-    meta: Path,
-    paths: Sequence[str],
-    shape: tuple[int, ...],
-    settings: dict[str, Any],
-    workers: int | None,
-    progress: bool,
+    npy: Path, meta: Path, shape: tuple[int, ...], settings: dict[str, Any], fill: Callable[[str], list[Any]]
 ) -> None:
     """Decode into a private temporary file, then rename it into place, then write the JSON index."""
     meta.unlink(missing_ok=True)  # a damaged entry: not complete from now until the new JSON lands
     with atomic_path(npy, suffix=".npy") as tmp:  # a private file per process, renamed into place when whole
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
-        chunks = _chunks(len(paths))
-        size, channels = settings["size"], settings["channels"]
-        tasks = [
-            (
-                str(tmp),
-                shape,
-                a,
-                list(paths[a:b]),
-                size,
-                channels,
-                tuple(settings["background"]),
-                settings["max_pixels"],
-            )
-            for a, b in chunks
-        ]
-        bar = tqdm(
-            total=len(paths),
-            desc="decoding images (once)",
-            unit="img",
-            disable=not progress or len(paths) < 500,
-        )
-        errors = run_chunks(_decode_chunk, tasks, [b - a for a, b in chunks], bar, workers)
-    atomic_write_text(meta, json.dumps({"settings": settings, "n": len(paths), "errors": errors}))
+        errors = fill(str(tmp))
+    atomic_write_text(meta, json.dumps({"settings": settings, "n": shape[0], "errors": errors}))
 
 
 def _to_stderr(msg: str) -> None:

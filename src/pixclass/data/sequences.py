@@ -33,11 +33,9 @@ Rules, all recorded in the checkpoint (``sequence_meta``) so prediction repeats 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +45,11 @@ import torch
 from PIL import Image, ImageSequence
 from tqdm.auto import tqdm
 
-from ..files import atomic_write_text, expand_inputs
+from ..files import expand_inputs
 from .cache import (
     ImageStore,
-    cache_dir,
-    file_list_key,
+    cached_entry,
+    in_ram_or_mapped,
     probe_all,
     run_chunks,
 )
@@ -161,8 +159,10 @@ def decode_clips(
     workers: int | None = None,
     progress: bool = True,
     ram_limit: int = DEFAULT_RAM_LIMIT,
+    log: Callable[[str], None] | None = None,
 ) -> DecodedClips:
-    """Decode N clips of T frame paths each, once, into a cached uint8 (N, T, C, S, S) array."""
+    """Decode N clips of T frame paths each, once, into a cached uint8 (N, T, C, S, S) array: an entry
+    of the image cache (``cache.cached_entry``: one lock, one damage check, atomic files)."""
     t = len(clips[0]) if clips else 0
     if any(len(c) != t for c in clips):
         raise ValueError("every clip must list the same number of frames")
@@ -175,21 +175,13 @@ def decode_clips(
         "background": list(background),
         "max_pixels": max_pixels,
     }
-    key = hashlib.sha256((file_list_key(flat) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[
-        :32
-    ]
-    d = cache_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    npy, meta = d / f"{key}.clips.npy", d / f"{key}.clips.json"
     shape = (len(clips), t, channels, size, size)
-    hit = meta.is_file() and npy.is_file()
-    if not hit:
-        tmp = d / f"{key}.{os.getpid()}.clips.npy.tmp"
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+
+    def fill(tmp: str) -> list[Any]:
         per = max(1, 128 // max(t, 1))  # about 128 frames per task, as for images
         chunks = [(i, min(len(clips), i + per)) for i in range(0, len(clips), per)]
         tasks = [
-            (str(tmp), a, [list(c) for c in clips[a:b]], size, channels, tuple(background), max_pixels)
+            (tmp, a, [list(c) for c in clips[a:b]], size, channels, tuple(background), max_pixels)
             for a, b in chunks
         ]
         bar = tqdm(
@@ -198,17 +190,15 @@ def decode_clips(
             unit="clip",
             disable=not progress or len(flat) < 500,
         )
-        errors = run_chunks(_decode_clip_chunk, tasks, [b - a for a, b in chunks], bar, workers)
-        os.replace(tmp, npy)
-        atomic_write_text(meta, json.dumps({"settings": settings, "n": len(clips), "errors": errors}))
-    info = json.loads(meta.read_text())
+        return run_chunks(_decode_clip_chunk, tasks, [b - a for a, b in chunks], bar, workers)
+
+    arr, info, npy, hit = cached_entry(flat, shape, settings, fill, log)
     ok = np.ones(len(clips), dtype=bool)
     errs = []
     for row, path, reason in info["errors"]:
         ok[row] = False
         errs.append(DecodeError(path, reason))
-    arr = np.load(npy, mmap_mode="r")
-    store = ImageStore(torch.from_numpy(np.array(arr)) if int(np.prod(shape)) <= ram_limit else arr)
+    store = in_ram_or_mapped(arr, ram_limit)
     return DecodedClips(store=store, ok=ok, errors=errs, cache_file=npy, hit=hit)
 
 
