@@ -29,7 +29,9 @@ from .errors import CheckpointError
 CARD_VERSION = 2
 #: Largest input side a checkpoint may declare (pixels); anything larger is a damaged or doctored file.
 MAX_INPUT_SIZE = 8192
-TASKS = ("single_label",)
+#: "multilabel": one sigmoid per label (``classes`` are the label names), a label is predicted when its
+#: probability reaches its entry in ``thresholds``.
+TASKS = ("single_label", "multilabel")
 #: What the eval transform does to a file, in order (data.decode.eval_transform); recorded for readers
 #: that reimplement it (the ONNX example, other languages).
 EVAL_STEPS = (
@@ -106,6 +108,10 @@ class ModelCard:
     calibration: Mapping[str, Any] | None = None  # where `pixclass calibrate` refitted the temperature
     versions: Mapping[str, str] = field(default_factory=dict)
     extras: Mapping[str, Any] = field(default_factory=dict)  # named blocks added by later features
+    # multi-label: per label, the probability from which it is predicted (F1-optimal on validation)
+    thresholds: tuple[float, ...] | None = None
+    # multi-label: per-label temperatures, sigmoid(logit / t_k) (None: ``temperature`` for every label)
+    label_temperatures: tuple[float, ...] | None = None
 
     # ---------------------------------------------------------------------------- derived, stored once
     @property
@@ -151,6 +157,12 @@ class ModelCard:
             **({"calibration": dict(self.calibration)} if self.calibration else {}),
             "versions": dict(self.versions),
             "extras": dict(self.extras),
+            **({"thresholds": list(self.thresholds)} if self.thresholds is not None else {}),
+            **(
+                {"label_temperatures": list(self.label_temperatures)}
+                if self.label_temperatures is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -202,10 +214,27 @@ class ModelCard:
             calibration=_mapping(meta.get("calibration"), "calibration", where) or None,
             versions=_mapping(meta.get("versions"), "versions", where),
             extras=_mapping(meta.get("extras"), "extras", where),
+            thresholds=_per_label(meta.get("thresholds"), classes, "thresholds", where, 0.0, 1.0),
+            label_temperatures=_per_label(
+                meta.get("label_temperatures"), classes, "label_temperatures", where, 1e-3, 1e3
+            ),
         )
 
 
 # ------------------------------------------------------------------------------------------ checks
+def _per_label(
+    v: Any, classes: tuple[str, ...], name: str, where: str, lo: float, hi: float
+) -> tuple[float, ...] | None:
+    """A number per label in [lo, hi], or None when absent."""
+    if v is None:
+        return None
+    ok = isinstance(v, list) and len(v) == len(classes)
+    ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) and lo <= x <= hi for x in v)
+    if not ok:
+        raise _bad(where, f"its {name} must be {len(classes)} numbers from {lo:g} to {hi:g}, one per label")
+    return tuple(float(x) for x in v)
+
+
 def _bad(where: str, msg: str) -> CheckpointError:
     return CheckpointError(
         f"{where}: {msg}; the metadata was edited or damaged -- use the file training wrote"

@@ -34,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..files import atomic_write_text
     from ..infer.evaluate import evaluate
     from ..infer.metrics import format_report
+    from ..infer.multilabel_metrics import format_multilabel
     from ..outputs import output_file, refuse_output_in_inputs, writable_folder
 
     plots = a.plots or str(Path(a.checkpoint).parent)
@@ -57,6 +57,10 @@ def run(a: argparse.Namespace) -> int:
         tta=a.tta,
     )
     print(f"{m['data']} [{m['split']}]")
+    if m.get("task") == "multilabel":
+        print(format_multilabel(m))
+        print(f"test-time flip {'on' if m['tta'] else 'off'}; runtime {m['backend']}")
+        return _write_json(a.json, m)
     print(format_report(m, list(m["per_class"])))
     if m.get("ece_uncalibrated") is not None:
         print(
@@ -70,7 +74,13 @@ def run(a: argparse.Namespace) -> int:
     print(f"confusion matrix plot: {m['confusion_png']}")
     if m.get("reliability_png"):
         print(f"reliability diagram: {m['reliability_png']}")
-    if a.json:
-        atomic_write_text(a.json, json.dumps(m, indent=1))
-        print(f"metrics written to {a.json}")
+    return _write_json(a.json, m)
+
+
+def _write_json(path: str | None, m: dict) -> int:
+    from ..files import atomic_write_text
+
+    if path:
+        atomic_write_text(path, json.dumps(m, indent=1))
+        print(f"metrics written to {path}")
     return 0

@@ -68,6 +68,30 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, prior: bool = Tr
     return float(math.exp((a + b) / 2))
 
 
+def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, ...]:
+    """Multi-label: per label, the T > 0 minimising the validation binary cross-entropy of
+    sigmoid(logit / T), searched by scipy's bounded scalar minimiser over log T in [T_MIN, T_MAX] with
+    the same weak prior on log T as ``fit_temperature``. A label with no positive (or no negative)
+    validation image keeps T = 1: its calibration cannot be judged."""
+    from scipy.optimize import minimize_scalar  # a few ms to import; only multi-label needs it
+
+    z, y = logits.detach().float().cpu(), targets.detach().float().cpu()
+    n = len(y)
+    out = []
+    for k in range(z.shape[1]):
+        if n == 0 or y[:, k].min() == y[:, k].max():
+            out.append(1.0)
+            continue
+
+        def objective(u: float, k: int = k) -> float:
+            bce = float(F.binary_cross_entropy_with_logits(z[:, k] / math.exp(u), y[:, k]))
+            return bce + u * u / (2 * n)
+
+        res = minimize_scalar(objective, bounds=(math.log(T_MIN), math.log(T_MAX)), method="bounded")
+        out.append(float(math.exp(res.x)))
+    return tuple(out)
+
+
 def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, Any]:
     """NLL and ECE of the raw softmax and of softmax(logits / T): what calibration changed."""
     z, y = logits.detach().float().cpu(), labels.detach().long().cpu()

@@ -13,6 +13,7 @@ import torch
 from ..data.dataset import DataConfig, load_data
 from ..data.sources import DataError
 from .metrics import classification_metrics, expected_calibration_error, reliability_bins
+from .multilabel_metrics import multilabel_metrics
 from .plots import plot_confusion, plot_reliability
 from .predictor import Predictor
 
@@ -41,12 +42,18 @@ def evaluate(
         test_fraction=0.0,
         kind="sequences" if pred.frames else "images",
         frames=pred.frames,
+        task="multilabel" if pred.multilabel else base.task,
     )  # the data as the model reads it
     ds = load_data(data, cfg, progress=progress, for_training=False)
     # A plain folder (no split of its own) is evaluated whole under the default "test": it sits in "train"
     # after load_data. Any other split name must exist.
     whole = not ds.source.has_splits and split == "test"
     sd = ds.splits["train"] if whole else ds.split(split)
+    if pred.multilabel:
+        m = evaluate_multilabel(pred, ds.classes, sd, str(data))
+        m.update(split="all" if whole else split, backend=pred.backend, tta="hflip" if pred.tta else None)
+        m["broken"] = [{"path": b.path, "reason": b.reason} for b in ds.broken]
+        return m
     missing = [c for c in ds.classes if c not in pred.classes]
     if missing:
         raise DataError(
@@ -95,4 +102,25 @@ def evaluate(
                 title=f"{data} ({m['split']}): T = {logits_t:.3f}",
             )
             m["reliability_png"] = str(r)
+    return m
+
+
+def evaluate_multilabel(pred: Predictor, data_labels: list[str], sd: Any, data: str) -> dict[str, Any]:
+    """Multi-label metrics of ``pred`` on a split (labels (N, K') multi-hot, in the data's label order),
+    at the checkpoint's thresholds. A label of the data the model does not know is an error; a label
+    of the model that the data never names counts as absent from every image."""
+    missing = [c for c in data_labels if c not in pred.classes]
+    if missing:
+        raise DataError(
+            f"{data}: label(s) {', '.join(missing)} are not among the checkpoint's labels ({', '.join(pred.classes)})"
+        )
+    targets = np.zeros((len(sd), len(pred.classes)), np.uint8)
+    targets[:, [pred.classes.index(c) for c in data_labels]] = sd.labels.numpy()
+    chunks = [
+        pred.probs_from_uint8(sd.store.take(torch.arange(i, min(len(sd), i + 1024))))
+        for i in range(0, len(sd), 1024)
+    ]
+    probs = torch.cat(chunks).numpy().astype(np.float64) if chunks else np.zeros((0, len(pred.classes)))
+    m = multilabel_metrics(probs, targets, pred.classes, pred.thresholds.numpy().astype(np.float64))
+    m["data"] = data
     return m

@@ -45,9 +45,15 @@ class Prediction:
     index: int
     top_k: list[dict[str, Any]] = field(default_factory=list)  # [{"label", "prob"}], best first
     path: str | None = None
+    # multi-label: the labels at or above their thresholds (best first), and every label's probability
+    labels: list[str] | None = None
+    probs: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"label": self.label, "prob": self.prob, "top_k": self.top_k}
+        if self.labels is not None:
+            d: dict[str, Any] = {"labels": self.labels, "probs": self.probs, "top_k": self.top_k}
+            return {"path": self.path, **d} if self.path is not None else d
+        d = {"label": self.label, "prob": self.prob, "top_k": self.top_k}
         if self.path is not None:
             d = {"path": self.path, **d}
         return d
@@ -86,6 +92,11 @@ class Predictor:
         self.mean = torch.tensor(card.preprocess.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(card.preprocess.std, device=self.device).view(1, -1, 1, 1)
         self.temperature = card.temperature
+        self.multilabel = card.task == "multilabel"
+        k = len(self.classes)
+        # multi-label: per-label temperatures and thresholds (F1-optimal on the validation split)
+        self.temperatures = torch.tensor(card.label_temperatures or [card.temperature] * k)
+        self.thresholds = torch.tensor(card.thresholds or [0.5] * k)
         self.frames: int | None = card.frames  # clip models: T
         self.tta = card.tta == "hflip" if tta is None else bool(tta)
         # uint8 in, logits out: normalisation (and test-time flip) inside the module that the runtime runs
@@ -148,8 +159,12 @@ class Predictor:
         return batched_logits(self.runtime.run, x, self.device, batch_size)
 
     def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
-        """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities."""
-        return (self.logits_from_uint8(x, batch_size) / self.temperature).softmax(1)
+        """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities (multi-label:
+        one sigmoid per label, which do not sum to 1)."""
+        logits = self.logits_from_uint8(x, batch_size)
+        if self.multilabel:
+            return (logits / self.temperatures.to(logits.device)).sigmoid()
+        return (logits / self.temperature).softmax(1)
 
     def to_predictions(
         self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]
@@ -161,7 +176,18 @@ class Predictor:
         for row_v, row_i, path in zip(pv.tolist(), pi.tolist(), paths, strict=True):
             tk = [{"label": self.classes[i], "prob": round(v, 6)} for v, i in zip(row_v, row_i, strict=True)]
             preds.append(Prediction(self.classes[row_i[0]], round(row_v[0], 6), row_i[0], tk, path))
+        if self.multilabel:
+            for pred, row in zip(preds, probs.tolist(), strict=True):
+                self._add_labels(pred, row)
         return preds
+
+    def _add_labels(self, pred: Prediction, row: list[float]) -> None:
+        """Multi-label: the labels at or above their thresholds (best first) and every probability;
+        ``label`` becomes them joined by ';' (empty: no label), as a CSV of labels writes them."""
+        on = sorted((k for k, p in enumerate(row) if p >= float(self.thresholds[k])), key=lambda k: -row[k])
+        pred.labels = [self.classes[k] for k in on]
+        pred.probs = {c: round(p, 6) for c, p in zip(self.classes, row, strict=True)}
+        pred.label = ";".join(pred.labels)
 
     # ------------------------------------------------------------------ public API
     def predict(self, x: ImageInput | Sequence[ImageInput], top_k: int = 5) -> Prediction | list[Prediction]:

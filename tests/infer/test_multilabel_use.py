@@ -1,0 +1,96 @@
+"""Multi-label on the use side, from a hand-made checkpoint (task "multilabel", thresholds and
+per-label temperatures in its card): the card round trip, predict's label lists, evaluate's keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pixclass import checkpoint as ckpt
+from pixclass.card import ModelCard, ModelSpec, Preprocess
+from pixclass.errors import CheckpointError
+from pixclass.infer.predictor import Predictor
+from pixclass.models import create_model
+
+TINY = {"widths": [8, 16, 16], "blocks": [0, 1, 1]}
+LABELS = ("bird", "cat", "dog")
+
+
+@pytest.fixture
+def ml_ckpt(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("rescnn", 3, 3, 16, **TINY)
+    card = ModelCard(
+        model=ModelSpec("rescnn", 3, 3, 16, TINY),
+        classes=LABELS,
+        preprocess=Preprocess((0.5,) * 3, (0.25,) * 3),
+        task="multilabel",
+        thresholds=(0.0, 1.0, 0.5),  # bird always, cat never
+        label_temperatures=(1.0, 2.0, 0.5),
+    )
+    p = tmp_path / "ck" / "ml.safetensors"
+    ckpt.save(model.state_dict(), card, p)
+    return p, model
+
+
+def test_card_round_trip_and_bad_thresholds(ml_ckpt):
+    p, _ = ml_ckpt
+    card = ckpt.load(p).card
+    assert card.task == "multilabel" and card.thresholds == (0.0, 1.0, 0.5)
+    assert card.label_temperatures == (1.0, 2.0, 0.5)
+    meta = card.to_json()
+    meta["thresholds"] = [0.5, 0.5]  # thresholds for other labels than the model's
+    with pytest.raises(CheckpointError, match="its thresholds must be 3 numbers from 0 to 1, one per label"):
+        ModelCard.from_json(meta, "x.safetensors")
+
+
+def test_predict_gives_label_lists_and_every_probability(ml_ckpt, imgs, tmp_path):
+    p, model = ml_ckpt
+    pred = Predictor.from_checkpoint(p, backend="torch")
+    files = [str(imgs.save(imgs.noise(i), tmp_path / f"{i}.png")) for i in range(3)]
+    out = pred.predict(files)
+    x = torch.from_numpy(np.stack([pred.preprocess(f) for f in files]))
+    logits = pred.logits_from_uint8(x)
+    want = (logits / torch.tensor([1.0, 2.0, 0.5])).sigmoid()
+    for o, w in zip(out, want, strict=True):
+        assert "bird" in o.labels and "cat" not in o.labels  # thresholds 0 and 1
+        assert ("dog" in o.labels) == (float(w[2]) >= 0.5)
+        assert o.probs == pytest.approx(dict(zip(LABELS, w.tolist(), strict=True)), abs=1e-5)
+        j = o.to_json()
+        assert set(j) == {"path", "labels", "probs", "top_k"}
+
+
+def test_cli_predict_and_evaluate(ml_ckpt, imgs, tmp_path):
+    p, _ = ml_ckpt
+    rows = ["cat;dog", "bird", "", "bird;dog"] * 3
+    for i in range(len(rows)):
+        imgs.save(imgs.noise(i), tmp_path / "d" / f"im{i}.png")
+    data = tmp_path / "d" / "labels.csv"
+    data.write_text("path,labels\n" + "".join(f"im{i}.png,{r}\n" for i, r in enumerate(rows)))
+    env = {**os.environ, "PIXCLASS_NO_PROGRESS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "pixclass", "evaluate", str(p), str(data), "--json", str(tmp_path / "m.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "exact match" in r.stdout and "threshold" in r.stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert {"mAP", "exact_match", "micro_f1", "macro_f1", "hamming_loss", "per_label"} <= set(m)
+    assert m["per_label"]["cat"]["recall"] == 0.0 and m["per_label"]["bird"]["recall"] == 1.0
+    r = subprocess.run(
+        [sys.executable, "-m", "pixclass", "predict", str(p), str(tmp_path / "d" / "im0.png"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    (out,) = json.loads(r.stdout)
+    assert "bird" in out["labels"] and set(out["probs"]) == set(LABELS)
