@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from data_pipeline import loadavg, machine_info  # noqa: F401 (re-exported for the other scripts)
-from timing import lat_summary, latencies  # noqa: F401 (re-exported for the other scripts)
+from timing import alternated, lat_summary, latencies  # noqa: F401 (re-exported for the other scripts)
 
 from pixclass.data.sources import Source, Split, fashion_mnist
 

@@ -46,6 +46,7 @@ from pixclass.infer.predictor import Predictor
 from pixclass.models import count_flops, create_model
 
 P50_GOAL_MS = 1.0  # seed_cnn batch-1 p50 through the predictor
+SESSION_GOAL = 0.9  # the predictor's speed / its own onnxruntime session's, batch 1 (p50) and batch B
 KERAS_GOAL = 2.0  # batch-256 images/s >= 2x Keras predict
 DEFAULT_LEVERS = "inference_mode,threads1,channels_last,bn_fold,jit_freeze,onnxruntime"
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train statistics, in [0, 1] units
@@ -160,6 +161,101 @@ def measure(fn1: Callable[[], Any], fnb: Callable[[], Any], n: int, a: argparse.
     return {"latency": lat, "img_per_s": n / statistics.median(tl)}
 
 
+def default_session(pred: Predictor, example: torch.Tensor, threads: int) -> Any:
+    """onnxruntime with its default session options (threads spinning between ops) on the Predictor's own
+    graph: the runtime's own speed, as a user who opens the file with no options gets it."""
+    import onnxruntime as ort
+
+    from pixclass.infer.runtime import LogitsAndProbs, export_onnx
+
+    graph = export_onnx(
+        LogitsAndProbs(pred.net, pred.temperature).eval(), example, output_names=("logits", "probs")
+    )
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
+
+
+def vs_session(
+    pred: Predictor, x1_u8: torch.Tensor, x_u8: torch.Tensor, a: argparse.Namespace
+) -> dict[str, Any]:
+    """The Predictor against onnxruntime sessions on its own graph called directly (uint8 numpy in, the
+    ``probs`` output out): ``session``, the very session the Predictor runs that batch size on (what the
+    Predictor adds around the runtime), and ``default``, a session with onnxruntime's default options
+    (spinning threads). Alternated call by call at batch 1 and pass by pass at batch B."""
+    rt = pred.runtime
+    dflt = default_session(pred, x_u8[:2], a.threads)
+    x1n, xn, b = x1_u8.numpy(), x_u8.numpy(), a.batch
+
+    def passes(sess: Any) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(0, len(xn), b):
+                sess.run(["probs"], {"x": xn[i : i + b]})
+
+        return run
+
+    one = common.alternated(
+        {
+            "predictor": lambda: pred.probs_from_uint8(x1_u8),
+            "session": lambda: rt.session_1.run(["probs"], {"x": x1n}),
+            "default": lambda: dflt.run(["probs"], {"x": x1n}),
+        },
+        a.calls,
+        a.warmup,
+        a.max_seconds,
+    )
+    many = common.alternated(
+        {
+            "predictor": lambda: pred.probs_from_uint8(x_u8, batch_size=b),
+            "session": passes(rt.session),
+            "default": passes(dflt),
+        },
+        max(a.repeats, 3),
+        1,
+        a.max_seconds,
+    )
+    lat = {k: common.lat_summary(v) for k, v in one.items()}
+    ips = {k: len(xn) / statistics.median(v) for k, v in many.items()}
+    p50 = {k: v["p50_ms"] for k, v in lat.items()}
+    return {
+        "latency": lat,
+        "img_per_s": ips,
+        "batch1_ratio": p50["session"] / p50["predictor"],
+        "batch1_overhead_us": 1e3 * (p50["predictor"] - p50["session"]),
+        "batchB_ratio": ips["predictor"] / ips["session"],
+        "batch1_ratio_default": p50["default"] / p50["predictor"],
+        "batchB_ratio_default": ips["predictor"] / ips["default"],
+    }
+
+
+def session_lines(res: dict[str, Any]) -> list[str]:
+    b = res["batch"]
+    rows = [(n, r["vs_session"]) for n, r in res["models"].items() if r.get("vs_session")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "**Predictor vs onnxruntime on its own graph** (`sess.run` on a uint8 numpy batch; alternated call "
+        f"by call at batch 1, pass by pass at batch {b}; ratio = predictor speed / session speed, goal >= "
+        f"{SESSION_GOAL:.0%}). *session*: the session the Predictor itself runs that batch on (one thread "
+        "at batch 1); *default*: onnxruntime's default options (threads spinning).",
+        "",
+        "| model | predictor p50 ms | session p50 ms | default p50 ms | added µs | batch-1 vs session | "
+        f"vs default | predictor batch-{b} img/s | session img/s | default img/s | batch-{b} vs session | vs default |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in rows:
+        lat, ips = v["latency"], v["img_per_s"]
+        lines.append(
+            f"| {name} | {lat['predictor']['p50_ms']:.3f} | {lat['session']['p50_ms']:.3f} | "
+            f"{lat['default']['p50_ms']:.3f} | {v['batch1_overhead_us']:.1f} | **{v['batch1_ratio']:.0%}** | "
+            f"{v['batch1_ratio_default']:.0%} | {ips['predictor']:,.0f} | {ips['session']:,.0f} | "
+            f"{ips['default']:,.0f} | **{v['batchB_ratio']:.0%}** | {v['batchB_ratio_default']:.0%} |"
+        )
+    return lines
+
+
 def markdown(res: dict[str, Any]) -> str:
     m, b = res["machine"], res["batch"]
     lines = [
@@ -191,6 +287,7 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {label} | {lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {ips:,.0f} | {vs} | "
                 f"{common.fmt_pct(s['utilization'], 2)} |"
             )
+    lines += session_lines(res)
     lines.append("")
     g = res["goals"]
     lines.append(
@@ -199,6 +296,12 @@ def markdown(res: dict[str, Any]) -> str:
         if g.get("seed_p50_ms") is not None
         else "seed_cnn not measured."
     )
+    if g.get("predictor_vs_session_min") is not None:
+        lines.append(
+            f"Predictor / its own onnxruntime session, lowest of the ratios above: "
+            f"**{g['predictor_vs_session_min']:.0%}** (goal >= {SESSION_GOAL:.0%}: "
+            f"{'met' if g['predictor_vs_session_met'] else 'NOT met'})."
+        )
     if g.get("keras_ratio") is not None:
         lines.append(
             f"seed_cnn batch-{b} images/s, predictor / Keras predict: **{g['keras_ratio']:.2f}x** (goal >= "
@@ -267,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
             a,
         )
         sides["pixclass predictor"]["backend"] = pred.backend
+        session = vs_session(pred, x1_u8, x_u8, a) if pred.runtime.session is not None else None
+        if session:
+            print(
+                f"{name:10s} predictor / own session: batch 1 {session['batch1_ratio']:.0%} "
+                f"(+{session['batch1_overhead_us']:.1f} µs), batch {a.batch} {session['batchB_ratio']:.0%}",
+                flush=True,
+            )
         if pred.backend != "torch":  # the same predictor on PyTorch eager, for comparison
             pred_t = make_predictor(model, classes, backend="torch")
             sides["pixclass predictor (backend torch)"] = measure(
@@ -340,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             "predictor_channels_last": getattr(pred, "channels_last", False),
             "predictor_backend": pred.backend,
             "sides": sides,
+            "vs_session": session,
         }
 
     peak1 = common.matmul_peak(a.threads)
@@ -358,6 +469,14 @@ def main(argv: list[str] | None = None) -> int:
         kp = ss.get("keras predict", {}).get("img_per_s")
         goals["keras_ratio"] = ss["pixclass predictor"]["img_per_s"] / kp if kp else None
         goals["keras_met"] = goals["keras_ratio"] >= KERAS_GOAL if kp else None
+    ratios = [
+        r["vs_session"][k]
+        for r in models.values()
+        if r["vs_session"]
+        for k in ("batch1_ratio", "batchB_ratio")
+    ]
+    goals["predictor_vs_session_min"] = min(ratios) if ratios else None
+    goals["predictor_vs_session_met"] = min(ratios) >= SESSION_GOAL if ratios else None
     res = {
         "benchmark": "inference",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

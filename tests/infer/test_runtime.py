@@ -143,3 +143,24 @@ def test_torch_runtime_in_bf16_gives_float_logits_close_to_fp32():
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert not torch.equal(got, ref)  # bf16 really ran
     torch.testing.assert_close(got, ref, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_runtime_probs_are_the_softmax_of_the_logits_over_the_temperature(backend):
+    torch.manual_seed(0)
+    m = create_model("seed_cnn", 4, 1, 16).eval()
+    x = torch.randn(5, 1, 16, 16)
+    rt = make_runtime(m, backend, torch.device("cpu"), x[:2], temperature=0.5)
+    assert rt.name == backend and rt.temperature == 0.5
+    torch.testing.assert_close(rt.probs(x), (rt.run(x) / 0.5).softmax(1), atol=1e-6, rtol=1e-5)
+
+
+def test_predictor_follows_a_temperature_changed_after_its_runtime_was_made(run):
+    res, _ = run
+    p = Predictor.from_checkpoint(res.best)
+    x = torch.randint(0, 256, (3, p.channels, p.size, p.size), dtype=torch.uint8)
+    p.probs_from_uint8(x)  # the runtime is made here, with the checkpoint's temperature
+    p.temperature = 2.5
+    torch.testing.assert_close(
+        p.probs_from_uint8(x), (p.logits_from_uint8(x) / 2.5).softmax(1), atol=1e-6, rtol=1e-5
+    )

@@ -194,7 +194,7 @@ def _tmp(out: Path, tag: str = "") -> Path:
 
 
 def _write_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str) -> None:
-    path.write_bytes(export_onnx(module, example, exporter, output_name="probs"))
+    path.write_bytes(export_onnx(module, example, exporter, output_names=("probs",)))
 
 
 def _write_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -33,7 +33,15 @@ from ..data.sequences import decode_clip, read_clip
 from ..device import pick_device
 from ..errors import ConfigError
 from ..files import expand_inputs, walk_files
-from .runtime import BACKENDS, FlipTTA, Normalized, batched_logits, make_runtime
+from .runtime import (
+    BACKENDS,
+    FlipTTA,
+    Normalized,
+    batched_host,
+    batched_logits,
+    host_array,
+    make_runtime,
+)
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -126,7 +134,12 @@ class Predictor:
                 0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
             ).to(self.device)
             self._runtime = make_runtime(
-                self.net, self.backend_requested, self.device, example, self.channels_last
+                self.net,
+                self.backend_requested,
+                self.device,
+                example,
+                self.channels_last,
+                self.temperature,
             )
             if self.channels_last and self._runtime.name == "torch":
                 self.model.to(memory_format=torch.channels_last)
@@ -154,17 +167,28 @@ class Predictor:
     def logits_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 tensor or image store (clips: (N, T, C, S, S)) -> (N, K) logits before the
         temperature (test-time flip applied when on)."""
-        if len(x) == 0:
-            return torch.zeros(0, len(self.classes))
-        return batched_logits(self.runtime.run, x, self.device, batch_size)
+        return self._through(x, "logits", batch_size)
 
     def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities (multi-label:
-        one sigmoid per label, which do not sum to 1)."""
-        logits = self.logits_from_uint8(x, batch_size)
+        one sigmoid per label, which do not sum to 1). Single-label ones are computed by the runtime
+        itself (no PyTorch op after it: at batch 1 those cost more than the model)."""
         if self.multilabel:
+            logits = self.logits_from_uint8(x, batch_size)
             return (logits / self.temperatures.to(logits.device)).sigmoid()
-        return (logits / self.temperature).softmax(1)
+        if self.runtime.temperature != self.temperature:  # changed after the runtime was made
+            return (self.logits_from_uint8(x, batch_size) / self.temperature).softmax(1)
+        return self._through(x, "probs", batch_size)
+
+    def _through(self, x: Any, output: str, batch_size: int) -> torch.Tensor:
+        rt = self.runtime
+        if rt.host is not None and isinstance(x, torch.Tensor):  # onnxruntime: numpy in, numpy out
+            return torch.from_numpy(
+                batched_host(rt.host, output, host_array(x), batch_size, len(self.classes))
+            )
+        if len(x) == 0:
+            return torch.zeros(0, len(self.classes))
+        return batched_logits(rt.run if output == "logits" else rt.probs, x, self.device, batch_size)
 
     def to_predictions(
         self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,14 +57,26 @@ class FlipTTA(nn.Module):
 
 @dataclass
 class Runtime:
-    """``run(x)``: a batch (N, C, H, W) as the model takes it, on the predictor's device -> float logits (N, K)."""
+    """``run(x)``: a batch (N, C, H, W) as the model takes it, on the predictor's device -> float logits
+    (N, K). ``probs(x)``: the same batch -> calibrated probabilities softmax(logits / ``temperature``)
+    (N, K), computed by the runtime itself (onnxruntime: a second output of the same graph), so that a
+    prediction runs no PyTorch op after it."""
 
     name: str
     run: Callable[[torch.Tensor], torch.Tensor]
+    probs: Callable[[torch.Tensor], torch.Tensor]
+    temperature: float = 1.0
     note: str = ""
+    # onnxruntime: ``host(a, output)``, a uint8 numpy batch -> that output ("logits" or "probs") as a
+    # numpy array, for callers that keep a whole call in numpy (``batched_host``).
+    host: Callable[[np.ndarray, str], np.ndarray] | None = None
+    session: Any = None  # onnxruntime's InferenceSession behind run/probs (benchmarks time it alone)
+    session_1: Any = None  # the one-thread session of the same graph that takes batches of one image
 
 
-def torch_runtime(model: nn.Module, channels_last: bool, amp: bool = False) -> Runtime:
+def torch_runtime(
+    model: nn.Module, channels_last: bool, amp: bool = False, temperature: float = 1.0
+) -> Runtime:
     """Eager PyTorch. ``amp``: bf16 autocast on the input's device (training's validation on CUDA, where
     the matrix units run bf16; logits come back as float32)."""
 
@@ -73,7 +86,12 @@ def torch_runtime(model: nn.Module, channels_last: bool, amp: bool = False) -> R
         with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             return model(x).float()
 
-    return Runtime("torch", run)
+    def probs(x: torch.Tensor) -> torch.Tensor:
+        logits = run(x)
+        with torch.inference_mode():
+            return (logits / temperature).softmax(1)
+
+    return Runtime("torch", run, probs, temperature)
 
 
 class Calibrated(nn.Module):
@@ -89,14 +107,32 @@ class Calibrated(nn.Module):
         return (self.model(x).float() / self.temperature).softmax(1)
 
 
+class LogitsAndProbs(nn.Module):
+    """Both outputs the Predictor reads, from one graph: the logits (evaluation, calibration) and the
+    calibrated probabilities (predict, serve). The softmax inside the runtime costs it ~1 µs a call;
+    outside, in PyTorch, it cost ~40 µs at batch 1 (three small tensor ops and their dispatch)."""
+
+    def __init__(self, model: nn.Module, temperature: float):
+        super().__init__()
+        self.model = model
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x).float()
+        return logits, (logits / self.temperature).softmax(1)
+
+
 EXPORTERS = ("torchscript", "dynamo")
 
 
 def export_onnx(
-    model: nn.Module, example: torch.Tensor, exporter: str = "torchscript", output_name: str = "logits"
+    model: nn.Module,
+    example: torch.Tensor,
+    exporter: str = "torchscript",
+    output_names: Sequence[str] = ("logits",),
 ) -> bytes:
-    """``model`` (eval mode, CPU) as an ONNX model in memory: input ``x`` and output ``output_name``, the
-    batch axis dynamic. The one ONNX export of pixclass (the Predictor's runtime and ``pixclass export``).
+    """``model`` (eval mode, CPU) as an ONNX model in memory: input ``x`` and outputs ``output_names`` (one
+    per output of the module), the batch axis dynamic. The one ONNX export of pixclass (the Predictor's runtime and ``pixclass export``).
 
     ``exporter``: ``torchscript`` (needs the onnx package; 0.2 s for a small net) or ``dynamo`` (also
     needs onnxscript; ~4 s, the exporter torch develops). On the registered nets both give the same
@@ -115,7 +151,7 @@ def export_onnx(
                 (example,),
                 dynamo=True,
                 input_names=["x"],
-                output_names=[output_name],
+                output_names=list(output_names),
                 dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
                 verbose=False,
             )
@@ -130,8 +166,8 @@ def export_onnx(
             buf,  # type: ignore[arg-type]
             dynamo=False,
             input_names=["x"],
-            output_names=[output_name],
-            dynamic_axes={"x": {0: "n"}, output_name: {0: "n"}},
+            output_names=list(output_names),
+            dynamic_axes={"x": {0: "n"}, **{name: {0: "n"} for name in output_names}},
         )
         return buf.getvalue()
 
@@ -151,39 +187,75 @@ def ort_session(model: bytes | str | os.PathLike[str], threads: int | None = Non
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def onnx_runtime(model: nn.Module, example: torch.Tensor, threads: int | None = None) -> Runtime:
-    """Export ``model`` (eval mode, CPU) to ONNX in memory and open an onnxruntime session on it.
+def host_array(x: torch.Tensor) -> Any:
+    """The numpy view of a CPU tensor (no copy; onnxruntime copies a strided one itself); a tensor that
+    needs detaching or moving first takes the slower way."""
+    try:
+        return x.numpy()
+    except (RuntimeError, TypeError):  # requires grad, or not on the CPU
+        return x.detach().cpu().numpy()
+
+
+def onnx_runtime(
+    model: nn.Module, example: torch.Tensor, threads: int | None = None, temperature: float = 1.0
+) -> Runtime:
+    """Export ``model`` (eval mode, CPU) to ONNX in memory, logits and calibrated probabilities as two
+    outputs of one graph, and open an onnxruntime session on it.
 
     Raises ImportError without onnxruntime, and RuntimeError when the export fails or its outputs
     differ from eager PyTorch on ``example``.
     """
     import onnxruntime  # noqa: F401  (fail with ImportError before the export's work)
 
-    model = model.eval()
-    sess = ort_session(export_onnx(model, example), threads)
+    both = LogitsAndProbs(model, temperature).eval()
+    graph = export_onnx(both, example, output_names=("logits", "probs"))
+    sess = ort_session(graph, threads)
+    # One image runs on a one-thread session of the same graph: its ops are too small to share, and with
+    # spinning off (``ort_session``) a second thread is woken for every op. Same results; 1.1-1.4x
+    # the speed of the shared session at batch 1 in benchmarks/inference.py, the speed of onnxruntime's
+    # default (spinning) session without the spinning. Larger batches keep every thread.
+    solo = ort_session(graph, 1) if (threads or torch.get_num_threads()) > 1 else sess
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(sess.run(None, {"x": x.detach().cpu().contiguous().numpy()})[0])
+    # One call of a session and nothing else around it. onnxruntime's IOBinding with output buffers
+    # kept per batch size was measured no faster (binding the input costs what ``run`` saves).
+    def host(a: np.ndarray, output: str) -> np.ndarray:
+        return (solo if len(a) == 1 else sess).run([output], {"x": a})[0]  # type: ignore[no-any-return]
 
+    rt = Runtime(
+        "onnxruntime",
+        lambda x: torch.from_numpy(host(host_array(x), "logits")),
+        lambda x: torch.from_numpy(host(host_array(x), "probs")),
+        temperature,
+        host=host,
+        session=sess,
+        session_1=solo,
+    )
     with torch.inference_mode():
-        ref = model(example).float()
-    got = run(example)
-    err = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
-    if not err <= 1e-3 * max(1.0, float(ref.abs().max())):
-        raise RuntimeError(f"onnxruntime output differs from PyTorch by {err:.3g}")
-    return Runtime("onnxruntime", run)
+        want = both(example)
+        want1 = both(example[:1])
+    for x, expected in ((example, want), (example[:1], want1)):
+        for ref, got in zip(expected, (rt.run(x), rt.probs(x)), strict=True):
+            err = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
+            if not err <= 1e-3 * max(1.0, float(ref.abs().max())):
+                raise RuntimeError(f"onnxruntime output differs from PyTorch by {err:.3g}")
+    return rt
 
 
-@torch.no_grad()
 def batched_logits(
     run: Callable[[torch.Tensor], torch.Tensor], x: Any, device: torch.device, batch_size: int = 512
 ) -> torch.Tensor:
-    """The one batched-logits loop: a uint8 tensor or image store (N, C, S, S) (clips: (N, T, C, S, S))
-    through ``run`` in batches of about ``batch_size`` images -> float logits (N, K) on the CPU."""
-    out = []
+    """The one batched loop: a uint8 tensor or image store (N, C, S, S) (clips: (N, T, C, S, S)) through
+    ``run`` (``Runtime.run`` or ``Runtime.probs``) in batches of about ``batch_size`` images -> float
+    (N, K) on the CPU. No ``torch.no_grad`` here: each runtime runs its model in inference mode, and
+    the context costs more than onnxruntime's whole batch-1 call of a small net spends outside its
+    kernels (~4 µs)."""
     n = len(x)
     if len(x.shape) == 5:  # clips: about batch_size frames per forward pass
         batch_size = max(1, batch_size // x.shape[1])
+    if isinstance(x, torch.Tensor) and n <= batch_size:  # one batch (a served request): no slicing, no cat
+        y = run(x if x.device == device else x.to(device, non_blocking=True))
+        return y if y.is_cpu and y.dtype == torch.float32 else y.float().cpu()
+    out = []
     for i in range(0, n, batch_size):
         xb = (
             x[i : i + batch_size]
@@ -194,19 +266,42 @@ def batched_logits(
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def batched_host(
+    host: Callable[[np.ndarray, str], np.ndarray], output: str, x: np.ndarray, batch_size: int, k: int
+) -> np.ndarray:
+    """``batched_logits`` for onnxruntime, in numpy from the input array to the output: uint8 (N, C, S, S)
+    (clips: (N, T, C, S, S)) -> (N, k) float32. Why numpy: a PyTorch call (a shape, a device check, a
+    view) costs ~1 µs on a quiet machine and ~5-10 µs on a busy one, against ~60 µs for the whole
+    batch-1 run of a small net; numpy's slicing and lengths cost a tenth of that."""
+    n = len(x)
+    if x.ndim == 5:  # clips: about batch_size frames per forward pass
+        batch_size = max(1, batch_size // x.shape[1])
+    if 0 < n <= batch_size:
+        return host(x, output)
+    if n == 0:
+        return np.zeros((0, k), np.float32)
+    return np.concatenate([host(x[i : i + batch_size], output) for i in range(0, n, batch_size)])
+
+
 def make_runtime(
-    model: nn.Module, backend: str, device: torch.device, example: torch.Tensor, channels_last: bool = False
+    model: nn.Module,
+    backend: str,
+    device: torch.device,
+    example: torch.Tensor,
+    channels_last: bool = False,
+    temperature: float = 1.0,
 ) -> Runtime:
     """The runtime for ``backend``: ``auto`` takes onnxruntime on the CPU when it is installed and the
-    model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly."""
+    model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly.
+    ``temperature``: the one ``Runtime.probs`` divides the logits by."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
-        return torch_runtime(model, channels_last)
+        return torch_runtime(model, channels_last, temperature=temperature)
     if device.type != "cpu":
         raise ConfigError("--backend onnxruntime runs on the CPU here; use --device cpu or --backend torch")
     try:
-        return onnx_runtime(model, example)
+        return onnx_runtime(model, example, temperature=temperature)
     except ImportError as e:
         why, fix = (
             "onnxruntime not installed",
@@ -218,6 +313,6 @@ def make_runtime(
         fix, err = f"this model cannot run there ({type(e).__name__}: {e})", e
     if backend == "onnxruntime":
         raise ConfigError(f"--backend onnxruntime: {fix}") from err
-    rt = torch_runtime(model, channels_last)
+    rt = torch_runtime(model, channels_last, temperature=temperature)
     rt.note = why
     return rt
