@@ -99,10 +99,10 @@ def test_dynamo_is_tried_first_and_the_torchscript_exporter_takes_over_when_it_f
 ) -> None:
     real = ex.export_onnx
 
-    def no_dynamo(model, example, exporter="torchscript", output_name="logits"):
+    def no_dynamo(model, example, exporter="torchscript", output_names=("logits",)):
         if exporter == "dynamo":
             raise RuntimeError("dynamo cannot trace this")
-        return real(model, example, exporter, output_name)
+        return real(model, example, exporter, output_names)
 
     monkeypatch.setattr(ex, "export_onnx", no_dynamo)
     res = ex.export_checkpoint(tiny_run.best, out=tmp_path / "m.onnx")
