@@ -73,6 +73,7 @@ def utilization(flops_per_image: float, img_per_s: float, peak_gflops: float) ->
 def context(threads: int) -> dict[str, Any]:
     """Machine facts, thread settings, peer versions and the load average: the header of every result."""
     info = machine_info()
+    info.update(cpu_features())
     info["threads"] = threads
     info["torch_threads"] = torch.get_num_threads()
     info["keras_installed"] = keras_available()
@@ -213,10 +214,41 @@ def fmt_pct(x: float | None, nd: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{nd}f}%"
 
 
+# The CPU features that decide which kernels run: AVX2/AVX-512 (ATen's capability level), VNNI (int8
+# dot products), AVX-512-BF16 and AMX (bf16 / int8 matrix units).
+FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU vendor, ATen's CPU capability level and the kernel-deciding flags of /proc/cpuinfo, so that
+    runs on different hosts can be told apart."""
+    vendor, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("vendor_id") and not vendor:
+                    vendor = ln.split(":", 1)[1].strip()
+                elif ln.startswith("flags") and not flags:
+                    flags = set(ln.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {
+        "cpu_vendor": vendor,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": [f for f in FEATURES if f in flags],
+    }
+
+
 def machine_line(info: dict[str, Any]) -> str:
     peers = f", keras {info['keras']} / tensorflow {info.get('tensorflow', '?')}" if info.get("keras") else ""
+    cap = (
+        f", {info.get('cpu_vendor') or '?'} ATen {info['cpu_capability']} "
+        f"[{' '.join(info.get('cpu_flags') or []) or 'no AVX2'}]"
+        if info.get("cpu_capability")
+        else ""
+    )
     return (
-        f"Machine: {info['cpu_count']} CPU ({info['cpu_model']}), {info['threads']} thread(s), "
+        f"Machine: {info['cpu_count']} CPU ({info['cpu_model']}{cap}), {info['threads']} thread(s), "
         f"torch {info['torch']}{peers}, {info['date']}."
     )
 
