@@ -27,8 +27,8 @@ from .train.recipe import BALANCE_MODES, RECIPE_KEYS
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-LOSSES = ("ce", "mse")
-METRICS = ("val_acc", "val_bal_acc", "val_loss")
+LOSSES = ("ce", "mse", "asl")  # asl: the asymmetric loss, for multi-label data (train.multilabel)
+METRICS = ("val_acc", "val_bal_acc", "val_loss", "val_mAP")  # val_mAP: multi-label runs
 DEVICES = ("auto", "cpu", "cuda")
 
 

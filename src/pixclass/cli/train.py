@@ -116,7 +116,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="warm-up length in epochs (default: 1 epoch, at least 100 steps)",
     )
     g.add_argument(
-        "--loss", choices=("ce", "mse"), help="cross-entropy, or the seed's MSE on softmax vs one-hot"
+        "--loss",
+        choices=("ce", "mse", "asl"),
+        help="cross-entropy (multi-label data: binary cross-entropy with rare labels up-weighted), the "
+        "seed's MSE on softmax vs one-hot, or asl: the asymmetric loss for multi-label data",
     )
     g.add_argument("--label-smoothing", type=float_in(0, 0.99), help="default 0.1")
     g.add_argument(

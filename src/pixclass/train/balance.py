@@ -17,7 +17,9 @@ from .recipe import AUTO_BALANCE, BALANCE_MODES, IMBALANCE_RATIO
 
 
 def class_counts(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(n_classes,) int64: images per class."""
+    """(n_classes,) int64: images per class (multi-label (N, K) labels: images holding each label)."""
+    if labels.ndim == 2:
+        return labels.long().sum(0).cpu()
     return torch.bincount(labels.long().cpu(), minlength=n_classes)
 
 

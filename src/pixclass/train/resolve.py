@@ -14,6 +14,7 @@ import torch
 from ..config import TrainConfig, merge
 from ..data.augment import BatchAugment
 from ..data.dataset import Dataset, load_data, split_channel_stats
+from ..errors import ConfigError
 from ..models import create_model
 from ..models.rnn import model_for_data
 from .balance import class_counts
@@ -80,6 +81,10 @@ def apply_recipe(
             ds = load_data(data, cfg.data, run / "split_manifest.json", progress)
     cfg, recipe = resolve(cfg, ds, set(RECIPE_KEYS) - auto)
     log(f"recipe: {recipe.explanation}")
+    if lr_auto and ds.task == "multilabel":
+        raise ConfigError(
+            "--lr auto: the LR range test is single-label for now; give --lr (the recipe's default works)"
+        )
     if lr_auto:
         res = lr_find_on(ds, cfg, device)
         png = plot_lr_find(res, run / "lr_find.png", title=f"{ds.source.name}: lr range test")

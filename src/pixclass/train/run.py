@@ -20,6 +20,7 @@ from ..errors import PixclassError
 from ..infer.calibrate import fit_temperature
 from ..infer.report import build_report
 from . import distributed
+from .multilabel import tune_checkpoint
 from .trainer import TrainResult, fit, log_line, predict_logits
 
 #: Below this many validation images, neither the flip choice nor the temperature is trusted.
@@ -56,6 +57,9 @@ def train(
     cfg = result.config or cfg  # with the recipe resolved (batch, lr, augmentation...)
     val = ds.splits.get("val")
     device = pick_device(cfg.device)
+    if ds.task == "multilabel":
+        finish_multilabel(result, ds, cfg, device, log)
+        return result  # report.html is single-label for now
     if val is not None and len(val) >= MIN_VAL_TO_FINISH:
         for path in (result.last, result.best):  # best last, so the log line reports best's numbers
             msg = finish_checkpoint(path, ds, cfg, device)
@@ -63,6 +67,20 @@ def train(
     if report:
         write_report(result, ds, device, log)
     return result
+
+
+def finish_multilabel(
+    result: TrainResult, ds: Dataset, cfg: TrainConfig, device: torch.device, log: Callable[[str], None]
+) -> None:
+    """Multi-label: the flip, per-label temperatures and F1-optimal thresholds of best and last, on the
+    validation split (``train.multilabel.tune_checkpoint``). Without one, every threshold stays 0.5."""
+    val = ds.splits.get("val")
+    if val is None or len(val) == 0:
+        log("multi-label: no validation images: every label's threshold stays 0.5")
+        return
+    for path in (result.last, result.best):  # best last, so the log line reports best's numbers
+        msg = tune_checkpoint(path, val, cfg.augment.hflip > 0, cfg.calibrate, device)
+    log(f"best.safetensors: {msg} (on {len(val)} validation images)")
 
 
 def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, device: torch.device) -> str:

@@ -36,12 +36,12 @@ from ..data.dataset import Dataset, SplitData, split_channel_stats
 from ..data.sequences import sequence_meta
 from ..data.split import save_manifest
 from ..device import pick_device
-from ..errors import DataError, RunError, TrainingFailed
+from ..errors import ConfigError, RunError, TrainingFailed
 from ..files import atomic_path
 from ..infer.runtime import FlipTTA, Normalized, batched_logits, torch_runtime
 from ..models import create_model, get_entry
 from ..models.rnn import model_for_data
-from . import distributed, finetune
+from . import distributed, finetune, multilabel
 from .balance import balanced_indices, class_counts, class_weights, imbalance_ratio, resolve_balance
 from .distributed import World
 from .guard import DivergenceGuard, GuardEvent, near_chance
@@ -62,6 +62,7 @@ METRIC_COLUMNS = [
     "epoch_seconds",
     "train_img_per_s",
 ]
+MULTILABEL_COLUMNS = [*METRIC_COLUMNS[:6], multilabel.METRIC, *METRIC_COLUMNS[6:]]  # + validation mAP
 GUARD_EVERY_CUDA = 10  # steps between divergence checks on a GPU (each check is a host sync)
 GUARD_MIN_VAL = 20  # validation images from which the guard also watches the validation loss
 
@@ -156,6 +157,10 @@ def fit(
     cfg = replace(cfg, data=finetune.data_config(cfg))  # --init/--pretrained: the weights' size and channels
     ds = load_run_data(data, cfg, run, progress, log)
     cfg, ds = apply_recipe(cfg, ds, data, run, device, progress, log)  # derive what the user did not set
+    if ds.task == "multilabel":
+        cfg = multilabel_config(cfg, ds, log)
+    elif cfg.loss == "asl":
+        raise ConfigError("--loss asl is for multi-label data (a CSV with several labels per row); use ce")
     train_split, val_split = ds.splits["train"], ds.splits.get("val")
     if world.is_main:
         save_yaml(cfg, run / "config.yaml")
@@ -215,9 +220,24 @@ def fit(
     return result, ds
 
 
+def multilabel_config(cfg: TrainConfig, ds: Dataset, log: Callable[[str], None]) -> TrainConfig:
+    """A multi-label run picks best.safetensors by validation mAP; label smoothing and the MSE loss
+    are single-label notions."""
+    if cfg.loss == "mse":
+        raise ConfigError("--loss mse is for single-label data; multi-label data trains with ce (BCE) or asl")
+    log(
+        f"multi-label: {len(ds.classes)} labels, one sigmoid each; loss "
+        f"{'asymmetric (asl)' if cfg.loss == 'asl' else 'binary cross-entropy, rare labels up-weighted'}; "
+        f"best.safetensors by validation mAP"
+    )
+    return replace(cfg, metric=multilabel.METRIC)
+
+
 def chance_verdict(state: LoopState, ds: Dataset) -> str | None:
     """A loud line when the best epoch's validation accuracy is no better than guessing."""
     val = ds.splits.get("val")
+    if ds.task == "multilabel":  # exact match has no simple chance level; mAP is in the log
+        return None
     accs = [h["val_acc"] for h in state.history if math.isfinite(h.get("val_acc", math.nan))]
     if val is None or len(val) == 0 or not accs:
         return None
@@ -253,11 +273,6 @@ def load_run_data(
             save_manifest(run / "split_manifest.json", ds.manifest)
     else:
         ds = distributed.load_data_once(data, cfg.data, run / "split_manifest.json", progress)
-    if ds.task == "multilabel":
-        raise DataError(
-            f"{ds.source.name}: multi-label data (rows with several labels); training it is not "
-            "available in this version: pass --task multiclass with one label per row"
-        )
     if ds.broken and main:
         with atomic_path(run / "broken_files.txt") as tmp:
             tmp.write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
@@ -315,7 +330,8 @@ def build_parts(
         opt, cfg.schedule, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
     )
     counts = class_counts(train_split.labels, len(ds.classes))
-    balance = resolve_balance(cfg.balance, counts)
+    # multi-label: rare labels are up-weighted inside the loss (pos_weight), not by sampling
+    balance = "none" if ds.task == "multilabel" else resolve_balance(cfg.balance, counts)
     if balance != "none":
         log(f"balance: {balance} (largest class {imbalance_ratio(counts):.0f}x the smallest)")
     weight = class_weights(train_split.labels, len(ds.classes)).to(device) if balance == "weights" else None
@@ -324,7 +340,9 @@ def build_parts(
         ema=ema,
         opt=opt,
         sched=sched,
-        criterion=loss_fn(cfg.loss, cfg.label_smoothing, weight),
+        criterion=multilabel.criterion(cfg.loss, train_split.labels, device)
+        if ds.task == "multilabel"
+        else loss_fn(cfg.loss, cfg.label_smoothing, weight),
         augment=BatchAugment(cfg.augment, mean.to(device), std.to(device)),
         mean=mean.to(device),
         std=std.to(device),
@@ -336,7 +354,9 @@ def build_parts(
         train_model=distributed.wrap_model(model, world, cfg.sync_bn),
         balance=balance,
         # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
-        guard=DivergenceGuard(start_loss=math.log(len(ds.classes)) if cfg.loss == "ce" else None),
+        guard=DivergenceGuard(
+            start_loss=math.log(len(ds.classes)) if cfg.loss == "ce" and ds.task != "multilabel" else None
+        ),
     )
 
 
@@ -358,7 +378,7 @@ def restore(run: Path, parts: Parts, cfg: TrainConfig, log: Callable[[str], None
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric.endswith("acc")
+    return metric.endswith("acc") or metric == multilabel.METRIC
 
 
 # ------------------------------------------------------------------------------------------ one epoch
@@ -436,7 +456,7 @@ def train_one_epoch(
         if parts.ema is not None:
             parts.ema.update_parameters(model)
         loss_sum += loss.detach() * len(yb)
-        correct += (logits.argmax(1) == yb).sum()
+        correct += multilabel.hits(logits, yb) if yb.ndim == 2 else (logits.argmax(1) == yb).sum()
         seen += len(yb)
         if progress and step % 20 == 0:
             bar.set_postfix(
@@ -490,7 +510,8 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
     scores its part of the rows, and the counts are summed."""
     distributed.sync_buffers(parts.eval_model)
     if split is None or len(split) == 0:
-        return {"val_loss": math.nan, "val_acc": math.nan, "val_bal_acc": math.nan}
+        nan = {"val_loss": math.nan, "val_acc": math.nan, "val_bal_acc": math.nan}
+        return {**nan, multilabel.METRIC: math.nan} if split is not None and split.labels.ndim == 2 else nan
     world = parts.world
     part = distributed.shard_rows(len(split), world.rank, world.size)
     store = split.store if len(part) == len(split) else split.store.subset(np.arange(part.start, part.stop))
@@ -498,6 +519,8 @@ def validate(parts: Parts, split: SplitData | None, cfg: TrainConfig) -> dict[st
     logits = predict_logits(
         parts.eval_model, store, parts.mean, parts.std, parts.device, cfg.channels_last, amp=cfg.amp
     )
+    if split.labels.ndim == 2:  # multi-label: exact match and mAP
+        return multilabel.validation_row(logits, y, parts.criterion, distributed.sum_counts)
     pred = logits.argmax(1).cpu()
     k = int(split.labels.max()) + 1 if len(split) else 1
     loss_sum = float(parts.criterion(logits.to(parts.device), y.to(parts.device))) * len(y) if len(y) else 0.0
@@ -555,7 +578,7 @@ def end_epoch(
     decides whether the epoch improved and alone writes files.
     """
     main = parts.world.is_main
-    row = {k: row[k] for k in METRIC_COLUMNS}
+    row = {k: row[k] for k in (MULTILABEL_COLUMNS if multilabel.METRIC in row else METRIC_COLUMNS)}
     state.history.append(row)
     state.epoch = int(row["epoch"])
     log(
@@ -627,6 +650,7 @@ def model_card(
             spec["name"], spec["num_classes"], spec["in_chans"], spec["input_size"], spec["kwargs"]
         ),
         classes=tuple(ds.classes),
+        task="multilabel" if ds.task == "multilabel" else "single_label",
         preprocess=Preprocess(tuple(mean.tolist()), tuple(std.tolist()), tuple(cfg.data.background)),  # type: ignore[arg-type]
         train_config=ckpt.jsonable(cfg.to_dict()),
         metrics=metrics,
@@ -638,7 +662,8 @@ def model_card(
 
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        multi = any(multilabel.METRIC in h for h in history)
+        w = csv.DictWriter(f, fieldnames=MULTILABEL_COLUMNS if multi else METRIC_COLUMNS)
         w.writeheader()
         for h in history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in h.items()})

@@ -1,0 +1,86 @@
+"""Multi-label training end to end on a tiny CSV: pixclass train -> a checkpoint whose card says
+multilabel with tuned thresholds -> predict gives label lists; the loss options and the bad ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_RECIPE, run_pixclass
+from PIL import Image
+
+from pixclass import checkpoint as ckpt
+from pixclass.errors import ConfigError
+from pixclass.train.multilabel import asymmetric_loss, pos_weights
+
+
+def shapes_csv(root, n: int = 64):
+    """Grey 16 px images: a bright square top-left ('tl') and/or bottom-right ('br'), or neither."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        a = rng.normal(40, 10, (16, 16)).clip(0, 255)
+        labs = [lab for lab, on in (("br", rng.random() < 0.5), ("tl", rng.random() < 0.5)) if on]
+        if "tl" in labs:
+            a[1:7, 1:7] = 230
+        if "br" in labs:
+            a[9:15, 9:15] = 230
+        Image.fromarray(a.astype(np.uint8)).save(root / f"{i}.png")
+        rows.append((f"{i}.png", ";".join(labs)))
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "labels"), *rows])
+    return root / "labels.csv"
+
+
+def test_pos_weights_and_asl():
+    y = torch.zeros(100, 3, dtype=torch.uint8)
+    y[:50, 0] = 1
+    y[:2, 1] = 1
+    w = pos_weights(y)
+    assert w[0] == 1.0 and w[1] == pytest.approx(7.0, abs=0.01) and w[2] == 10.0  # no positive: the cap
+    logits = torch.tensor([[4.0, -4.0]])
+    assert float(asymmetric_loss(logits, torch.tensor([[1.0, 0.0]]))) < 0.05  # right and confident: ~0
+    assert float(asymmetric_loss(logits, torch.tensor([[0.0, 1.0]]))) > 4
+
+
+def test_train_predict_end_to_end(tmp_path):
+    data = shapes_csv(tmp_path / "d")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                **TINY_RECIPE,
+                "epochs": 3,
+                "calibrate": True,
+                "data": {"image_size": 16, "workers": 1, "val_fraction": 0.3, "test_fraction": 0.0},
+            }
+        )
+    )
+    r = run_pixclass("train", data, "--out", tmp_path / "run", "--config", cfg, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "multi-label: 2 labels" in r.stdout and "thresholds br=" in r.stdout
+    card = ckpt.load(tmp_path / "run" / "best.safetensors").card
+    assert card.task == "multilabel" and card.classes == ("br", "tl")
+    assert (
+        card.thresholds is not None and len(card.thresholds) == 2 and len(card.label_temperatures or ()) == 2
+    )
+    head = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "val_mAP" in head
+    r = run_pixclass("predict", tmp_path / "run" / "best.safetensors", tmp_path / "d" / "0.png", "--json")
+    assert r.returncode == 0, r.stderr
+    (out,) = json.loads(r.stdout)
+    assert set(out["probs"]) == {"br", "tl"} and isinstance(out["labels"], list)
+
+
+def test_asl_on_single_label_data_is_refused(tmp_path, imgs):
+    from pixclass.config import TrainConfig, merge
+    from pixclass.train.trainer import fit
+
+    imgs.make_class_folder(tmp_path / "f", {"a": 4, "b": 4})
+    cfg = merge(TrainConfig(), {**TINY_RECIPE, "loss": "asl"})
+    with pytest.raises(ConfigError, match="--loss asl is for multi-label data"):
+        fit(tmp_path / "f", cfg, tmp_path / "run", progress=False)
