@@ -22,7 +22,7 @@ from pixclass.infer import export as ex
 from pixclass.infer.predictor import Predictor
 
 ort = pytest.importorskip("onnxruntime")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # tests/infer/ -> the repository
 
 
 @pytest.fixture(autouse=True)
