@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 FMNIST  := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: setup chromium test test-slow lint demo bench bench-peers clean
+.PHONY: setup chromium test test-numerics test-slow lint demo bench bench-peers clean
 
 $(BIN)/pixclass: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,18 @@ setup: $(BIN)/pixclass
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --durations=10
+
+# The tests marked `numerics` compare floating-point results of different kernels (fused vs default
+# optimizer, onnxruntime vs PyTorch, packed vs padded, several processes vs one). PyTorch picks its
+# vector kernels by the CPU (ATEN_CPU_CAPABILITY: default, avx2, avx512), so a tolerance that holds on
+# one CI machine can fail on the next: run them under every level this CPU has (.ci/cpu_levels.py;
+# NUMERICS_LEVELS=--lower: only those below the best, which `make test` runs anyway).
+NUMERICS_LEVELS ?=
+test-numerics: setup
+	@for level in $$($(BIN)/python .ci/cpu_levels.py $(NUMERICS_LEVELS)); do \
+		echo "== numerics tests, ATEN_CPU_CAPABILITY=$$level"; \
+		ATEN_CPU_CAPABILITY=$$level $(BIN)/python -m pytest -q -n 2 -m 'numerics and not slow and not gpu' || exit 1; \
+	done
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow --durations=10

@@ -126,6 +126,7 @@ def test_pretrained_upsamples_grey_data_and_records_the_transform(tmp_path, patt
     c = ckpt.load(tmp_path / "run" / "best.safetensors")
     assert c.card.model.name == "mobilenet_v2" and c.card.channels == 1 and c.card.input_size == 64
     norm = imagenet_normalization(1)
+    # float32 statistics stored vs float64 constants: approx's default 1e-6 is ~8 float32 ulps
     assert list(c.card.preprocess.mean) == pytest.approx(norm["mean"])
     assert list(c.card.preprocess.std) == pytest.approx(norm["std"])
     assert c.card.train_config["pretrained"] is True

@@ -54,6 +54,7 @@ def test_same_seed_same_result_other_seed_other_result():
     aug = BatchAugment(FULL, torch.full((3,), 0.5), torch.full((3,), 0.25))
     a, b, c = aug(x, gen(123)), aug(x, gen(123)), aug(x, gen(124))
     assert torch.equal(a, b)
+    # another seed changes most pixels by O(1); allclose's 1e-5 default would only hide rounding
     assert not torch.allclose(a, c)
     # parameters, too, are drawn from the generator only
     p1, p2 = FULL.sample(8, 24, gen(5)), FULL.sample(8, 24, gen(5))
@@ -67,6 +68,7 @@ def test_identity_config_is_just_normalisation():
     assert not cfg.uses_affine
     out = BatchAugment(cfg, mean, std)(x, gen(0))
     expected = (x.float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    # the same float32 formula (divisions may be fused into a multiply): the default tolerance
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(out, normalize(x, mean, std))
 
@@ -76,12 +78,15 @@ def test_identity_affine_warp_is_exact():
     p = AugmentConfig().sample(8, 24, gen(0))
     theta = affine_matrices(p)
     torch.testing.assert_close(theta, torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(8, 2, 3))
+    # grid_sample at the pixel centres computed in float32 (align_corners=False): coordinates land
+    # within ~1e-6 of a pixel, so bilinear weights give pixel values (0-255) within ~1e-3 of the input
     torch.testing.assert_close(apply_affine(x, theta), x, atol=1e-3, rtol=0)
 
 
 def test_hflip_mirrors_exactly():
     x = noise_batch()
     out = BatchAugment(AugmentConfig(hflip=1.0), *RAW)(x, gen(0))
+    # flipped through the sampling grid, not an index flip: float32 rounding on values in [0, 1]
     torch.testing.assert_close(out, x.float().div(255).flip(-1), atol=1e-5, rtol=0)
 
 
@@ -120,6 +125,7 @@ def test_crop_scale_one_and_no_pad_is_identity():
     cfg = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(0.5, 2.0), pad=0)
     p = cfg.sample(8, 24, gen(0))
     assert torch.equal(p["sx"], torch.ones(8)) and torch.equal(p["cx"], torch.zeros(8))
+    # the identity crop skips the warp: the same division, the float32 default tolerance
     torch.testing.assert_close(BatchAugment(cfg, *RAW)(x, gen(0)), x.float() / 255)
 
 
@@ -153,6 +159,7 @@ def test_pad_is_an_integer_shift_with_black_fill():
                 ys, xs = slice(max(0, -dy), 16 - max(0, dy)), slice(max(0, -dx), 16 - max(0, dx))
                 yi, xi = slice(max(0, dy), 16 - max(0, -dy)), slice(max(0, dx), 16 - max(0, -dx))
                 shifted[:, ys, xs] = ref[i][:, yi, xi]
+                # an integer shift through grid_sample: exact pixels up to float32 rounding of the coordinates
                 if torch.allclose(out[i], shifted, atol=1e-4):
                     match = (dy, dx)
         assert match is not None, f"sample {i} is not a shift of at most {pad} pixels"
@@ -188,6 +195,7 @@ def test_channel_stats():
     x[:, 1] = 255
     x[:2, 0] = 255
     mean, std = channel_stats(x)
+    # exact means of 0s and 1s in float32: the default tolerance; the clamp below is the constant 1e-3
     torch.testing.assert_close(mean, torch.tensor([0.5, 1.0]))
     assert std[0] > 0.49 and std[1] == pytest.approx(1e-3)  # clamped, never divides by zero
 

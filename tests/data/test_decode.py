@@ -57,6 +57,8 @@ def test_every_format_decodes_to_rgb_pixels(tmp_path, ext, kw, tol):
     two_halves().save(p, **kw)
     assert is_image_file(p)
     x = decoded(p, 32, 3)
+    # tol: 0 for the lossless formats (exact pixels); 40 of 255 for JPEG at quality 95, whose chroma
+    # subsampling and quantisation shift a saturated colour by up to ~30 next to an edge.
     # sample away from the colour edge (JPEG rings there)
     np.testing.assert_allclose(x[16, 4].astype(int), RED, atol=tol)
     np.testing.assert_allclose(x[16, 28].astype(int), BLUE, atol=tol)
@@ -158,6 +160,7 @@ def test_RGBA_alpha_composited_on_background(tmp_path):
     x = decoded(p, 8, 3)
     assert (x[:, :4] == WHITE).all(), "alpha 0 must show the white background, not the hidden red"
     assert (x[1:, 4:] == RED).all()
+    # alpha 128/255 blends to 127.5: 127 or 128 depending on the rounding the compositing uses
     np.testing.assert_allclose(x[0, 4:].astype(int), np.broadcast_to([255, 127, 127], (4, 3)), atol=1)
     # another background colour is honoured
     xb = decoded(p, 8, 3, background=(0, 0, 0))
@@ -176,6 +179,7 @@ def test_CMYK_jpeg_to_rgb(tmp_path):
     with Image.open(p) as chk:
         assert chk.mode == "CMYK"
     x = decoded(p, 16, 3).astype(int)
+    # CMYK -> RGB through JPEG (quality 95) and Pillow's naive conversion: within ~20 of 255
     np.testing.assert_allclose(x[8, 2], RED, atol=20)
     np.testing.assert_allclose(x[8, 13], WHITE, atol=20)
     g = decoded(p, 16, 1).astype(int)
@@ -208,6 +212,7 @@ def test_to_channels_other_modes():
     one = Image.new("1", (4, 4), 1)
     assert (to_channels(one, 3) == 255).all()
     ycc = Image.new("RGB", (4, 4), RED).convert("YCbCr")
+    # YCbCr -> RGB rounds through 8-bit integers twice: a few units
     np.testing.assert_allclose(to_channels(ycc, 3)[0, 0].astype(int), RED, atol=3)
     with pytest.raises(ValueError, match="channels"):
         to_channels(one, 2)
@@ -239,6 +244,8 @@ def test_exif_orientation_applied(tmp_path, orientation, top):
     x = decoded(p, 20, 3).astype(int)  # square centre crop of the displayed image
     if top is None:  # upright: nothing rotated, left half of the crop red
         assert opened.size == (40, 20)
+        # JPEG at quality 95 next to a colour edge (see the formats test): 40 of 255; the wrong
+        # orientation puts the other colour there (a difference of 255)
         np.testing.assert_allclose(x[10, 2], RED, atol=40)
         np.testing.assert_allclose(x[10, 17], BLUE, atol=40)
         return

@@ -31,6 +31,8 @@ def test_metrics_on_hand_made_probabilities():
     labels = np.array([0, 0, 0, 1, 2, 2])
     m = classification_metrics(probs, labels, classes)
     assert m["n"] == 6
+    # pytest.approx's default (rel 1e-6) here and below in this module: both sides are the same
+    # float64 formula evaluated in another order (rounding ~1e-16), so any real error shows.
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["top5"] is None  # fewer than five classes
     assert set(m["per_class"]) == set(classes)
@@ -90,6 +92,7 @@ def test_expected_calibration_error():
     assert expected_calibration_error(wrong, np.zeros(4, int)) == pytest.approx(0.9)
     # 80 % sure and right four times out of five: calibrated again
     p = np.tile([0.8, 0.2], (5, 1))
+    # |0.8 - 4/5| in float64: 0 up to rounding (~1e-16); approx needs an abs tolerance at 0
     assert expected_calibration_error(p, np.array([0, 0, 0, 0, 1])) == pytest.approx(0.0, abs=1e-12)
     bins = reliability_bins(p, np.array([0, 0, 0, 0, 1]), bins=10)
     assert sum(bins["count"]) == 5 and len(bins["edges"]) == 11

@@ -183,7 +183,9 @@ def test_every_method_gives_normalised_maps_at_input_size(spots: SimpleNamespace
     x, _, _ = spot_set(4, seed=1)
     maps, probs, targets = Explainer(Predictor.from_checkpoint(spots.ckpt), method).explain_uint8(x)
     assert maps.shape == (4, SIZE, SIZE) and maps.dtype == np.float32
+    # each map is divided by its own maximum: 1.0 within float32 rounding (allclose's default 1e-5)
     assert maps.min() >= 0 and np.allclose(maps.reshape(4, -1).max(1), 1.0)
+    # softmax over the classes: 1 within float32 rounding; 1e-5 is approx 100 ulps
     assert torch.allclose(probs.sum(1), torch.ones(4), atol=1e-5)
     assert torch.equal(targets, probs.argmax(1))
 
@@ -325,6 +327,7 @@ def test_cnn_rnn_clips_attribute_frames() -> None:
         a = attribute(model, x, torch.tensor([1, 0]), method)
         assert a.shape == (2, 4, 16, 16) and a.min() >= 0
         f = frame_scores(a)
+        # frame scores are normalised to sum to 1: float32 rounding (allclose's default 1e-5)
         assert f.shape == (2, 4) and torch.allclose(f.sum(1), torch.ones(2))
 
 

@@ -47,6 +47,7 @@ def _variant(run: SimpleNamespace, tmp_path: Path, **changes: Any) -> Path:
     return d / "best.safetensors"
 
 
+@pytest.mark.numerics
 def test_onnx_file_gives_the_predictors_probabilities_and_says_what_it_needs(
     tiny_run, tmp_path, capsys
 ) -> None:
@@ -64,11 +65,14 @@ def test_onnx_file_gives_the_predictors_probabilities_and_says_what_it_needs(
             for p in pred.predict(files, top_k=3)
         ]
     )
+    # onnxruntime vs PyTorch on probabilities (softmax of logits that differ by float32 rounding, ~1e-7),
+    # compared with the Predictor's probabilities rounded to 6 decimals (up to 5e-7): 2e-6 covers both.
     np.testing.assert_allclose(_onnx_probs(out, x), want, atol=2e-6)
 
     meta = ex.read_metadata(out)
     assert json.loads(meta["classes"]) == pred.classes
     assert (meta["input_size"], meta["channels"], meta["exporter"]) == ("16", "3", "torchscript")
+    # the float written as text into the ONNX metadata: approx's default 1e-6 covers its printed digits
     assert float(meta["temperature"]) == pytest.approx(pred.temperature)
     assert "shorter side resized to 16" in meta["resize"] and meta["pixclass_version"]
     par = json.loads(meta["parity"])
@@ -79,6 +83,7 @@ def test_onnx_file_gives_the_predictors_probabilities_and_says_what_it_needs(
     )
 
 
+@pytest.mark.numerics
 def test_the_flip_and_the_temperature_are_inside_the_graph(tiny_run, tmp_path) -> None:
     ck = _variant(tiny_run, tmp_path, tta="hflip", temperature=2.5)
     res = ex.export_checkpoint(ck, exporter="torchscript")
@@ -90,6 +95,8 @@ def test_the_flip_and_the_temperature_are_inside_the_graph(tiny_run, tmp_path) -
     )
     x = np.stack([on.preprocess(f) for f in files])
     got = _onnx_probs(res.path, x)
+    # onnxruntime vs PyTorch probabilities: float32 rounding (~1e-7), with a 10x margin; the line below
+    # shows the flip changes them by > 1e-4, so a file without it fails here.
     np.testing.assert_allclose(got, on.probs_from_uint8(torch.from_numpy(x)).numpy(), atol=2e-6)
     assert np.abs(got - off.probs_from_uint8(torch.from_numpy(x)).numpy()).max() > 1e-4
 
@@ -119,6 +126,7 @@ def test_the_dynamo_exporter_is_exact_on_a_registered_net(tiny_run, tmp_path) ->
     assert res.exporter == "dynamo" and res.parity["max_abs_diff"] <= ex.PARITY_TOL
 
 
+@pytest.mark.numerics
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_file_and_its_metadata(tiny_run, tmp_path, capsys) -> None:
     out = tmp_path / "m.pt"
@@ -130,6 +138,7 @@ def test_torchscript_file_and_its_metadata(tiny_run, tmp_path, capsys) -> None:
     pred = Predictor.from_checkpoint(tiny_run.best, backend="torch")
     x = torch.from_numpy(np.stack([pred.preprocess(f) for f in _files(tiny_run)]))
     mod = torch.jit.load(str(out))
+    # TorchScript runs the same PyTorch kernels: probabilities agree to float32 rounding (< 1e-7)
     torch.testing.assert_close(mod(x), pred.probs_from_uint8(x), atol=1e-6, rtol=0)
 
 
@@ -233,4 +242,5 @@ def test_the_readme_example_needs_only_onnxruntime_pillow_and_numpy(tiny_run, tm
         assert r.returncode == 0, r.stderr
         label, prob = r.stdout.splitlines()[0].split("\t")
         want = pred.predict(image)
+        # the example prints the probability with 4 decimals (and runs onnxruntime, not PyTorch): 1e-4
         assert label == want.label and float(prob) == pytest.approx(want.prob, abs=1e-4)

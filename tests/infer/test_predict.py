@@ -46,6 +46,7 @@ def test_the_same_image_in_every_form_gets_the_same_answer(run):
     assert all(isinstance(a, Prediction) for a in answers)
     for a in answers[1:]:
         assert (a.label, a.index, a.top_k) == (answers[0].label, answers[0].index, answers[0].top_k)
+        # the same pixels through the same model, probabilities rounded to 6 decimals: one unit of that
         assert a.prob == pytest.approx(answers[0].prob, abs=1e-6)
     assert answers[0].path == answers[1].path == str(path) and answers[2].path is None
     assert answers[0].label == "top"
@@ -69,6 +70,8 @@ def test_predictions_are_right_and_well_formed(run):
     for x in preds:
         assert len(x.top_k) == 3  # top_k is capped at the number of classes
         probs = [t["prob"] for t in x.top_k]
+        # three probabilities each rounded to 6 decimals sum to 1 within 1.5e-6; 1e-4 is generous, a
+        # missing softmax or temperature is off by far more
         assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-4)
         assert x.top_k[0] == {"label": x.label, "prob": x.prob}
         assert x.index == CLASSES.index(x.label)

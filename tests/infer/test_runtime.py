@@ -33,6 +33,7 @@ def run(tmp_path, patterns, tiny_train):
 @pytest.mark.parametrize(
     "name,kw", [("seed_cnn", {}), ("rescnn", {"widths": (8, 16, 16), "blocks": (0, 1, 1)})]
 )
+@pytest.mark.numerics
 def test_onnxruntime_matches_eager(name, kw):
     torch.manual_seed(0)
     m = create_model(name, 5, 1, 20, **kw).eval()
@@ -43,16 +44,22 @@ def test_onnxruntime_matches_eager(name, kw):
         ref = m(x)
     got = rt.run(x)  # another batch size than the export's: the batch axis is dynamic
     assert got.shape == (7, 5)
+    # onnxruntime's convolution kernels vs PyTorch's (different blocking, FMA, vector width): float32
+    # rounding on logits of order 1-10, measured <= 1e-6; 1e-4 is the margin for other CPUs' kernels
+    # and is far below a wrong graph (an omitted normalisation or layer moves logits by > 1e-1).
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.numerics
 def test_flip_tta_is_the_mean_of_image_and_mirror():
     torch.manual_seed(0)
     m = create_model("seed_cnn", 3, 1, 16).eval()
     x = torch.randn(4, 1, 16, 16)
     with torch.no_grad():
         want = (m(x) + m(torch.flip(x, dims=[3]))) / 2
+        # the same ops in the same order: assert_close's float32 default (1.3e-6 rel, 1e-5 abs) is rounding
         torch.testing.assert_close(FlipTTA(m)(x), want)
+    # onnxruntime vs PyTorch kernels: see the test above for 1e-4
     torch.testing.assert_close(onnx_runtime(FlipTTA(m), x).run(x), want, atol=1e-4, rtol=1e-4)
 
 
@@ -95,6 +102,7 @@ def test_unknown_backend_is_refused():
     assert torch_runtime(m, channels_last=True).run(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
 
 
+@pytest.mark.numerics
 def test_predictor_backends_agree_on_real_files(run):
     res, unseen = run
     files = sorted(str(p) for p in unseen.rglob("*.png"))
@@ -103,6 +111,8 @@ def test_predictor_backends_agree_on_real_files(run):
     assert auto.backend == "onnxruntime" and eager.backend == "torch"
     a, b = auto.predict(files), eager.predict(files)
     assert [p.label for p in a] == [p.label for p in b]
+    # probabilities from two runtimes whose logits differ by float32 rounding (< 1e-6 measured), and
+    # rounded to 6 decimals by Prediction: 1e-4 is margin for other CPUs' kernels, not for a wrong model.
     np.testing.assert_allclose([p.prob for p in a], [p.prob for p in b], atol=1e-4)
 
 
@@ -118,6 +128,7 @@ def test_training_with_flips_records_a_tta_choice_and_predictor_follows_it(
     off = Predictor.from_checkpoint(res.best, backend="torch", tta=False)
     x = torch.from_numpy(np.stack([off.preprocess(str(f)) for f in sorted(unseen.rglob("*.png"))]))
     torch.testing.assert_close(
+        # both eager PyTorch: the same convolutions on the same batches, summed in another order by the flip
         on.logits_from_uint8(x),
         (off.logits_from_uint8(x) + off.logits_from_uint8(x.flip(-1))) / 2,
         atol=1e-5,
@@ -142,6 +153,8 @@ def test_torch_runtime_in_bf16_gives_float_logits_close_to_fp32():
     got = torch_runtime(m, channels_last=True, amp=True).run(x)
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert not torch.equal(got, ref)  # bf16 really ran
+    # bf16 keeps 8 mantissa bits (4e-3 relative per operation, accumulated over the layers): 0.1 on
+    # logits of order 1 is what bf16 promises; the assertion above proves bf16 really ran.
     torch.testing.assert_close(got, ref, rtol=0.1, atol=0.1)
 
 

@@ -90,6 +90,7 @@ def test_rnn_rows_interface(kw):
     f = m.forward_features(x)
     assert f.shape == (4, m.num_features)
     m.eval()
+    # the same ops in the same order: assert_close's float32 default is rounding only
     torch.testing.assert_close(m(x), m.forward_head(m.forward_features(x)))
     assert m(x).shape == (4, 10) and m.gradcam_layer is None
     assert not hasattr(m, "frames")  # an image model: the image pipeline, FLOPs per image
@@ -101,6 +102,7 @@ def test_rnn_rows_reads_rows_in_order():
     m = create_model("rnn_rows", 3, 1, 8, bidirectional=False, pool="last").eval()
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
+        # a row order that mattered moves the logits by ~1e-1; 1e-4 is float32 noise on logits of order 1
         assert not torch.allclose(m(x), m(x.flip(2)), atol=1e-4)
 
 
@@ -115,6 +117,7 @@ def test_clip_model_interface(name, encoder):
     m.eval()
     assert m(x).shape == (3, 4) and m.forward_features(x).shape == (3, m.num_features)
     w = m.temporal_weights(x)
+    # a softmax over 5 frames sums to 1 within float32 rounding (the default tolerance)
     torch.testing.assert_close(w.sum(1), torch.ones(3))
     # Grad-CAM names a layer inside the encoder, which sees the frames as one (N * T) batch
     assert m.gradcam_layer.startswith("encoder.") and m.get_submodule(m.gradcam_layer) is not None
@@ -142,6 +145,7 @@ def test_encoder_must_be_an_image_cnn():
         {"pool": "meanmax", "bidirectional": True},
     ],
 )
+@pytest.mark.numerics
 def test_padding_is_masked(kw):
     """A 4-frame clip padded to 6 by repeating its last frame gives the same logits as the clip itself."""
     torch.manual_seed(0)
@@ -156,6 +160,9 @@ def test_padding_is_masked(kw):
         with torch.no_grad():
             a = m(short)
             b = m(torch.cat([padded, full]))  # a mixed batch: some clips padded, one not
+            # Packed vs padded batches take different LSTM kernels (and another batch size for the CNN):
+            # float32 rounding accumulated over up to 6 recurrent steps, ~1e-6 measured; reading the padding
+            # frames instead of stopping at the length moves the output by > 1e-2.
             torch.testing.assert_close(a, b[:2], atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(m(full), b[2:], atol=1e-5, rtol=1e-4)
             # explicit lengths override the rule
@@ -227,6 +234,7 @@ def test_rnn_rows_trains_and_round_trips(tmp_path, patterns):
     model = c.build_model().eval()
     x = torch.from_numpy(np.stack([p.preprocess(str(f)) for f in files]))
     with torch.no_grad():
+        # the same model and normalisation through the Predictor: float32 rounding (the default tolerance)
         torch.testing.assert_close(
             model((x.float() / 255 - p.mean) / p.std).softmax(1), p.probs_from_uint8(x)
         )

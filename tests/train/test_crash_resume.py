@@ -41,6 +41,7 @@ def saved_epoch(run: Path) -> int:
         return 0
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, patterns):
     patterns.folder(tmp_path / "data", {"top": 60, "bottom": 60})

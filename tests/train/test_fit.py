@@ -36,6 +36,10 @@ def assert_rows_match(a: list[dict[str, float]], b: list[dict[str, float]]) -> N
         assert ra.keys() == rb.keys()
         for k in ra:
             if k not in TIMING:
+                # Both runs do the same arithmetic on the same machine in one process (one intra-op thread),
+                # so they usually agree bit for bit; 1e-5 allows the float32 reductions a different summation
+                # order (a CPU that changes kernels between two calls) and still catches a resume that replays
+                # or skips a step (losses move by percents per step).
                 assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7, nan_ok=True), (k, ra, rb)
 
 
@@ -44,6 +48,8 @@ def assert_same_tensors(a: Path, b: Path) -> None:
     tb, _ = ckpt.read(b)
     assert ta.keys() == tb.keys()
     for k in ta:
+        # Weights after the same steps from the same state: rounding differences only (see assert_rows_match);
+        # one missed or repeated SGD step moves them by lr * grad, orders of magnitude above 1e-5.
         assert torch.allclose(ta[k].double(), tb[k].double(), rtol=1e-5, atol=1e-6), k
 
 
@@ -111,6 +117,7 @@ def test_run_folder_is_complete(tmp_path, data, tiny_train):
     for r, h in zip(rows, res.history, strict=True):
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1
         assert r["epoch_seconds"] > 0 and r["train_img_per_s"] > 0 and r["lr"] > 0
+        # metrics.csv holds the same float written as text: 1e-5 covers its printed digits, nothing else.
         assert r["train_loss"] == pytest.approx(h["train_loss"], rel=1e-5)
     assert res.history[-1]["val_acc"] == 1.0  # learnable: two val images, both right
 
@@ -304,6 +311,8 @@ def test_predict_logits_in_bf16_on_cuda_agrees_with_fp32():
     ref = fit.predict_logits(model, x, mean, std, cuda, channels_last=True)
     got = fit.predict_logits(model, x, mean, std, cuda, channels_last=True, amp=True)
     assert got.dtype == torch.float32 and not torch.equal(got, ref)
+    # bf16 keeps 8 mantissa bits (relative rounding 4e-3 per operation, accumulated over the layers):
+    # 0.1 on logits of order 1 is what bf16 can honestly promise; a broken cast is off by far more.
     torch.testing.assert_close(got, ref, rtol=0.1, atol=0.1)
 
 
@@ -315,6 +324,8 @@ def test_a_run_on_cuda_matches_its_own_rerun(tmp_path, data, tiny_train):
     a = fit.fit(data, cfg, tmp_path / "a", progress=False)[0]
     b = fit.fit(data, cfg, tmp_path / "b", progress=False)[0]
     assert len(a.history) == 2 and all(r["train_loss"] == r["train_loss"] for r in a.history)
+    # CUDA's convolution algorithms are not bit-reproducible run to run (atomics in the backward):
+    # the losses agree to float32 rounding amplified over two epochs; 1e-3 still fails an unseeded run.
     assert [r["train_loss"] for r in a.history] == pytest.approx(
         [r["train_loss"] for r in b.history], rel=1e-3
     )
@@ -343,6 +354,7 @@ def test_recipe_derives_what_is_not_set_and_saves_it(tmp_path, patterns, tiny_tr
     assert len(recipe) == 1 and "-> batch 16" in recipe[0] and "set by you" in recipe[0]
     saved = load_yaml(tmp_path / "run" / "config.yaml")
     assert saved["batch_size"] == 16 and saved["epochs"] == 2 and saved["auto"] == []
+    # the same float64 formula: approx's default rel 1e-6 is only the YAML round trip's margin
     assert saved["lr"] == pytest.approx(0.1 * 16 / 256)
     assert res.config is not None and res.config.batch_size == 16
 
