@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_RECIPE, finish, start_pixclass
+from conftest import HANG_S, TINY_RECIPE, finish, start_pixclass
 
 # the tiny recipe, two epochs, calibrated (the end-to-end path a user takes)
 TINY_CONFIG = {**TINY_RECIPE, "epochs": 2, "calibrate": True}
@@ -69,7 +69,7 @@ def test_train_evaluate_predict(tmp_path, patterns, start):
     )
 
     # ---- evaluate: a plain folder, so every readable image
-    r = finish(evaluating, timeout=180)
+    r = finish(evaluating, timeout=HANG_S)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"accuracy", "top5", "per_class", "confusion_matrix", "n"} <= set(m)
@@ -84,7 +84,7 @@ def test_train_evaluate_predict(tmp_path, patterns, start):
     assert "top/broken.png" in r.stdout
 
     # ---- predict: a folder, a glob and the broken file; JSON on stdout and a CSV
-    r = finish(predicting, timeout=180)
+    r = finish(predicting, timeout=HANG_S)
     assert r.returncode != 0  # because of the broken file
     assert "broken.png" in r.stderr
     preds = json.loads(r.stdout)

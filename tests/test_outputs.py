@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import HANG_S
 
 from pixclass.errors import OutputError, RunError
 from pixclass.outputs import LOCK_NAME, RunLock, output_file, refuse_output_in_inputs, writable_folder
@@ -100,24 +101,26 @@ def test_run_lock_is_exclusive_and_released(tmp_path):
 
 
 HOLD = """
-import sys, time
+import sys
 from pixclass.outputs import RunLock
 with RunLock(sys.argv[1]):
     print("locked", flush=True)
-    time.sleep(60)
+    sys.stdin.read()  # held until the test kills this process, however slow the machine is
 """
 
 
 def test_a_lock_held_by_another_process_refuses_and_a_killed_holder_leaves_none(tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunError, match=f"process {holder.pid}"):
             RunLock(run).acquire()
         os.kill(holder.pid, signal.SIGKILL)  # no clean-up code runs: the OS drops the lock
         holder.wait()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_S
         while True:  # the kernel releases the lock as the process is reaped; normally at once
             try:
                 with RunLock(run):

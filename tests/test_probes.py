@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_RECIPE, finish, make_pattern_folder, run_pixclass, snapshot, start_pixclass
+from conftest import HANG_S, TINY_RECIPE, finish, make_pattern_folder, run_pixclass, snapshot, start_pixclass
 
 TINY_CONFIG = TINY_RECIPE  # one epoch of the tiny rescnn: a run takes a few seconds
 CLASSES = {"cat": 6, "dog": 6}
@@ -263,7 +263,7 @@ def _full_disk(w: Work, argv: list[str]) -> subprocess.CompletedProcess[str]:
         cwd=w.dir,
         text=True,
         capture_output=True,
-        timeout=240,
+        timeout=HANG_S,
         stdin=subprocess.DEVNULL,
         preexec_fn=limit,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HANG_S
 
 from pixclass.data.sources import DataError, fashion_mnist
 from pixclass.models import create_model
@@ -40,7 +41,7 @@ def run_quick(tmp_path: Path, *args: str) -> dict:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=HANG_S,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "gpu_quick.md").is_file()

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+from conftest import HANG_S
+
 
 def test_cli_writes_plot_and_json(tmp_path, patterns):
     data = patterns.folder(tmp_path / "data", {"top": 16, "bottom": 16})
@@ -18,7 +20,7 @@ def test_cli_writes_plot_and_json(tmp_path, patterns):
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr
     assert "suggested peak lr" in r.stdout and "recipe: " in r.stdout

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import yaml
+from conftest import HANG_S
 
 
 def test_no_flags_prints_and_saves_the_derived_recipe(tmp_path, patterns):
@@ -30,7 +31,7 @@ def test_no_flags_prints_and_saves_the_derived_recipe(tmp_path, patterns):
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("recipe: ")]
@@ -65,7 +66,7 @@ def test_lr_auto_runs_the_range_test_first(tmp_path, patterns):
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
     )
     assert r.returncode == 0, r.stderr
     assert "lr auto: the LR range test suggests" in r.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import start_pixclass
+from conftest import HANG_S, start_pixclass
 from safetensors.torch import load_file
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -37,7 +37,7 @@ def pixclass(cwd: Path, *args: str) -> subprocess.Popen[str]:
     return start_pixclass(*args, cwd=cwd)
 
 
-def finish(p: subprocess.Popen[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def finish(p: subprocess.Popen[str], timeout: float = HANG_S) -> subprocess.CompletedProcess[str]:
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -210,7 +210,7 @@ def test_a_killed_rank_stops_the_job_in_one_line_and_resume_completes_it(tmp_pat
         *TINY,
     )
     run = tmp_path / "run"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_S
     while not (run / "resume.safetensors").exists():  # the first epoch has ended; the second is under way
         assert job.poll() is None, job.communicate()
         assert time.monotonic() < deadline

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import MOBILENET_V2_FILE, TINY_RECIPE, mobilenet_weights_file, run_pixclass
+from conftest import HANG_S, MOBILENET_V2_FILE, TINY_RECIPE, mobilenet_weights_file, run_pixclass
 
 from pixclass import checkpoint as ckpt
 from pixclass.cli import main
@@ -23,7 +23,7 @@ TINY = {**TINY_RECIPE, "epochs": 2}
 
 def pixclass(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return run_pixclass(
-        *args, cwd=cwd, timeout=600, env=env
+        *args, cwd=cwd, timeout=HANG_S, env=env
     )  # fine-tuning a MobileNetV2: minutes on a busy CPU
 
 

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_S
 
 import pixclass.data.cache as cache_mod
 from pixclass.data.cache import ImageStore, cache_dir, decode_all, file_list_key, probe_all
@@ -236,7 +237,7 @@ def test_two_processes_building_one_entry_both_succeed(class_folder, cache_root)
         )
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = [p.communicate(timeout=HANG_S) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
     sums = {o.split()[1] for o, _ in outs}
     assert len(sums) == 1

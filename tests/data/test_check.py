@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_pixclass
+from conftest import HANG_S, run_pixclass
 
 from pixclass.data.check import check_data
 from pixclass.data.dataset import DataConfig, load_data
@@ -21,7 +21,7 @@ from pixclass.data.sources import Source, Split
 
 def pixclass(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would (a fresh process; PIXCLASS_CACHE comes from the test's env)."""
-    return run_pixclass(*args, timeout=120)
+    return run_pixclass(*args, timeout=HANG_S)
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_untrainable_data_fails_with_one_stderr_line(tmp_path, imgs):
         for c in CASES
     }
     for c, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=HANG_S)
         assert proc.returncode != 0, (c, out, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1, (c, err)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import HANG_S
 
 from pixclass import checkpoint as ckpt
 from pixclass.cli import main
@@ -237,7 +238,7 @@ def test_the_readme_example_needs_only_onnxruntime_pillow_and_numpy(tiny_run, tm
             [sys.executable, "-I", "-c", check, str(script), str(out), str(image)],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_S,
         )
         assert r.returncode == 0, r.stderr
         label, prob = r.stdout.splitlines()[0].split("\t")

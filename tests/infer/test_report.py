@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import HANG_S
 
 from pixclass.cli import main
 
@@ -124,7 +125,7 @@ def _images_loaded(exe: str, page: str, work: Path) -> tuple[int, int]:
         "--dump-dom",
         probe.as_uri(),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_S).stdout
     imgs = re.search(r'data-imgs="(\d+)"', out)
     loaded = re.search(r'data-loaded="(\d+)"', out)
     assert imgs and loaded, f"Chromium did not report on the page: {out[:300]!r}"

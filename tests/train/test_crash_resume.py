@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_RECIPE, start_pixclass
+from conftest import HANG_S, TINY_RECIPE, start_pixclass
 from safetensors import safe_open
 from test_fit import assert_rows_match, assert_same_tensors, read_metrics
 
@@ -51,7 +51,7 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, patte
     crashing = start_pixclass(*args, "--out", "crashed", cwd=tmp_path)
 
     run = tmp_path / "crashed"
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + HANG_S
     while saved_epoch(run) < 1:  # the first epoch is complete and its resume state saved
         assert crashing.poll() is None, crashing.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "the first epoch never ended"
@@ -69,10 +69,10 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, patte
         text=True,
         capture_output=True,
         stdin=subprocess.DEVNULL,
-        timeout=600,
+        timeout=HANG_S,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    out, err = straight.communicate(timeout=600)
+    out, err = straight.communicate(timeout=HANG_S)
     assert straight.returncode == 0, err[-3000:]
 
     cols_a, rows_a = read_metrics(tmp_path / "straight")

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import HANG_S
 from PIL import Image
 
 from pixclass.cli import main
@@ -57,7 +58,7 @@ def server(tiny_run: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) 
             cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + HANG_S
     try:
         while True:
             assert proc.poll() is None, f"server exited: {log.read_text()}"
@@ -93,7 +94,7 @@ def _upload(
 
 
 def _healthy(url: str) -> None:
-    r = httpx.get(f"{url}/health", timeout=30)
+    r = httpx.get(f"{url}/health", timeout=HANG_S)
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
@@ -111,7 +112,7 @@ def test_health_metadata_and_the_page(server, tiny_run) -> None:
 def test_predict_answers_as_the_predictor_does(server, expected) -> None:
     files = list(expected)[:3]
     body = [("files", (f.name, f.read_bytes(), "image/png")) for f in files]
-    r = httpx.post(f"{server.url}/predict", files=body, timeout=60)
+    r = httpx.post(f"{server.url}/predict", files=body, timeout=HANG_S)
     assert r.status_code == 200
     preds = r.json()["predictions"]
     assert [p["filename"] for p in preds] == [f.name for f in files]
@@ -120,7 +121,7 @@ def test_predict_answers_as_the_predictor_does(server, expected) -> None:
         # kernels (float32 rounding ~1e-7), and both round to 6 decimals; 1e-5 is 10x that
         assert (p["label"], pytest.approx(p["prob"], abs=1e-5)) == expected[f]
         assert len(p["top_k"]) == 2 and p["top_k"][0] == {"label": p["label"], "prob": p["prob"]}
-    r = httpx.post(f"{server.url}/predict?top_k=3", files=_upload(files[0]), timeout=60)
+    r = httpx.post(f"{server.url}/predict?top_k=3", files=_upload(files[0]), timeout=HANG_S)
     assert len(r.json()["predictions"][0]["top_k"]) == 3
 
 
@@ -129,7 +130,7 @@ def test_64_concurrent_requests_are_all_answered_correctly(server, expected) -> 
     jobs = [files[i % len(files)] for i in range(64)]
     before = _metric(server.url, "pixclass_images_total")
     with (
-        httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client,
+        httpx.Client(timeout=HANG_S, limits=httpx.Limits(max_connections=64)) as client,
         ThreadPoolExecutor(64) as pool,
     ):
         answers = list(pool.map(lambda f: client.post(f"{server.url}/predict", files=_upload(f)), jobs))
@@ -208,13 +209,13 @@ def test_each_bad_input_gets_a_json_error_naming_it_and_the_server_keeps_serving
 ) -> None:
     good = next(iter(expected))
     for name, (kw, status, needle) in _bad_inputs(tmp_path, good).items():
-        r = httpx.post(f"{server.url}/predict", timeout=60, **kw)
+        r = httpx.post(f"{server.url}/predict", timeout=HANG_S, **kw)
         assert r.status_code == status, (name, r.status_code, r.text)
         err = r.json()["error"]
         assert needle in err and "Traceback" not in r.text, (name, err)
         _healthy(server.url)
     r = httpx.post(
-        f"{server.url}/explain", files=[("file", ("x.png", b"not an image", "image/png"))], timeout=60
+        f"{server.url}/explain", files=[("file", ("x.png", b"not an image", "image/png"))], timeout=HANG_S
     )
     assert r.status_code == 422 and "x.png" in r.json()["error"]
     for path in (
@@ -234,7 +235,7 @@ def test_each_bad_input_gets_a_json_error_naming_it_and_the_server_keeps_serving
 
 def test_explain_returns_a_gradcam_overlay(server, expected) -> None:
     f = next(iter(expected))
-    r = httpx.post(f"{server.url}/explain", files=_upload(f, field="file"), timeout=120)
+    r = httpx.post(f"{server.url}/explain", files=_upload(f, field="file"), timeout=HANG_S)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["label"] == expected[f][0] and body["overlay"].startswith("data:image/png;base64,")
@@ -285,20 +286,20 @@ def test_the_page_in_headless_chromium_classifies_an_upload_and_shows_gradcam(
             page = browser.new_page()
             page.goto(server.url + "/")
             page.wait_for_function(
-                "document.getElementById('meta').textContent.includes('classes')", timeout=60_000
+                "document.getElementById('meta').textContent.includes('classes')", timeout=HANG_S * 1000
             )
             page.set_input_files("#files", str(f))
-            page.wait_for_selector(".card .label", timeout=60_000)
+            page.wait_for_selector(".card .label", timeout=HANG_S * 1000)
             assert page.inner_text(".card .label") == expected[f][0]
             assert page.locator(".card .row").count() == 2  # the top-k bars
             page.click(".card button.gradcam")
             page.wait_for_function(
                 "(() => { const i = document.querySelector('.card img.overlay');"
                 " return i && i.complete && i.naturalWidth > 0; })()",
-                timeout=120_000,
+                timeout=HANG_S * 1000,
             )
             page.set_input_files("#files", str(bad))
-            page.wait_for_selector(".card .error", timeout=60_000)
+            page.wait_for_selector(".card .error", timeout=HANG_S * 1000)
             assert "fake.png" in page.inner_text(".card .error")
         finally:
             browser.close()
