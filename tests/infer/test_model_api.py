@@ -36,6 +36,7 @@ def test_load_gives_a_model_whose_methods_match_the_cli(run, tmp_path):
     cmd = [sys.executable, "-m", "pixclass", "evaluate", str(res.best), str(data), "--json", str(out), "-q"]
     subprocess.run(cmd, check=True, capture_output=True)
     theirs = json.loads(out.read_text())
+    # a ratio of the same counts, through JSON: equal; approx's default is margin only
     assert mine["n"] == theirs["n"] and mine["accuracy"] == pytest.approx(theirs["accuracy"])
 
     # explain: one map per input, an unreadable file gives its DecodeError in place
@@ -58,6 +59,7 @@ def test_calibrate_rewrites_the_checkpoint_and_the_model_follows(run, tmp_path):
     model = pixclass.load(ck)
     summary = model.calibrate(data)
     assert summary["checkpoint"] == str(ck) and summary["temperature"] > 0
+    # the same float, held in memory and read back from the file's JSON: equal; approx's default is margin
     assert model.card.temperature == pytest.approx(summary["temperature"])
     assert pixclass.load(ck).card.temperature == pytest.approx(summary["temperature"])
 

@@ -13,6 +13,7 @@ P = np.array([[0.9, 0.2, 0.1], [0.8, 0.6, 0.3], [0.3, 0.7, 0.2], [0.1, 0.4, 0.1]
 
 def test_perfect_ranking_and_keys():
     m = multilabel_metrics(P, Y, ["a", "b", "c"])
+    # exact fractions of a few counts computed in float64 (here and below): approx's default 1e-6 is margin
     assert m["mAP"] == pytest.approx(1.0)  # label c has no positive: left out, reported as None
     assert m["per_label"]["c"]["ap"] is None and m["per_label"]["c"]["support"] == 0
     assert m["exact_match"] == 1.0 and m["hamming_loss"] == 0.0 and m["micro_f1"] == 1.0

@@ -61,6 +61,7 @@ def test_predict_gives_label_lists_and_every_probability(ml_ckpt, imgs, tmp_path
     for o, w in zip(out, want, strict=True):
         assert "bird" in o.labels and "cat" not in o.labels  # thresholds 0 and 1
         assert ("dog" in o.labels) == (float(w[2]) >= 0.5)
+        # the same logits and sigmoid, probabilities rounded to 6 decimals by the Predictor (5e-7): 1e-5 is margin
         assert o.probs == pytest.approx(dict(zip(LABELS, w.tolist(), strict=True)), abs=1e-5)
         j = o.to_json()
         assert set(j) == {"path", "labels", "probs", "top_k"}
