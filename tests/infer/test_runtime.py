@@ -165,6 +165,8 @@ def test_runtime_probs_are_the_softmax_of_the_logits_over_the_temperature(backen
     x = torch.randn(5, 1, 16, 16)
     rt = make_runtime(m, backend, torch.device("cpu"), x[:2], temperature=0.5)
     assert rt.name == backend and rt.temperature == 0.5
+    # the softmax inside the graph (onnxruntime's kernel) vs PyTorch's on the same logits: float32
+    # rounding of exp and the sum, a few ulps of probabilities <= 1; 1e-6 / 1e-5 is ~10x that
     torch.testing.assert_close(rt.probs(x), (rt.run(x) / 0.5).softmax(1), atol=1e-6, rtol=1e-5)
 
 
@@ -174,6 +176,7 @@ def test_predictor_follows_a_temperature_changed_after_its_runtime_was_made(run)
     x = torch.randint(0, 256, (3, p.channels, p.size, p.size), dtype=torch.uint8)
     p.probs_from_uint8(x)  # the runtime is made here, with the checkpoint's temperature
     p.temperature = 2.5
+    # softmax in the runtime vs PyTorch's on the same logits: float32 rounding, as in the test above
     torch.testing.assert_close(
         p.probs_from_uint8(x), (p.logits_from_uint8(x) / 2.5).softmax(1), atol=1e-6, rtol=1e-5
     )
