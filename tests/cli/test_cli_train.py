@@ -36,6 +36,7 @@ def test_no_flags_prints_and_saves_the_derived_recipe(tmp_path, patterns):
     assert r.returncode == 0, r.stderr
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("recipe: ")]
     assert len(line) == 1
+    assert "threads: 1 (OMP_NUM_THREADS)" in r.stdout.splitlines()  # the tests' setting wins, and is said
     assert "-> batch 16" in line[0] and "2 epochs" in line[0] and "set by you: epochs" in line[0]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["batch_size"] == 16 and saved["epochs"] == 2 and saved["auto"] == []

@@ -241,6 +241,8 @@ def run(a: argparse.Namespace) -> int:
     from ..config import TrainConfig, build_config, load_yaml, merge
     from ..errors import DataError, RunError
     from ..outputs import RunLock, refuse_output_in_inputs
+    from ..threads import apply as apply_threads
+    from ..threads import choose_threads
     from ..train import distributed
     from ..train.run import train
     from .distributed import launch_command, wants_launch
@@ -281,6 +283,10 @@ def run(a: argparse.Namespace) -> int:
     with lock:
         if wants_launch(a):  # --nproc N: this same command in N processes
             return launch_command(a, out)
+        if not distributed.launched_by_torchrun():  # ranks: the launcher set OMP_NUM_THREADS for them
+            choice = choose_threads()
+            apply_threads(choice)
+            print(f"threads: {choice.threads} ({choice.reason})", flush=True)
         t0 = time.perf_counter()
         with distributed.worker(cfg.device) as world:  # under torchrun: one rank of the job
             res = train(data, cfg, out, resume=bool(a.resume), progress=show_progress(a))
