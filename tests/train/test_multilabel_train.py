@@ -41,6 +41,7 @@ def test_pos_weights_and_asl():
     y[:50, 0] = 1
     y[:2, 1] = 1
     w = pos_weights(y)
+    # sqrt(98 / 2) = 7 in float32 up to one rounding (~5e-7); abs 0.01 is generous, a wrong rule is off by > 1
     assert w[0] == 1.0 and w[1] == pytest.approx(7.0, abs=0.01) and w[2] == 10.0  # no positive: the cap
     logits = torch.tensor([[4.0, -4.0]])
     assert float(asymmetric_loss(logits, torch.tensor([[1.0, 0.0]]))) < 0.05  # right and confident: ~0
