@@ -6,7 +6,7 @@ Sections, each guarded (a failure is recorded in the results and the next sectio
 
 * ``environment``: torch/CUDA/cuDNN versions, the GPU, the bf16 ``torch.mm`` peak (the denominator of
   the utilization figures).
-* ``profile``: ``torch.profiler`` over one epoch of the engine's own step (``train.trainer.train_one_epoch``,
+* ``profile``: ``torch.profiler`` over one epoch of the engine's own step (``train.trainer.Trainer.train_epoch``,
   default recipe, a 12k-image subset): top ops by device time and by CPU time, kernel launches and host
   syncs per step, the fraction of the wall time the GPU was busy; a Chrome trace (``gpu_trace.json.gz``);
   the validation pass in fp32 and in bf16.
@@ -45,6 +45,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ from pixclass.data.dataset import Dataset, load_data, split_channel_stats
 from pixclass.infer.predictor import Predictor
 from pixclass.models import count_flops, create_model
 from pixclass.train import trainer as engine
+from pixclass.train.logits import predict_logits
 from pixclass.train.optim import loss_fn, make_optimizer, make_schedule
+from pixclass.train.parts import resident
 from pixclass.train.run import train
 
 SECTIONS = ("environment", "profile", "inference", "recipes", "levers", "candidates")
@@ -220,22 +223,26 @@ def section_profile(ctx: Ctx) -> dict[str, Any]:
 
     ds = ctx.dataset(600 if ctx.quick else 12_000)
     cfg = ctx.config(None, {})
-    parts = engine.build_parts(ds, cfg, ctx.device, lambda m: None)
+    # The trainer's own epoch, with no callbacks (no files, no guard checks) and no recipe (auto=()).
+    parts = engine.Trainer(
+        ds, replace(cfg, auto=()), ctx.tmp / "profile", callbacks=[], progress=False, log=lambda m: None
+    )
+    parts.setup()
     split = ds.splits["train"]
-    x_train, y_train = engine.resident(split, ctx.device)
-    engine.train_one_epoch(parts, split, x_train, y_train, cfg, 0, False)  # warm-up: cuDNN plans, allocator
+    parts.train_epoch()  # warm-up: cuDNN plans, allocator
     ctx.sync()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
     with profile(activities=acts) as prof:
         t0 = time.perf_counter()
-        engine.train_one_epoch(parts, split, x_train, y_train, cfg, 1, False)
+        parts.epoch = 1
+        parts.train_epoch()
         ctx.sync()
         wall = time.perf_counter() - t0
     steps = parts.steps_per_epoch
     avgs = prof.key_averages()
     dev_us = sum(device_us(e, self_only=True) for e in avgs)
     out: dict[str, Any] = {
-        "what": f"train.trainer.train_one_epoch, default recipe, {len(split)} images, batch {parts.batch}",
+        "what": f"train.trainer.Trainer.train_epoch, default recipe, {len(split)} images, batch {parts.batch}",
         "steps": steps,
         "wall_ms_per_step": 1000 * wall / steps,
         "img_per_s": len(split) // parts.batch * parts.batch / wall,
@@ -310,11 +317,9 @@ def validate_timings(ctx: Ctx, parts: Any, ds: Dataset, cfg: TrainConfig) -> dic
         return {"skipped": "no validation split"}
     out: dict[str, Any] = {"images": len(val)}
     for name, amp in (("fp32", False), ("bf16", True)):
-        engine.predict_logits(parts.eval_model, val.store, parts.mean, parts.std, ctx.device, True, amp=amp)
+        predict_logits(parts.eval_model, val.store, parts.mean, parts.std, ctx.device, True, amp=amp)
         t0 = time.perf_counter()
-        logits = engine.predict_logits(
-            parts.eval_model, val.store, parts.mean, parts.std, ctx.device, True, amp=amp
-        )
+        logits = predict_logits(parts.eval_model, val.store, parts.mean, parts.std, ctx.device, True, amp=amp)
         out[f"{name}_ms"] = 1000 * (time.perf_counter() - t0)
         out[f"{name}_acc"] = float((logits.argmax(1) == val.labels).float().mean())
     out["note"] = "bf16 acts on CUDA only (predict_logits ignores amp elsewhere)"
@@ -622,7 +627,7 @@ def time_steps(ctx: Ctx, bench: BareStep, steps: int, repeats: int) -> dict[str,
 def section_levers(ctx: Ctx) -> dict[str, Any]:
     ds = ctx.dataset()
     split = ds.splits["train"]
-    x, y = engine.resident(split, ctx.device)
+    x, y = resident(split, ctx.device)
     assert x is not None
     batches = [int(b) for b in ctx.a.batches.split(",")] if not ctx.quick else [32, 64]
     steps, repeats = (2, 1) if ctx.quick else (50, 3)
@@ -718,7 +723,7 @@ def epochs_that_fit(ctx: Ctx, ds: Dataset, over: dict[str, Any], seconds: float)
     its batch (flip only); an epoch costs its steps plus ~25% (its own augmentation, validation, EMA)."""
     if ctx.quick:
         return 1, 0.0
-    x, y = engine.resident(ds.splits["train"], ctx.device)
+    x, y = resident(ds.splits["train"], ctx.device)
     assert x is not None
     bench = BareStep(ctx, "eager+augment", over["batch_size"], x, y, over["model_kwargs"])
     ms = time_steps(ctx, bench, 20, 1)["ms_per_step"]

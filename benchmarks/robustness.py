@@ -39,10 +39,10 @@ from pixclass import checkpoint as ckpt  # noqa: E402
 from pixclass.config import TrainConfig, merge  # noqa: E402
 from pixclass.data.dataset import DataConfig, Dataset, load_data  # noqa: E402
 from pixclass.infer.metrics import balanced_accuracy  # noqa: E402
+from pixclass.train.logits import predict_logits  # noqa: E402
 from pixclass.train.recipe import val_fraction_for  # noqa: E402
 from pixclass.train.resolve import lr_find_on, resolve  # noqa: E402
 from pixclass.train.run import train  # noqa: E402
-from pixclass.train.trainer import predict_logits  # noqa: E402
 
 GRID_LRS = (0.01, 0.03, 0.1)
 #: Today's fixed recipe (before this benchmark): what every dataset got regardless of its size.

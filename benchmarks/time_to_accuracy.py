@@ -45,8 +45,8 @@ from pixclass.config import TrainConfig, build_config, merge
 from pixclass.data.dataset import load_data
 from pixclass.models import count_flops, create_model
 from pixclass.presets import PRESETS
+from pixclass.train.logits import predict_logits
 from pixclass.train.run import train
-from pixclass.train.trainer import predict_logits
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93)
 KERAS_SPEEDUP_GOAL = 5.0  # pixclass reaches Keras's 10-epoch accuracy in <= 1/5 of Keras's time

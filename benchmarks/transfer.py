@@ -44,7 +44,8 @@ from transfer_data import POOLS, Pool, few_shot_source
 from pixclass import checkpoint as ckpt
 from pixclass.config import build_config, merge
 from pixclass.presets import data_defaults
-from pixclass.train.trainer import fit, predict_logits
+from pixclass.train.logits import predict_logits
+from pixclass.train.trainer import fit
 
 LEVELS = (10, 50, 200)
 METHODS = ("scratch", "pretrained", "init", "svc")

@@ -224,9 +224,9 @@ def finish(p: subprocess.Popen[str], timeout: float = HANG_S) -> subprocess.Comp
 @pytest.fixture
 def no_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training without the closing report.html: its plots cost ten times a tiny run's training."""
-    import pixclass.train.run
+    import pixclass.train.callbacks.report as report
 
-    monkeypatch.setattr(pixclass.train.run, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: None)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import torch
 from conftest import TINY_MODEL
 from safetensors.torch import save_file
 
+import pixclass.train.parts as parts
 import pixclass.train.trainer as fit
 from pixclass import checkpoint as ckpt
 from pixclass.card import CARD_VERSION, ModelCard
@@ -30,13 +31,13 @@ def trained(tmp_path, patterns, monkeypatch, no_report):
     """One epoch of the spec's tiny rescnn on a tiny folder; also the model object that trained."""
     data = patterns.folder(tmp_path / "data", {"top": 10, "bottom": 10, "left": 10})
     built = []
-    create_model = fit.create_model
+    create_model = parts.create_model
 
     def keep(*a, **k):
         built.append(create_model(*a, **k))
         return built[-1]
 
-    monkeypatch.setattr(fit, "create_model", keep)
+    monkeypatch.setattr(parts, "create_model", keep)
     cfg = TrainConfig(
         epochs=1,
         batch_size=8,

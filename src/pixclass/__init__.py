@@ -9,6 +9,12 @@ The Python API mirrors the CLI::
     model.predict("shoe.png")         # -> Prediction(label="Sneaker", prob=0.97, top_k=[...])
     model.evaluate("photos/")  ·  model.calibrate("photos/")  ·  model.explain(["shoe.png"])
     model.export("shoe.onnx", format="onnx")
+
+    class Log(pixclass.Callback):
+        def on_epoch_end(self, run, logs):  # logs: epoch, train_loss, val_acc, ... (metrics.csv's row)
+            print(logs["epoch"], logs["val_acc"])
+
+    pixclass.train("photos/", out="runs/photos", callbacks=[Log()])
 """
 
 from __future__ import annotations
@@ -35,14 +41,18 @@ def load(
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import pixclass` must not pay for torch
-    if name == "train":
-        from .train.run import train
+    if name == "train":  # the package is callable: pixclass.train(DATA, config, out=..., callbacks=[...])
+        import importlib
 
-        return train
+        return importlib.import_module(".train", __name__)
     if name == "build_config":
         from .config import build_config
 
         return build_config
+    if name in ("Callback", "StopTraining"):  # torch-free: writing a callback loads no training code
+        from .train import events
+
+        return getattr(events, name)
     if name == "load_data":
         from .data.dataset import load_data
 

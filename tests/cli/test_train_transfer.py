@@ -40,9 +40,9 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def _report_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process runs skip report.html (its plots cost more than these tiny trainings)."""
-    import pixclass.train.run
+    import pixclass.train.callbacks.report as report
 
-    monkeypatch.setattr(pixclass.train.run, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: None)
 
 
 # ----------------------------------------------------------------------------------------------- --init

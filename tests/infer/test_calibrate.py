@@ -83,7 +83,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("PIXCLASS_CACHE", str(root / "cache"))
-            mp.setattr("pixclass.train.run.write_report", lambda *a: None)  # covered by tests/test_report.py
+            # report.html is covered by tests/test_report.py
+            mp.setattr("pixclass.train.callbacks.report.write_report", lambda *a: None)
             res = train(data, cfg, root / "run", progress=False, log=lambda m: None)
     finally:
         torch.set_num_threads(threads)

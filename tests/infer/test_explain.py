@@ -103,7 +103,9 @@ def _train_spots(root: Path) -> None:
     torch.set_num_threads(1)  # two test workers on two cores: more threads only contend
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("pixclass.train.run.write_report", lambda *a: None)  # tests/test_report.py covers it
+            mp.setattr(
+                "pixclass.train.callbacks.report.write_report", lambda *a: None
+            )  # tests/test_report.py covers it
             train(root / "data", cfg, root / "run", progress=False, log=lambda m: None)
     finally:
         torch.set_num_threads(threads)

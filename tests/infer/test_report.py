@@ -182,7 +182,7 @@ def test_a_failing_report_never_fails_training(tmp_path: Path, monkeypatch: pyte
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("pixclass.train.run.build_report", boom)
+    monkeypatch.setattr("pixclass.train.callbacks.report.build_report", boom)
     data = make_class_folder(tmp_path / "data", {"a": 6, "b": 6}, size=16)
     log: list[str] = []
     _train(data, tmp_path / "run", epochs=1, log=log)

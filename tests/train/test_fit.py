@@ -7,16 +7,18 @@ import csv
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import pixclass.train.tasks.classification as classification
 import pixclass.train.trainer as fit
 from pixclass import checkpoint as ckpt
 from pixclass.config import TrainConfig, load_yaml, merge
 from pixclass.data.augment import AugmentConfig
 from pixclass.errors import RunError
-from pixclass.train.distributed import World
+from pixclass.train.logits import predict_logits
 
 TIMING = ("epoch_seconds", "train_img_per_s")
 #: Augmentation that draws from the run's generator every step, so resuming must restore it.
@@ -246,8 +248,8 @@ def test_loss_options_reach_the_loop(tmp_path, data, tiny_train, monkeypatch, lo
         seen.append((name, label_smoothing))
         return fit_loss_fn(name, label_smoothing, weight)
 
-    fit_loss_fn = fit.loss_fn
-    monkeypatch.setattr(fit, "loss_fn", spy)
+    fit_loss_fn = classification.loss_fn
+    monkeypatch.setattr(classification, "loss_fn", spy)
     res = tiny_train(data, tmp_path / "run", epochs=1, loss=loss, label_smoothing=smoothing)
     assert seen == [(loss, smoothing)]
     assert torch.isfinite(torch.tensor(res.history[0]["train_loss"]))
@@ -269,38 +271,37 @@ def test_predict_logits_amp_is_ignored_off_cuda():
     """bf16 evaluation is for CUDA (as training's autocast): on the CPU ``amp`` changes nothing."""
     model, x, mean, std = _model_and_rows("cpu")
     cpu = torch.device("cpu")
-    ref = fit.predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4)
+    ref = predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4)
     assert torch.equal(
-        fit.predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4, amp=True), ref
+        predict_logits(model, x, mean, std, cpu, channels_last=True, batch_size=4, amp=True), ref
     )
     assert model.training  # the mode it came in with
 
 
 def test_validate_passes_the_amp_setting(monkeypatch):
+    """The task's validation pass evaluates in bf16 when ``cfg.amp`` (``predict_logits`` keeps it to CUDA)."""
     seen = {}
 
     def fake(*args, **kw):
         seen.update(kw)
         return torch.zeros(2, 2)
 
-    monkeypatch.setattr(fit, "predict_logits", fake)
+    monkeypatch.setattr(classification, "predict_logits", fake)
     split = type("S", (), {"store": None, "labels": torch.tensor([0, 1]), "__len__": lambda self: 2})()
-    parts = type(
-        "P",
-        (),
-        {
-            "eval_model": None,
-            "mean": None,
-            "std": None,
-            "device": torch.device("cpu"),
-            "criterion": staticmethod(torch.nn.functional.cross_entropy),
-            "world": World(),
-        },
-    )()
-    fit.validate(parts, split, TrainConfig(amp=False))
-    assert seen["amp"] is False
-    fit.validate(parts, split, TrainConfig())
-    assert seen["amp"] is True
+    task = classification.Classification()
+    task.criterion = torch.nn.functional.cross_entropy
+    for amp in (False, True):
+        run = SimpleNamespace(
+            eval_model=None,
+            mean=None,
+            std=None,
+            device=torch.device("cpu"),
+            cfg=TrainConfig(amp=amp),
+            shard=lambda sp: (sp.store, sp.labels),
+            sum_counts=lambda *c: [float(v) for v in c],
+        )
+        task.validate(run, split)
+        assert seen["amp"] is amp
 
 
 @pytest.mark.gpu
@@ -308,8 +309,8 @@ def test_validate_passes_the_amp_setting(monkeypatch):
 def test_predict_logits_in_bf16_on_cuda_agrees_with_fp32():
     model, x, mean, std = _model_and_rows("cuda")
     cuda = torch.device("cuda")
-    ref = fit.predict_logits(model, x, mean, std, cuda, channels_last=True)
-    got = fit.predict_logits(model, x, mean, std, cuda, channels_last=True, amp=True)
+    ref = predict_logits(model, x, mean, std, cuda, channels_last=True)
+    got = predict_logits(model, x, mean, std, cuda, channels_last=True, amp=True)
     assert got.dtype == torch.float32 and not torch.equal(got, ref)
     # bf16 keeps 8 mantissa bits (relative rounding 4e-3 per operation, accumulated over the layers):
     # 0.1 on logits of order 1 is what bf16 can honestly promise; a broken cast is off by far more.

@@ -86,7 +86,7 @@ class DivergenceGuard:
         self.reference_steps = reference_steps
         self.lr_scale = 1.0
         self.events: list[GuardEvent] = []
-        self._first: list[float] = []
+        self.first_losses: list[float] = []
         # The first state (untrained: always good) and the latest good one. When a retry from the latest
         # fails before it completes an epoch, that state is itself bad (the loss was rising as its epoch
         # ended) and is dropped: the next retry starts from the first.
@@ -94,6 +94,11 @@ class DivergenceGuard:
         self._recent: collections.deque[float] = collections.deque(maxlen=10)  # last good step losses
         self._restored = False
         self._bad: tuple[str, float] | None = None
+        self.extra_state: dict[str, Any] = {}  # the restored snapshot's ``extra`` after a rollback
+
+    @property
+    def has_snapshot(self) -> bool:
+        return bool(self._snaps)
 
     @property
     def reference(self) -> float | None:
@@ -101,7 +106,7 @@ class DivergenceGuard:
         uniform guess, also right after a resume), else the lowest of the run's first steps."""
         if self.start_loss is not None:
             return self.start_loss
-        return min(self._first) if self._first else None
+        return min(self.first_losses) if self.first_losses else None
 
     def step_ok(self, loss: float | torch.Tensor) -> bool:
         """False when this step's loss says the run diverged (the caller then calls ``rollback``)."""
@@ -113,8 +118,8 @@ class DivergenceGuard:
         if ref is not None and value > self._limit(self.blowup, 3.0):
             self._bad = (f"loss {value:.3g} > {self.blowup:g}x start {ref:.3g}", value)
             return False
-        if len(self._first) < self.reference_steps:
-            self._first.append(value)
+        if len(self.first_losses) < self.reference_steps:
+            self.first_losses.append(value)
         self._recent.append(value)
         return True
 
@@ -150,6 +155,7 @@ class DivergenceGuard:
         sched: Any = None,
         ema: nn.Module | None = None,
         loss: float | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> bool:
         """Keep the state at the end of ``epoch`` (0 = before training) as the last good one, unless
         the epoch's mean training ``loss`` or the mean of its last 10 step losses says it is not good:
@@ -169,6 +175,7 @@ class DivergenceGuard:
             if sched is not None
             else None,
             "ema": _cpu_copy(ema.state_dict()) if ema is not None else None,
+            "extra": _cpu_copy(extra or {}),  # callbacks' state that follows the weights (EMA)
         }
         self._snaps = [*self._snaps[:1], (epoch, snap)]
         self._restored = False
@@ -206,6 +213,7 @@ class DivergenceGuard:
             ema.load_state_dict(snap["ema"])
         if sched is not None and snap["sched"] is not None:
             sched.load_state_dict({**sched.state_dict(), **copy.deepcopy(snap["sched"])})
+        self.extra_state = copy.deepcopy(snap["extra"])
         self._restored = True
         self._recent.clear()
         apply_lr_scale(opt, sched, self.lr_scale)

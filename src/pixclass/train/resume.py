@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from .. import checkpoint as ckpt
 from ..errors import RunError
@@ -20,40 +19,68 @@ from ..errors import RunError
 def save_resume(
     path: Path,
     model: nn.Module,
-    ema: AveragedModel | None,
     opt: torch.optim.Optimizer,
     sched: Any,
     loop: dict[str, Any],
+    callbacks: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """``loop``: the loop's own state (epoch, history, best metric, epochs since best), as JSON."""
+    """``loop``: the loop's own state (epoch, history), as JSON; ``callbacks``: each callback's
+    ``state_dict()`` by its key -- tensors go into the safetensors part as ``KEY.NAME``, the rest into
+    the JSON."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if ema is not None:
-        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    states: dict[str, dict[str, Any]] = {}
+    for key, state in (callbacks or {}).items():
+        states[key] = {}
+        for name, v in state.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{key}.{name}"] = v
+            else:
+                states[key][name] = v
     ot, oj = _optimizer_tensors(opt)
     tensors.update(ot)
-    meta = {"kind": "resume", **loop, "optimizer": ckpt.jsonable(oj), "scheduler": _sched_state(sched)}
+    meta = {
+        "kind": "resume",
+        **loop,
+        "callbacks": ckpt.jsonable(states),
+        "optimizer": ckpt.jsonable(oj),
+        "scheduler": _sched_state(sched),
+    }
     ckpt.atomic_save(tensors, meta, path)
 
 
 def load_resume(
     path: Path,
     model: nn.Module,
-    ema: AveragedModel | None,
     opt: torch.optim.Optimizer,
     sched: Any,
-) -> dict[str, Any]:
-    """Load the state into the given objects; returns the loop state (epoch, history, ...)."""
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Load the state into the given objects; returns the loop state (epoch, history, ...) and the
+    callbacks' states by key (their tensors put back)."""
     if not path.is_file():
         raise RunError(f"{path.parent}: no resume.safetensors; nothing to resume (start without --resume)")
     st, meta = ckpt.read(path)
     if meta.get("kind") != "resume":
         raise RunError(f"{path}: not a resume-state file; start the run again without --resume")
     model.load_state_dict({k[6:]: v for k, v in st.items() if k.startswith("model.")})
-    if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in st.items() if k.startswith("ema.")})
     _load_optimizer(opt, st, meta["optimizer"])
     sched.load_state_dict({**sched.state_dict(), **meta["scheduler"]})
-    return meta
+    states = {key: dict(state) for key, state in meta.get("callbacks", _older_states(meta)).items()}
+    for k, v in st.items():
+        key, _, name = k.partition(".")
+        if key not in ("model", "optim"):
+            states.setdefault(key, {})[name] = v
+    return meta, states
+
+
+def _older_states(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A resume file written before callbacks kept their own state: the loop kept the best metric."""
+    best = meta.get("best_metric")
+    if best is None:
+        return {}
+    return {
+        "Checkpoints": {"best": best},
+        "EarlyStopping": {"best": best, "since_best": meta.get("since_best", 0)},
+    }
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,0 +1,55 @@
+"""The trainer's features, one file each, and the one place the default list is built from the config.
+
+Adding a feature: a ``Callback`` subclass in a new file here, and one line in ``default_callbacks``.
+The order is the order each event reaches them: the guard judges an epoch before anything records it;
+the log line, metrics.csv and the checkpoints come before early stopping and the user's callbacks;
+after training, the flip/temperature choice rewrites the checkpoints before the report reads them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ..events import Callback
+from .checkpoints import Checkpoints
+from .csv_log import CSVLog
+from .divergence import DivergenceCallback
+from .early_stopping import EarlyStopping
+from .ema import EMA
+from .finish import FinishCheckpoints
+from .freeze import Freeze
+from .progress import EpochLog, ProgressBar
+from .report import Report
+
+
+def default_callbacks(
+    cfg: Any,
+    data: Any,
+    *,
+    progress: bool = False,
+    finish: bool = False,
+    report: bool = False,
+    user: Sequence[Callback] = (),
+) -> list[Callback]:
+    """The callbacks a run of ``cfg`` trains with, in event order. ``finish`` / ``report``: the
+    after-training steps of ``pixclass train`` (flip and temperature; report.html)."""
+    # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
+    start_loss = math.log(len(data.classes)) if cfg.loss == "ce" and data.task != "multilabel" else None
+    return [
+        DivergenceCallback(start_loss),
+        *([Freeze(cfg.freeze_epochs)] if cfg.freeze_epochs else []),
+        *([EMA(cfg.ema)] if cfg.ema else []),
+        *([ProgressBar()] if progress else []),
+        EpochLog(),
+        CSVLog(),
+        Checkpoints(cfg.metric),
+        *([EarlyStopping(cfg.metric, cfg.patience)] if cfg.patience is not None else []),
+        *user,
+        *([FinishCheckpoints()] if finish else []),
+        *([Report()] if report else []),
+    ]
+
+
+__all__ = ["Callback", "default_callbacks"]

@@ -1,0 +1,78 @@
+"""After training: choose the test-time flip and fit the temperature of best and last on the
+validation split, as the Predictor will compute the logits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from ... import checkpoint as ckpt
+from ...config import TrainConfig
+from ...data.dataset import Dataset
+from ...infer.calibrate import fit_temperature
+from ..events import Callback
+from ..logits import predict_logits
+from ..multilabel import tune_checkpoint
+
+#: Below this many validation images, neither the flip choice nor the temperature is trusted.
+MIN_VAL_TO_FINISH = 20
+
+
+class FinishCheckpoints(Callback):
+    """Rewrites best and last with the flip choice and the temperature (the loop's checkpoints are
+    final only after the whole run is known: best is not known before the last epoch)."""
+
+    def on_fit_end(self, run: Any, result: Any) -> None:
+        if run.data.task == "multilabel":
+            return finish_multilabel(run, result)
+        val = run.data.splits.get("val")
+        if val is None or len(val) < MIN_VAL_TO_FINISH:
+            return
+        for path in (result.last, result.best):  # best last, so the log line reports best's numbers
+            msg = finish_checkpoint(path, run.data, result.config or run.cfg, run.device)
+        run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
+
+
+def finish_multilabel(run: Any, result: Any) -> None:
+    """Multi-label: the flip, per-label temperatures and F1-optimal thresholds of best and last, on the
+    validation split (``train.multilabel.tune_checkpoint``). Without one, every threshold stays 0.5."""
+    val, cfg = run.data.splits.get("val"), result.config or run.cfg
+    if val is None or len(val) == 0:
+        run.log("multi-label: no validation images: every label's threshold stays 0.5")
+        return
+    for path in (result.last, result.best):  # best last, so the log line reports best's numbers
+        msg = tune_checkpoint(path, val, cfg.augment.hflip > 0, cfg.calibrate, run.device)
+    run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
+
+
+def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, device: torch.device) -> str:
+    """Switch test-time flip on when the run trained with flips and flipping helps on the validation
+    split, then fit the temperature (``cfg.calibrate``) on the logits the Predictor will compute. Both go
+    into the checkpoint's metadata (rewritten atomically). Returns a line for the log."""
+    val = ds.splits["val"]
+    c = ckpt.load(path)
+    model = c.build_model().to(device)
+    mean = torch.tensor(c.card.preprocess.mean, device=device)
+    std = torch.tensor(c.card.preprocess.std, device=device)
+    logits = predict_logits(model, val.store, mean, std, device, cfg.channels_last)
+    acc = float((logits.argmax(1) == val.labels).float().mean())
+    msg = f"validation accuracy {acc:.4f}"
+    tta = None
+    if cfg.augment.hflip > 0:
+        both = predict_logits(model, val.store, mean, std, device, cfg.channels_last, tta=True)
+        acc_flip = float((both.argmax(1) == val.labels).float().mean())
+        if acc_flip > acc:
+            tta, logits = "hflip", both
+        msg += f", {acc_flip:.4f} with test-time flip ({'on' if tta else 'off'})"
+    card = replace(c.card, tta=tta)
+    if cfg.calibrate:
+        card = replace(card, temperature=fit_temperature(logits, val.labels))
+        msg += f"; temperature {card.temperature:.3f}"
+    ckpt.save(c.state_dict, card, path)
+    return msg
+
+
+__all__ = ["MIN_VAL_TO_FINISH", "FinishCheckpoints", "finish_checkpoint"]
