@@ -95,3 +95,14 @@ def test_cli_predict_and_evaluate(ml_ckpt, imgs, tmp_path):
     assert r.returncode == 0, r.stderr
     (out,) = json.loads(r.stdout)
     assert "bird" in out["labels"] and set(out["probs"]) == set(LABELS)
+
+
+def test_export_onnx_is_sigmoid_with_thresholds_in_metadata(ml_ckpt, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from pixclass.infer.export import export_checkpoint, read_metadata
+
+    p, _ = ml_ckpt
+    res = export_checkpoint(p, "onnx", tmp_path / "out" / "m.onnx")  # refused when parity fails
+    meta = read_metadata(res.path)
+    assert meta["task"] == "multilabel" and json.loads(meta["thresholds"]) == [0.0, 1.0, 0.5]
+    assert "sigmoid" in meta["output"]

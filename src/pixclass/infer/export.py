@@ -75,7 +75,7 @@ class ExportResult:
 # ------------------------------------------------------------------------------------------ the graph
 def probability_module(pred: Predictor) -> torch.nn.Module:
     """uint8 (N, C, S, S) -> calibrated probabilities (N, K): the Predictor's own graph plus softmax(/T)."""
-    return Calibrated(pred.net, pred.temperature).eval()
+    return Calibrated(pred.net, pred.temperature, pred.temperatures if pred.multilabel else None).eval()
 
 
 def _example(pred: Predictor, n: int, seed: int = 0) -> torch.Tensor:
@@ -244,7 +244,21 @@ def describe(pred: Predictor, exporter: str) -> dict[str, str]:
     return {
         "classes": json.dumps(pred.classes),
         "input": f"uint8 (N, {c}, {s}, {s}) {'RGB' if c == 3 else 'grey'} pixel values 0-255, after the resize rule",
-        "output": "float32 (N, K) calibrated probabilities softmax(logits / temperature), classes in order",
+        "output": (
+            "float32 (N, K) per-label probabilities sigmoid(logits / label_temperatures), labels in "
+            "order; a label is present when its probability reaches its threshold"
+            if pred.multilabel
+            else "float32 (N, K) calibrated probabilities softmax(logits / temperature), classes in order"
+        ),
+        **(
+            {
+                "task": "multilabel",
+                "thresholds": json.dumps(pred.thresholds.tolist()),
+                "label_temperatures": json.dumps(pred.temperatures.tolist()),
+            }
+            if pred.multilabel
+            else {}
+        ),
         "input_size": str(s),
         "channels": str(c),
         "resize": f"first frame; EXIF orientation; alpha composited on RGB {tuple(pred.background)}; to "

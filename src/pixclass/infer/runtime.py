@@ -98,12 +98,19 @@ class Calibrated(nn.Module):
     """Logits -> calibrated probabilities, softmax(logits / T): what an exported file returns, so the
     application needs no temperature and no softmax of its own."""
 
-    def __init__(self, model: nn.Module, temperature: float):
+    def __init__(self, model: nn.Module, temperature: float, label_temperatures: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.temperature = float(temperature)
+        # multi-label: one sigmoid per label, each with its own temperature (K,)
+        self.multilabel = label_temperatures is not None
+        self.register_buffer(
+            "label_t", label_temperatures if label_temperatures is not None else torch.ones(1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.multilabel:
+            return (self.model(x).float() / self.label_t).sigmoid()
         return (self.model(x).float() / self.temperature).softmax(1)
 
 

@@ -358,14 +358,7 @@ def create_app(settings: Settings) -> Any:
         metrics.images.inc(len(named))
         preds = p.to_predictions(torch.from_numpy(probs), top_k or settings.top_k, [n for n, _ in named])
         # A JSONResponse as it is: plain JSON types, no need for FastAPI's encoder (a cost on every request)
-        return JSONResponse(
-            {
-                "predictions": [
-                    {"filename": pr.path, "label": pr.label, "prob": pr.prob, "top_k": pr.top_k}
-                    for pr in preds
-                ]
-            }
-        )
+        return JSONResponse({"predictions": [{"filename": pr.path, **_answer(pr)} for pr in preds]})
 
     @app.post("/explain")
     async def explain(file: Annotated[UploadFile, File()]) -> dict[str, Any]:
@@ -417,3 +410,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     """Run the service with uvicorn until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _answer(pr: Any) -> dict[str, Any]:
+    """One prediction's fields: label and prob, or (multi-label) the label list and every probability."""
+    if pr.labels is not None:
+        return {"labels": pr.labels, "probs": pr.probs, "top_k": pr.top_k}
+    return {"label": pr.label, "prob": pr.prob, "top_k": pr.top_k}
