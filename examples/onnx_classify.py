@@ -16,6 +16,11 @@ w, h = max(size, round(im.width * s)), max(size, round(im.height * s))
 im = im.resize((w, h), Image.BICUBIC, reducing_gap=3.0)
 left, top = (w - size) // 2, (h - size) // 2
 x = np.asarray(im.crop((left, top, left + size, top + size)), np.uint8).reshape(size, size, -1)
-probs = sess.run(None, {"x": x.transpose(2, 0, 1)[None]})[0][0]  # uint8 (1, C, H, W) in, probabilities out
+outs = sess.run(None, {"x": x.transpose(2, 0, 1)[None]})  # uint8 (1, C, H, W) in, probabilities out
+probs = outs[0][0]
+if len(outs) > 1:  # in_distribution: the share of validation images less typical than this one
+    score, threshold = float(outs[1][0]), float(meta["unknown_threshold"])
+    if score < threshold:
+        print(f"unknown\tunlike the training images (in_distribution {score:.3f} < {threshold})")
 for i in np.argsort(probs)[::-1][:3]:
     print(f"{classes[i]}\t{probs[i]:.4f}")

@@ -322,11 +322,11 @@ def test_a_newer_checkpoint_format_says_upgrade(saved):
     with safe_open(str(saved), framework="pt") as f:
         md = dict(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    assert md["format_version"] == str(ckpt.FORMAT_VERSION)
+    assert md["format_version"] == "1"  # no tensors beside the weights: still readable by format-1 readers
     md["format_version"] = "7"
     save_file(tensors, str(saved), metadata=md)
     with pytest.raises(
-        CheckpointError, match=r"checkpoint format 7; this pixclass .* reads format 1 and older -- upgrade"
+        CheckpointError, match=r"checkpoint format 7; this pixclass .* reads format 2 and older -- upgrade"
     ):
         ckpt.read(saved)
 

@@ -29,15 +29,21 @@ if TYPE_CHECKING:
 
 
 def load(
-    checkpoint: str | os.PathLike[str], device: str = "cpu", backend: str = "auto", tta: bool | None = None
+    checkpoint: str | os.PathLike[str],
+    device: str = "cpu",
+    backend: str = "auto",
+    tta: bool | None = None,
+    reject: bool = True,
 ) -> Model:
     """A ``Model`` from a checkpoint file alone (no config or dataset needed), with the CLI's use-side
     commands as methods: predict, evaluate, calibrate, explain, export. ``backend``: auto (onnxruntime
     on the CPU when the model exports exactly, else PyTorch), torch or onnxruntime; ``tta``: test-time
-    flip, None = as the checkpoint says."""
+    flip, None = as the checkpoint says; ``reject``: an input unlike the training images gets the
+    label "unknown" (False: its top class; ``unknown`` and ``in_distribution`` are reported either
+    way). A checkpoint without those statistics warns once."""
     from .infer.model import Model  # here: `import pixclass` must not pay for torch
 
-    return Model(checkpoint, device=device, backend=backend, tta=tta)
+    return Model(checkpoint, device=device, backend=backend, tta=tta, reject=reject)
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import pixclass` must not pay for torch

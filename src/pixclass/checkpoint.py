@@ -30,7 +30,10 @@ from .version import __version__
 FORMAT = "pixclass-checkpoint"
 #: The layout of the file and its metadata. A reader refuses a higher number (written by a newer
 #: pixclass) with a message saying to upgrade, instead of misreading it; a file without one is 1.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Tensors that are not the model's weights (the unknown-input statistics, ``infer.ood``) are stored
+#: under this prefix; a file holding any is format 2 (a format-1 reader would take them for weights).
+EXTRA_PREFIX = "ood."
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -47,7 +50,7 @@ def atomic_save(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: st
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     md = {
         "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": "2" if any(k.startswith(EXTRA_PREFIX) for k in tensors) else "1",
         "pixclass": json.dumps(meta),
         "sha256": _digest(tensors),
     }
@@ -118,6 +121,11 @@ class Checkpoint:
     card: ModelCard
 
     @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's own tensors (``state_dict`` minus the extras stored beside them)."""
+        return {k: v for k, v in self.state_dict.items() if not k.startswith(EXTRA_PREFIX)}
+
+    @property
     def classes(self) -> list[str]:
         return list(self.card.classes)
 
@@ -140,7 +148,7 @@ class Checkpoint:
         with torch.device("meta"):
             model = self._create(where)
         want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        have = {k: tuple(v.shape) for k, v in self.state_dict.items()}
+        have = {k: tuple(v.shape) for k, v in self.weights.items()}
         name = self.card.model.name
         if set(want) != set(have):
             missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
@@ -184,7 +192,7 @@ class Checkpoint:
         name = self.card.model.name
         model = self._create()
         try:
-            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+            missing, unexpected = model.load_state_dict(self.weights, strict=False)
         except RuntimeError as e:  # shape mismatches raise even with strict=False
             first = (str(e).splitlines()[1:] or [str(e)])[0].strip()
             raise CheckpointError(f"checkpoint weights do not fit model {name!r}: {first}") from e

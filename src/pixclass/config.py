@@ -56,6 +56,11 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU (measured slower there)
     channels_last: bool = True  # measured: +15-30% training img/s for the CNNs on this 2-core CPU
     calibrate: bool = True  # fit a temperature on the validation split after training
+    # After training: the unknown-input statistics (``pixclass.ood``), fitted on the validation split so
+    # that ``unknown_keep`` of its images stay accepted, and on example outliers when given (a folder).
+    unknown: bool = True
+    unknown_keep: float = 0.95
+    outliers: str | None = None
     sync_bn: bool = False  # several processes: BatchNorm statistics over the global batch (GPUs only)
     augment: AugmentConfig = AugmentConfig(pad=2)
     data: DataConfig = DataConfig()
@@ -110,7 +115,10 @@ class TrainConfig:
             "freeze_epochs", self.freeze_epochs, 0, self.epochs if isinstance(self.epochs, int) else 100_000
         )
         check_float("lr_mult", self.lr_mult, 1.0, 1e6)
-        for name in ("nesterov", "amp", "channels_last", "calibrate", "sync_bn", "pretrained"):
+        check_float("unknown_keep", self.unknown_keep, 0.5, 1.0)
+        if self.outliers is not None and (not isinstance(self.outliers, str) or not self.outliers):
+            raise ConfigError(f"outliers: {self.outliers!r} is not a folder path")
+        for name in ("nesterov", "amp", "channels_last", "calibrate", "sync_bn", "pretrained", "unknown"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not allowed; give true or false")
         if not isinstance(self.augment, AugmentConfig) or not isinstance(self.data, DataConfig):

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from .options import RAW, add_device, add_quiet, show_progress
+from .options import RAW, add_device, add_quiet, float_in, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
-        help="refit the checkpoint's temperature on a validation split",
+        help="refit the checkpoint's temperature and unknown-input statistics on a validation split",
         description="Fit the temperature T (softmax(logits / T)) that minimises the negative log-likelihood on "
         "--split of DATA and store it in the checkpoint (rewritten atomically, or copied to --out). DATA is split "
         "with the run's own settings, so a plain folder gives back the validation images the model was not "
-        "trained on. Every probability pixclass reports afterwards uses T.",
+        "trained on. Every probability pixclass reports afterwards uses T.\n\n"
+        "It also fits the statistics that let predictions say 'unknown' for inputs unlike the training images "
+        "(features of up to 512 training images, the scores of the --split images): checkpoints of older "
+        "runs gain them here.",
         formatter_class=RAW,
     )
     p.add_argument("checkpoint", metavar="CKPT")
@@ -22,6 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="split to fit on (default: val)")
     p.add_argument(
         "--out", metavar="FILE", help="write the calibrated checkpoint here instead of rewriting CKPT"
+    )
+    p.add_argument(
+        "--unknown-keep",
+        type=float_in(0.5, 1),
+        metavar="P",
+        help="share of --split images that must stay accepted (default: as the checkpoint had, else 0.95)",
+    )
+    p.add_argument(
+        "--outliers",
+        metavar="DIR",
+        help="a folder of example images that are none of the classes: the threshold flags as many as it can",
     )
     add_device(p)
     add_quiet(p)
@@ -36,7 +50,14 @@ def run(a: argparse.Namespace) -> int:
         refuse_output_in_inputs(a.out, [a.data], "--out")
         output_file(a.out, "--out")
     s = calibrate_checkpoint(
-        a.checkpoint, a.data, a.split, device=a.device, out=a.out, progress=show_progress(a)
+        a.checkpoint,
+        a.data,
+        a.split,
+        device=a.device,
+        out=a.out,
+        progress=show_progress(a),
+        keep=a.unknown_keep,
+        outliers=a.outliers,
     )
     print(
         f"temperature {s['previous_temperature']:.4f} -> {s['temperature']:.4f}  (fit on {int(s['n'])} {s['split']} images)"
@@ -45,5 +66,6 @@ def run(a: argparse.Namespace) -> int:
         f"on those images, uncalibrated -> calibrated: NLL {s['nll_before']:.4f} -> {s['nll_after']:.4f}   "
         f"ECE {s['ece_before']:.4f} -> {s['ece_after']:.4f}"
     )
+    print(s["unknown"])
     print(f"written to {s['checkpoint']}")
     return 0

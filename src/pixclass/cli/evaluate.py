@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="metrics of a checkpoint on a dataset",
         description="Accuracy, top-5, per-class precision/recall/F1, macro/weighted averages, confusion matrix "
-        "(printed and saved as PNG), log-loss and expected calibration error. DATA may be a plain class folder "
+        "(printed and saved as PNG), log-loss, expected calibration error, and the share of images flagged as "
+        "unknown (unlike the training images) with the accuracy on the rest. DATA may be a plain class folder "
         "(every image is evaluated), a split folder or CSV (--split picks), or fashion-mnist (its official test set).",
         formatter_class=RAW,
     )
@@ -26,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plots",
         metavar="DIR",
         help="folder for the confusion-matrix PNG (default: the checkpoint's folder)",
+    )
+    p.add_argument(
+        "--outliers",
+        metavar="DIR",
+        help="a folder of images that are none of the classes: how well 'unknown' separates them from DATA "
+        "(AUROC, FPR at 95%% TPR, share flagged, accuracy on the accepted DATA images)",
     )
     add_device(p)
     add_runtime(p)
@@ -55,6 +62,7 @@ def run(a: argparse.Namespace) -> int:
         plots=plots,
         backend=a.backend,
         tta=a.tta,
+        outliers=a.outliers,
     )
     print(f"{m['data']} [{m['split']}]")
     if m.get("task") == "multilabel":
@@ -67,6 +75,7 @@ def run(a: argparse.Namespace) -> int:
             f"ECE before calibration {m['ece_uncalibrated']:.4f}, after (T = {m['temperature']:.3f}) {m['ece']:.4f}"
         )
     print(f"test-time flip {'on' if m['tta'] else 'off'}; runtime {m['backend']}")
+    print(unknown_lines(m["unknown"], a.checkpoint))
     if m["broken"]:
         print(
             f"skipped {len(m['broken'])} unreadable image(s), e.g. {m['broken'][0]['path']}: {m['broken'][0]['reason']}"
@@ -84,3 +93,21 @@ def _write_json(path: str | None, m: dict) -> int:
         atomic_write_text(path, json.dumps(m, indent=1))
         print(f"metrics written to {path}")
     return 0
+
+
+def unknown_lines(u: dict | None, checkpoint: str) -> str:
+    """The unknown-input figures, for people."""
+    if u is None:
+        from ..infer.ood import MISSING_NOTE
+
+        return f"note: {checkpoint}: {MISSING_NOTE}"
+    line = (
+        f"unknown (unlike the training images): {u['flagged']:.1%} of these images flagged; accuracy "
+        f"{u.get('accuracy_accepted', float('nan')):.4f} on the accepted, {u.get('accuracy_all', float('nan')):.4f} on all"
+    )
+    if "auroc" in u:
+        line += (
+            f"\noutliers {u['outliers']} ({u['n_outliers']} images): {u['outliers_flagged']:.1%} flagged; "
+            f"AUROC {u['auroc']:.4f}, FPR at 95% TPR {u['fpr95']:.4f}"
+        )
+    return line

@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="class names and probabilities for images",
         description="Predict images with a checkpoint alone. PATHs may be image files, folders (recursed) or "
         "globs. Unreadable images are reported by name and skipped; the exit status is 1 if any failed. "
+        "An input unlike the training images (a blank page, noise, a photo of something else) is labelled "
+        '\'unknown\', with the reason; --json adds "unknown" and "in_distribution" (the share of validation '
+        "images less typical, 0..1) to every prediction. "
         "For a clip model (cnn_rnn, cnn_avg) each PATH is a sample folder of frames, a folder of such folders, "
         "or an animated GIF/WebP.",
         formatter_class=RAW,
@@ -32,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help="answer 'unknown' when the top probability is below P",
     )
+    p.add_argument(
+        "--no-reject",
+        action="store_true",
+        help="keep the top class as the label of inputs unlike the training images (by default their label "
+        "is 'unknown'; the unknown flag, the in_distribution score and the top-k are reported either way)",
+    )
     add_device(p)
     add_runtime(p)
     p.set_defaults(func=run)
@@ -46,7 +55,11 @@ def run(a: argparse.Namespace) -> int:
     if a.csv:
         refuse_output_in_inputs(a.csv, [a.checkpoint, *_glob_hits(a.paths)], "--csv")
         output_file(a.csv, "--csv")
-    pred = Predictor.from_checkpoint(a.checkpoint, device=a.device, backend=a.backend, tta=a.tta)
+    pred = Predictor.from_checkpoint(
+        a.checkpoint, device=a.device, backend=a.backend, tta=a.tta, reject=not a.no_reject
+    )
+    if pred.note:
+        print(f"note: {a.checkpoint}: {pred.note}", file=sys.stderr)
     paths, missing = (expand_clips if pred.frames else expand_paths)(
         a.paths
     )  # clip models: sample folders, GIFs
@@ -61,7 +74,8 @@ def run(a: argparse.Namespace) -> int:
         preds.append(r)
         if not a.json:
             tops = "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r.top_k[: a.top_k])
-            print(f"{r.path}\t{r.label}\t{r.prob:.4f}\t{tops}")
+            why = f"\t({r.why()})" if r.unknown else ""
+            print(f"{r.path}\t{r.label}\t{r.prob:.4f}\t{tops}{why}")
     if a.json:
         print(json.dumps([p.to_json() for p in preds], indent=1))
     if a.csv:

@@ -22,6 +22,7 @@ def run(a: argparse.Namespace) -> int:
     settings = Settings(
         a.checkpoint, a.max_batch, a.max_wait_ms, a.max_body_mb, a.top_k, a.max_pixels, a.backend
     )
+    settings.reject = not a.no_reject
     shown = f"[{a.host}]" if ":" in a.host else a.host
     print(
         f"pixclass serve: http://{shown}:{a.port}/  (POST /predict, /explain; GET /health, /metadata, /metrics)",
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a checkpoint over HTTP: JSON API and a web page",
         description="Serve CKPT with FastAPI + uvicorn. POST /predict takes one or more image files "
-        '(multipart, field \'files\') and returns {"predictions": [{"filename", "label", "prob", "top_k"}]}; '
+        '(multipart, field \'files\') and returns {"predictions": [{"filename", "label", "prob", "top_k", "unknown", "in_distribution"}]} '
+        "(an image unlike the training images is labelled 'unknown'; its top classes stay in top_k); "
         "POST /explain (field 'file') returns the Grad-CAM overlay; GET /health (200 once the model is loaded), "
         "/metadata, /metrics (Prometheus) and / (a web page: drop images, see top-k bars and Grad-CAM). "
         "Concurrent requests are batched into one runtime call (up to --max-batch images, waiting at most "
@@ -80,6 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int_in(1),
         default=5,
         help="classes listed per image (default: 5; ?top_k= per request)",
+    )
+    p.add_argument(
+        "--no-reject",
+        action="store_true",
+        help="keep the top class as the label of inputs unlike the training images (default: 'unknown')",
     )
     add_runtime(p)
     p.set_defaults(func=run)

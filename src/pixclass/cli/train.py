@@ -15,6 +15,8 @@ from .options import RAW, add_data_options, add_quiet, data_overrides, float_in,
 # Options that map one-to-one onto TrainConfig fields (None: not given, the config's value stands).
 TRAIN_FIELDS = (
     "model",
+    "unknown_keep",
+    "outliers",
     "epochs",
     "batch_size",
     "optimizer",
@@ -156,6 +158,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-calibrate", action="store_true", help="skip the temperature fit on the validation split"
     )
     g = p.add_argument_group(
+        "unknown inputs",
+        "After training, the statistics that let every prediction say 'unknown' for an input unlike the "
+        "training images (a blank page, noise, a photo of something else): features of up to 512 training "
+        "images and the scores of the validation images, stored in the checkpoint.",
+    )
+    g.add_argument(
+        "--unknown-keep",
+        type=float_in(0.5, 1),
+        metavar="P",
+        help="share of validation images that must stay accepted; the rest sets the threshold (default 0.95)",
+    )
+    g.add_argument(
+        "--outliers",
+        metavar="DIR",
+        help="a folder of example images that are none of the classes: the threshold flags as many as it can "
+        "while keeping --unknown-keep of the validation images",
+    )
+    g.add_argument("--no-unknown", action="store_true", help="fit no unknown-input statistics")
+    g = p.add_argument_group(
         "transfer learning",
         "Start from pretrained weights or an earlier run instead of random weights. Any of these switches "
         "on the fine-tuning defaults (AdamW 3e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
@@ -223,6 +244,8 @@ def overrides(a: argparse.Namespace) -> dict[str, Any]:
         o["channels_last"] = a.channels_last
     if a.no_calibrate:
         o["calibrate"] = False
+    if a.no_unknown:
+        o["unknown"] = False
     if a.sync_bn:
         o["sync_bn"] = True
     if a.pretrained:

@@ -22,6 +22,7 @@ from ..card import ModelCard
 from ..data.dataset import load_data
 from ..data.settings import DataConfig
 from ..errors import DataError
+from . import ood
 from .metrics import expected_calibration_error
 from .predictor import Predictor
 
@@ -123,11 +124,17 @@ def calibrate_checkpoint(
     device: str = "cpu",
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    keep: float | None = None,
+    outliers: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Refit T on ``split`` of ``data`` and write it into the checkpoint (atomically; ``out`` writes a
     copy instead). The split is rebuilt with the run's own settings, so a plain folder gives back the
-    validation images the model was not trained on."""
+    validation images the model was not trained on. The unknown-input statistics (``infer.ood``)
+    are refitted too, from the training split and ``split`` (and the example ``outliers``), keeping
+    ``keep`` of the images of ``split`` (None: what the checkpoint had, else 0.95)."""
     c = ckpt.load(checkpoint)
+    if outliers is not None:  # refused before any work
+        ood.outlier_files(outliers, data, c.card.frames)
     pred = Predictor(c.build_model(), c.card, device)
     ds = load_data(data, checkpoint_data_config(c.card), progress=progress, for_training=False)
     if split not in ds.splits or len(ds.splits[split]) == 0:
@@ -148,10 +155,54 @@ def calibrate_checkpoint(
     summary = calibration_summary(logits, labels, t)
     summary.update(previous_temperature=old, split=split, data=str(data))
     card = replace(c.card, temperature=t, calibration={"split": split, "n": len(labels), "data": str(data)})
+    card, summary["unknown"] = refit_unknown(card, c.state_dict, pred, ds, split, keep, outliers)
     target = Path(out) if out is not None else Path(checkpoint)
     ckpt.save(c.state_dict, card, target)
     summary["checkpoint"] = str(target)
     return summary
+
+
+def refit_unknown(
+    card: ModelCard,
+    tensors: dict[str, torch.Tensor],
+    pred: Predictor,
+    ds: Any,
+    split: str,
+    keep: float | None,
+    outliers: str | os.PathLike[str] | None,
+) -> tuple[ModelCard, str]:
+    """Fit the unknown-input statistics into ``tensors``: the new card and a line saying what was
+    fitted (or why not)."""
+    train = ds.splits.get("train")
+    if train is None or len(train) == 0 or split == "train":
+        return (
+            card,
+            "unknown-input statistics not fitted: they need a training split beside the calibration split",
+        )
+    if len(ds.splits[split]) < ood.MIN_VAL:
+        return card, f"unknown-input statistics not fitted: fewer than {ood.MIN_VAL} {split} images"
+    old = ood.info(card) or {}
+    keep = keep if keep is not None else float(old.get("keep", ood.KEEP))
+    x_out = (
+        ood.read_outliers(outliers, pred.size, pred.channels, pred.background, pred.frames)
+        if outliers is not None
+        else None
+    )
+    fitted = ood.fit_model(
+        pred.model,
+        pred.mean,
+        pred.std,
+        train.store,
+        ds.splits[split].store,
+        pred.device,
+        pred.tta,
+        pred.channels_last,
+        keep,
+        x_out,
+    )
+    fitted.info["fitted_on"] = f"{split} split" + (" and example outliers" if x_out is not None else "")
+    card = ood.store(card, tensors, fitted)
+    return card, ood.describe(card)
 
 
 __all__ = [

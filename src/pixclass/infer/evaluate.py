@@ -12,6 +12,8 @@ import torch
 
 from ..data.dataset import DataConfig, load_data
 from ..data.sources import DataError
+from ..errors import ConfigError
+from . import ood
 from .metrics import classification_metrics, expected_calibration_error, reliability_bins
 from .multilabel_metrics import multilabel_metrics
 from .plots import plot_confusion, plot_reliability
@@ -28,10 +30,19 @@ def evaluate(
     plots: str | os.PathLike[str] | None = None,
     backend: str = "auto",
     tta: bool | None = None,
+    outliers: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on ``split`` of ``data`` (a plain class folder: every image).
-    ``backend`` and ``tta`` as for ``Predictor`` (default: the checkpoint's own test-time flip setting)."""
+    ``backend`` and ``tta`` as for ``Predictor`` (default: the checkpoint's own test-time flip setting).
+
+    ``m["unknown"]`` (None without statistics): the share of the split flagged as unlike the training
+    images and the accuracy on the rest; with ``outliers`` (a folder of images that are none of the
+    classes) also AUROC, FPR at 95% TPR and the share of them flagged (``ood.separation``)."""
     pred = Predictor.from_checkpoint(checkpoint, device=device, backend=backend, tta=tta)
+    if outliers is not None:
+        if pred.score is None:
+            raise ConfigError(f"--outliers: {checkpoint}: {pred.note}")
+        ood.outlier_files(outliers, data, pred.frames)  # refused before the data is read
     base = data_cfg or DataConfig()
     cfg = replace(
         base,
@@ -61,14 +72,15 @@ def evaluate(
         )
     remap = torch.tensor([pred.classes.index(c) for c in ds.classes], dtype=torch.long)
     labels = remap[sd.labels].numpy()
-    probs_list = []
+    rows_list = []
     logits_t = pred.temperature
     for i in range(0, len(sd), 1024):
-        probs_list.append(pred.probs_from_uint8(sd.store.take(torch.arange(i, min(len(sd), i + 1024)))))
-    probs = (
-        torch.cat(probs_list).numpy().astype(np.float64) if probs_list else np.zeros((0, len(pred.classes)))
-    )
+        rows_list.append(pred.rows_from_uint8(sd.store.take(torch.arange(i, min(len(sd), i + 1024)))))
+    k = len(pred.classes)
+    rows = torch.cat(rows_list).numpy().astype(np.float64) if rows_list else np.zeros((0, k))
+    probs = rows[:, :k]
     m = classification_metrics(probs, labels, pred.classes)
+    m["unknown"] = unknown_metrics(pred, rows, labels, outliers)
     m["split"] = "all" if whole else split
     m["data"] = str(data)
     m["temperature"] = logits_t
@@ -124,3 +136,19 @@ def evaluate_multilabel(pred: Predictor, data_labels: list[str], sd: Any, data: 
     m = multilabel_metrics(probs, targets, pred.classes, pred.thresholds.numpy().astype(np.float64))
     m["data"] = data
     return m
+
+
+def unknown_metrics(
+    pred: Predictor, rows: np.ndarray, labels: np.ndarray, outliers: str | os.PathLike[str] | None
+) -> dict[str, Any] | None:
+    """``evaluate``'s unknown-input figures from ``rows_from_uint8``'s rows (None without statistics)."""
+    k = len(pred.classes)
+    if pred.score is None or pred.threshold is None or rows.shape[1] <= k:
+        return None
+    scores, correct = rows[:, k], rows[:, :k].argmax(1) == labels
+    if outliers is None:
+        return ood.accepted(scores, pred.threshold, correct)
+    x = ood.read_outliers(outliers, pred.size, pred.channels, pred.background, pred.frames)
+    out = pred.in_distribution(x)
+    assert out is not None
+    return {**ood.separation(scores, out.numpy(), pred.threshold, correct), "outliers": str(outliers)}

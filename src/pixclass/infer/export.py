@@ -75,7 +75,21 @@ class ExportResult:
 # ------------------------------------------------------------------------------------------ the graph
 def probability_module(pred: Predictor) -> torch.nn.Module:
     """uint8 (N, C, S, S) -> calibrated probabilities (N, K): the Predictor's own graph plus softmax(/T)."""
-    return Calibrated(pred.net, pred.temperature, pred.temperatures if pred.multilabel else None).eval()
+    return Calibrated(
+        pred.net,
+        pred.temperature,
+        pred.temperatures if pred.multilabel else None,
+        scored=pred.score is not None,
+    ).eval()
+
+
+def _rows(out: Any) -> np.ndarray:
+    """A file's or module's outputs as one array: probabilities (N, K), then in_distribution as a column."""
+    if isinstance(out, tuple | list):
+        if len(out) == 1:
+            return np.asarray(out[0])
+        return np.concatenate([np.asarray(out[0]), np.asarray(out[1]).reshape(-1, 1)], 1)
+    return np.asarray(out)
 
 
 def _example(pred: Predictor, n: int, seed: int = 0) -> torch.Tensor:
@@ -140,15 +154,17 @@ def split_images(
 
 # ----------------------------------------------------------------------------------------- runtimes
 def _runner(path: Path, fmt: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The written file, opened by its own runtime: uint8 batch -> probabilities."""
+    """The written file, opened by its own runtime: uint8 batch -> probabilities (N, K), then
+    in_distribution as a last column when the file has that output (``_rows``)."""
     if fmt == "onnx":
         sess = ort_session(path)
-        return lambda x: np.asarray(sess.run(None, {"x": np.ascontiguousarray(x)})[0])
+        return lambda x: _rows(sess.run(None, {"x": np.ascontiguousarray(x)}))
     mod = _jit_load(path)
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return mod(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+            out = mod(torch.from_numpy(np.ascontiguousarray(x)))
+            return _rows(tuple(o.numpy() for o in out) if isinstance(out, tuple | list) else out.numpy())
 
     return run
 
@@ -162,17 +178,26 @@ def _batched(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bs: int = 2
 
 
 def compare(run: Callable[[np.ndarray], np.ndarray], ref: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    """max |Δprob| and top-1 agreement of ``run`` against the PyTorch module on uint8 ``x``."""
+    """max |Δprob| (and |Δin_distribution|, when the file has it) and top-1 agreement of ``run`` against
+    the PyTorch module on uint8 ``x``."""
     with torch.inference_mode():
-        want = torch.cat([ref(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
+        want = np.concatenate([_rows(_numpy(ref(x[i : i + 256]))) for i in range(0, len(x), 256)])
     got = _batched(run, x.numpy())
     if got.shape != want.shape:
         return {"n": len(x), "max_abs_diff": float("inf"), "top1_agreement": 0.0}
-    return {
+    k = want.shape[1] - int(bool(getattr(ref, "scored", False)))
+    out = {
         "n": len(x),
         "max_abs_diff": float(np.abs(got - want).max()),
-        "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean()),
+        "top1_agreement": float((got[:, :k].argmax(1) == want[:, :k].argmax(1)).mean()),
     }
+    if k < want.shape[1]:
+        out["in_distribution_max_abs_diff"] = float(np.abs(got[:, k] - want[:, k]).max())
+    return out
+
+
+def _numpy(out: Any) -> Any:
+    return tuple(o.numpy() for o in out) if isinstance(out, tuple) else out.numpy()
 
 
 def parity(
@@ -194,7 +219,8 @@ def _tmp(out: Path, tag: str = "") -> Path:
 
 
 def _write_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str) -> None:
-    path.write_bytes(export_onnx(module, example, exporter, output_names=("probs",)))
+    names = ("probs", "in_distribution") if getattr(module, "scored", False) else ("probs",)
+    path.write_bytes(export_onnx(module, example, exporter, output_names=names))
 
 
 def _write_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -266,11 +292,26 @@ def describe(pred: Predictor, exporter: str) -> dict[str, str]:
         "background": json.dumps(list(pred.background)),
         "temperature": repr(pred.temperature),
         "tta": "hflip" if pred.tta else "none",
+        **unknown_metadata(pred),
         "model": pred.card.model.name,
         "metrics": json.dumps(dict(pred.card.metrics)),
         "pixclass_version": __version__,
         "exporter": exporter,
         **({"frames": str(pred.frames)} if pred.frames else {}),
+    }
+
+
+def unknown_metadata(pred: Predictor) -> dict[str, str]:
+    """How to read the second output, when the file has one."""
+    if pred.score is None:
+        return {
+            "unknown": "none: the checkpoint has no unknown-input statistics (pixclass calibrate fits them)"
+        }
+    return {
+        "output_in_distribution": "float32 (N,) in [0, 1]: the share of validation images less typical than "
+        "the input (kNN cosine distance of the penultimate features to training images)",
+        "unknown_threshold": repr(pred.threshold),
+        "unknown": "an input whose in_distribution is below unknown_threshold is unlike the training images",
     }
 
 
@@ -323,8 +364,10 @@ def throughput(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, seconds: 
 def int8_check(fp32: Path, int8: Path, xv: np.ndarray, yv: np.ndarray) -> dict[str, Any]:
     """Validation accuracy of both files and their throughput at batch 256 on this CPU, measured alternately."""
     r32, r8 = _runner(fp32, "onnx"), _runner(int8, "onnx")
-    acc32 = float((_batched(r32, xv).argmax(1) == yv).mean())
-    acc8 = float((_batched(r8, xv).argmax(1) == yv).mean())
+    # the probabilities only: a file with the unknown-input score has it as its last column here
+    n_cls = None if len(ort_session(fp32).get_outputs()) == 1 else -1
+    acc32 = float((_batched(r32, xv)[:, :n_cls].argmax(1) == yv).mean())
+    acc8 = float((_batched(r8, xv)[:, :n_cls].argmax(1) == yv).mean())
     xb = np.resize(xv, (256, *xv.shape[1:]))
     s32, s8 = [], []
     for _ in range(2):  # alternate, so a busy moment of the machine hits both

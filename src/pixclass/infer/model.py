@@ -13,6 +13,7 @@ Each method calls the function the CLI command calls, with the same defaults, so
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,18 @@ class Model:
         device: str = "cpu",
         backend: str = "auto",
         tta: bool | None = None,
+        reject: bool = True,
     ):
         self.checkpoint = Path(checkpoint)
-        self.device, self.tta, self._backend_asked = device, tta, backend
-        self.predictor = Predictor.from_checkpoint(self.checkpoint, device=device, backend=backend, tta=tta)
+        self.device, self.tta, self._backend_asked, self.reject = device, tta, backend, reject
+        self.predictor = self._predictor()
+        if self.predictor.note:  # said once, where the model is loaded
+            warnings.warn(f"{self.checkpoint}: {self.predictor.note}", stacklevel=3)
+
+    def _predictor(self) -> Predictor:
+        return Predictor.from_checkpoint(
+            self.checkpoint, device=self.device, backend=self._backend_asked, tta=self.tta, reject=self.reject
+        )
 
     @property
     def card(self) -> ModelCard:
@@ -68,8 +77,10 @@ class Model:
         split: str = "test",
         plots: str | os.PathLike[str] | None = None,
         progress: bool = False,
+        outliers: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
-        """Metrics on ``split`` of ``data`` (a plain class folder: every image), as ``pixclass evaluate``."""
+        """Metrics on ``split`` of ``data`` (a plain class folder: every image), as ``pixclass evaluate``;
+        ``outliers``: a folder of images that are none of the classes (AUROC, FPR95 of "unknown")."""
         return evaluate(
             self.checkpoint,
             str(data),
@@ -79,6 +90,7 @@ class Model:
             plots=plots,
             backend=self._backend_asked,
             tta=self.tta,
+            outliers=outliers,
         )
 
     def calibrate(
@@ -87,14 +99,17 @@ class Model:
         split: str = "val",
         out: str | os.PathLike[str] | None = None,
         progress: bool = False,
+        keep: float | None = None,
+        outliers: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
-        """Refit the temperature on ``split`` of ``data`` and write it into the checkpoint (``out``: a
-        copy instead), as ``pixclass calibrate``; this object then predicts with the new temperature."""
-        summary = calibrate_checkpoint(self.checkpoint, str(data), split, self.device, out, progress)
+        """Refit the temperature and the unknown-input statistics on ``split`` of ``data`` and write them
+        into the checkpoint (``out``: a copy instead), as ``pixclass calibrate``; this object then
+        predicts with them."""
+        summary = calibrate_checkpoint(
+            self.checkpoint, str(data), split, self.device, out, progress, keep=keep, outliers=outliers
+        )
         if out is None:
-            self.predictor = Predictor.from_checkpoint(
-                self.checkpoint, device=self.device, backend=self._backend_asked, tta=self.tta
-            )
+            self.predictor = self._predictor()
         return summary
 
     def explain(

@@ -33,6 +33,7 @@ from ..data.sequences import decode_clip, read_clip
 from ..device import pick_device
 from ..errors import ConfigError
 from ..files import expand_inputs, walk_files
+from . import ood
 from .runtime import (
     BACKENDS,
     FlipTTA,
@@ -44,6 +45,8 @@ from .runtime import (
 )
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
+#: The label of an input unlike the training images.
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -56,15 +59,26 @@ class Prediction:
     # multi-label: the labels at or above their thresholds (best first), and every label's probability
     labels: list[str] | None = None
     probs: dict[str, float] | None = None
+    # Unlike the training images (``infer.ood``): None when the checkpoint has no statistics.
+    unknown: bool | None = None
+    in_distribution: float | None = None  # share of validation images less typical, in [0, 1]
 
     def to_json(self) -> dict[str, Any]:
         if self.labels is not None:
             d: dict[str, Any] = {"labels": self.labels, "probs": self.probs, "top_k": self.top_k}
-            return {"path": self.path, **d} if self.path is not None else d
-        d = {"label": self.label, "prob": self.prob, "top_k": self.top_k}
+        else:
+            d = {"label": self.label, "prob": self.prob, "top_k": self.top_k}
+        if self.unknown is not None:
+            d.update(unknown=self.unknown, in_distribution=self.in_distribution)
         if self.path is not None:
             d = {"path": self.path, **d}
         return d
+
+    def why(self) -> str:
+        """The human reason for an unknown answer ("" when there is none)."""
+        if not self.unknown:
+            return ""
+        return f"unlike the training images: in_distribution {self.in_distribution:.3f}"
 
 
 def expand_paths(items: Iterable[str]) -> tuple[list[str], list[DecodeError]]:
@@ -87,6 +101,8 @@ class Predictor:
         device: str | torch.device = "cpu",
         backend: str = "auto",
         tta: bool | None = None,
+        extras: dict[str, torch.Tensor] | None = None,
+        reject: bool = True,
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -107,8 +123,17 @@ class Predictor:
         self.thresholds = torch.tensor(card.thresholds or [0.5] * k)
         self.frames: int | None = card.frames  # clip models: T
         self.tta = card.tta == "hflip" if tta is None else bool(tta)
-        # uint8 in, logits out: normalisation (and test-time flip) inside the module that the runtime runs
-        self.net = Normalized(FlipTTA(self.model) if self.tta else self.model, self.mean, self.std).eval()
+        # unknown inputs (``infer.ood``): with the checkpoint's statistics every prediction says whether
+        # the input is unlike the training images; "unknown" becomes its label unless ``reject`` is False
+        self.score = ood.stored_score(card, extras or {})
+        self.threshold = ood.threshold(card) if self.score is not None else None
+        self.reject = reject
+        self.note = "" if self.score is not None else ood.MISSING_NOTE
+        # uint8 in, logits out (with a score: then in_distribution as the last column): normalisation,
+        # test-time flip and the score inside the module that the runtime runs
+        plain = FlipTTA(self.model) if self.tta else self.model
+        inner = ood.Scored(self.model, self.score, self.tta) if self.score is not None else plain
+        self.net = Normalized(inner, self.mean, self.std).eval()
         self.backend_requested = backend
         self._runtime: Any = None
         # Run in the memory format the model trained in: faster on CPU, and the same numbers as training.
@@ -121,9 +146,10 @@ class Predictor:
         device: str | torch.device = "cpu",
         backend: str = "auto",
         tta: bool | None = None,
+        reject: bool = True,
     ) -> Predictor:
         c = ckpt.load(path)
-        return cls(c.build_model(), c.card, device, backend, tta)
+        return cls(c.build_model(), c.card, device, backend, tta, c.state_dict, reject)
 
     @property
     def runtime(self) -> Any:
@@ -140,10 +166,16 @@ class Predictor:
                 example,
                 self.channels_last,
                 self.temperature,
+                scored=self.score is not None,
             )
             if self.channels_last and self._runtime.name == "torch":
                 self.model.to(memory_format=torch.channels_last)
         return self._runtime
+
+    @property
+    def unknown_info(self) -> dict[str, Any] | None:
+        """What the checkpoint records about its unknown-input score (None without one)."""
+        return ood.info(self.card) if self.score is not None else None
 
     @property
     def backend(self) -> str:
@@ -167,42 +199,66 @@ class Predictor:
     def logits_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 tensor or image store (clips: (N, T, C, S, S)) -> (N, K) logits before the
         temperature (test-time flip applied when on)."""
-        return self._through(x, "logits", batch_size)
+        return self._through(x, "logits", batch_size)[:, : len(self.classes)]
 
     def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities (multi-label:
-        one sigmoid per label, which do not sum to 1). Single-label ones are computed by the runtime
-        itself (no PyTorch op after it: at batch 1 those cost more than the model)."""
+        one sigmoid per label, which do not sum to 1)."""
+        return self.rows_from_uint8(x, batch_size)[:, : len(self.classes)]
+
+    def rows_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
+        """``probs_from_uint8``; with unknown-input statistics (N, K + 1): in_distribution last. What
+        ``to_predictions`` reads (the server batches these rows). Single-label probabilities are computed
+        by the runtime itself (no PyTorch op after it: at batch 1 those cost more than the model)."""
+        k = len(self.classes)
         if self.multilabel:
-            logits = self.logits_from_uint8(x, batch_size)
-            return (logits / self.temperatures.to(logits.device)).sigmoid()
+            out = self._through(x, "logits", batch_size)
+            probs = (out[:, :k] / self.temperatures.to(out.device)).sigmoid()
+            return torch.cat([probs, out[:, k:]], 1) if out.shape[1] > k else probs
         if self.runtime.temperature != self.temperature:  # changed after the runtime was made
-            return (self.logits_from_uint8(x, batch_size) / self.temperature).softmax(1)
+            out = self._through(x, "logits", batch_size)
+            probs = (out[:, :k] / self.temperature).softmax(1)
+            return torch.cat([probs, out[:, k:]], 1) if out.shape[1] > k else probs
         return self._through(x, "probs", batch_size)
+
+    def in_distribution(self, x: Any, batch_size: int = 512) -> torch.Tensor | None:
+        """(N,) share of validation images less typical than each input; None without statistics."""
+        if self.score is None:
+            return None
+        return self._through(x, "logits", batch_size)[:, len(self.classes)]
 
     def _through(self, x: Any, output: str, batch_size: int) -> torch.Tensor:
         rt = self.runtime
+        width = len(self.classes) + (self.score is not None)
         if rt.host is not None and isinstance(x, torch.Tensor):  # onnxruntime: numpy in, numpy out
-            return torch.from_numpy(
-                batched_host(rt.host, output, host_array(x), batch_size, len(self.classes))
-            )
+            return torch.from_numpy(batched_host(rt.host, output, host_array(x), batch_size, width))
         if len(x) == 0:
-            return torch.zeros(0, len(self.classes))
+            return torch.zeros(0, width)
         return batched_logits(rt.run if output == "logits" else rt.probs, x, self.device, batch_size)
 
     def to_predictions(
         self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]
     ) -> list[Prediction]:
-        """Calibrated probabilities (N, K) -> one Prediction per row, with its top-k (the server uses it too)."""
-        k = max(1, min(top_k, len(self.classes)))
-        pv, pi = probs.topk(k, dim=1)
+        """``rows_from_uint8``'s rows -> one Prediction per row, with its top-k and, with a score,
+        whether it is unknown (the server uses it too)."""
+        n_cls = len(self.classes)
+        scores = probs[:, n_cls].tolist() if probs.shape[1] > n_cls else [None] * len(probs)
+        k = max(1, min(top_k, n_cls))
+        pv, pi = probs[:, :n_cls].topk(k, dim=1)
         preds = []
-        for row_v, row_i, path in zip(pv.tolist(), pi.tolist(), paths, strict=True):
+        for row_v, row_i, path, s in zip(pv.tolist(), pi.tolist(), paths, scores, strict=True):
             tk = [{"label": self.classes[i], "prob": round(v, 6)} for v, i in zip(row_v, row_i, strict=True)]
-            preds.append(Prediction(self.classes[row_i[0]], round(row_v[0], 6), row_i[0], tk, path))
+            p = Prediction(self.classes[row_i[0]], round(row_v[0], 6), row_i[0], tk, path)
+            if s is not None and self.threshold is not None:
+                p.in_distribution, p.unknown = round(s, 6), s < self.threshold
+            preds.append(p)
         if self.multilabel:
-            for pred, row in zip(preds, probs.tolist(), strict=True):
+            for pred, row in zip(preds, probs[:, :n_cls].tolist(), strict=True):
                 self._add_labels(pred, row)
+        if self.reject:  # after the multi-label labels: an unknown input gets no class label
+            for pred in preds:
+                if pred.unknown:
+                    pred.label, pred.labels = UNKNOWN, ([] if pred.labels is not None else None)
         return preds
 
     def _add_labels(self, pred: Prediction, row: list[float]) -> None:
@@ -221,7 +277,7 @@ class Predictor:
         empty = (0, *((self.frames,) if self.frames else ()), self.channels, self.size, self.size)
         arr = np.stack([self.preprocess(i) for i in items]) if items else np.zeros(empty, np.uint8)
         paths = [str(i) if isinstance(i, str | os.PathLike) else None for i in items]
-        preds = self.to_predictions(self.probs_from_uint8(torch.from_numpy(arr)), top_k, paths)
+        preds = self.to_predictions(self.rows_from_uint8(torch.from_numpy(arr)), top_k, paths)
         return preds[0] if single else preds
 
     def predict_files(
@@ -236,7 +292,7 @@ class Predictor:
                 good = [(p, d) for p, d in zip(chunk, decoded, strict=True) if not isinstance(d, DecodeError)]
                 preds = iter(
                     self.to_predictions(
-                        self.probs_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))),
+                        self.rows_from_uint8(torch.from_numpy(np.stack([d for _, d in good]))),
                         top_k,
                         [p for p, _ in good],
                     )
@@ -256,12 +312,15 @@ def write_csv(path: str | os.PathLike[str], preds: Sequence[Prediction], top_k: 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        head = ["path", "label", "prob"]
+        scored = any(p.unknown is not None for p in preds)
+        head = ["path", "label", "prob"] + (["unknown", "in_distribution"] if scored else [])
         for j in range(1, top_k + 1):
             head += [f"top{j}_label", f"top{j}_prob"]
         w.writerow(head)
         for p in preds:
             row: list[Any] = [p.path, p.label, f"{p.prob:.6f}"]
+            if scored:
+                row += [p.unknown, "" if p.in_distribution is None else f"{p.in_distribution:.6f}"]
             for t in p.top_k[:top_k]:
                 row += [t["label"], f"{t['prob']:.6f}"]
             w.writerow(row)

@@ -75,7 +75,7 @@ class Runtime:
 
 
 def torch_runtime(
-    model: nn.Module, channels_last: bool, amp: bool = False, temperature: float = 1.0
+    model: nn.Module, channels_last: bool, amp: bool = False, temperature: float = 1.0, scored: bool = False
 ) -> Runtime:
     """Eager PyTorch. ``amp``: bf16 autocast on the input's device (training's validation on CUDA, where
     the matrix units run bf16; logits come back as float32)."""
@@ -89,7 +89,7 @@ def torch_runtime(
     def probs(x: torch.Tensor) -> torch.Tensor:
         logits = run(x)
         with torch.inference_mode():
-            return (logits / temperature).softmax(1)
+            return calibrated_rows(logits, temperature, scored)
 
     return Runtime("torch", run, probs, temperature)
 
@@ -98,7 +98,13 @@ class Calibrated(nn.Module):
     """Logits -> calibrated probabilities, softmax(logits / T): what an exported file returns, so the
     application needs no temperature and no softmax of its own."""
 
-    def __init__(self, model: nn.Module, temperature: float, label_temperatures: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        temperature: float,
+        label_temperatures: torch.Tensor | None = None,
+        scored: bool = False,
+    ):
         super().__init__()
         self.model = model
         self.temperature = float(temperature)
@@ -107,11 +113,24 @@ class Calibrated(nn.Module):
         self.register_buffer(
             "label_t", label_temperatures if label_temperatures is not None else torch.ones(1)
         )
+        self.scored = scored  # the model's last column is the unknown-input score (``ood.Scored``)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(x).float()
+        score = out[:, -1] if self.scored else None
+        logits = out[:, :-1] if self.scored else out
         if self.multilabel:
-            return (self.model(x).float() / self.label_t).sigmoid()
-        return (self.model(x).float() / self.temperature).softmax(1)
+            probs = (logits / self.label_t).sigmoid()
+        else:
+            probs = (logits / self.temperature).softmax(1)
+        return (probs, score) if score is not None else probs
+
+
+def calibrated_rows(out: torch.Tensor, temperature: float, scored: bool) -> torch.Tensor:
+    """softmax(logits / T); with ``scored`` the last column (the unknown-input score) passes through."""
+    if not scored:
+        return (out / temperature).softmax(1)
+    return torch.cat([(out[:, :-1] / temperature).softmax(1), out[:, -1:]], 1)
 
 
 class LogitsAndProbs(nn.Module):
@@ -119,14 +138,15 @@ class LogitsAndProbs(nn.Module):
     calibrated probabilities (predict, serve). The softmax inside the runtime costs it ~1 µs a call;
     outside, in PyTorch, it cost ~40 µs at batch 1 (three small tensor ops and their dispatch)."""
 
-    def __init__(self, model: nn.Module, temperature: float):
+    def __init__(self, model: nn.Module, temperature: float, scored: bool = False):
         super().__init__()
         self.model = model
         self.temperature = float(temperature)
+        self.scored = scored
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(x).float()
-        return logits, (logits / self.temperature).softmax(1)
+        return logits, calibrated_rows(logits, self.temperature, self.scored)
 
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -204,7 +224,11 @@ def host_array(x: torch.Tensor) -> Any:
 
 
 def onnx_runtime(
-    model: nn.Module, example: torch.Tensor, threads: int | None = None, temperature: float = 1.0
+    model: nn.Module,
+    example: torch.Tensor,
+    threads: int | None = None,
+    temperature: float = 1.0,
+    scored: bool = False,
 ) -> Runtime:
     """Export ``model`` (eval mode, CPU) to ONNX in memory, logits and calibrated probabilities as two
     outputs of one graph, and open an onnxruntime session on it.
@@ -214,7 +238,7 @@ def onnx_runtime(
     """
     import onnxruntime  # noqa: F401  (fail with ImportError before the export's work)
 
-    both = LogitsAndProbs(model, temperature).eval()
+    both = LogitsAndProbs(model, temperature, scored).eval()
     graph = export_onnx(both, example, output_names=("logits", "probs"))
     sess = ort_session(graph, threads)
     # One image runs on a one-thread session of the same graph: its ops are too small to share, and with
@@ -297,6 +321,7 @@ def make_runtime(
     example: torch.Tensor,
     channels_last: bool = False,
     temperature: float = 1.0,
+    scored: bool = False,
 ) -> Runtime:
     """The runtime for ``backend``: ``auto`` takes onnxruntime on the CPU when it is installed and the
     model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly.
@@ -304,11 +329,11 @@ def make_runtime(
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
-        return torch_runtime(model, channels_last, temperature=temperature)
+        return torch_runtime(model, channels_last, temperature=temperature, scored=scored)
     if device.type != "cpu":
         raise ConfigError("--backend onnxruntime runs on the CPU here; use --device cpu or --backend torch")
     try:
-        return onnx_runtime(model, example, temperature=temperature)
+        return onnx_runtime(model, example, temperature=temperature, scored=scored)
     except ImportError as e:
         why, fix = (
             "onnxruntime not installed",
@@ -320,6 +345,6 @@ def make_runtime(
         fix, err = f"this model cannot run there ({type(e).__name__}: {e})", e
     if backend == "onnxruntime":
         raise ConfigError(f"--backend onnxruntime: {fix}") from err
-    rt = torch_runtime(model, channels_last, temperature=temperature)
+    rt = torch_runtime(model, channels_last, temperature=temperature, scored=scored)
     rt.note = why
     return rt

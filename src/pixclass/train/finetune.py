@@ -98,7 +98,7 @@ def model_from_checkpoint(
     model = create_model(
         spec.name, num_classes, spec.in_chans, input_size or spec.input_size, **spec.create_kwargs()
     )
-    return model, init_from_checkpoint(model, c.state_dict, spec.name)
+    return model, init_from_checkpoint(model, c.weights, spec.name)
 
 
 def init_from_checkpoint(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:

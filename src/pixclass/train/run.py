@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import TrainConfig, build_config
 from ..data.dataset import Dataset
+from ..infer import ood
 from . import distributed
 from .callbacks import default_callbacks
 from .callbacks.epoch_function import EpochFunction
@@ -49,6 +50,8 @@ def train(
     log = log or log_line
     if config is None:
         config = build_config(None if isinstance(data, Dataset) else str(data))
+    if config.unknown and config.outliers:  # refused now, not after the training
+        ood.outlier_files(config.outliers, None if isinstance(data, Dataset) else str(data))
     user = [*callbacks, *([EpochFunction(on_epoch_end)] if on_epoch_end is not None else [])]
     build = functools.partial(default_callbacks, user=user, finish=True, report=report)
     with distributed.joined(config.device):

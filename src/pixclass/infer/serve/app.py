@@ -111,8 +111,13 @@ class Service:
             # One core for the event loop (HTTP parsing, decoding: Python), the others for the runtime.
             torch.set_num_threads(self.settings.threads or max(1, (os.cpu_count() or 1) - 1))
             pred = Predictor.from_checkpoint(
-                self.settings.checkpoint, backend=self.settings.backend, tta=self.settings.tta
+                self.settings.checkpoint,
+                backend=self.settings.backend,
+                tta=self.settings.tta,
+                reject=self.settings.reject,
             )
+            if pred.note:
+                log.warning("%s: %s", self.settings.checkpoint, pred.note)
             x = torch.zeros(16, pred.channels, pred.size, pred.size, dtype=torch.uint8)
             pred.probs_from_uint8(x)  # the export, and a warm-up
             t0 = time.perf_counter()
@@ -132,7 +137,7 @@ class Service:
             log.error("cannot load %s: %s", self.settings.checkpoint, self.error)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.pred.probs_from_uint8(torch.from_numpy(x), batch_size=max(len(x), 1)).numpy()
+        return self.pred.rows_from_uint8(torch.from_numpy(x), batch_size=max(len(x), 1)).numpy()
 
     def require_ready(self) -> Any:
         if not self.ready.is_set():
@@ -314,6 +319,8 @@ def create_app(settings: Settings) -> Any:
             "channels": p.channels,
             "temperature": p.temperature,
             "tta": "hflip" if p.tta else None,
+            "unknown": p.unknown_info,
+            "reject_unknown": p.reject,
             "model": p.card.model.name,
             "metrics": dict(p.card.metrics),
             "backend": p.backend,
@@ -414,6 +421,4 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
 
 def _answer(pr: Any) -> dict[str, Any]:
     """One prediction's fields: label and prob, or (multi-label) the label list and every probability."""
-    if pr.labels is not None:
-        return {"labels": pr.labels, "probs": pr.probs, "top_k": pr.top_k}
-    return {"label": pr.label, "prob": pr.prob, "top_k": pr.top_k}
+    return {k: v for k, v in pr.to_json().items() if k != "path"}  # with unknown + in_distribution

@@ -68,6 +68,7 @@ async function classify(file) {
   try {
     const r = (await answer(await fetch("predict", {method: "POST", body: fd}))).predictions[0];
     status.replaceWith($("div", "label", r.label));
+    if (r.unknown) card.appendChild($("div", "name", "unlike the training images (in_distribution " + r.in_distribution.toFixed(3) + ")"));
     card.appendChild($("div", "prob", pct(r.prob)));
     bars(card, r.top_k);
     const btn = $("button", "gradcam", "Grad-CAM");

@@ -22,4 +22,5 @@ class Settings:
     max_pixels: int = SERVE_MAX_PIXELS
     backend: str = "auto"
     tta: bool | None = None  # test-time flip: None follows the checkpoint
+    reject: bool = True  # label inputs unlike the training images "unknown" (False: their top class)
     threads: int | None = None  # runtime threads; None: one core less than the machine has (the event loop's)

@@ -1,0 +1,340 @@
+"""Unknown inputs (ood.py): the score fitted after training, stored in the checkpoint and reported by
+predict, evaluate, calibrate, the Python API and serve -- with real runs, files, subprocesses and an
+HTTP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MODEL, make_pattern_folder
+from PIL import Image
+from safetensors import safe_open
+
+from pixclass import checkpoint as ckpt
+from pixclass.cli import main
+from pixclass.infer import ood
+from pixclass.infer.predictor import UNKNOWN, Predictor
+
+CLASSES = {"top": 30, "bottom": 30, "left": 30}
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pixclass", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+
+
+def _odd_images() -> dict[str, Image.Image]:
+    """Inputs unlike any pattern image: a white page, a black one, uniform noise."""
+    noise = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    return {
+        "white": Image.new("RGB", (16, 16), "white"),
+        "black": Image.new("RGB", (16, 16), "black"),
+        "noise": Image.fromarray(noise),
+    }
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A tiny run with 27 validation images (enough to fit the statistics), its data, a folder of odd
+    images (outliers) and a folder of unseen pattern images."""
+    from pixclass.config import TrainConfig
+    from pixclass.data.dataset import DataConfig
+    from pixclass.train.run import train
+
+    root = tmp_path_factory.mktemp("ood")
+    data = make_pattern_folder(root / "data", CLASSES)
+    odd = root / "odd"
+    odd.mkdir()
+    for name, im in _odd_images().items():
+        im.save(odd / f"{name}.png")
+    unseen = make_pattern_folder(root / "unseen", {"top": 10, "bottom": 10, "left": 10}, seed=7)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIXCLASS_CACHE", str(root / "cache"))
+        cfg = TrainConfig(
+            **TINY_MODEL,
+            epochs=3,
+            batch_size=8,
+            optimizer="adamw",
+            lr=0.01,
+            device="cpu",
+            data=DataConfig(image_size=16, workers=1, val_fraction=0.3),
+        )
+        res = train(data, cfg, root / "run", progress=False, log=lambda _m: None, report=False)
+    return SimpleNamespace(root=root, data=data, odd=odd, unseen=unseen, best=Path(res.best))
+
+
+def _strip(src: Path, dst: Path) -> Path:
+    """A copy of a checkpoint as an older pixclass wrote it: no unknown-input statistics."""
+    c = ckpt.load(src)
+    ckpt.save(c.weights, c.card.with_extra(ood.META_KEY, None), dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------- the score
+def test_the_score_is_the_share_of_validation_images_less_typical() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 32, generator=g) * 4
+    train = torch.cat([c + torch.randn(50, 32, generator=g) for c in centres])
+    val = torch.cat([c + torch.randn(40, 32, generator=g) for c in centres])
+    fitted = ood.fit(train, val, n_train=len(train))
+    assert fitted.info["threshold"] == pytest.approx(0.05) and fitted.info["bank"] == 150
+    score = ood.KnnScore(fitted.bank, fitted.reference, fitted.info["k"])
+    p_val = score(val)
+    assert float(p_val.min()) >= 0 and float(p_val.max()) < 1
+    assert float((p_val < 0.05).float().mean()) == pytest.approx(0.05, abs=0.01)  # keeps 95%
+    far = -centres.mean(0, keepdim=True) + torch.randn(20, 32, generator=g)  # the other way from every class
+    assert bool((score(far) < 0.05).all())
+
+    # example outliers lower the threshold as far as it flags as many of them: fewer images lost
+    near = torch.cat([c + torch.randn(40, 32, generator=g) for c in centres])
+    with_out = ood.fit(train, val, len(train), keep=0.95, outlier_features=far)
+    assert with_out.info["threshold"] <= 0.05 and with_out.info["outliers_flagged"] == 1.0
+    assert float((score(near) < with_out.info["threshold"]).float().mean()) <= 0.05
+
+
+def test_training_stores_compact_statistics_and_predictions_say_unknown(scored) -> None:
+    c = ckpt.load(scored.best)
+    m = ood.info(c.card)
+    assert m is not None
+    bank, ref = c.state_dict[ood.BANK], c.state_dict[ood.REFERENCE]
+    assert bank.dtype == torch.float16 and bank.shape == (m["bank"], m["features"])
+    assert m["bytes"] == bank.numel() * 2 + ref.numel() * 4 and m["reference"] == 27
+    assert m["method"] == "knn-cosine" and m["threshold"] == 0.05 and m["keep"] == 0.95
+    with safe_open(str(scored.best), framework="pt") as f:
+        assert f.metadata()["format_version"] == "2"  # a format-1 reader would take ood.* for weights
+    assert set(c.weights) == set(c.build_model().state_dict())
+
+    p = Predictor.from_checkpoint(scored.best)
+    odd = p.predict(list(_odd_images().values()))
+    for r in odd:
+        assert r.unknown is True and r.label == UNKNOWN and r.in_distribution < 0.05
+        assert r.top_k[0]["label"] in CLASSES  # the classes stay in top_k
+        assert "unlike the training images" in r.why()
+        assert r.to_json()["unknown"] is True and 0 <= r.to_json()["in_distribution"] <= 1
+    files = sorted(scored.unseen.glob("*/*.png"))
+    seen = p.predict(files)
+    assert sum(r.unknown for r in seen) <= 6  # about 5% expected; a tiny model on 30 images
+    assert all(r.label == Path(r.path).parent.name for r in seen if not r.unknown)
+
+    keep = Predictor.from_checkpoint(scored.best, reject=False).predict(list(_odd_images().values()))
+    assert [r.label for r in keep] == [r.top_k[0]["label"] for r in odd]
+    assert all(r.unknown for r in keep)
+
+
+def test_both_runtimes_compute_the_same_score(scored) -> None:
+    x = torch.from_numpy(
+        np.stack(
+            [
+                *(np.asarray(im).transpose(2, 0, 1) for im in _odd_images().values()),
+                *(
+                    np.asarray(Image.open(f)).transpose(2, 0, 1)
+                    for f in sorted(scored.unseen.glob("*/*.png"))
+                ),
+            ]
+        )
+    )
+    t = Predictor.from_checkpoint(scored.best, backend="torch")
+    o = Predictor.from_checkpoint(scored.best, backend="onnxruntime")
+    torch.testing.assert_close(o.in_distribution(x), t.in_distribution(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(o.probs_from_uint8(x), t.probs_from_uint8(x), atol=1e-5, rtol=0)
+    assert o.probs_from_uint8(x).shape == (len(x), 3)
+
+
+# --------------------------------------------------------------------------------------------- the CLI
+def test_predict_cli_reports_unknown_in_text_csv_and_json(scored, tmp_path) -> None:
+    white = scored.odd / "white.png"
+    top = sorted((scored.unseen / "top").glob("*.png"))[0]
+    r = _cli("predict", str(scored.best), str(white), str(top), "--csv", str(tmp_path / "p.csv"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split("\t")[1] == "unknown" and "unlike the training images" in lines[0]
+    assert "note:" not in r.stderr
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0].startswith("path,label,prob,unknown,in_distribution,top1_label")
+    assert rows[1].split(",")[1:4:2] == ["unknown", "True"]
+    r = _cli("predict", str(scored.best), str(white), "--json", "--no-reject")
+    (j,) = json.loads(r.stdout)
+    assert j["unknown"] is True and j["label"] == j["top_k"][0]["label"] and j["in_distribution"] < 0.05
+
+
+def test_an_old_checkpoint_predicts_as_before_says_so_once_and_calibrate_fits_it(
+    scored, tmp_path, capsys
+) -> None:
+    old = _strip(scored.best, tmp_path / "old.safetensors")
+    files = [str(f) for f in sorted(scored.odd.glob("*.png"))]
+    assert main(["predict", str(old), *files, "--json", "--backend", "torch"]) == 0
+    r = capsys.readouterr()
+    assert all("unknown" not in p and p["label"] in CLASSES for p in json.loads(r.out))
+    assert r.err.count("pixclass calibrate") == 1
+    with pytest.warns(UserWarning, match="pixclass calibrate"):
+        import pixclass
+
+        pixclass.load(str(old))
+
+    assert main(["calibrate", str(old), str(scored.data), "-q"]) == 0
+    assert "unknown-input score: knn-cosine" in capsys.readouterr().out
+    assert all(p.unknown for p in Predictor.from_checkpoint(old).predict(files))
+
+
+def test_evaluate_with_outliers_gives_auroc_fpr95_and_accuracy_on_accepted(scored, tmp_path, capsys) -> None:
+    rc = main(
+        [
+            "evaluate",
+            str(scored.best),
+            str(scored.unseen),
+            "--outliers",
+            str(scored.odd),
+            "--json",
+            str(tmp_path / "m.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+            "-q",
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    u = json.loads((tmp_path / "m.json").read_text())["unknown"]
+    assert u["n_outliers"] == 3 and u["outliers_flagged"] == 1.0 and u["auroc"] > 0.9
+    assert 0 <= u["fpr95"] <= 1 and 0 <= u["flagged"] <= 0.2
+    assert u["accuracy_accepted"] >= u["accuracy_all"] - 1e-9
+    assert "AUROC" in out and "unlike the training images" in out
+
+
+@pytest.mark.parametrize("where", ["data", "inside", "empty", "missing"])
+def test_outliers_that_are_the_training_data_or_empty_are_refused_in_one_line(
+    scored, tmp_path, capsys, where
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    folder = {
+        "data": scored.data,
+        "inside": scored.data / "top",
+        "empty": empty,
+        "missing": tmp_path / "nope",
+    }[where]
+    assert main(["evaluate", str(scored.best), str(scored.data), "--outliers", str(folder), "-q"]) == 2
+    r = capsys.readouterr()
+    (line,) = r.err.strip().splitlines()
+    assert line.startswith(f"error: --outliers {folder}") and r.out == ""
+    c = tmp_path / "c.safetensors"
+    args = ["calibrate", str(scored.best), str(scored.data), "--outliers", str(folder), "--out", str(c)]
+    assert main(args) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not c.exists()
+
+
+def test_train_refuses_outliers_inside_the_data_before_training(scored, tmp_path) -> None:
+    r = _cli(
+        "train", str(scored.data), "--outliers", str(scored.data / "left"), "--out", str(tmp_path / "run")
+    )
+    assert r.returncode == 2 and "error: --outliers" in r.stderr
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------ the export
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_the_exported_file_returns_in_distribution_as_a_second_output(scored, tmp_path, fmt) -> None:
+    from pixclass.infer import export as ex
+
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.pt")
+    res = ex.export_checkpoint(scored.best, fmt=fmt, out=out, exporter="torchscript")
+    assert res.parity["max_abs_diff"] <= ex.PARITY_TOL
+    assert res.parity["probe"]["in_distribution_max_abs_diff"] <= ex.PARITY_TOL
+    assert float(res.metadata["unknown_threshold"]) == 0.05
+    pred = Predictor.from_checkpoint(scored.best, backend="torch")
+    files = [*sorted(scored.odd.glob("*.png")), *sorted(scored.unseen.glob("*/*.png"))[::5]]
+    x = np.stack([pred.preprocess(f) for f in files])
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        probs, score = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    else:
+        with torch.inference_mode():
+            probs, score = (t.numpy() for t in torch.jit.load(str(out))(torch.from_numpy(x)))
+    xt = torch.from_numpy(x)
+    np.testing.assert_allclose(probs, pred.probs_from_uint8(xt).numpy(), atol=2e-6)
+    np.testing.assert_allclose(score, pred.in_distribution(xt).numpy(), atol=1e-6)
+    assert (score[:3] < 0.05).all()
+
+
+def test_the_standalone_example_says_unknown(scored, tmp_path) -> None:
+    from pixclass.infer import export as ex
+
+    out = tmp_path / "m.onnx"
+    ex.export_checkpoint(scored.best, out=out, exporter="torchscript")
+    script = Path(__file__).resolve().parents[2] / "examples" / "onnx_classify.py"
+    r = subprocess.run(
+        [sys.executable, "-I", str(script), str(out), str(scored.odd / "white.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("unknown\tunlike the training images")
+
+
+def test_serve_answers_unknown_with_the_score(scored, tmp_path) -> None:
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "serve.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pixclass",
+                "serve",
+                str(scored.best),
+                "--port",
+                str(port),
+                "--top-k",
+                "2",
+            ],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        top = sorted((scored.unseen / "top").glob("*.png"))[0]
+        files = [("files", (p.name, p.read_bytes(), "image/png")) for p in (scored.odd / "white.png", top)]
+        white, other = httpx.post(f"{url}/predict", files=files, timeout=120).json()["predictions"]
+        assert white["label"] == "unknown" and white["unknown"] is True and white["in_distribution"] < 0.05
+        assert len(white["top_k"]) == 2 and white["top_k"][0]["label"] in CLASSES
+        assert isinstance(other["unknown"], bool) and 0 <= other["in_distribution"] <= 1
+        meta = httpx.get(f"{url}/metadata", timeout=30).json()
+        assert meta["unknown"]["method"] == "knn-cosine" and meta["reject_unknown"] is True
+    finally:
+        proc.terminate()
+        proc.wait(60)
