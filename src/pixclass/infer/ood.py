@@ -34,7 +34,7 @@ from ..card import ModelCard
 from ..checkpoint import EXTRA_PREFIX
 from ..data.decode import DEFAULT_BACKGROUND, DecodeError, decode_file, is_image_file
 from ..data.sequences import decode_clip, expand_clips
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..files import walk_files
 from .runtime import Normalized, batched_logits, torch_runtime
 
@@ -121,7 +121,21 @@ def stored_score(card: ModelCard, tensors: dict[str, torch.Tensor]) -> KnnScore 
     m = info(card)
     if m is None or BANK not in tensors or REFERENCE not in tensors:
         return None
-    return KnnScore(tensors[BANK], tensors[REFERENCE], int(m["k"]))
+    bank, ref = tensors[BANK], tensors[REFERENCE]
+    k, thr = m.get("k"), m.get("threshold")
+    if not (
+        bank.dim() == 2
+        and ref.dim() == 1
+        and len(ref) > 0
+        and isinstance(k, int)
+        and 1 <= k <= len(bank)
+        and isinstance(thr, int | float)
+        and 0 <= thr <= 1
+    ):
+        raise CheckpointError(
+            "the checkpoint's unknown-input statistics are damaged; refit them with `pixclass calibrate CKPT DATA`"
+        )
+    return KnnScore(bank, ref, k)
 
 
 def info(card: ModelCard) -> dict[str, Any] | None:
