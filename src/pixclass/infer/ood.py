@@ -289,7 +289,7 @@ def describe(card: ModelCard) -> str:
 
 #: Said once by predict, evaluate and serve for a checkpoint without statistics (trained before them).
 MISSING_NOTE = (
-    "this checkpoint has no unknown-input statistics (trained by an older pixclass), so no prediction "
+    "this checkpoint has no unknown-input statistics (an older pixclass, or under 20 validation images), so no prediction "
     "says 'unknown'; `pixclass calibrate CKPT DATA` fits them"
 )
 
