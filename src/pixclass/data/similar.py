@@ -1,0 +1,241 @@
+"""Near-duplicate images by perceptual hash: groups of images that look the same after a resize, a
+re-encode or a brightness change, and whether a group crosses splits (leakage: a test image the model
+has seen in training) or carries different labels (a conflict).
+
+Two 64-bit hashes of each decoded image (the uint8 cache the training reads, all images at one size),
+computed in batches with numpy/scipy: pHash (the signs of the 8x8 lowest frequencies of a 32x32 DCT
+against their median) and dHash (the signs of horizontal differences at 9x8). A pair is near-identical
+when both hashes lie within a few bits and the two images' pixels correlate almost perfectly (the
+hashes propose cheaply, the correlation confirms: small, simple images such as digits share hashes
+within a few bits by chance, and brightness changes move no correlation). Hand-written rather than the ``imagehash`` package: that
+one hashes one PIL image at a time, and these are already decoded arrays; the definitions are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.fft import dctn
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+#: Largest Hamming distance (of 64 bits) between two pHashes, and between two dHashes, of a
+#: near-identical pair. Measured by benchmarks/audit.py on planted copies (resize 0.5x, JPEG q60,
+#: brightness +-25%) of digits and Fashion-MNIST images.
+PHASH_BITS = 10
+DHASH_BITS = 10
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+#: Smallest pixel correlation (16x16 grey, mean-centred) of a near-identical pair: the hashes propose,
+#: the correlation confirms. Planted copies measured >= 0.994 on digits; distinct digits of one class
+#: often share hashes within the bits above but correlate less.
+MIN_CORRELATION = 0.98
+#: Images hashed per batch (bounds the float copies: 4096 x 32 x 32 x 4 bytes = 16 MB).
+BATCH = 4096
+#: Rows compared at once in the all-pairs Hamming scan ((rows, N) uint8 distances).
+SCAN_ROWS = 1024
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) uint8 -> (B, 1, H, W) float grey in [0, 255]."""
+    x = x.float()
+    return x.mean(1, keepdim=True) if x.shape[1] != 1 else x
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    """(B, 64) bool -> (B,) uint64."""
+    return np.packbits(bits.astype(np.uint8), axis=1).view(">u8").ravel().astype(np.uint64)
+
+
+def phash(x: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) uint8 -> (B,) uint64 pHash."""
+    g = F.interpolate(_grey(x), size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    d = dctn(g[:, 0].numpy().astype(np.float64), type=2, axes=(1, 2), norm="ortho")[:, :8, :8]
+    low = d.reshape(len(d), 64)
+    return _pack(low > np.median(low, axis=1, keepdims=True))
+
+
+def dhash(x: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) uint8 -> (B,) uint64 dHash (is each pixel brighter than its right neighbour)."""
+    g = F.interpolate(_grey(x), size=(8, 9), mode="bilinear", antialias=True, align_corners=False)[
+        :, 0
+    ].numpy()
+    return _pack((g[:, :, 1:] > g[:, :, :-1]).reshape(len(g), 64))
+
+
+def pixel_digest(x: torch.Tensor) -> list[str]:
+    """A digest of each image's decoded pixels: equal digests = exact duplicates at the training size."""
+    flat = x.reshape(len(x), -1).numpy()
+    return [hashlib.blake2b(r.tobytes(), digest_size=12).hexdigest() for r in flat]
+
+
+def signature(x: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) uint8 -> (B, 256) float32: the grey image at 16x16, mean-centred and of unit length,
+    so that the dot product of two is their pixel correlation (blind to brightness and contrast)."""
+    g = F.interpolate(_grey(x), size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    v = g.flatten(1)
+    v = v - v.mean(1, keepdim=True)
+    return (v / v.norm(dim=1, keepdim=True).clamp_min(1e-6)).numpy().astype(np.float32)
+
+
+@dataclass
+class Hashes:
+    phash: np.ndarray  # (N,) uint64
+    dhash: np.ndarray  # (N,) uint64
+    digest: list[str]  # (N,) exact pixel digests
+    signature: np.ndarray  # (N, 256) float32 (see ``signature``)
+
+
+def hash_store(store: object, progress: bool = False) -> Hashes:
+    """Both hashes and the pixel digest of every image of an ``ImageStore`` (or uint8 tensor)."""
+    n = len(store)  # type: ignore[arg-type]
+    ph, dh, dg, sg = [], [], [], []
+    for i in range(0, n, BATCH):
+        idx = np.arange(i, min(n, i + BATCH))
+        x = store.take(idx) if hasattr(store, "take") else store[idx]  # type: ignore[index]
+        ph.append(phash(x))
+        dh.append(dhash(x))
+        dg += pixel_digest(x)
+        sg.append(signature(x))
+    if not ph:
+        return Hashes(np.zeros(0, np.uint64), np.zeros(0, np.uint64), [], np.zeros((0, 256), np.float32))
+    return Hashes(np.concatenate(ph), np.concatenate(dh), dg, np.concatenate(sg))
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(R,) x (N,) uint64 -> (R, N) uint8 bit distances."""
+    return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.uint8)
+
+
+def correlation(h: Hashes, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Pixel correlation of the pairs (i[k], j[k])."""
+    return np.einsum("kd,kd->k", h.signature[i], h.signature[j])
+
+
+def near_pairs(h: Hashes, phash_bits: int = PHASH_BITS, dhash_bits: int = DHASH_BITS) -> np.ndarray:
+    """(P, 2) index pairs i < j whose pHash and dHash both lie within the given bits and whose pixels
+    correlate at ``MIN_CORRELATION`` or more (or whose pixels are identical). All pairs, scanned in row
+    blocks: N^2 / 2 comparisons of 64 bits."""
+    n = len(h.phash)
+    out = []
+    for s in range(0, n, SCAN_ROWS):
+        rows = np.arange(s, min(n, s + SCAN_ROWS))
+        cols = slice(s, n)
+        close = (_hamming(h.phash[rows], h.phash[cols]) <= phash_bits) & (
+            _hamming(h.dhash[rows], h.dhash[cols]) <= dhash_bits
+        )
+        r, c = np.nonzero(close)
+        i, j = rows[r], c + s
+        keep = (j > i) & (correlation(h, i, j) >= MIN_CORRELATION)
+        out.append(np.stack([i[keep], j[keep]], 1))
+    by_digest: dict[str, int] = {}
+    for i, d in enumerate(h.digest):
+        j = by_digest.setdefault(d, i)
+        if j != i:
+            out.append(np.array([[j, i]]))
+    return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
+
+
+def groups_of(pairs: np.ndarray, n: int) -> list[np.ndarray]:
+    """Connected components of the pair graph with more than one member, each sorted, largest first."""
+    if len(pairs) == 0:
+        return []
+    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    sizes = np.bincount(comp)
+    groups = [np.flatnonzero(comp == c) for c in np.flatnonzero(sizes > 1)]
+    return sorted(groups, key=lambda g: (-len(g), int(g[0])))
+
+
+@dataclass
+class DuplicateGroup:
+    members: np.ndarray  # indices into the hashed images
+    kind: str  # "exact" (same decoded pixels) or "near"
+    splits: list[str]  # the distinct splits of its members
+    labels: list[int]  # the distinct labels of its members
+
+    @property
+    def leak(self) -> bool:
+        """Members in train and in val or test: the evaluation has seen a copy in training."""
+        return "train" in self.splits and len(self.splits) > 1
+
+    @property
+    def conflict(self) -> bool:
+        return len(self.labels) > 1
+
+
+def find_duplicates(
+    h: Hashes,
+    splits: list[str],
+    labels: np.ndarray,
+    phash_bits: int = PHASH_BITS,
+    dhash_bits: int = DHASH_BITS,
+) -> list[DuplicateGroup]:
+    """Groups of near-identical images with their splits and labels; leaking and conflicting groups first."""
+    out = []
+    for g in groups_of(near_pairs(h, phash_bits, dhash_bits), len(h.phash)):
+        kind = "exact" if len({h.digest[i] for i in g}) == 1 else "near"
+        sp = sorted(
+            {splits[i] for i in g},
+            key=["train", "val", "test"].index
+            if all(splits[i] in ("train", "val", "test") for i in g)
+            else str,
+        )
+        out.append(DuplicateGroup(g, kind, sp, sorted({int(labels[i]) for i in g})))
+    return sorted(out, key=lambda d: (not d.leak, not d.conflict, -len(d.members)))
+
+
+def cross_pairs(
+    a: Hashes, b: Hashes, phash_bits: int = PHASH_BITS, dhash_bits: int = DHASH_BITS
+) -> list[tuple[int, int]]:
+    """(i in a, j in b) pairs that are near-identical: for each image of ``a``, its closest match in
+    ``b`` when one is within the bits (or has the same pixels). len(a) x len(b) comparisons."""
+    out = []
+    exact = {d: j for j, d in enumerate(b.digest)}
+    for s in range(0, len(a.phash), SCAN_ROWS):
+        rows = np.arange(s, min(len(a.phash), s + SCAN_ROWS))
+        close = (_hamming(a.phash[rows], b.phash) <= phash_bits) & (
+            _hamming(a.dhash[rows], b.dhash) <= dhash_bits
+        )
+        corr = np.where(close, a.signature[rows] @ b.signature.T, -1.0)  # (rows, len(b))
+        for r, i in enumerate(rows):
+            if (j := exact.get(a.digest[i])) is not None:
+                out.append((int(i), j))
+            elif len(b.phash) and corr[r].max() >= MIN_CORRELATION:
+                out.append((int(i), int(corr[r].argmax())))
+    return out
+
+
+def leakage(
+    splits: dict[str, object], names: dict[str, list[str] | None] | None = None
+) -> list[tuple[str, str]]:
+    """(held-out image, its near copy in train) pairs, by the same hashes and bits as the audit, but
+    only held-out images against train (not all pairs): what ``train`` checks before it trains.
+    ``splits``: split name -> image store; ``names``: split name -> per-image names (else ``split:i``)."""
+    if "train" not in splits or len(splits) < 2:
+        return []
+
+    def name(s: str, i: int) -> str:
+        lst = (names or {}).get(s)
+        return lst[i] if lst is not None else f"{s}:{i}"
+
+    train = hash_store(splits["train"])
+    out = []
+    for s, store in splits.items():
+        if s != "train":
+            out += [(name(s, i), name("train", j)) for i, j in cross_pairs(hash_store(store), train)]
+    return out
+
+
+def leakage_warning(pairs: list[tuple[str, str]]) -> str | None:
+    """The one line ``train`` logs (and report.html shows) when held-out images have copies in train."""
+    if not pairs:
+        return None
+    a, b = pairs[0]
+    return (
+        f"warning: leakage: {len(pairs)} validation/test image(s) have a copy in the training split "
+        f"(e.g. {a} ~ {b}), so their accuracy reads high; `pixclass data audit` lists every group"
+    )
