@@ -132,10 +132,10 @@ def near_pairs(h: Hashes, phash_bits: int = PHASH_BITS, dhash_bits: int = DHASH_
         keep = (j > i) & (correlation(h, i, j) >= MIN_CORRELATION)
         out.append(np.stack([i[keep], j[keep]], 1))
     by_digest: dict[str, int] = {}
-    for i, d in enumerate(h.digest):
-        j = by_digest.setdefault(d, i)
-        if j != i:
-            out.append(np.array([[j, i]]))
+    for k, d in enumerate(h.digest):
+        first = by_digest.setdefault(d, k)
+        if first != k:
+            out.append(np.array([[first, k]]))
     return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
 
 
