@@ -42,9 +42,12 @@ def parse_flags(values: dict[str, str], where: str) -> tuple[str, ...]:
     out = []
     for col, v in values.items():
         if v not in ("0", "1"):
+            # Without a 'label' column every other column is read as a 0/1 label column; a cell that is
+            # neither is most often a single-label CSV whose label column has another name.
             raise DataError(
-                f"{where}: column {col!r} holds {v!r}; a label column holds 0 or 1 in every row "
-                "(or use one 'labels' column with the labels joined by ';')"
+                f"{where}: no 'label' column, and column {col!r} is not a 0/1 label column (it holds {v!r}); "
+                "name the label column 'label' (or 'labels', several labels joined by ';'), or give one 0/1 "
+                "column per label"
             )
         if v == "1":
             out.append(col)
