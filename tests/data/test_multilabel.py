@@ -44,7 +44,10 @@ def test_zero_one_columns(tmp_path, imgs):
     assert src.task == "multilabel" and src.classes == ["cat", "dog"]
     assert src.splits["train"].labels.tolist() == [[1, 0], [0, 1], [1, 1]]
     p.write_text(p.read_text().replace("0,0,test", ",0,test"))
-    with pytest.raises(DataError, match=r"labels.csv:5: no 'label' column, and column 'cat' is not a 0/1 label column \(it holds ''\)"):
+    with pytest.raises(
+        DataError,
+        match=r"labels.csv:5: no 'label' column, and column 'cat' is not a 0/1 label column \(it holds ''\)",
+    ):
         from_csv(p, "d")
 
 

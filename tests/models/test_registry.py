@@ -7,20 +7,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pixclass.card import ModelCard, ModelSpec, Preprocess
 from pixclass.errors import ConfigError
 from pixclass.infer.predictor import Prediction, Predictor
 from pixclass.models import count_flops, create_model, get_entry, list_models
 from pixclass.models.tv import TV_MODELS
 
 
-def fake_meta(classes: list[str], size: int, channels: int) -> dict:
+def fake_card(name: str, classes: list[str], size: int, channels: int) -> ModelCard:
     """What a checkpoint would carry, enough for a Predictor (no file, no training)."""
-    return {
-        "classes": classes,
-        "input_size": size,
-        "channels": channels,
-        "normalization": {"mean": [0.5] * channels, "std": [0.25] * channels},
-    }
+    return ModelCard(
+        model=ModelSpec(name, len(classes), channels, size),
+        classes=tuple(classes),
+        preprocess=Preprocess((0.5,) * channels, (0.25,) * channels),
+    )
 
 
 def test_registry_lists_builtin_and_torchvision_models():
@@ -80,7 +80,7 @@ def test_every_model_builds_trains_one_step_and_predicts(name):
     if frames:
         return  # the Predictor reads single images; clips are predicted by the sequence pipeline
     # prediction on CPU through the Predictor, from an image of another size
-    p = Predictor(model, fake_meta(["a", "b", "c"], size, chans))
+    p = Predictor(model, fake_card(name, ["a", "b", "c"], size, chans))
     img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     pred = p.predict(img, top_k=3)
     assert isinstance(pred, Prediction)
