@@ -14,6 +14,7 @@ from pixclass.data.augment import (
     apply_affine,
     channel_stats,
     normalize,
+    sample_params,
 )
 
 FULL = AugmentConfig(crop_scale=(0.5, 1.0), pad=2, translate=0.1, rotate=15, hflip=0.5, erase=0.5)
@@ -57,7 +58,7 @@ def test_same_seed_same_result_other_seed_other_result():
     # another seed changes most pixels by O(1); allclose's 1e-5 default would only hide rounding
     assert not torch.allclose(a, c)
     # parameters, too, are drawn from the generator only
-    p1, p2 = FULL.sample(8, 24, gen(5)), FULL.sample(8, 24, gen(5))
+    p1, p2 = sample_params(FULL, 8, 24, gen(5)), sample_params(FULL, 8, 24, gen(5))
     assert p1.keys() == p2.keys() and all(torch.equal(p1[k], p2[k]) for k in p1)
 
 
@@ -75,7 +76,7 @@ def test_identity_config_is_just_normalisation():
 
 def test_identity_affine_warp_is_exact():
     x = noise_batch().float()
-    p = AugmentConfig().sample(8, 24, gen(0))
+    p = sample_params(AugmentConfig(), 8, 24, gen(0))
     theta = affine_matrices(p)
     torch.testing.assert_close(theta, torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(8, 2, 3))
     # grid_sample at the pixel centres computed in float32 (align_corners=False): coordinates land
@@ -91,7 +92,7 @@ def test_hflip_mirrors_exactly():
 
 
 def test_hflip_probability():
-    p = AugmentConfig(hflip=0.5).sample(2000, 24, gen(0))
+    p = sample_params(AugmentConfig(hflip=0.5), 2000, 24, gen(0))
     assert 0.45 < p["flip"].mean().item() < 0.55
 
 
@@ -110,20 +111,20 @@ def test_rotation_keeps_centred_blob_inside(degrees):
     assert (out[:, 0, s // 2, s // 2] > 0.99).all()  # and its centre stays white
     # the corners of a rotated image are filled with black (0 before normalisation), not garbage
     ones = BatchAugment(AugmentConfig(rotate=degrees), *RAW1)(torch.full_like(x, 255), gen(1))
-    angles = AugmentConfig(rotate=degrees).sample(8, s, gen(1))["angle"]
+    angles = sample_params(AugmentConfig(rotate=degrees), 8, s, gen(1))["angle"]
     tilted = (angles.abs() * 180 / math.pi % 90 > 10) & (angles.abs() * 180 / math.pi % 90 < 80)
     assert (ones[tilted][:, :, 0, 0] < 0.01).all()
 
 
 def test_rotation_angles_within_range():
-    a = AugmentConfig(rotate=15).sample(500, 24, gen(0))["angle"] * 180 / math.pi
+    a = sample_params(AugmentConfig(rotate=15), 500, 24, gen(0))["angle"] * 180 / math.pi
     assert a.abs().max() <= 15 + 1e-4 and a.std() > 5
 
 
 def test_crop_scale_one_and_no_pad_is_identity():
     x = noise_batch()
     cfg = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(0.5, 2.0), pad=0)
-    p = cfg.sample(8, 24, gen(0))
+    p = sample_params(cfg, 8, 24, gen(0))
     assert torch.equal(p["sx"], torch.ones(8)) and torch.equal(p["cx"], torch.zeros(8))
     # the identity crop skips the warp: the same division, the float32 default tolerance
     torch.testing.assert_close(BatchAugment(cfg, *RAW)(x, gen(0)), x.float() / 255)
@@ -139,7 +140,7 @@ def test_mild_random_resized_crop_keeps_the_bright_square():
     # cropping zooms in: the square is at least as large as before, never cut away
     assert (bright >= 60).all() and (bright <= 64 / 0.7 * 1.5).all(), bright
     # the crop's area really is in the asked range
-    p = AugmentConfig(crop_scale=(0.7, 1.0)).sample(1000, s, gen(0))
+    p = sample_params(AugmentConfig(crop_scale=(0.7, 1.0)), 1000, s, gen(0))
     area = p["sx"] * p["sy"]
     assert area.min() >= 0.7 * 0.95 and area.max() <= 1.0 + 1e-6
 

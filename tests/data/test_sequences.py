@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import pixclass.data.sequences as seq
-from pixclass.data.augment import AugmentConfig, BatchAugment, channel_stats
+from pixclass.data.augment import AugmentConfig, BatchAugment, channel_stats, sample_params
 from pixclass.data.check import check_data
 from pixclass.data.dataset import DataConfig, load_data
 from pixclass.data.sequences import (
@@ -330,7 +330,7 @@ def test_augment_identical_frames_stay_identical():
     )
     assert clip_lengths(out).tolist() == [3, 3, 3, 3]
     # the same clip, augmented frame by frame with its own parameters repeated, gives the same result
-    p = cfg.sample(4, 12, torch.Generator().manual_seed(3))
+    p = sample_params(cfg, 4, 12, torch.Generator().manual_seed(3))
     flat = BatchAugment(cfg, torch.full((3,), 0.5), torch.full((3,), 0.25))._apply(
         ((x.float() / 255 - 0.5) / 0.25).flatten(0, 1), {k: v.repeat_interleave(6, 0) for k, v in p.items()}
     )

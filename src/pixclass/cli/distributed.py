@@ -26,9 +26,8 @@ rank 0 alone writes the run folder and prints; --resume works with any N.
 """
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The train command's ``--nproc``, ``--master-port`` and ``--sync-bn``."""
-    g = p.add_argument_group("several processes (data-parallel)")
+def add_arguments(g: argparse._ArgumentGroup) -> None:
+    """The train command's ``--nproc`` and ``--master-port`` (``--sync-bn`` is a config option)."""
     g.add_argument(
         "--nproc",
         type=int_in(1),
@@ -41,11 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int_in(1, 65535),
         metavar="PORT",
         help="with --nproc: the port the processes meet on (default: a free one)",
-    )
-    g.add_argument(
-        "--sync-bn",
-        action="store_true",
-        help="BatchNorm statistics over the global batch instead of each process's part (GPUs only)",
     )
 
 

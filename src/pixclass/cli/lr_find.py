@@ -6,6 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config.sections import DataConfig
+from ..config.train import TrainConfig
+from .flags import add_flags
+
 RAW = argparse.RawDescriptionHelpFormatter
 
 
@@ -13,12 +17,12 @@ def run(a: argparse.Namespace) -> int:
     # Imported here: torch and the data stack load only when the command runs (CLI start-up time).
     from dataclasses import asdict, replace
 
-    from ..config import TrainConfig, merge
-    from ..data.dataset import DataConfig, load_data
+    from ..config import merge
+    from ..data.dataset import load_data
+    from ..device import pick_device
     from ..errors import ConfigError
     from ..train.lr_find import plot_lr_find
     from ..train.resolve import facts_from, lr_find_on, resolve
-    from ..train.trainer import pick_device
 
     given = {k: getattr(a, k) for k in ("model", "batch_size", "optimizer") if getattr(a, k) is not None}
     try:
@@ -32,7 +36,9 @@ def run(a: argparse.Namespace) -> int:
     ds = load_data(a.data, replace(data_cfg, val_fraction=0.0), progress=not a.quiet)
     cfg, recipe = resolve(cfg, ds, set(given))
     print(f"recipe: {recipe.explanation}")
-    res = lr_find_on(ds, cfg, pick_device(a.device), steps=a.steps, start_lr=a.start_lr, end_lr=a.end_lr)
+    res = lr_find_on(
+        ds, cfg, pick_device(a.device or "auto"), steps=a.steps, start_lr=a.start_lr, end_lr=a.end_lr
+    )
     out = Path(a.out or f"runs/{Path(str(a.data).rstrip('/')).name}")
     png = plot_lr_find(
         res, out / "lr_find.png", title=f"{a.data}: {cfg.model}, {cfg.optimizer}, batch {res.batch_size}"
@@ -69,15 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", metavar="DATA", help="folder, CSV or fashion-mnist")
     p.add_argument("--out", help="folder for lr_find.png and lr_find.json (default runs/<data name>)")
-    p.add_argument("--model", help="model name (default rescnn)")
-    p.add_argument("--batch-size", type=int, help="batch of the sweep (default: the derived recipe's)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"))
+    # the training options the sweep uses, declared once in the config (cli.flags)
+    add_flags(p, TrainConfig, ("model", "batch_size", "optimizer", "device"))
+    add_flags(p, DataConfig, ("image_size", "channels"))
     p.add_argument("--steps", type=int, default=200, help="steps of the sweep (default 200)")
     p.add_argument("--start-lr", type=float, help="first lr of the sweep")
     p.add_argument("--end-lr", type=float, help="last lr of the sweep")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--channels", type=int, choices=(1, 3))
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

@@ -1,5 +1,5 @@
-"""Option groups and value types shared by the sub-commands: each option is declared once, with one
-help text, and each value is checked as it is parsed."""
+"""Option groups and value types shared by the sub-commands. The options of the config are declared
+once (``config``) and their flags generated (``cli.flags``); each value is checked as it is parsed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import math
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from ..config.schema import option_of, options
+from ..config.sections import SPLITTING, DataConfig
+from ..config.train import TrainConfig
+from .flags import add_flags, overrides, value_type
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -69,11 +74,12 @@ def float_in(lo: float, hi: float, lo_open: bool = False) -> Callable[[str], flo
 
 
 def add_device(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: str = "cpu") -> None:
+    """``--device`` of the commands that use a checkpoint: the values training's ``--device`` takes."""
     p.add_argument(
         "--device",
         default=default,
-        choices=("auto", "cpu", "cuda"),
-        help=f"where to run: cpu, cuda (a GPU) or auto (a GPU when there is one) (default: {default})",
+        type=value_type(option_of(TrainConfig, "device")),
+        help=f"where to run: cpu, cuda, cuda:N (that GPU) or auto (a GPU when there is one) (default: {default})",
     )
 
 
@@ -110,76 +116,16 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_options(p: argparse.ArgumentParser, splitting: bool = False) -> None:
-    """How DATA is read (every command that reads a dataset). ``splitting``: also how it is split."""
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--image-size",
-        type=int_in(8, 4096),
-        help="training resolution in pixels (default: the data's median shorter side, capped at 128)",
-    )
-    g.add_argument(
-        "--channels",
-        type=int,
-        choices=(1, 3),
-        help="1 (grey) or 3 (RGB) (default: 3 unless every image is grey)",
-    )
-    g.add_argument(
-        "--max-pixels",
-        type=int_in(1),
-        help="refuse images with more pixels than this, without decoding them (default: 89,478,485)",
-    )
-    g.add_argument("--workers", type=int_in(1, 1024), help="decode processes (default: all cores)")
-    g.add_argument(
-        "--kind",
-        choices=("auto", "images", "sequences"),
-        help="images, or sequences: DATA/<class>/<sample>/<frame files>, one clip per sample folder (default: auto-detect)",
-    )
-    g.add_argument(
-        "--frames",
-        type=int_in(1, 4096),
-        help="sequences: frames per clip, sampled uniformly; shorter clips repeat their last frame (default: the median clip length, at most 32)",
-    )
-    g.add_argument(
-        "--task",
-        choices=("auto", "multiclass", "multilabel"),
-        help="multilabel: a CSV whose label cells list any number of labels joined by ';' (or one 0/1 "
-        "column per label); an empty cell is an image with no label. multiclass: one label per row "
-        "(default: auto = multilabel when any row holds more than one label)",
-    )
-    if splitting:
-        g.add_argument(
-            "--val-fraction",
-            type=float_in(0, 0.9),
-            help="validation share carved from train when the data has no val split (default: 0.1)",
-        )
-        g.add_argument(
-            "--test-fraction",
-            type=float_in(0, 0.9),
-            help="test share carved when the data has no split at all (default: 0.1)",
-        )
-        g.add_argument("--split-seed", type=int_in(0), help="seed of the stratified split (default: 0)")
-
-
-DATA_OPTIONS = (
-    "image_size",
-    "channels",
-    "max_pixels",
-    "workers",
-    "kind",
-    "frames",
-    "task",
-    "val_fraction",
-    "test_fraction",
-    "split_seed",
-)
+    """How DATA is read (every command that reads a dataset), from ``DataConfig``'s declarations.
+    ``splitting``: also how it is split."""
+    names = [n for n, o, _ in options(DataConfig) if o.flag and (splitting or n not in SPLITTING)]
+    add_flags(p, DataConfig, names)
 
 
 def data_overrides(a: argparse.Namespace) -> dict[str, Any]:
     """The data options the user gave, as DataConfig fields."""
-    return {k: getattr(a, k) for k in DATA_OPTIONS if getattr(a, k, None) is not None}
+    return overrides(a, DataConfig)
 
 
-def data_config(a: argparse.Namespace) -> Any:  # -> DataConfig (imported when called: start-up time)
-    from ..data.settings import DataConfig
-
+def data_config(a: argparse.Namespace) -> DataConfig:
     return DataConfig(**data_overrides(a))

@@ -9,37 +9,23 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from ..config.sections import AUG, DATA
+from ..config.train import OPT, PROCESSES, TRANSFER, UNKNOWN, TrainConfig
 from .distributed import add_arguments as add_distributed_arguments
-from .options import RAW, add_data_options, add_quiet, data_overrides, float_in, int_in, show_progress
+from .flags import add_flags
+from .flags import overrides as flag_overrides
+from .options import RAW, add_quiet, show_progress
 
-# Options that map one-to-one onto TrainConfig fields (None: not given, the config's value stands).
-TRAIN_FIELDS = (
-    "model",
-    "unknown_keep",
-    "outliers",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "warmup_epochs",
-    "loss",
-    "label_smoothing",
-    "grad_clip",
-    "ema",
-    "metric",
-    "patience",
-    "seed",
-    "device",
-    "weights",
-    "init",
-    "freeze_epochs",
-    "lr_mult",
-    "balance",
-)
-AUGMENT_FIELDS = ("pad", "rotate", "hflip", "translate", "erase")
+#: The help groups of the config's flags, in --help order, and what each says first.
+GROUPS = (OPT, UNKNOWN, TRANSFER, AUG, DATA, PROCESSES)
+GROUP_HELP = {
+    UNKNOWN: "After training, the statistics that let every prediction say 'unknown' for an input unlike the "
+    "training images (a blank page, noise, a photo of something else): features of up to 512 training "
+    "images and the scores of the validation images, stored in the checkpoint.",
+    TRANSFER: "Start from pretrained weights or an earlier run instead of random weights. Any of these switches "
+    "on the fine-tuning defaults (AdamW 3e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
+    "--lr-mult 10; --pretrained also: mobilenet_v2, images of at least 64 px); flags still override them.",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,187 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config", metavar="YAML", help="options from a YAML file (same names as the flags, with _)"
     )
     add_quiet(p)
-    g = p.add_argument_group("model and optimisation")
-    g.add_argument("--model", help="model name (see `pixclass models`; default rescnn)")
-    g.add_argument(
-        "--epochs",
-        type=int_in(1),
-        help="passes over the training set (default: from a step budget; 10 at 60k images)",
-    )
-    g.add_argument(
-        "--batch-size", type=int_in(1), help="images per step (default: ~1/16 of the training set, 16 to 256)"
-    )
-    g.add_argument(
-        "--optimizer",
-        choices=("sgd", "adamw"),
-        help="default: the model's (SGD Nesterov for CNNs, AdamW for RNNs)",
-    )
-    g.add_argument(
-        "--lr",
-        type=lr_value,
-        help="peak learning rate, or auto (an LR range test first; see `pixclass lr-find`). "
-        "Default: the model's lr at batch 256 (0.1 for CNNs), scaled to the batch",
-    )
-    g.add_argument("--momentum", type=float_in(0, 0.999), help="SGD momentum (default 0.9)")
-    g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
-    g.add_argument(
-        "--weight-decay", type=float_in(0, 1), help="on weights, not on biases and norms (default 5e-4)"
-    )
-    g.add_argument(
-        "--schedule",
-        choices=("constant", "cosine", "onecycle"),
-        help="learning-rate schedule (default onecycle)",
-    )
-    g.add_argument(
-        "--warmup-epochs",
-        type=float_in(0, 10_000),
-        help="warm-up length in epochs (default: 1 epoch, at least 100 steps)",
-    )
-    g.add_argument(
-        "--loss",
-        choices=("ce", "mse", "asl"),
-        help="cross-entropy (multi-label data: binary cross-entropy with rare labels up-weighted), the "
-        "seed's MSE on softmax vs one-hot, or asl: the asymmetric loss for multi-label data",
-    )
-    g.add_argument("--label-smoothing", type=float_in(0, 0.99), help="default 0.1")
-    g.add_argument(
-        "--grad-clip", type=float_in(0, 1e6, lo_open=True), help="max gradient norm (default: off)"
-    )
-    g.add_argument(
-        "--ema",
-        type=float_in(0, 0.999999, lo_open=True),
-        help="weight EMA decay per step, e.g. 0.999 (default: off)",
-    )
-    g.add_argument(
-        "--metric",
-        choices=("val_acc", "val_bal_acc", "val_loss"),
-        help="picks best.safetensors and early stopping (default val_acc; val_bal_acc on skewed classes)",
-    )
-    g.add_argument(
-        "--balance",
-        choices=("auto", "none", "weights", "sampler"),
-        help="skewed classes: weights (weighted loss) or sampler (class-balanced batches); auto = weights when "
-        "the largest class has 3x the images of the smallest (default auto)",
-    )
-    g.add_argument(
-        "--patience", type=int_in(1), help="stop after this many epochs without improvement (default: off)"
-    )
-    g.add_argument("--seed", type=int_in(0), help="makes a run repeatable on the same machine (default 0)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: a GPU when there is one")
-    g.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="channels-last memory format (default on: measured +15-30%% img/s for the CNNs on CPU)",
-    )
-    g.add_argument(
-        "--no-calibrate", action="store_true", help="skip the temperature fit on the validation split"
-    )
-    g = p.add_argument_group(
-        "unknown inputs",
-        "After training, the statistics that let every prediction say 'unknown' for an input unlike the "
-        "training images (a blank page, noise, a photo of something else): features of up to 512 training "
-        "images and the scores of the validation images, stored in the checkpoint.",
-    )
-    g.add_argument(
-        "--unknown-keep",
-        type=float_in(0.5, 1),
-        metavar="P",
-        help="share of validation images that must stay accepted; the rest sets the threshold (default 0.95)",
-    )
-    g.add_argument(
-        "--outliers",
-        metavar="DIR",
-        help="a folder of example images that are none of the classes: the threshold flags as many as it can "
-        "while keeping --unknown-keep of the validation images",
-    )
-    g.add_argument("--no-unknown", action="store_true", help="fit no unknown-input statistics")
-    g = p.add_argument_group(
-        "transfer learning",
-        "Start from pretrained weights or an earlier run instead of random weights. Any of these switches "
-        "on the fine-tuning defaults (AdamW 3e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
-        "--lr-mult 10; --pretrained also: mobilenet_v2, images of at least 64 px); flags still override them.",
-    )
-    g.add_argument(
-        "--pretrained",
-        action="store_true",
-        default=None,
-        help="ImageNet weights through torchvision (cached in $TORCH_HOME/hub/checkpoints, downloaded when "
-        "missing); `pixclass models` lists the models that have them. Normalisation becomes ImageNet's",
-    )
-    g.add_argument(
-        "--weights",
-        metavar="FILE",
-        help="a local .pth or .safetensors state dict for --model (e.g. torchvision's file)",
-    )
-    g.add_argument(
-        "--init",
-        metavar="CKPT",
-        help="the body of an earlier pixclass run's checkpoint (other classes are fine), with a new head; "
-        "image size, channels and normalisation follow the checkpoint unless given",
-    )
-    g.add_argument(
-        "--freeze-epochs",
-        type=int_in(0),
-        help="first epochs train the head only, body and its batch norm frozen",
-    )
-    g.add_argument(
-        "--lr-mult",
-        type=float_in(1, 1e6),
-        help="head lr / first layers' lr (rates fall geometrically in between; 1: one rate for all)",
-    )
-    g = p.add_argument_group("augmentation (applied in batches on the device)")
-    g.add_argument(
-        "--crop-scale",
-        type=float_in(0.01, 1),
-        nargs=2,
-        metavar=("MIN", "MAX"),
-        help="random-resized-crop area range, e.g. 0.6 1",
-    )
-    g.add_argument("--pad", type=int_in(0, 256), help="pad-and-crop: random shift of up to PAD pixels")
-    g.add_argument("--rotate", type=float_in(0, 180), help="random rotation within +-DEGREES")
-    g.add_argument(
-        "--hflip", type=float_in(0, 1), help="horizontal flip probability (off unless the data allows it)"
-    )
-    g.add_argument("--translate", type=float_in(0, 0.5), help="random shift as a fraction of the side")
-    g.add_argument("--erase", type=float_in(0, 1), help="random-erasing probability")
-    add_data_options(p, splitting=True)
-    add_distributed_arguments(p)
+    # The config's options, generated from their declarations, in these help groups:
+    groups = {title: p.add_argument_group(title, GROUP_HELP.get(title)) for title in GROUPS}
+    add_flags(p, TrainConfig, groups=groups)
+    add_distributed_arguments(groups[PROCESSES])
     p.set_defaults(func=run)
-
-
-def lr_value(s: str) -> float | str:
-    """An argparse type: ``auto`` or a number in (0, 100]."""
-    return "auto" if s.strip().lower() == "auto" else float_in(0, 100, lo_open=True)(s)
 
 
 def overrides(a: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line, as config overrides."""
-    o: dict[str, Any] = {k: getattr(a, k) for k in TRAIN_FIELDS if getattr(a, k) is not None}
-    if a.no_nesterov:
-        o["nesterov"] = False
-    if a.channels_last is not None:
-        o["channels_last"] = a.channels_last
-    if a.no_calibrate:
-        o["calibrate"] = False
-    if a.no_unknown:
-        o["unknown"] = False
-    if a.sync_bn:
-        o["sync_bn"] = True
-    if a.pretrained:
-        o["pretrained"] = True
-    aug = {k: getattr(a, k) for k in AUGMENT_FIELDS if getattr(a, k) is not None}
-    if a.crop_scale is not None:
-        aug["crop_scale"] = tuple(a.crop_scale)
-    if aug:
-        o["augment"] = aug
-    if data := data_overrides(a):
-        o["data"] = data
-    return o
+    return flag_overrides(a, TrainConfig)
 
 
 def run(a: argparse.Namespace) -> int:
-    from ..config import TrainConfig, build_config, load_yaml, merge
+    from ..config import build_config, load_yaml, merge
     from ..errors import DataError, RunError
     from ..outputs import RunLock, refuse_output_in_inputs
     from ..threads import apply as apply_threads

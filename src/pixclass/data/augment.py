@@ -1,7 +1,7 @@
 """Batched augmentation on uint8 batches, on the training device.
 
 No per-sample Python in an epoch: random parameters are drawn per sample, as tensors, by
-``AugmentConfig.sample`` (like torchvision v2's ``make_params``), then applied to the whole batch by
+``sample_params`` (like torchvision v2's ``make_params``), then applied to the whole batch by
 pure tensor functions. Crop, scale, rotation and translation compose into one affine matrix per
 sample and cost a single ``grid_sample``; flip folds into that matrix too; random erasing is a mask.
 
@@ -12,101 +12,58 @@ memory and bandwidth for the resident dataset.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_float, check_int, check_range
+# The options are declared with the others (config.sections); re-exported here, where they act.
+from ..config.sections import AugmentConfig as AugmentConfig
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The seed's three operations (scale, crop, rotate) plus flip, translation and erasing.
+def sample_params(
+    cfg: AugmentConfig, n: int, size: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Draw every random parameter of ``cfg`` for a batch of ``n`` images: tensors, one row per sample."""
 
-    ``crop_scale``: area range of the random-resized crop ((1.0, 1.0) = off).
-    ``crop_ratio``: aspect-ratio range of that crop.
-    ``pad``: pad-and-crop, in pixels: a random shift of up to ``pad`` pixels (zero padding, i.e. black).
-    ``translate``: random shift as a fraction of the side.
-    ``rotate``: random rotation within +-degrees.
-    ``hflip``: horizontal flip probability (off by default: flipping changes the meaning of text,
-    digits, arrows...).
-    ``erase``: random-erasing probability; ``erase_scale`` its area range.
-    """
+    def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return torch.rand(*(shape or (n,)), generator=generator) * (hi - lo) + lo
 
-    crop_scale: tuple[float, float] = (1.0, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    pad: int = 0
-    translate: float = 0.0
-    rotate: float = 0.0
-    hflip: float = 0.0
-    erase: float = 0.0
-    erase_scale: tuple[float, float] = (0.02, 0.25)
-
-    def __post_init__(self) -> None:
-        check_range("crop_scale", self.crop_scale, 0.01, 1.0)
-        check_range("crop_ratio", self.crop_ratio, 0.1, 10.0)
-        check_int("pad", self.pad, 0, 256)
-        check_float("translate", self.translate, 0.0, 0.5)
-        check_float("rotate", self.rotate, 0.0, 180.0)
-        check_float("hflip", self.hflip, 0.0, 1.0)
-        check_float("erase", self.erase, 0.0, 1.0)
-        check_range("erase_scale", self.erase_scale, 0.0, 1.0)
-
-    @property
-    def uses_affine(self) -> bool:
-        return (
-            self.crop_scale != (1.0, 1.0)
-            or self.pad > 0
-            or self.translate > 0
-            or self.rotate > 0
-            or self.hflip > 0
-        )
-
-    def sample(
-        self, n: int, size: int, generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> dict[str, torch.Tensor]:
-        """Draw every random parameter for a batch of ``n`` images: tensors, one row per sample."""
-
-        def u(lo: float, hi: float, *shape: int) -> torch.Tensor:
-            return torch.rand(*(shape or (n,)), generator=generator) * (hi - lo) + lo
-
-        p: dict[str, torch.Tensor] = {}
-        # random-resized crop: side fractions sx, sy with area in crop_scale and log-uniform ratio
-        area = u(*self.crop_scale)
-        logr = u(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
-        r = torch.exp(logr) if self.crop_scale != (1.0, 1.0) else torch.ones(n)
-        sx = torch.sqrt(area * r).clamp(max=1.0)
-        sy = torch.sqrt(area / r).clamp(max=1.0)
-        # crop centre anywhere the crop still fits, in normalised coordinates [-1, 1]
-        cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sx)
-        cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sy)
-        # pad-and-crop + translation: extra shift (normalised units: 2/size per pixel)
-        if self.pad > 0:
-            shift = torch.randint(-self.pad, self.pad + 1, (2, n), generator=generator).float() * (2.0 / size)
-            cx, cy = cx + shift[0], cy + shift[1]
-        if self.translate > 0:
-            cx = cx + u(-2 * self.translate, 2 * self.translate)
-            cy = cy + u(-2 * self.translate, 2 * self.translate)
-        p["sx"], p["sy"], p["cx"], p["cy"] = sx, sy, cx, cy
-        p["angle"] = u(-self.rotate, self.rotate) * (math.pi / 180) if self.rotate > 0 else torch.zeros(n)
-        p["flip"] = (torch.rand(n, generator=generator) < self.hflip).float()
-        if self.erase > 0:
-            ea = u(*self.erase_scale)
-            er = torch.exp(u(math.log(0.3), math.log(3.3)))
-            eh = torch.sqrt(ea * er).clamp(max=1.0)
-            ew = torch.sqrt(ea / er).clamp(max=1.0)
-            p["erase_on"] = (torch.rand(n, generator=generator) < self.erase).float()
-            p["erase_box"] = torch.stack(
-                [
-                    torch.rand(n, generator=generator) * (1 - eh),
-                    torch.rand(n, generator=generator) * (1 - ew),
-                    eh,
-                    ew,
-                ],
-                1,
-            )  # (n, 4): top, left, height, width as fractions
-        return {k: v.to(device, non_blocking=True) for k, v in p.items()}
+    p: dict[str, torch.Tensor] = {}
+    # random-resized crop: side fractions sx, sy with area in crop_scale and log-uniform ratio
+    area = u(*cfg.crop_scale)
+    logr = u(math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
+    r = torch.exp(logr) if cfg.crop_scale != (1.0, 1.0) else torch.ones(n)
+    sx = torch.sqrt(area * r).clamp(max=1.0)
+    sy = torch.sqrt(area / r).clamp(max=1.0)
+    # crop centre anywhere the crop still fits, in normalised coordinates [-1, 1]
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sx)
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sy)
+    # pad-and-crop + translation: extra shift (normalised units: 2/size per pixel)
+    if cfg.pad > 0:
+        shift = torch.randint(-cfg.pad, cfg.pad + 1, (2, n), generator=generator).float() * (2.0 / size)
+        cx, cy = cx + shift[0], cy + shift[1]
+    if cfg.translate > 0:
+        cx = cx + u(-2 * cfg.translate, 2 * cfg.translate)
+        cy = cy + u(-2 * cfg.translate, 2 * cfg.translate)
+    p["sx"], p["sy"], p["cx"], p["cy"] = sx, sy, cx, cy
+    p["angle"] = u(-cfg.rotate, cfg.rotate) * (math.pi / 180) if cfg.rotate > 0 else torch.zeros(n)
+    p["flip"] = (torch.rand(n, generator=generator) < cfg.hflip).float()
+    if cfg.erase > 0:
+        ea = u(*cfg.erase_scale)
+        er = torch.exp(u(math.log(0.3), math.log(3.3)))
+        eh = torch.sqrt(ea * er).clamp(max=1.0)
+        ew = torch.sqrt(ea / er).clamp(max=1.0)
+        p["erase_on"] = (torch.rand(n, generator=generator) < cfg.erase).float()
+        p["erase_box"] = torch.stack(
+            [
+                torch.rand(n, generator=generator) * (1 - eh),
+                torch.rand(n, generator=generator) * (1 - ew),
+                eh,
+                ew,
+            ],
+            1,
+        )  # (n, 4): top, left, height, width as fractions
+    return {k: v.to(device, non_blocking=True) for k, v in p.items()}
 
 
 def affine_matrices(p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -176,10 +133,10 @@ class BatchAugment:
             # Clips (N, T, C, H, W): parameters drawn once per clip and applied to each of its frames, so
             # motion is kept (a crop or rotation that changed every frame would invent motion).
             n, t = x.shape[:2]
-            p = self.cfg.sample(n, x.shape[-1], generator, x.device)
+            p = sample_params(self.cfg, n, x.shape[-1], generator, x.device)
             p = {k: v.repeat_interleave(t, 0) for k, v in p.items()}
             return self._apply(x.flatten(0, 1), p).reshape(x.shape)
-        return self._apply(x, self.cfg.sample(x.shape[0], x.shape[-1], generator, x.device))
+        return self._apply(x, sample_params(self.cfg, x.shape[0], x.shape[-1], generator, x.device))
 
     def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.cfg.uses_affine:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sized
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -101,9 +101,15 @@ def load_data(
     manifest_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     for_training: bool = True,
+    val_rule: Callable[[int, int], float] | None = None,
 ) -> Dataset:
     """``for_training``: refuse data that ``pixclass data check`` calls untrainable (one class, or a
-    class without a usable image). Evaluation passes False: measuring a model on one class is fine."""
+    class without a usable image). Evaluation passes False: measuring a model on one class is fine.
+
+    ``val_rule(n_pool, n_classes)``: when the data has no val split, the validation share is chosen by
+    this rule from the images left for train and validation (a split at ``cfg.val_fraction`` counts
+    them) instead of taken from ``cfg``; the manifest records the share used. The recipe passes its
+    rule, so the data is decoded and split once."""
     src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind, cfg.task)
     if len(src.classes) == 0:
         raise DataError(
@@ -170,12 +176,12 @@ def load_data(
             listing[name] = paths if paths is not None else {"from": name, "indices": "all", "n": len(labels)}
     if base in arrays:
         store, labels, paths = arrays[base]
-        fr: dict[str, float] = {}
-        if "val" not in arrays and cfg.val_fraction > 0:
-            fr["val"] = cfg.val_fraction
-        if base == "all" and "test" not in arrays and cfg.test_fraction > 0:
-            fr["test"] = cfg.test_fraction
+        fr = _fractions(cfg, arrays, base)
         splitter = iterative_split if src.task == "multilabel" else stratified_split
+        if val_rule is not None and "val" not in arrays:
+            n_pool = _train_and_val(splitter(labels, fr, seed) if fr else {"train": labels})
+            cfg = replace(cfg, val_fraction=val_rule(n_pool, len(src.classes)))
+            fr = _fractions(cfg, arrays, base)
         parts = splitter(labels, fr, seed) if fr else {"train": np.arange(len(labels))}
         for name, idx in parts.items():
             sub_paths = [paths[i] for i in idx] if paths is not None else None
@@ -233,6 +239,21 @@ def _check_labels_in_train(src: Source, splits: dict[str, SplitData]) -> None:
             f"{' (found only in ' + ', '.join(elsewhere) + ')' if elsewhere else ''}; add training images "
             "holding them, or drop them from the label cells"
         )
+
+
+def _fractions(cfg: DataConfig, arrays: Mapping[str, object], base: str) -> dict[str, float]:
+    """The shares carved from the ``base`` split: val when the data has none, test when it has no split."""
+    fr: dict[str, float] = {}
+    if "val" not in arrays and cfg.val_fraction > 0:
+        fr["val"] = cfg.val_fraction
+    if base == "all" and "test" not in arrays and cfg.test_fraction > 0:
+        fr["test"] = cfg.test_fraction
+    return fr
+
+
+def _train_and_val(parts: Mapping[str, Sized]) -> int:
+    """Images a split leaves for train and validation (what the recipe's validation share is for)."""
+    return len(parts["train"]) + len(parts.get("val", ()))
 
 
 #: Images (frames for clips) that estimate a training set's channel mean and std.

@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# The defaults are the config's (declared once, with their reasons, in config.sections).
+from ..config.sections import DEFAULT_BACKGROUND as DEFAULT_BACKGROUND
+from ..config.sections import DEFAULT_MAX_PIXELS as DEFAULT_MAX_PIXELS
+
 # File types we read. Anything else in a data folder (README.txt, .DS_Store, labels.json) is ignored.
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 )
-
-#: Default pixel limit: PIL's own bomb threshold (about 89 Mpx, 3x a 10k x 9k photo).
-DEFAULT_MAX_PIXELS = 89_478_485
-
-#: Alpha is composited onto this colour (white, like a browser page) before the channels are dropped.
-DEFAULT_BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)

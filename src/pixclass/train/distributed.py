@@ -250,6 +250,7 @@ def load_data_once(
     cfg: DataConfig,
     manifest_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    val_rule: Callable[[int, int], float] | None = None,
 ) -> Dataset:
     """``data.dataset.load_data`` in every rank, the decoding done once per machine.
 
@@ -259,7 +260,7 @@ def load_data_once(
     the ranks of a machine share one copy in the page cache), split the same way (the split is seeded)."""
     with main_first(per_machine=True):
         main = is_main()
-        return load_data(data, cfg, manifest_path if main else None, progress and main)
+        return load_data(data, cfg, manifest_path if main else None, progress and main, val_rule=val_rule)
 
 
 def on_main(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:

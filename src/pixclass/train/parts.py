@@ -1,12 +1,10 @@
-"""What a run trains with, built once from the data and the config: the run folder, the data (decoded
-once), the model, optimizer, schedule and augmentation (``Parts``), the training set on the device."""
+"""What a run trains with, built once from the planned data and config (``train.plan``): the model,
+optimizer, schedule and augmentation (``Parts``), the training set on the device."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,9 +13,6 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.augment import BatchAugment
 from ..data.dataset import Dataset, SplitData, split_channel_stats
-from ..data.split import save_manifest
-from ..errors import RunError
-from ..files import atomic_path
 from ..models import create_model
 from ..models.rnn import model_for_data
 from . import distributed, finetune
@@ -40,42 +35,6 @@ class Parts:
     batch: int  # the global batch (all ranks together)
     steps_per_epoch: int
     balance: str = "none"  # none | weights | sampler (resolved)
-
-
-def prepare_run_dir(run: Path) -> Path:
-    """The run folder, created; refused in one line when it cannot be written."""
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"{run}: cannot create the run folder ({e.strerror}); choose another --out") from None
-    if not os.access(run, os.W_OK | os.X_OK):
-        raise RunError(f"{run}: the run folder is not writable; choose another --out")
-    return run
-
-
-def load_run_data(
-    data: str | os.PathLike[str] | Dataset,
-    cfg: TrainConfig,
-    run: Path,
-    progress: bool,
-    log: Callable[[str], None],
-) -> Dataset:
-    """The dataset, its split manifest in the run folder, and the list of files that could not be read.
-    Several ranks: decoded once per machine, the files written by rank 0."""
-    main = distributed.is_main()
-    if isinstance(data, Dataset):
-        ds = data
-        if main:
-            save_manifest(run / "split_manifest.json", ds.manifest)
-    else:
-        ds = distributed.load_data_once(data, cfg.data, run / "split_manifest.json", progress)
-    if ds.broken and main:
-        with atomic_path(run / "broken_files.txt") as tmp:
-            tmp.write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
-        log(
-            f"skipped {len(ds.broken)} unreadable image(s) (first: {ds.broken[0]}); full list: {run / 'broken_files.txt'}"
-        )
-    return ds
 
 
 def build_parts(
@@ -143,4 +102,4 @@ def resident(split: SplitData, device: torch.device) -> tuple[torch.Tensor | Non
     return x, split.labels.to(device)
 
 
-__all__ = ["Parts", "build_parts", "load_run_data", "prepare_run_dir", "resident"]
+__all__ = ["Parts", "build_parts", "resident"]

@@ -50,6 +50,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..config import BALANCE_MODES as _BALANCE_MODES
+from ..config import RECIPE_KEYS as _RECIPE_KEYS
+
 #: The batch a family's ``lr`` is quoted for.
 BASE_BATCH = 256
 #: Images per batch = n_train / this, rounded to a power of two (see the module docstring).
@@ -66,22 +69,10 @@ VAL_FRACTION, VAL_PER_CLASS, VAL_MAX_FRACTION = 0.1, 5, 0.25
 IMBALANCE_RATIO = 3.0
 #: What ``--balance auto`` does on skewed data.
 AUTO_BALANCE = "weights"
-BALANCE_MODES = ("auto", "none", "weights", "sampler")
-#: The options the recipe derives (config names). ``TrainConfig.auto`` lists those a run derives.
-RECIPE_KEYS = (
-    "batch_size",
-    "lr",
-    "optimizer",
-    "weight_decay",
-    "grad_clip",
-    "epochs",
-    "warmup_epochs",
-    "patience",
-    "balance",
-    "metric",
-    "val_fraction",
-    "augment",
-)
+#: The options the recipe derives (config names), declared as such with the options themselves
+#: (``derived=True`` in ``config``). ``TrainConfig.auto`` lists those a run derives.
+RECIPE_KEYS = _RECIPE_KEYS
+BALANCE_MODES = _BALANCE_MODES
 
 
 @dataclass(frozen=True)

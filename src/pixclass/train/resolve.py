@@ -1,26 +1,23 @@
-"""From a loaded dataset and the options the user set to the config a run uses (``recipe.derive``),
-and the LR range test on that dataset with that config (``pixclass lr-find``, ``--lr auto``)."""
+"""From a loaded dataset and the options the user set to the options the recipe derives
+(``recipe.derive``), and the LR range test on that dataset with that config (``pixclass lr-find``,
+``--lr auto``). ``train.plan`` applies both once, before a run trains."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Callable, Collection
-from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import torch
 
 from ..config import TrainConfig, merge
 from ..data.augment import BatchAugment
-from ..data.dataset import Dataset, load_data, split_channel_stats
-from ..errors import ConfigError
+from ..data.dataset import Dataset, split_channel_stats
 from ..models import create_model
 from ..models.rnn import model_for_data
 from .balance import class_counts
-from .lr_find import LRFindResult, lr_range_test, plot_lr_find
+from .lr_find import LRFindResult, lr_range_test
 from .optim import loss_fn
-from .recipe import RECIPE_KEYS, DataFacts, Recipe, derive, val_fraction_for
+from .recipe import DataFacts, Recipe, derive
 
 
 def facts_from(ds: Dataset) -> DataFacts:
@@ -35,11 +32,13 @@ def facts_from(ds: Dataset) -> DataFacts:
     )
 
 
-def resolve(cfg: TrainConfig, ds: Dataset, explicit: Collection[str]) -> tuple[TrainConfig, Recipe]:
-    """``cfg`` with every option not in ``explicit`` set by the recipe for ``ds``; and the recipe.
+def recipe_overrides(
+    cfg: TrainConfig, ds: Dataset, explicit: Collection[str]
+) -> tuple[dict[str, Any], Recipe]:
+    """The options the recipe for ``ds`` sets (every option not in ``explicit``), as overrides of
+    ``cfg``; and the recipe. ``lr: auto`` gets the rule's lr until the LR range test replaces it.
 
-    ``explicit``: config names the user set (flags, --config, --preset, the dataset's own defaults).
-    Options the config has no field for yet (balance) stay on the returned ``Recipe``."""
+    ``explicit``: config names the user set (flags, --config, --preset, the dataset's own defaults)."""
     d = cfg.to_dict()
     given: dict[str, Any] = {}
     for k in explicit:
@@ -49,48 +48,15 @@ def resolve(cfg: TrainConfig, ds: Dataset, explicit: Collection[str]) -> tuple[T
             given[k] = d[k]
     recipe = derive(facts_from(ds), cfg.model, given)
     over = {k: v for k, v in recipe.overrides().items() if k in d and k != "data"}
-    if "augment" in over:
-        over["augment"] = {**d["augment"], **over["augment"]}
     if cfg.lr == "auto":
         over["lr"] = recipe.lr  # until the LR range test replaces it
+    return over, recipe
+
+
+def resolve(cfg: TrainConfig, ds: Dataset, explicit: Collection[str]) -> tuple[TrainConfig, Recipe]:
+    """``cfg`` with every option not in ``explicit`` set by the recipe for ``ds``; and the recipe."""
+    over, recipe = recipe_overrides(cfg, ds, explicit)
     return merge(cfg, over, "recipe"), recipe
-
-
-def apply_recipe(
-    cfg: TrainConfig,
-    ds: Dataset,
-    data: str | os.PathLike[str] | Dataset,
-    run: Path,
-    device: torch.device,
-    progress: bool,
-    log: Callable[[str], None],
-) -> tuple[TrainConfig, Dataset]:
-    """The run's config with ``cfg.auto`` derived from the data (logged in one line) and ``lr: auto``
-    replaced by the LR range test's suggestion (its plot: run/lr_find.png); ``auto`` is then emptied,
-    so config.yaml holds the values used. Reloads the data when the recipe's validation share differs
-    (the decoded images come from the cache)."""
-    lr_auto = cfg.lr == "auto"
-    if not cfg.auto and not lr_auto:
-        return cfg, ds
-    auto = set(cfg.auto)
-    if "val_fraction" in auto and not isinstance(data, Dataset) and "val" not in ds.source.splits:
-        n_pool = sum(len(ds.splits[s]) for s in ("train", "val") if s in ds.splits)
-        vf = val_fraction_for(n_pool, len(ds.classes))
-        if vf != cfg.data.val_fraction:
-            cfg = merge(cfg, {"data": {"val_fraction": vf}}, "recipe")
-            ds = load_data(data, cfg.data, run / "split_manifest.json", progress)
-    cfg, recipe = resolve(cfg, ds, set(RECIPE_KEYS) - auto)
-    log(f"recipe: {recipe.explanation}")
-    if lr_auto and ds.task == "multilabel":
-        raise ConfigError(
-            "--lr auto: the LR range test is single-label for now; give --lr (the recipe's default works)"
-        )
-    if lr_auto:
-        res = lr_find_on(ds, cfg, device)
-        png = plot_lr_find(res, run / "lr_find.png", title=f"{ds.source.name}: lr range test")
-        cfg = merge(cfg, {"lr": float(f"{res.suggestion:.3g}")}, "lr auto")
-        log(f"lr auto: the LR range test suggests {cfg.lr:g} (the rule's {recipe.lr:g}); plot {png}")
-    return dataclasses.replace(cfg, auto=()), ds
 
 
 def lr_find_on(
@@ -138,4 +104,4 @@ def lr_find_on(
     )
 
 
-__all__ = ["apply_recipe", "facts_from", "lr_find_on", "resolve"]
+__all__ = ["facts_from", "lr_find_on", "recipe_overrides", "resolve"]

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,16 @@ from torch import nn
 
 from ..config import TrainConfig, save_yaml
 from ..data.dataset import Dataset, SplitData
-from ..device import pick_device
 from ..errors import TrainingFailed
-from ..models import get_entry
-from . import distributed, finetune
+from . import distributed
 from .balance import balanced_indices, class_counts
 from .callbacks import default_callbacks
 from .events import EVENTS, Callback, RollBack, StopTraining
 from .guard import GuardEvent, near_chance
-from .parts import Parts, build_parts, load_run_data, prepare_run_dir, resident
-from .resolve import apply_recipe
+from .parts import Parts, build_parts, resident
+from .plan import Plan, make_plan, prepare_run_dir
 from .resume import load_resume, save_resume
-from .tasks import Task, task_for
+from .tasks import Task
 
 #: Builds a run's callbacks from the resolved config and the data (``default_callbacks`` is one).
 CallbackFactory = Callable[..., Sequence[Callback]]
@@ -224,20 +222,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
-        """The device, the data (decoded once), the recipe resolved, config.yaml, the model, the
-        optimizer, the task and the callbacks."""
-        cfg, world = self.cfg, self.world
-        self.device = world.device if world.distributed else pick_device(cfg.device)
-        get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
-        finetune.check_start(cfg)  # and so do missing weights or checkpoint files
-        torch.manual_seed(cfg.seed)
-        cfg = replace(
-            cfg, data=finetune.data_config(cfg)
-        )  # --init/--pretrained: the weights' size and channels
-        ds = load_run_data(self.source, cfg, self.out, self.progress, self.log)
-        cfg, self.data = resolve_config(cfg, ds, self.source, self.out, self.device, self.progress, self.log)
-        self.task = self._task or task_for(self.data)
-        self.cfg = self.task.resolve(cfg, self.data, self.log)
+        """The plan (the data decoded once, the recipe and the task's rules resolved), config.yaml, the
+        model, the optimizer, the task and the callbacks."""
+        torch.manual_seed(self.cfg.seed)
+        plan = resolve_config(self.source, self.cfg, self.out, self.progress, self.log, self._task)
+        self.cfg, self.data, self.device, self.task = plan.config, plan.data, plan.device, plan.task
+        world = self.world
         if world.is_main:
             save_yaml(self.cfg, self.out / "config.yaml")
         self.parts = build_parts(self.data, self.cfg, self.device, self.log, world)
@@ -399,17 +389,16 @@ def chance_verdict(history: list[dict[str, float]], ds: Dataset) -> str | None:
 
 
 def resolve_config(
-    cfg: TrainConfig,
-    ds: Dataset,
     data: str | os.PathLike[str] | Dataset,
+    cfg: TrainConfig,
     run: Path,
-    device: torch.device,
     progress: bool,
     log: Callable[[str], None],
-) -> tuple[TrainConfig, Dataset]:
-    """The recipe: derive what the user did not set (``cfg.auto``) from the data. The one place the
-    trainer resolves the config (a plan resolved before training can replace this call)."""
-    return apply_recipe(cfg, ds, data, run, device, progress, log)
+    task: Task | None = None,
+) -> Plan:
+    """The one place the trainer resolves its configuration: the run's plan (``train.plan``), made
+    before anything trains."""
+    return make_plan(data, cfg, run, progress, log, task)
 
 
 def log_line(msg: str) -> None:

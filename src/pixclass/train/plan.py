@@ -1,0 +1,151 @@
+"""The plan of a run: the whole configuration resolved once, before anything trains.
+
+``build_config`` has layered defaults < dataset < fine-tuning < preset < ``--config FILE`` < flags
+(``config.layers``); ``make_plan`` adds the last layer, what the data decides: it loads the data once
+(the recipe's validation share chosen while it is split), derives every option listed in
+``cfg.auto`` from it (``train.recipe``, one line in the log), runs the LR range test for
+``lr: auto``, and hands the trainer a ``Plan``: the config as used (``auto`` empty, what
+config.yaml records), the dataset, the recipe, the run folder and the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import DataConfig, TrainConfig, merge
+from ..data.dataset import Dataset
+from ..data.split import save_manifest
+from ..device import pick_device
+from ..errors import ConfigError, RunError
+from ..files import atomic_path
+from ..models import get_entry
+from . import distributed, finetune
+from .lr_find import plot_lr_find
+from .recipe import RECIPE_KEYS, Recipe, val_fraction_for
+from .resolve import lr_find_on, recipe_overrides
+from .tasks import Task, task_for
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run trains with, decided before its first step."""
+
+    config: TrainConfig  # every value as used; ``auto`` is empty
+    data: Dataset  # loaded and split once
+    run_dir: Path
+    device: torch.device
+    task: Task  # what a step computes (single-label, multi-label), its config rules applied
+    recipe: Recipe | None = None  # None: the config set every recipe option
+
+
+def make_plan(
+    data: str | os.PathLike[str] | Dataset,
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    task: Task | None = None,
+) -> Plan:
+    """Check what can fail early (model name, weight files, run folder), load the data once, then
+    derive ``cfg.auto`` from it, resolve ``lr: auto`` and apply the task's rules (``task``: the data's
+    own task when None). Several ranks: every rank plans the same (the data decoded once per machine),
+    rank 0 alone logs and writes files."""
+    world = distributed.current()
+    log = distributed.main_only(log)
+    run = prepare_run_dir(Path(out))
+    device = world.device if world.distributed else pick_device(cfg.device)
+    get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
+    finetune.check_start(cfg)  # and so do missing weights or checkpoint files
+    cfg = dataclasses.replace(cfg, data=finetune.data_config(cfg))  # --init: the weights' size, channels
+    own_split = "val_fraction" in cfg.auto and not isinstance(data, Dataset)
+    rule = val_fraction_for if own_split else None  # the recipe's share, chosen as the data is split
+    ds = load_run_data(data, cfg.data, run, progress and world.is_main, log, rule)
+    cfg, recipe = apply_recipe(cfg, ds, run, device, own_split, log)
+    task = task or task_for(ds)
+    return Plan(task.resolve(cfg, ds, log), ds, run, device, task, recipe)
+
+
+def apply_recipe(
+    cfg: TrainConfig,
+    ds: Dataset,
+    run: Path,
+    device: torch.device,
+    own_split: bool,
+    log: Callable[[str], None],
+) -> tuple[TrainConfig, Recipe | None]:
+    """``cfg.auto`` derived from the data (one line in the log; ``own_split``: the validation share was
+    the recipe's, chosen as the data was split) and ``lr: auto`` resolved; ``auto`` is then emptied, so
+    config.yaml holds the values used."""
+    if not cfg.auto and cfg.lr != "auto":
+        return cfg, None
+    lr_auto = cfg.lr == "auto"
+    over, recipe = recipe_overrides(cfg, ds, set(RECIPE_KEYS) - set(cfg.auto))
+    if own_split:
+        over["data"] = {"val_fraction": ds.manifest["fractions"]["val"]}
+    cfg = merge(cfg, {**over, "auto": ()}, "recipe")  # the one merge of what the data decided
+    log(f"recipe: {recipe.explanation}")
+    if lr_auto and ds.task == "multilabel":
+        raise ConfigError(
+            "--lr auto: the LR range test is single-label for now; give --lr (the recipe's default works)"
+        )
+    if lr_auto:
+        cfg = resolve_lr_auto(cfg, ds, run, device, recipe, log)
+    return cfg, recipe
+
+
+def resolve_lr_auto(
+    cfg: TrainConfig, ds: Dataset, run: Path, device: torch.device, recipe: Recipe, log: Callable[[str], None]
+) -> TrainConfig:
+    """``lr: auto``: the LR range test's suggestion (its plot: run/lr_find.png) replaces the rule's lr."""
+    res = lr_find_on(ds, cfg, device)
+    png = plot_lr_find(res, run / "lr_find.png", title=f"{ds.source.name}: lr range test")
+    cfg = dataclasses.replace(cfg, lr=float(f"{res.suggestion:.3g}"))
+    log(f"lr auto: the LR range test suggests {cfg.lr:g} (the rule's {recipe.lr:g}); plot {png}")
+    return cfg
+
+
+def prepare_run_dir(run: Path) -> Path:
+    """The run folder, created; refused in one line when it cannot be written."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"{run}: cannot create the run folder ({e.strerror}); choose another --out") from None
+    if not os.access(run, os.W_OK | os.X_OK):
+        raise RunError(f"{run}: the run folder is not writable; choose another --out")
+    return run
+
+
+def load_run_data(
+    data: str | os.PathLike[str] | Dataset,
+    cfg: DataConfig,
+    run: Path,
+    progress: bool,
+    log: Callable[[str], None],
+    val_rule: Callable[[int, int], float] | None = None,
+) -> Dataset:
+    """The dataset, its split manifest in the run folder, and the list of files that could not be read.
+    Several ranks: decoded once per machine, the files written by rank 0. ``val_rule``: see
+    ``data.dataset.load_data``."""
+    main = distributed.is_main()
+    if isinstance(data, Dataset):
+        ds = data
+        if main:
+            save_manifest(run / "split_manifest.json", ds.manifest)
+    else:
+        ds = distributed.load_data_once(data, cfg, run / "split_manifest.json", progress, val_rule)
+    if ds.broken and main:
+        with atomic_path(run / "broken_files.txt") as tmp:
+            tmp.write_text("".join(f"{b.path}\t{b.reason}\n" for b in ds.broken))
+        log(
+            f"skipped {len(ds.broken)} unreadable image(s) (first: {ds.broken[0]}); full list: {run / 'broken_files.txt'}"
+        )
+    return ds
+
+
+__all__ = ["Plan", "apply_recipe", "load_run_data", "make_plan", "prepare_run_dir"]
