@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import ConfigError
 
@@ -46,3 +47,40 @@ def check_range(name: str, v: object, lo: float, hi: float) -> None:
         raise ConfigError(
             f"{name}: {v!r} is not allowed; give two numbers MIN MAX with {lo:g} <= MIN <= MAX <= {hi:g}"
         )
+
+
+LOGGERS = ("tensorboard", "mlflow")  # experiment trackers a run can log to (train.callbacks)
+#: A time budget's units: a number and one of these (``90s``, ``10m``, ``1h``).
+TIME_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_loggers(value: Any, where: str = "log") -> tuple[str, ...]:
+    """``"tensorboard,mlflow"`` or a list of names -> a tuple of known logger names, or a ConfigError."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}: {value!r}; give a comma-separated list of {', '.join(LOGGERS)}")
+    out = tuple(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
+    for n in out:
+        if n not in LOGGERS:
+            raise ConfigError(
+                f"{where}: {n!r} is not supported; choose from {', '.join(LOGGERS)} (comma-separated)"
+            )
+    return out
+
+
+def parse_duration(value: Any, where: str = "time") -> float:
+    """``"90s"``, ``"10m"``, ``"1.5h"`` -> seconds (> 0). A number without a unit is refused: minutes and
+    seconds are both plausible readings of ``5``."""
+    forms = "give a number with a unit: 90s, 10m or 1h"
+    text = str(value).strip().lower() if isinstance(value, str | int | float) else ""
+    unit = text[-1:] if text[-1:] in TIME_UNITS else ""
+    try:
+        amount = float(text[: -1 if unit else None])
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a duration; {forms}") from None
+    seconds = amount * TIME_UNITS.get(unit, 1.0)
+    if not (seconds > 0 and seconds < 1e9):  # NaN fails too
+        raise ConfigError(f"{where}: {value!r} is not a positive duration; {forms}")
+    if not unit:
+        raise ConfigError(f"{where}: {value!r} has no unit; {forms}")
+    return seconds

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config.sections import AUG, DATA
-from ..config.train import OPT, PROCESSES, TRANSFER, UNKNOWN, TrainConfig
+from ..config.train import OPT, PROCESSES, TRACKING, TRANSFER, UNKNOWN, TrainConfig
 from .distributed import add_arguments as add_distributed_arguments
 from .flags import add_flags
 from .flags import overrides as flag_overrides
 from .options import RAW, add_quiet, show_progress
 
 #: The help groups of the config's flags, in --help order, and what each says first.
-GROUPS = (OPT, UNKNOWN, TRANSFER, AUG, DATA, PROCESSES)
+GROUPS = (OPT, TRACKING, UNKNOWN, TRANSFER, AUG, DATA, PROCESSES)
 GROUP_HELP = {
     UNKNOWN: "After training, the statistics that let every prediction say 'unknown' for an input unlike the "
     "training images (a blank page, noise, a photo of something else): features of up to 512 training "
@@ -86,6 +86,7 @@ def run(a: argparse.Namespace) -> int:
     from ..threads import apply as apply_threads
     from ..threads import choose_threads
     from ..train import distributed
+    from ..train.callbacks.tracking import check_trackers
     from ..train.run import train
     from .distributed import launch_command, wants_launch
 
@@ -124,6 +125,7 @@ def run(a: argparse.Namespace) -> int:
     lock = nullcontext() if distributed.launched_by_torchrun() else RunLock(out, option)
     with lock:
         if wants_launch(a):  # --nproc N: this same command in N processes
+            check_trackers(cfg.log)  # refused here, before N processes start
             return launch_command(a, out)
         if not distributed.launched_by_torchrun():  # ranks: the launcher set OMP_NUM_THREADS for them
             choice = choose_threads()

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..checks import check_float, check_int
+from ..checks import LOGGERS, check_float, check_int, parse_duration, parse_loggers
 from ..errors import ConfigError
 from .schema import check, option, recipe_keys
 from .sections import AugmentConfig, DataConfig
@@ -25,7 +25,10 @@ DEVICES = ("auto", "cpu", "cuda")
 #: choice (weights when the classes are skewed, see ``train.recipe.IMBALANCE_RATIO``).
 BALANCE_MODES = ("auto", "none", "weights", "sampler")
 
+MAX_EPOCHS = 100_000  # also the epochs of a run whose time budget alone decides them (train.plan)
+
 OPT = "model and optimisation"
+TRACKING = "experiment tracking"
 TRANSFER = "transfer learning"
 PROCESSES = "several processes (data-parallel)"
 UNKNOWN = "unknown inputs"
@@ -69,6 +72,23 @@ def check_folder(name: str, v: Any) -> None:
         raise ConfigError(f"{name}: {v!r} is not a folder path")
 
 
+def check_log(name: str, v: Any) -> None:
+    parse_loggers(v, name)
+
+
+def parse_log(text: str) -> tuple[str, ...]:
+    """A flag's trackers: ``tensorboard,mlflow``."""
+    try:
+        return parse_loggers(text, "")
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix(": ")) from None
+
+
+def check_time(name: str, v: Any) -> None:
+    if v is not None:
+        parse_duration(v, name)
+
+
 def check_auto(name: str, v: Any) -> None:
     keys = recipe_keys(TrainConfig)
     if not isinstance(v, tuple) or any(k not in keys for k in v):
@@ -93,7 +113,7 @@ class TrainConfig:
         10,
         kind="int",
         lo=1,
-        hi=100_000,
+        hi=MAX_EPOCHS,
         derived=True,
         help="passes over the training set",
         why="from a step budget; 10 at 60k images",
@@ -394,6 +414,33 @@ class TrainConfig:
         flag="--lr-mult",
         group=TRANSFER,
     )
+    time: str | None = option(
+        None,
+        kind="custom",
+        check=check_time,
+        optional=True,
+        parse=str,
+        help="train to a wall-clock budget instead: 90s, 10m, 1h. A short timing probe, then the epochs that "
+        "fit (the learning-rate schedule laid out for them and completed); with --epochs too, the smaller wins",
+        why="off: the epochs decide",
+        flag="--time",
+        metavar="BUDGET",
+        group=OPT,
+    )
+    log: tuple[str, ...] = option(
+        (),
+        kind="custom",
+        check=check_log,
+        parse=parse_log,
+        help=f"also log to {' and/or '.join(LOGGERS)} (comma-separated): per-epoch losses, accuracies, lr, "
+        "img/s and rollbacks, the config, the learning curves and confusion matrix; MLflow also gets "
+        "report.html and best.safetensors. TensorBoard: event files in RUN/tensorboard; MLflow: "
+        "MLFLOW_TRACKING_URI (pip install 'pixclass[tensorboard]' / 'pixclass[mlflow]')",
+        why="none",
+        flag="--log",
+        metavar="TRACKERS",
+        group=TRACKING,
+    )
     # Options the run derives from its data at the start (``recipe.derive``), replacing the values above;
     # ``build_config`` (the CLI) lists every recipe option not set explicitly. Empty: train as given.
     auto: tuple[str, ...] = option(
@@ -401,6 +448,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "log", parse_loggers(self.log))  # "a,b" or a list: the one form, a tuple
         check(self)
         if self.init is not None and (self.pretrained or self.weights is not None):
             raise ConfigError("init: starts from a checkpoint's weights; drop pretrained/weights, or init")
@@ -416,6 +464,7 @@ RECIPE_KEYS = recipe_keys(TrainConfig)
 __all__ = [
     "BALANCE_MODES",
     "LOSSES",
+    "MAX_EPOCHS",
     "METRICS",
     "OPTIMIZERS",
     "RECIPE_KEYS",

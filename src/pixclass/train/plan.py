@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, TrainConfig, merge
+from ..config import MAX_EPOCHS, DataConfig, TrainConfig, merge
 from ..data.dataset import Dataset
 from ..data.split import save_manifest
 from ..device import pick_device
@@ -85,11 +85,14 @@ def apply_recipe(
     if not cfg.auto and cfg.lr != "auto":
         return cfg, None
     lr_auto = cfg.lr == "auto"
-    over, recipe = recipe_overrides(cfg, ds, set(RECIPE_KEYS) - set(cfg.auto))
+    derived = set(cfg.auto)
+    over, recipe = recipe_overrides(cfg, ds, set(RECIPE_KEYS) - derived)
     if own_split:
         over["data"] = {"val_fraction": ds.manifest["fractions"]["val"]}
     cfg = merge(cfg, {**over, "auto": ()}, "recipe")  # the one merge of what the data decided
     log(f"recipe: {recipe.explanation}")
+    if cfg.time is not None and "epochs" in derived:  # the budget decides them (train.callbacks.time_budget)
+        cfg = dataclasses.replace(cfg, epochs=MAX_EPOCHS)
     if lr_auto and ds.task == "multilabel":
         raise ConfigError(
             "--lr auto: the LR range test is single-label for now; give --lr (the recipe's default works)"

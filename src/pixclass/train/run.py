@@ -17,6 +17,7 @@ from ..infer import ood
 from . import distributed
 from .callbacks import default_callbacks
 from .callbacks.epoch_function import EpochFunction
+from .callbacks.tracking import check_trackers
 from .events import Callback
 from .trainer import Trainer, TrainResult, log_line
 
@@ -52,6 +53,8 @@ def train(
         config = build_config(None if isinstance(data, Dataset) else str(data))
     if config.unknown and config.outliers:  # refused now, not after the training
         ood.outlier_files(config.outliers, None if isinstance(data, Dataset) else str(data))
+    if config.log and os.environ.get("RANK", "0") == "0":  # rank 0 logs (torchrun sets RANK)
+        check_trackers(config.log)  # a missing package or an unreachable store: before any training
     user = [*callbacks, *([EpochFunction(on_epoch_end)] if on_epoch_end is not None else [])]
     build = functools.partial(default_callbacks, user=user, finish=True, report=report)
     with distributed.joined(config.device):

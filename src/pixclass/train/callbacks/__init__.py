@@ -3,7 +3,8 @@
 Adding a feature: a ``Callback`` subclass in a new file here, and one line in ``default_callbacks``.
 The order is the order each event reaches them: the guard judges an epoch before anything records it;
 the log line, metrics.csv and the checkpoints come before early stopping and the user's callbacks;
-after training, the flip/temperature choice rewrites the checkpoints before the report reads them.
+after training, the flip/temperature choice rewrites the checkpoints before the report reads them, and
+the experiment trackers come last, so that they log what every other callback has written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ...checks import parse_duration
 from ..events import Callback
 from .checkpoints import Checkpoints
 from .csv_log import CSVLog
@@ -20,8 +22,11 @@ from .early_stopping import EarlyStopping
 from .ema import EMA
 from .finish import FinishCheckpoints
 from .freeze import Freeze
+from .mlflow_log import MLflowLog
 from .progress import EpochLog, ProgressBar
 from .report import Report
+from .tensorboard_log import TensorBoardLog
+from .time_budget import TimeBudget
 
 
 def default_callbacks(
@@ -38,6 +43,7 @@ def default_callbacks(
     # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
     start_loss = math.log(len(data.classes)) if cfg.loss == "ce" and data.task != "multilabel" else None
     return [
+        *([TimeBudget(parse_duration(cfg.time), cfg.epochs)] if cfg.time else []),
         DivergenceCallback(start_loss),
         *([Freeze(cfg.freeze_epochs)] if cfg.freeze_epochs else []),
         *([EMA(cfg.ema)] if cfg.ema else []),
@@ -49,6 +55,8 @@ def default_callbacks(
         *user,
         *([FinishCheckpoints()] if finish else []),
         *([Report()] if report else []),
+        *([TensorBoardLog()] if "tensorboard" in cfg.log else []),
+        *([MLflowLog()] if "mlflow" in cfg.log else []),
     ]
 
 
