@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from . import calibrate, data, evaluate, explain, export, lr_find, models, predict, report, serve, train
+from . import calibrate, data, evaluate, explain, export, lr_find, models, predict, report, serve, train, tune
 from .options import EPILOG, RAW, Parser
 
-COMMANDS = (data, train, lr_find, evaluate, predict, explain, calibrate, report, models, export, serve)
+COMMANDS = (data, train, tune, lr_find, evaluate, predict, explain, calibrate, report, models, export, serve)
 
 
 def build_parser() -> Parser:

@@ -1,0 +1,351 @@
+"""``pixclass tune``: a hyper-parameter search around the derived recipe with Optuna (TPE sampler,
+median pruning on the validation metric after each epoch, a SQLite study in the search folder, so an
+interrupted search resumes where it stopped).
+
+What is searched, around the recipe the data derives (``train.recipe``):
+
+* lr: 0.1x to 3x the recipe's (log scale), scaled with the batch as the recipe scales it;
+* batch: half, the recipe's, or twice it;
+* weight decay: 0.1x to 10x the recipe's (log scale);
+* augmentation strength: 0 to 2x the recipe's pad, shift, rotation, erasing and crop;
+* label smoothing: 0 to 0.2;
+* width and depth, for models built from ``widths``/``blocks`` (rescnn): half, same or twice the widths,
+  one block fewer, the same or one more per stage.
+
+Each trial is the training loop alone (no flip/temperature choice, no report) in SEARCH/trials/NNN, on
+the data decoded once. ``time``: the whole search's budget; each trial trains to its share of it
+(``train.callbacks.time_budget``). The search writes SEARCH/best.yaml (a ``--config`` file for
+``pixclass train``) and SEARCH/trials.csv.
+
+One process per search: a trial is one process's training (``--nproc`` is not supported); several
+``pixclass tune`` processes on the same folder share the study (Optuna's way to search in parallel).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import inspect
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import MAX_EPOCHS, TrainConfig, build_config
+from ..data.dataset import Dataset
+from ..errors import ConfigError, DataError, TrainingFailed
+from ..files import atomic_write_text
+from ..models import create_model
+from .callbacks import default_callbacks
+from .events import Callback, StopTraining
+from .plan import make_plan
+from .trainer import fit
+
+STUDY = "study.db"
+#: The searched options, in the table's order.
+PARAMS = ("lr_factor", "batch_size", "weight_decay", "augment_strength", "label_smoothing", "width", "depth")
+#: Trials sampled at random before TPE models the results (Optuna's default is 10: too many for 20 trials).
+STARTUP_TRIALS = 5
+
+
+@dataclass
+class TuneResult:
+    out: Path
+    best_config: Path  # best.yaml
+    table: Path  # trials.csv
+    best_value: float
+    metric: str
+    rows: list[dict[str, Any]]
+
+
+def tune(
+    data: str | os.PathLike[str],
+    trials: int,
+    out: str | os.PathLike[str],
+    *,
+    budget_s: float | None = None,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> TuneResult:
+    """Search ``trials`` configurations in total (those of an interrupted search count) on ``data``."""
+    optuna = import_optuna()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    refuse_other_data(optuna, out, data_path(data))  # before the plan writes into the folder
+    plan = make_plan(data, config or build_config(str(data)), out, progress=False, log=log)
+    base, ds = plan.config, plan.data  # the derived recipe, and the data decoded and split once
+    base = dataclasses.replace(base, calibrate=False, unknown=False, log=(), time=None)
+    study = open_study(optuna, out, fingerprint(data, ds), base.metric, seed, log)
+    share = budget_s / trials if budget_s else None
+    objective = functools.partial(run_trial, base=base, ds=ds, out=out, share_s=share, log=log)
+    done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+    left = trials - sum(t.state in done for t in study.trials)
+    if left > 0:
+        study.optimize(
+            objective,
+            n_trials=left,
+            timeout=budget_s,
+            catch=(TrainingFailed,),
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)],
+        )
+    return write_results(study, base, out, log)
+
+
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            "pixclass tune: the optuna package is not installed; pip install 'pixclass[tune]'"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is ours
+    return optuna
+
+
+def data_path(data: str | os.PathLike[str]) -> str:
+    return str(Path(data).resolve()) if Path(data).exists() else str(data)  # fashion-mnist: the name
+
+
+def fingerprint(data: str | os.PathLike[str], ds: Dataset) -> dict[str, Any]:
+    """What a study's dataset is: its path, classes and images per split."""
+    return {
+        "data": data_path(data),
+        "classes": list(ds.classes),
+        "images": {k: len(v) for k, v in ds.splits.items()},
+    }
+
+
+def refuse_other_data(optuna: Any, out: Path, where: str) -> None:
+    """A search folder whose study is of another data path is refused, before anything is written."""
+    if not (out / STUDY).is_file():
+        return
+    known = optuna.load_study(study_name="pixclass", storage=f"sqlite:///{out / STUDY}").user_attrs.get(
+        "data"
+    )
+    if known is not None and known["data"] != where:
+        raise other_data(out, known)
+
+
+def other_data(out: Path, known: dict[str, Any]) -> DataError:
+    return DataError(
+        f"{out}: holds a tune study of another dataset ({known['data']}, {sum(known['images'].values())} "
+        f"images, classes {', '.join(known['classes'][:5])}); give another --out"
+    )
+
+
+def open_study(
+    optuna: Any, out: Path, data: dict[str, Any], metric: str, seed: int, log: Callable[[str], None]
+) -> Any:
+    """The study in OUT/study.db: new, or resumed when it is of the same data. Trials an interruption
+    left running are marked failed (they are not counted; new trials replace them)."""
+    study = optuna.create_study(
+        study_name="pixclass",
+        storage=f"sqlite:///{out / STUDY}",
+        load_if_exists=True,
+        direction="minimize" if metric == "val_loss" else "maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=1),
+    )
+    known = study.user_attrs.get("data")
+    if known is None:
+        study.set_user_attr("data", data)
+        study.set_user_attr("metric", metric)
+    elif known != data:  # the same path, other images
+        raise other_data(out, known)
+    else:
+        stale = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+        for t in stale:
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        finished = sum(t.state.is_finished() for t in study.trials) - len(stale)
+        log(
+            f"resuming the search in {out}: {finished} trial(s) done"
+            + (f", {len(stale)} interrupted" if stale else "")
+        )
+    if study.trials:  # a resumed search draws new configurations, not the first ones again
+        sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=STARTUP_TRIALS)
+        study = optuna.load_study(
+            study_name="pixclass", storage=f"sqlite:///{out / STUDY}", sampler=sampler, pruner=study.pruner
+        )
+    return study
+
+
+class ReportToTrial(Callback):
+    """Hands each epoch's validation metric to the trial; stops the training when the pruner says so."""
+
+    def __init__(self, trial: Any, metric: str):
+        self.trial, self.metric, self.pruned = trial, metric, False
+
+    def on_epoch_end(self, run: Any, logs: dict[str, float]) -> None:
+        value = logs.get(self.metric, math.nan)
+        if math.isfinite(value):
+            self.trial.report(value, run.epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            raise StopTraining(f"trial {self.trial.number}: pruned after epoch {run.epoch}")
+
+
+def run_trial(
+    trial: Any,
+    *,
+    base: TrainConfig,
+    ds: Dataset,
+    out: Path,
+    share_s: float | None,
+    log: Callable[[str], None],
+) -> float:
+    import optuna
+
+    cfg = trial_config(trial, base, len(ds.splits["train"]))
+    if share_s is not None:  # the trial's share of the budget decides its epochs
+        cfg = dataclasses.replace(cfg, time=f"{share_s:.3f}s", epochs=MAX_EPOCHS)
+    report = ReportToTrial(trial, cfg.metric)
+    callbacks = functools.partial(default_callbacks, user=[report])
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        res, _ = fit(
+            ds,
+            cfg,
+            out / "trials" / f"{trial.number:03d}",
+            progress=False,
+            log=lambda _m: None,
+            callbacks=callbacks,
+        )
+    except TrainingFailed as e:  # diverged at every lr the guard tried: this trial failed, the search goes on
+        log(f"trial {trial.number}: failed ({e}) {params_text(trial.params)}")
+        raise
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    trial.set_user_attr("epochs", len(res.history))
+    trial.set_user_attr("seconds", round(seconds, 2))
+    trial.set_user_attr("cpu_seconds", round(cpu, 2))
+    trial.set_user_attr("config", {k: v for k, v in config_file(res.config or cfg).items()})
+    verdict = "pruned" if report.pruned else f"{cfg.metric} {res.best_metric:.4f}"
+    log(
+        f"trial {trial.number}: {verdict} ({len(res.history)} epochs, {seconds:.0f} s) {params_text(trial.params)}"
+    )
+    if report.pruned:
+        raise optuna.TrialPruned()
+    return float(res.best_metric)
+
+
+def trial_config(trial: Any, base: TrainConfig, n_train: int) -> TrainConfig:
+    """The trial's configuration: the recipe's, with the searched options drawn around it."""
+    b0 = base.batch_size
+    batches = sorted({max(8, b0 // 2), b0, max(b0, min(2 * b0, n_train // 4))})
+    batch = trial.suggest_categorical("batch_size", batches)
+    lr = float(base.lr) * batch / b0 * trial.suggest_float("lr_factor", 0.1, 3.0, log=True)
+    wd0 = base.weight_decay or 1e-4
+    wd = trial.suggest_float("weight_decay", wd0 / 10, min(1.0, wd0 * 10), log=True)
+    strength = trial.suggest_float("augment_strength", 0.0, 2.0)
+    smoothing = trial.suggest_float("label_smoothing", 0.0, 0.2)
+    over: dict[str, Any] = {
+        "batch_size": batch,
+        "lr": min(100.0, lr),
+        "weight_decay": wd,
+        "label_smoothing": smoothing,
+        "augment": scaled_augment(base.augment, strength),
+    }
+    if (shape := width_depth(base)) is not None:
+        widths, blocks = shape
+        w = trial.suggest_categorical("width", [0.5, 1.0, 2.0])
+        d = trial.suggest_int("depth", -1, 1)
+        over["model_kwargs"] = {
+            **base.model_kwargs,
+            "widths": [max(4, round(x * w)) for x in widths],
+            "blocks": [min(3, max(0, b + d)) for b in blocks],
+        }
+    return dataclasses.replace(base, **over)
+
+
+def scaled_augment(aug: Any, s: float) -> Any:
+    """The recipe's augmentation at strength ``s`` (1: as derived; 0: none but the flip)."""
+    lo = aug.crop_scale[0]
+    return dataclasses.replace(
+        aug,
+        pad=round(aug.pad * s),
+        translate=min(0.5, aug.translate * s),
+        rotate=min(180.0, aug.rotate * s),
+        erase=min(1.0, aug.erase * s),
+        crop_scale=(max(0.05, min(1.0, 1 - (1 - lo) * s)), aug.crop_scale[1]),
+    )
+
+
+def width_depth(cfg: TrainConfig) -> tuple[list[int], list[int]] | None:
+    """The model's stage widths and blocks (given, or its defaults), for models built from them."""
+    model = create_model(cfg.model, num_classes=2, in_chans=1, input_size=32, **cfg.model_kwargs)
+    params = inspect.signature(type(model).__init__).parameters
+    if "widths" not in params or "blocks" not in params:
+        return None
+    widths = cfg.model_kwargs.get("widths", params["widths"].default)
+    blocks = cfg.model_kwargs.get("blocks", params["blocks"].default)
+    return list(widths), list(blocks)
+
+
+def config_file(cfg: TrainConfig) -> dict[str, Any]:
+    """The options a trial set, as a ``--config`` file's content (the rest stays the recipe's)."""
+    d = cfg.to_dict()
+    keys = (
+        "model",
+        "model_kwargs",
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "warmup_epochs",
+        "schedule",
+        "label_smoothing",
+        "augment",
+    )
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k in keys and v != {}}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def write_results(study: Any, base: TrainConfig, out: Path, log: Callable[[str], None]) -> TuneResult:
+    """SEARCH/trials.csv (every trial) and SEARCH/best.yaml (the best one's options)."""
+    import optuna
+
+    rows = [
+        {
+            "trial": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value if t.value is not None else "",
+            "epochs": t.user_attrs.get("epochs", ""),
+            "seconds": t.user_attrs.get("seconds", ""),
+            "cpu_seconds": t.user_attrs.get("cpu_seconds", ""),
+            **{k: t.params.get(k, "") for k in PARAMS},
+        }
+        for t in study.trials
+    ]
+    table = out / "trials.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial"])
+        w.writeheader()
+        w.writerows(rows)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise TrainingFailed(f"{out}: no trial completed; see {table}")
+    best = study.best_trial
+    metric = study.user_attrs.get("metric", base.metric)
+    body = yaml.safe_dump(best.user_attrs["config"], sort_keys=False)
+    head = (
+        f"# pixclass tune: trial {best.number} of {len(study.trials)}, {metric} {best.value:.4f}\n"
+        f"# use: pixclass train DATA --config {out / 'best.yaml'}\n"
+    )
+    atomic_write_text(out / "best.yaml", head + body)
+    log(
+        f"best: trial {best.number}, {metric} {best.value:.4f}; {out / 'best.yaml'} (a --config file); table {table}"
+    )
+    return TuneResult(out, out / "best.yaml", table, float(best.value), metric, rows)
+
+
+__all__ = ["TuneResult", "tune"]
