@@ -10,7 +10,17 @@ from PIL import Image, ImageOps
 sess = ort.InferenceSession(sys.argv[1])
 meta = sess.get_modelmeta().custom_metadata_map  # classes, input_size, channels, resize rule, ...
 classes, size = json.loads(meta["classes"]), int(meta["input_size"])
-im = ImageOps.exif_transpose(Image.open(sys.argv[2])).convert("RGB" if meta["channels"] == "3" else "L")
+im = ImageOps.exif_transpose(Image.open(sys.argv[2]))
+if im.mode.startswith("I;16"):  # 16-bit grey: the high byte, as pixclass reads it
+    im = Image.fromarray((np.asarray(im, np.uint16) >> 8).astype(np.uint8))
+elif im.mode == "I":  # 32-bit grey: scaled from 0..65535 (or 0..255 when it fits)
+    a = np.asarray(im, np.int64)
+    hi = 65535 if a.max(initial=0) > 255 else 255
+    im = Image.fromarray((np.clip(a, 0, hi) * 255 // hi).astype(np.uint8))
+if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    bg = Image.new("RGBA", im.size, (*json.loads(meta["background"]), 255))  # alpha on the run's colour
+    im = Image.alpha_composite(bg, im.convert("RGBA"))
+im = im.convert("RGB" if meta["channels"] == "3" else "L")
 s = size / min(im.size)  # the resize rule: shorter side to `size` (bicubic), then the centre crop
 w, h = max(size, round(im.width * s)), max(size, round(im.height * s))
 im = im.resize((w, h), Image.BICUBIC, reducing_gap=3.0)

@@ -72,14 +72,18 @@ def make_class_folder(
     return root
 
 
-def snapshot(root: Path) -> dict[str, tuple[str, int, int] | str]:
-    """Every file (sha256, size, mtime) and every folder under ``root``, hidden ones included."""
+def snapshot(root: Path, regular_only: bool = False) -> dict[str, tuple[str, int, int] | str]:
+    """Every file (sha256, size, mtime) and every folder under ``root``, hidden ones included.
+    ``regular_only``: other files (a FIFO, whose read would block) are listed by name only."""
     out: dict[str, tuple[str, int, int] | str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for d in dirnames:
             out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = "dir"
         for fn in filenames:
             p = os.path.join(dirpath, fn)
+            if regular_only and not os.path.isfile(p):
+                out[os.path.relpath(p, root)] = "not a regular file"
+                continue
             st = os.stat(p)
             digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
             out[os.path.relpath(p, root)] = (digest, st.st_size, st.st_mtime_ns)

@@ -129,10 +129,11 @@ class Checkpoint:
     def classes(self) -> list[str]:
         return list(self.card.classes)
 
-    def validate(self, where: str = "checkpoint") -> Checkpoint:
+    def validate(self, where: str = "checkpoint", finite: bool = True) -> Checkpoint:
         """Check the card against the weights before any of it is used: a model name this pixclass
-        knows, and every tensor the shape the recorded architecture gives it (built on the ``meta``
-        device: no memory, no compute). The card checked itself when it was read. Returns self."""
+        knows, every tensor the shape the recorded architecture gives it (built on the ``meta``
+        device: no memory, no compute), and (``finite``) no NaN or infinity in the weights. The card
+        checked itself when it was read (background colour, normalisation, ...). Returns self."""
         spec = self.card.model
         if spec.name not in list_models():
             newer = _newer_pixclass(self.card.versions)
@@ -141,7 +142,18 @@ class Checkpoint:
                 + ("; it was written by a newer pixclass: upgrade pixclass" if newer else "")
             )
         self._check_weight_shapes(where, len(self.card.classes))
+        if finite:
+            self._check_finite(where)
         return self
+
+    def _check_finite(self, where: str) -> None:
+        """Weights holding NaN or infinity answer NaN probabilities (and invalid JSON): refused."""
+        for k, v in self.state_dict.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise CheckpointError(
+                    f"{where}: its weights hold NaN or infinite values ({k}); the run diverged or the "
+                    "file was altered -- use another checkpoint of the run, or train again with a lower --lr"
+                )
 
     def _check_weight_shapes(self, where: str, n_classes: int) -> None:
         """Compare every tensor's shape with the recorded architecture's (built on the meta device)."""
@@ -208,8 +220,9 @@ def save(state_dict: dict[str, torch.Tensor], card: ModelCard, path: str | os.Pa
     atomic_save(state_dict, card.to_json(), path)
 
 
-def load(path: str | os.PathLike[str]) -> Checkpoint:
-    """A model checkpoint, read and validated (its card, then ``Checkpoint.validate``): safe to use."""
+def load(path: str | os.PathLike[str], finite: bool = True) -> Checkpoint:
+    """A model checkpoint, read and validated (its card, then ``Checkpoint.validate``): safe to use.
+    ``finite=False`` lets weights with NaN through."""
     tensors, meta = read(path)
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: its metadata is not a JSON object")
@@ -217,7 +230,7 @@ def load(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(
             f"{path}: a resume-state file, not a model checkpoint; use best.safetensors or last.safetensors"
         )
-    return Checkpoint(tensors, ModelCard.from_json(meta, str(path))).validate(str(path))
+    return Checkpoint(tensors, ModelCard.from_json(meta, str(path))).validate(str(path), finite)
 
 
 def _newer_pixclass(versions: Any) -> bool:

@@ -41,3 +41,24 @@ class OutputError(PixclassError):
 
 class TrainingFailed(PixclassError):
     """Training ended without a usable model (non-finite loss, or no better than chance)."""
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters escaped (``\\x1b``, ``\\n``...), for human output.
+
+    File and class names come from the user's disk: a name holding a terminal escape sequence could
+    recolour or rewrite the terminal, and a newline would split a one-line-per-file listing."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in s)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, with what the user needs to know next (what was kept, how to continue).
+    ``status``: the exit status (130 for SIGINT, 143 for SIGTERM, as a shell reports them)."""
+
+    def __init__(self, message: str = "", status: int = 130):
+        super().__init__(message)
+        self.message = message
+        self.status = status

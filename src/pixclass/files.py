@@ -94,6 +94,8 @@ def expand_inputs(
             if not units:
                 missing.append((item, "no file matches this pattern"))
             add(units)
+        elif os.path.exists(item):
+            missing.append((item, "not a regular file (a FIFO or device is never read)"))
         else:
             missing.append((item, "no such file or folder"))
     return found, missing
@@ -111,5 +113,10 @@ def walk_files(root: str, accept: Callable[[str], bool]) -> list[str]:
             continue
         visited.add(real)
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        out.extend(os.path.join(d, f) for f in sorted(files) if not f.startswith(".") and accept(f))
+        out.extend(
+            os.path.join(d, f)
+            for f in sorted(files)
+            # regular files only: reading a FIFO or a device would block or never end
+            if not f.startswith(".") and accept(f) and os.path.isfile(os.path.join(d, f))
+        )
     return out

@@ -120,7 +120,9 @@ def test_csv_paths_relative_to_csv_and_extra_columns_ignored(tmp_path, imgs, mon
         f"{absolute},ant,,\n",
     )
     monkeypatch.chdir(tmp_path)  # not the CSV's folder: paths must still resolve against the CSV
-    src = open_source(os.path.relpath(csv_path, tmp_path))
+    with pytest.raises(DataError, match=r"labels.csv:5: .*d.png lies outside the CSV's folder"):
+        open_source(os.path.relpath(csv_path, tmp_path))  # the absolute row leaves the CSV's folder
+    src = open_source(os.path.relpath(csv_path, tmp_path), allow_outside=True)
     assert src.kind == "csv" and src.root == base.resolve()
     assert src.classes == ["ant", "zebra"]
     assert set(src.splits) == {"all"}

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import HANG_S
+from PIL import Image
 
 from pixclass import checkpoint as ckpt
 from pixclass.cli import main
@@ -218,6 +219,22 @@ def test_int8_reports_accuracy_and_speed_and_refuses_a_loss_beyond_the_limit(
     assert out2.is_file()
 
 
+def _odd_modes(rgb: Image.Image, d: Path) -> list[Path]:
+    """The modes where a plain ``convert("RGB")`` differs from pixclass's eval transform: RGBA and a
+    palette with a transparent colour (composited on the background, not dropped), 16-bit grey (scaled
+    by its range, not clipped at 255)."""
+    rgba = rgb.convert("RGBA")
+    alpha = np.zeros(rgb.size[::-1], np.uint8)
+    alpha[:, : rgb.width // 2] = 255  # the right half transparent: on white in pixclass
+    rgba.putalpha(Image.fromarray(alpha))
+    rgba.save(d / "rgba.png")
+    pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.save(d / "palette.png", transparency=int(np.asarray(pal)[0, 0]))
+    grey16 = np.asarray(rgb.convert("L"), np.uint16) * 257  # 0..65535
+    Image.fromarray(grey16).save(d / "grey16.png")  # mode I;16
+    return [d / "rgba.png", d / "palette.png", d / "grey16.png"]
+
+
 def test_the_readme_example_needs_only_onnxruntime_pillow_and_numpy(tiny_run, tmp_path) -> None:
     """examples/onnx_classify.py, run in an isolated interpreter, gives the Predictor's answer; pixclass
     and torch are never imported."""
@@ -227,13 +244,14 @@ def test_the_readme_example_needs_only_onnxruntime_pillow_and_numpy(tiny_run, tm
 
     big = tmp_path / "wide.png"  # not square, not the input size: the resize rule matters
     Image.open(_files(tiny_run)[0]).resize((70, 40), Image.Resampling.NEAREST).save(big)
+    modes = _odd_modes(Image.open(_files(tiny_run)[2]).convert("RGB"), tmp_path)
     check = (
         "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
         "assert not {'torch', 'pixclass'} & set(sys.modules), 'imported torch or pixclass'"
     )
     script = ROOT / "examples" / "onnx_classify.py"
     pred = Predictor.from_checkpoint(tiny_run.best, backend="torch")
-    for image in (big, _files(tiny_run)[1]):
+    for image in (big, _files(tiny_run)[1], *modes):
         r = subprocess.run(
             [sys.executable, "-I", "-c", check, str(script), str(out), str(image)],
             capture_output=True,

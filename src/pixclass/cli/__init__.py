@@ -33,24 +33,24 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..errors import PixclassError
+    from ..errors import PixclassError, printable
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except PixclassError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `pixclass predict ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
     except OSError as e:  # a path the user gave: unwritable, a folder where a file goes, a full disk
         where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"error: {printable(where)}{printable(e.strerror or e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Interrupted carries what was kept and how to continue
+        print(f"interrupted{': ' + printable(e) if str(e) else ''}", file=sys.stderr)
+        return getattr(e, "status", 130)
 
 
 if __name__ == "__main__":

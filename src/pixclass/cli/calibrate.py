@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..config.sections import DataConfig
+from .flags import add_flags
 from .options import RAW, add_device, add_quiet, float_in, show_progress
 
 
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="a folder of example images that are none of the classes: the threshold flags as many as it can",
     )
+    add_flags(p, DataConfig, ("allow_outside",))  # declared with the data options (config.sections)
     add_device(p)
     add_quiet(p)
     p.set_defaults(func=run)
@@ -58,6 +61,7 @@ def run(a: argparse.Namespace) -> int:
         progress=show_progress(a),
         keep=a.unknown_keep,
         outliers=a.outliers,
+        allow_outside=bool(a.allow_outside),
     )
     print(
         f"temperature {s['previous_temperature']:.4f} -> {s['temperature']:.4f}  (fit on {int(s['n'])} {s['split']} images)"

@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_check(a: argparse.Namespace) -> int:
     from ..data.check import check_data
+    from ..errors import printable
     from ..outputs import refuse_output_in_inputs
 
     if a.quarantine:
@@ -58,7 +59,8 @@ def run_check(a: argparse.Namespace) -> int:
     )
     print(json.dumps(rep.to_json(), indent=1) if a.json else rep.render())
     if not rep.ok:
-        print(f"error: {a.data}: cannot train on this data: {'; '.join(rep.problems)}", file=sys.stderr)
+        problems = printable("; ".join(rep.problems))
+        print(f"error: {printable(a.data)}: cannot train on this data: {problems}", file=sys.stderr)
         return 1
     return 0
 

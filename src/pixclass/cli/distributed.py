@@ -59,7 +59,8 @@ def launch_command(args: argparse.Namespace, run_dir: str | os.PathLike[str] | N
             return ""
         return f"continue with `pixclass train --resume {Path(run_dir)} --nproc {args.nproc}`"
 
-    return int(launch(_run_worker, (args,), args.nproc, args.master_port, run_hint=hint) or 0)
+    device = getattr(args, "device", None) or "auto"
+    return int(launch(_run_worker, (args,), args.nproc, args.master_port, run_hint=hint, device=device) or 0)
 
 
 def _run_worker(args: argparse.Namespace) -> Any:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config.sections import DataConfig
+from .flags import add_flags
 from .options import RAW, add_device, add_quiet, add_runtime, show_progress
 
 
@@ -34,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a folder of images that are none of the classes: how well 'unknown' separates them from DATA "
         "(AUROC, FPR at 95%% TPR, share flagged, accuracy on the accepted DATA images)",
     )
+    add_flags(p, DataConfig, ("allow_outside",))  # declared with the data options (config.sections)
     add_device(p)
     add_runtime(p)
     add_quiet(p)
@@ -63,6 +66,7 @@ def run(a: argparse.Namespace) -> int:
         backend=a.backend,
         tta=a.tta,
         outliers=a.outliers,
+        data_cfg=DataConfig(allow_outside=bool(a.allow_outside)),
     )
     print(f"{m['data']} [{m['split']}]")
     if m.get("task") == "multilabel":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .options import RAW
 
@@ -23,6 +24,8 @@ def run(a: argparse.Namespace) -> int:
     )
     for note in res.notes:
         print(f"note: {note}")
+    for warning in res.warnings:  # on stderr: the export is weaker than the documented check
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"exporter: {res.exporter}")
     for name in ("probe", "training_images"):
         part = res.parity.get(name)

@@ -32,6 +32,7 @@ def run(a: argparse.Namespace) -> int:
     data_cfg = replace(
         DataConfig(),
         **{k: v for k, v in (("image_size", a.image_size), ("channels", a.channels)) if v is not None},
+        allow_outside=bool(a.allow_outside),
     )
     ds = load_data(a.data, replace(data_cfg, val_fraction=0.0), progress=not a.quiet)
     cfg, recipe = resolve(cfg, ds, set(given))
@@ -77,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for lr_find.png and lr_find.json (default runs/<data name>)")
     # the training options the sweep uses, declared once in the config (cli.flags)
     add_flags(p, TrainConfig, ("model", "batch_size", "optimizer", "device"))
-    add_flags(p, DataConfig, ("image_size", "channels"))
+    add_flags(p, DataConfig, ("image_size", "channels", "allow_outside"))
     p.add_argument("--steps", type=int, default=200, help="steps of the sweep (default 200)")
     p.add_argument("--start-lr", type=float, help="first lr of the sweep")
     p.add_argument("--end-lr", type=float, help="last lr of the sweep")

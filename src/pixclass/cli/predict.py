@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(a: argparse.Namespace) -> int:
     from ..data.decode import DecodeError
     from ..data.sequences import expand_clips
+    from ..errors import printable
     from ..infer.predictor import Predictor, expand_paths, write_csv
     from ..outputs import output_file, refuse_output_in_inputs
 
@@ -74,14 +75,15 @@ def run(a: argparse.Namespace) -> int:
         preds.append(r)
         if not a.json:
             tops = "  ".join(f"{t['label']} {t['prob']:.3f}" for t in r.top_k[: a.top_k])
-            why = f"\t({r.why()})" if r.unknown else ""
-            print(f"{r.path}\t{r.label}\t{r.prob:.4f}\t{tops}{why}")
+            why = f"\t({printable(r.why())})" if r.unknown else ""
+            # one line per image: a newline or escape sequence in a file name is shown escaped
+            print(f"{printable(r.path)}\t{printable(r.label)}\t{r.prob:.4f}\t{printable(tops)}{why}")
     if a.json:
         print(json.dumps([p.to_json() for p in preds], indent=1))
     if a.csv:
         write_csv(a.csv, preds, a.top_k)
     for f in failed:
-        print(f"error: {f.path}: {f.reason}", file=sys.stderr)
+        print(f"error: {printable(f.path)}: {printable(f.reason)}", file=sys.stderr)
     if failed:
         print(
             f"{len(failed)} of {len(paths) + len(missing)} input(s) could not be predicted", file=sys.stderr

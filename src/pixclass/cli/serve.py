@@ -13,6 +13,7 @@ def run(a: argparse.Namespace) -> int:
     from ..infer.serve import Settings, is_loopback, serve
 
     load(a.checkpoint)  # a missing or broken checkpoint fails here, as one line, before the server starts
+    check_port(a.host, a.port)  # and so does a port in use, before the banner
     if not is_loopback(a.host):
         print(
             f"warning: serving on {a.host}: anyone who can reach this machine can use the model "
@@ -30,6 +31,29 @@ def run(a: argparse.Namespace) -> int:
     )
     serve(settings, a.host, a.port)
     return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """``RunError`` in one line when the server could not listen on ``host:port`` now (in use, or an
+    address this machine does not have); bound as uvicorn binds, with SO_REUSEADDR."""
+    import socket
+
+    from ..errors import RunError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise RunError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise RunError(
+                f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); another server may be "
+                "using it -- stop it, or pick another --port"
+            ) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

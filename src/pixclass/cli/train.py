@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from ..config.sections import AUG, DATA
 from ..config.train import OPT, PROCESSES, TRACKING, TRANSFER, UNKNOWN, TrainConfig
+from ..errors import Interrupted
 from .distributed import add_arguments as add_distributed_arguments
 from .flags import add_flags
 from .flags import overrides as flag_overrides
@@ -87,6 +91,8 @@ def run(a: argparse.Namespace) -> int:
     from ..threads import choose_threads
     from ..train import distributed
     from ..train.callbacks.tracking import check_trackers
+    from ..train.launch import check_nproc
+    from ..train.resume import check_resume_data
     from ..train.run import train
     from .distributed import launch_command, wants_launch
 
@@ -108,6 +114,7 @@ def run(a: argparse.Namespace) -> int:
             extend["sync_bn"] = True
         cfg = merge(cfg, extend, "command line") if extend else cfg
         data = a.data or json.loads((out / "split_manifest.json").read_text())["data"]
+        check_resume_data(out, data, cfg.data)  # other data is refused before the folder is touched
     else:
         if not a.data:
             raise DataError("train: give DATA (a folder, a CSV or fashion-mnist), or --resume RUN_DIR")
@@ -118,12 +125,14 @@ def run(a: argparse.Namespace) -> int:
             raise RunError(
                 f"{out}: already holds a run; continue it with --resume {out}, or pass --out NEW_DIR or --overwrite"
             )
+    if wants_launch(a):  # before any process starts or the run folder is made
+        check_nproc(a.nproc, cfg.device)
     option = "--resume" if a.resume else "--out"
     refuse_output_in_inputs(out, [data], option, writes_images=True)
     # One run at a time writes into a run folder (a second one is refused): the lock is held by a plain
     # run, or by the --nproc launcher for its ranks; ranks under torchrun do not take it themselves.
     lock = nullcontext() if distributed.launched_by_torchrun() else RunLock(out, option)
-    with lock:
+    with lock, stop_signals(out, not distributed.launched_by_torchrun()):
         if wants_launch(a):  # --nproc N: this same command in N processes
             check_trackers(cfg.log)  # refused here, before N processes start
             return launch_command(a, out)
@@ -140,3 +149,40 @@ def run(a: argparse.Namespace) -> int:
             f"training time: {res.train_seconds:.1f} s (total with data and evaluation: {time.perf_counter() - t0:.1f} s)"
         )
     return 0
+
+
+@contextmanager
+def stop_signals(run_dir: Path, active: bool = True) -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the run with one line saying what the run folder keeps and the
+    ``--resume`` command (``errors.Interrupted``; exit status 130 or 143). Checkpoints are written
+    atomically, so the files there are whole whichever moment the signal came."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Interrupted("", 128 + signum)
+
+    before = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        how = "SIGTERM" if getattr(e, "status", 130) == 143 else "Ctrl-C"
+        raise Interrupted(f"stopped by {how}; {kept(run_dir)}", getattr(e, "status", 130)) from None
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def kept(run_dir: Path) -> str:
+    """What an interrupted run leaves in its folder, and how to go on."""
+    if not (run_dir / "resume.safetensors").is_file():
+        return f"no epoch had ended, so {run_dir} holds nothing to resume; start the run again"
+    try:
+        epochs = max(0, len((run_dir / "metrics.csv").read_text().splitlines()) - 1)
+    except OSError:
+        epochs = 0
+    done = f" after {epochs} epoch(s)" if epochs else ""
+    return (
+        f"{run_dir} keeps best.safetensors, last.safetensors and the resume state{done}; "
+        f"continue with: pixclass train --resume {run_dir}"
+    )

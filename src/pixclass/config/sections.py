@@ -237,6 +237,15 @@ class DataConfig:
         flag="--task",
         group=DATA,
     )
+    allow_outside: bool = option(
+        False,
+        kind="bool",
+        help="a CSV's rows may name files outside the CSV's folder",
+        why="refused, so a CSV from elsewhere cannot make pixclass read or move any file you can reach",
+        flag="--allow-outside",
+        cli="on",
+        group=DATA,
+    )
 
     def __post_init__(self) -> None:
         check(self)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import printable
 from ..train.recipe import IMBALANCE_RATIO
 from .cache import decode_all, probe_all
 from .multilabel import RARE_LABEL, label_stats
@@ -128,7 +129,8 @@ class CheckReport:
         lines.append(
             "OK: this data can be trained on" if self.ok else "NOT TRAINABLE: " + "; ".join(self.problems)
         )
-        return "\n".join(lines)
+        # names come from the user's disk: escape control characters (terminal escapes, newlines)
+        return "\n".join(printable(line) for line in lines)
 
 
 def _render_labels(st: dict[str, Any]) -> list[str]:
@@ -218,7 +220,11 @@ def check_data(
     quarantine: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> CheckReport:
-    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind, cfg.task)
+    src = (
+        as_sequences(data, cfg.kind)
+        if isinstance(data, Source)
+        else open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
+    )
     names = list(src.splits)
     per_split: dict[str, Counter[Any]] = {s: Counter() for s in names}
     broken: list[dict[str, str]] = []
@@ -403,12 +409,25 @@ def _check_clips(
     return info, skipped
 
 
+def quarantine_target(dest: Path, rel: str, path: str) -> Path:
+    """Where a broken file goes: ``dest/<its path relative to the data>``, or, for a file outside the
+    data (a CSV row read with ``allow_outside``), ``dest/outside/<its absolute path>``. Never a place
+    outside ``dest``: a ``../`` in a name must not move a file anywhere else."""
+    if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
+        rel = os.path.join("outside", os.path.abspath(path).lstrip(os.sep))
+    target = Path(os.path.normpath(dest / rel))
+    if dest not in target.parents:
+        raise DataError(f"{path}: would be moved outside the quarantine folder {dest}; nothing was moved")
+    return target
+
+
 def quarantine_files(files: list[tuple[str, str]], src: Source, dest: Path) -> list[dict[str, str]]:
     """Move (never delete) each broken file under ``dest``, keeping its relative path, and append a
     line per file to ``dest/manifest.csv`` (original path, new path, reason)."""
     dest = dest.resolve()
     if dest == src.root or src.root in dest.parents:
         raise DataError(f"{dest}: the quarantine folder must be outside the data folder {src.root}")
+    planned = [(p, reason, src.rel(p), quarantine_target(dest, src.rel(p), p)) for p, reason in files]
     dest.mkdir(parents=True, exist_ok=True)
     manifest = dest / "manifest.csv"
     new = not manifest.exists()
@@ -417,9 +436,7 @@ def quarantine_files(files: list[tuple[str, str]], src: Source, dest: Path) -> l
         w = csv.writer(f)
         if new:
             w.writerow(["original_path", "moved_to", "reason"])
-        for p, reason in files:
-            rel = src.rel(p)
-            target = dest / rel
+        for p, reason, rel, target in planned:
             target.parent.mkdir(parents=True, exist_ok=True)
             k = 1
             while target.exists():  # never overwrite an earlier quarantined file

@@ -25,7 +25,7 @@ from .decode import DecodeError
 from .multilabel import iterative_split
 from .sequences import load_clips
 from .settings import DataConfig, array_size_channels, choose_size_channels
-from .sources import DataError, Source, as_sequences, is_sequence_source, open_source
+from .sources import DataError, Source, as_sequences, fingerprint, is_sequence_source, location, open_source
 from .split import save_manifest, stratified_split
 
 T = TypeVar("T")
@@ -110,7 +110,11 @@ def load_data(
     this rule from the images left for train and validation (a split at ``cfg.val_fraction`` counts
     them) instead of taken from ``cfg``; the manifest records the share used. The recipe passes its
     rule, so the data is decoded and split once."""
-    src = as_sequences(data, cfg.kind) if isinstance(data, Source) else open_source(data, cfg.kind, cfg.task)
+    src = (
+        as_sequences(data, cfg.kind)
+        if isinstance(data, Source)
+        else open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
+    )
     if len(src.classes) == 0:
         raise DataError(
             f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>"
@@ -207,7 +211,9 @@ def load_data(
             )
 
     manifest = {
-        "data": src.name,
+        "data": location(src),  # absolute: a command run from another folder finds the same data
+        "data_as_given": src.name,
+        "fingerprint": fingerprint(src),  # checked on use: resume, report and export compare it
         "classes": src.classes,
         "task": src.task,
         "split_seed": seed,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import json
 import os
 import re
 import struct
@@ -164,7 +166,10 @@ class _Walk:
                 if not d.startswith(".") and self.folder_ok(os.path.join(dirpath, d), me)
             ]
             for fn in sorted(filenames):
-                if is_image_file(fn):
+                if not os.path.isfile(os.path.join(dirpath, fn)):  # a FIFO or device would block a read
+                    if not fn.startswith("."):
+                        ignored.append(os.path.relpath(os.path.join(dirpath, fn), self.root))
+                elif is_image_file(fn):
                     if self.file_ok(dirpath, fn, me):
                         out.append(os.path.join(dirpath, fn))
                 elif not fn.startswith("."):
@@ -233,8 +238,12 @@ def from_folder(root: Path, name: str) -> Source:
 SPLIT_CHOICES = "train, val (or valid, validation), test"
 
 
-def from_csv(csv_path: Path, name: str, task: str = "auto") -> Source:
+def from_csv(csv_path: Path, name: str, task: str = "auto", allow_outside: bool = False) -> Source:
     """``path,label`` rows; paths relative to the CSV's folder; an optional ``split`` column.
+
+    Every row must name a file inside the CSV's folder (a relative path, or an absolute one that lies
+    inside it), unless ``allow_outside``: a CSV from elsewhere must not make a command read (or
+    ``--quarantine`` move) any file the user can reach, such as ``../../etc/passwd``.
 
     Multi-label data (``data.multilabel`` has the cell rules): a ``label`` (or ``labels``) cell with
     several labels joined by ``;``, or one 0/1 column per label (every column but path and split).
@@ -245,9 +254,10 @@ def from_csv(csv_path: Path, name: str, task: str = "auto") -> Source:
     The split column is all or nothing: every row names one of ``SPLIT_CHOICES`` (any case), or every
     row leaves it empty (then the data is split like a plain folder). Anything else is an error naming
     the row, never silently ignored."""
+    given_parent = Path(os.path.abspath(csv_path)).parent
     csv_path = csv_path.resolve()
     try:
-        rows, columns = _csv_rows(csv_path)
+        rows, columns = _csv_rows(csv_path, given_parent, allow_outside)
     except UnicodeDecodeError as e:
         raise DataError(
             f"{csv_path}: not UTF-8 text (it holds the byte 0x{e.object[e.start]:02x}); "
@@ -316,10 +326,20 @@ def _csv_task(csv_path: Path, rows: list[CsvRow], columns: list[str], task: str)
 CsvRow = tuple[str, tuple[str, ...], str, int]  # (absolute path, labels, split or "", line number)
 
 
-def _csv_rows(csv_path: Path) -> tuple[list[CsvRow], list[str]]:
+def inside(path: str, folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in ``folder`` or below, by the names (``..`` resolved, symlinks not)."""
+    folder = os.path.normpath(folder)
+    return os.path.commonpath([os.path.normpath(path), folder]) == folder
+
+
+def _csv_rows(
+    csv_path: Path, given_parent: Path | None = None, allow_outside: bool = False
+) -> tuple[list[CsvRow], list[str]]:
     """The rows, each checked, and the label columns when the CSV has one 0/1 column per label
-    (else [])."""
+    (else []). ``given_parent``: the CSV's folder as the user named it (an absolute row may name it
+    through a symlink)."""
     base = csv_path.parent
+    folders = {str(base), str(given_parent or base)}
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         cols = [c.strip().lower() for c in (reader.fieldnames or [])]
@@ -349,7 +369,13 @@ def _csv_rows(csv_path: Path) -> tuple[list[CsvRow], list[str]]:
                 labels = parse_flags({c: cells.get(c, "") for c in flag_cols}, where)
             else:
                 labels = parse_cell(row.get(label_col or "label", ""), where)
-            full = p if os.path.isabs(p) else str(base / p)
+            full = os.path.normpath(p if os.path.isabs(p) else str(base / p))
+            if not allow_outside and not any(inside(full, f) for f in folders):
+                raise DataError(
+                    f"{where}: {p} lies outside the CSV's folder {base}; rows must name files inside it "
+                    "(relative paths, or absolute ones inside it) -- put the CSV in a folder above the "
+                    "images, or pass --allow-outside to read files anywhere"
+                )
             if not (
                 os.path.isfile(full) or os.path.isdir(full)
             ):  # a folder: a sample of frames (data.sequences)
@@ -427,10 +453,64 @@ def fashion_mnist(download: bool = True) -> Source:
     )
 
 
+# ----------------------------------------------------------------------------------- what a run recorded
+def location(src: Source) -> str:
+    """Where a source is, as a run folder records it: the absolute path of a folder or CSV (a relative
+    one would mean another folder to a command run from elsewhere), a built-in dataset's name."""
+    return str(Path(src.name).resolve()) if src.kind in ("folder", "csv") else src.name
+
+
+def fingerprint(src: Source) -> str:
+    """A digest of what a source holds, from its listing alone (no file is read): the class names and
+    every sample's path relative to the data and its class, per split."""
+    h = hashlib.sha256(json.dumps(src.classes).encode())
+    for name in sorted(src.splits):
+        s = src.splits[name]
+        if s.paths is None:
+            h.update(f"{name}\0{len(s)}\n".encode())
+            continue
+        for rel, y in sorted(zip((src.rel(p) for p in s.paths), s.labels.tolist(), strict=True)):
+            h.update(f"{name}\0{rel}\0{y}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def compare_with_run(src: Source, manifest: dict[str, Any], run: str | os.PathLike[str]) -> str | None:
+    """Check ``src`` against the data a run recorded in its split manifest: ``DataError`` naming the
+    difference when the classes are not the run's; a note when the same classes hold other files
+    (``fingerprint``); None when it is the same data (or the manifest predates fingerprints)."""
+    had = manifest.get("classes")
+    if isinstance(had, list) and had != src.classes:
+        gone = [c for c in had if c not in src.classes]
+        new = [c for c in src.classes if c not in had]
+        diff = "; ".join(
+            x
+            for x in (
+                f"missing {', '.join(gone)}" if gone else "",
+                f"new {', '.join(new)}" if new else "",
+                "the same names in another order" if not gone and not new else "",
+            )
+            if x
+        )
+        raise DataError(
+            f"{src.name}: its classes ({', '.join(src.classes)}) are not those of run {run} "
+            f"({', '.join(had)}): {diff}; give the run's own data ({manifest.get('data')}), or start a "
+            "new run with --out NEW_DIR"
+        )
+    want = manifest.get("fingerprint")
+    if want and want != fingerprint(src):
+        return (
+            f"{src.name} holds other files than when run {run} read it (same classes): the split is "
+            "rebuilt from the files there now"
+        )
+    return None
+
+
 BUILTIN = {"fashion-mnist": fashion_mnist, "fashion_mnist": fashion_mnist, "fmnist": fashion_mnist}
 
 
-def open_source(data: str | os.PathLike[str], kind: str = "auto", task: str = "auto") -> Source:
+def open_source(
+    data: str | os.PathLike[str], kind: str = "auto", task: str = "auto", allow_outside: bool = False
+) -> Source:
     """Resolve what the user typed: a built-in name, a CSV file, or a folder. ``kind`` ("auto",
     "images", "sequences") says whether samples are images or folders of frames (``data.sequences``);
     ``task`` whether a CSV is read as multi-label (``from_csv``)."""
@@ -439,7 +519,7 @@ def open_source(data: str | os.PathLike[str], kind: str = "auto", task: str = "a
         return as_sequences(BUILTIN[name.lower()](), kind)
     p = Path(name)
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
-        return as_sequences(from_csv(p, name, task), kind)
+        return as_sequences(from_csv(p, name, task, allow_outside), kind)
     if p.is_dir():
         if task == "multilabel":
             raise DataError(

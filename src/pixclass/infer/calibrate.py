@@ -126,6 +126,7 @@ def calibrate_checkpoint(
     progress: bool = True,
     keep: float | None = None,
     outliers: str | os.PathLike[str] | None = None,
+    allow_outside: bool = False,
 ) -> dict[str, Any]:
     """Refit T on ``split`` of ``data`` and write it into the checkpoint (atomically; ``out`` writes a
     copy instead). The split is rebuilt with the run's own settings, so a plain folder gives back the
@@ -136,7 +137,10 @@ def calibrate_checkpoint(
     if outliers is not None:  # refused before any work
         ood.outlier_files(outliers, data, c.card.frames)
     pred = Predictor(c.build_model(), c.card, device)
-    ds = load_data(data, checkpoint_data_config(c.card), progress=progress, for_training=False)
+    cfg = checkpoint_data_config(c.card)
+    if allow_outside:
+        cfg = replace(cfg, allow_outside=True)
+    ds = load_data(data, cfg, progress=progress, for_training=False)
     if split not in ds.splits or len(ds.splits[split]) == 0:
         raise DataError(
             f"{data}: no {split!r} split to calibrate on (it has: {', '.join(ds.splits)}); pick one with --split"

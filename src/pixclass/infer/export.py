@@ -38,9 +38,10 @@ import torch
 
 from ..data.dataset import load_data
 from ..data.decode import DecodeError, decode_file
-from ..data.sources import open_source
+from ..data.sources import compare_with_run, open_source
 from ..errors import ConfigError, DataError, OutputError, PixclassError
 from ..files import atomic_path
+from ..outputs import refuse_output_in_inputs
 from ..version import __version__
 from .calibrate import checkpoint_data_config
 from .predictor import Predictor
@@ -70,6 +71,7 @@ class ExportResult:
     metadata: dict[str, str]
     int8: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # a weaker check than the documented one
 
 
 # ------------------------------------------------------------------------------------------ the graph
@@ -125,12 +127,14 @@ def split_images(
     if listing is None:
         raise DataError(f"the run's data has no {split} split")
     data = manifest["data"]
+    cfg = checkpoint_data_config(pred.card)
     try:
-        src = open_source(data)
+        src = open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
+        compare_with_run(src, manifest, run)  # other classes (another folder's ./data): not the run's
     except PixclassError as e:
         raise DataError(f"the run's data {data} is not reachable ({e})") from e
     if isinstance(listing, dict):  # built-in arrays: the split exactly as in training
-        sd = load_data(src, checkpoint_data_config(pred.card), progress=False).splits[split]
+        sd = load_data(src, cfg, progress=False).splits[split]
         idx = _evenly(len(sd), n)
         return sd.store.take(torch.from_numpy(idx)), sd.labels[idx]
     label_of = {
@@ -393,9 +397,20 @@ def default_out(checkpoint: str | os.PathLike[str], fmt: str, int8: bool) -> Pat
     return p.with_suffix(".int8.onnx" if int8 else ".onnx" if fmt == "onnx" else ".pt")
 
 
+def _run_data(checkpoint: Path) -> list[str]:
+    """The data folder or CSV the checkpoint's run trained on (its split_manifest.json), when known."""
+    try:
+        data = json.loads((checkpoint.resolve().parent / "split_manifest.json").read_text())["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [data] if isinstance(data, str) else []
+
+
 def _check_out(out: Path, checkpoint: Path, overwrite: bool) -> None:
     if out.resolve() == checkpoint.resolve():
         raise OutputError(f"--out {out}: that is the checkpoint itself; choose another file name")
+    # as every command: no output inside the data (the run's own, found through its manifest)
+    refuse_output_in_inputs(out, _run_data(checkpoint), "--out")
     if out.is_dir():
         raise OutputError(f"--out {out}: is a folder; give a file name")
     if out.exists() and not overwrite:
@@ -430,11 +445,16 @@ def export_checkpoint(
     module = probability_module(pred)
     probe = _example(pred, PROBE_N)
     notes: list[str] = []
+    warnings_: list[str] = []
     try:
         real: torch.Tensor | None = split_images(ck, pred, "train", REAL_N)[0]
     except DataError as e:
         real = None
         notes.append(f"parity on the probe batch only: {e}")
+        warnings_.append(
+            f"parity checked on {PROBE_N} random images only, not on the run's training images ({e}); "
+            "to check real images, keep the run's data where its split_manifest.json says"
+        )
     # Written and checked under a temporary name; renamed onto ``dest`` only when every check passed.
     with atomic_path(dest) as tmp:
         used, par = _export_checked(module, probe, real, tmp, fmt, exporter, notes)
@@ -450,7 +470,7 @@ def export_checkpoint(
         if notes:
             meta["notes"] = " | ".join(notes)
         write_metadata(tmp, fmt, meta)
-    return ExportResult(dest, fmt, used, par, meta, int8_info, notes)
+    return ExportResult(dest, fmt, used, par, meta, int8_info, notes, warnings_)
 
 
 def _export_checked(

@@ -31,6 +31,7 @@ from PIL import Image
 from .. import checkpoint as ckpt
 from ..card import ModelCard
 from ..data.dataset import load_data
+from ..data.sources import compare_with_run, open_source
 from ..errors import DataError, ExplainError
 from ..files import atomic_write_bytes
 from .calibrate import checkpoint_data_config
@@ -60,15 +61,19 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, float]]:
         ]
 
 
-def _load_run_data(run: Path, card: ModelCard, data: str | None) -> Any:
+def _load_run_data(run: Path, card: ModelCard, data: str | None, log: Any = print) -> Any:
     """The run's dataset, split exactly as in training (see the module notes)."""
     manifest_path = run / "split_manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     src = data or manifest.get("data")
     if not src:
         raise DataError(f"{run}: no split_manifest.json naming the data; give it with --data DATA")
+    cfg = checkpoint_data_config(card)
     try:
-        return load_data(src, checkpoint_data_config(card), progress=False, for_training=False)
+        source = open_source(src, cfg.kind, cfg.task, cfg.allow_outside)
+        if note := compare_with_run(source, manifest, run):  # other classes: DataError, before decoding
+            log(f"note: {note}")
+        return load_data(source, cfg, progress=False, for_training=False)
     except DataError as e:
         raise DataError(f"{e} (the data of run {run}; if it moved, give it with --data DATA)") from e
 
@@ -158,7 +163,7 @@ def build_report(
     classes: list[str] = list(card.classes)
     history = read_history(run / "metrics.csv")
     if ds is None:
-        ds = _load_run_data(run, card, data)
+        ds = _load_run_data(run, card, data, log)
     notes: list[str] = []
     if ds.classes != classes:
         raise DataError(

@@ -2,6 +2,22 @@
 models when imported here."""
 
 from . import cnn, rnn, tv  # noqa: F401  (importing a family registers its models)
-from .registry import count_flops, create_model, get_entry, list_models, models_with_weights, register
+from .registry import (
+    check_fits_memory,
+    count_flops,
+    create_model,
+    get_entry,
+    list_models,
+    models_with_weights,
+    register,
+)
 
-__all__ = ["count_flops", "create_model", "get_entry", "list_models", "models_with_weights", "register"]
+__all__ = [
+    "check_fits_memory",
+    "count_flops",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "models_with_weights",
+    "register",
+]

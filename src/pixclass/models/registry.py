@@ -17,6 +17,7 @@ a checkpoint stores to rebuild it: no code is pickled.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -95,12 +96,47 @@ def create_model(
     return model
 
 
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_memory(
+    name: str, num_classes: int, in_chans: int = 3, input_size: int = 32, **kwargs: Any
+) -> int:
+    """Count the parameters of ``create_model(...)`` on torch's "meta" device (no memory, no compute)
+    and refuse, with one ``ConfigError``, a model whose float32 weights alone would take more than half
+    of this machine's memory (training needs several times that: gradients, optimizer state,
+    activations). Returns the count (0 when the model cannot be built on "meta")."""
+    try:
+        with torch.device("meta"):
+            params = sum(
+                p.numel()
+                for p in create_model(name, num_classes, in_chans, input_size, **kwargs).parameters()
+            )
+    except (RuntimeError, NotImplementedError):  # a constructor that reads tensor values: not estimated
+        return 0
+    memory = physical_memory()
+    if memory is not None and params * 4 > memory / 2:
+        raise ConfigError(
+            f"model {name!r} with {kwargs or 'its defaults'} has {params / 1e9:.1f} billion parameters: "
+            f"{params * 4 / 1e9:.0f} GB of float32 weights alone, more than half of this machine's "
+            f"{memory / 1e9:.0f} GB of memory; choose smaller model_kwargs (widths, hidden size)"
+        )
+    return params
+
+
 def count_flops(model: nn.Module, in_chans: int, input_size: int, frames: int | None = None) -> int:
     """Forward FLOPs per image (multiply-add = 2 FLOPs), counted by torch's FlopCounterMode."""
     shape = (1, frames, in_chans, input_size, input_size) if frames else (1, in_chans, input_size, input_size)
     was = model.training
     model.eval()
+    # on the model's device: a model built on "meta" is counted without memory or compute
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.zeros(shape))
+        model(torch.zeros(shape, device=device))
     model.train(was)
     return int(fc.get_total_flops())

@@ -42,12 +42,32 @@ def threads_per_process(nproc: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // nproc)
 
 
+def check_nproc(nproc: int, device: str = "auto", cores: int | None = None, gpus: int | None = None) -> None:
+    """Refuse, before any process starts, more CPU processes than cores: on a CPU each process needs a
+    core of its own (more only wait for each other, and a small data set leaves them no rows to train).
+    Processes that will each get a GPU (``engine.distributed``'s rule) are checked there."""
+    cores = cores or os.cpu_count() or 1
+    if gpus is None:
+        gpus = 0
+        if device != "cpu":
+            import torch  # here: the launcher module stays torch-free until a job starts
+
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    on_cpu = device == "cpu" or (device == "auto" and gpus < nproc)
+    if on_cpu and nproc > cores:
+        raise ConfigError(
+            f"--nproc {nproc}: this machine has {cores} CPU core(s), and each training process needs one; "
+            f"give at most --nproc {cores} (on CPUs, one process with all cores is usually as fast)"
+        )
+
+
 def launch(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     nproc: int,
     master_port: int | None = None,
     run_hint: Callable[[], str] | None = None,
+    device: str = "auto",
 ) -> Any:
     """Run ``fn(*args)`` in ``nproc`` processes (torchrun's environment set in each); rank 0's return value.
 
@@ -57,6 +77,7 @@ def launch(
     resume state by then)."""
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: give at least 1 process")
+    check_nproc(nproc, device)
     if master_port is not None and not port_is_free(master_port):
         raise RunError(
             f"--master-port {master_port}: the port is taken (another training job?); "
@@ -144,4 +165,4 @@ def _quiet_agent() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-__all__ = ["describe_failure", "launch", "port_is_free", "threads_per_process"]
+__all__ = ["check_nproc", "describe_failure", "launch", "port_is_free", "threads_per_process"]

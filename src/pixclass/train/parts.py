@@ -13,7 +13,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.augment import BatchAugment
 from ..data.dataset import Dataset, SplitData, split_channel_stats
-from ..models import create_model
+from ..models import check_fits_memory, create_model
 from ..models.rnn import model_for_data
 from . import distributed, finetune
 from .balance import class_counts, imbalance_ratio, resolve_balance
@@ -56,7 +56,8 @@ def build_parts(
     if finetune.is_transfer(cfg):  # weights from ImageNet, a file or a checkpoint, with their normalisation
         model, norm = finetune.start_model(cfg, len(ds.classes), ds.channels, ds.image_size, log)
         mean, std = torch.tensor(norm["mean"]), torch.tensor(norm["std"])
-    else:
+    else:  # a model too large for this machine is refused from its parameter count, before it is built
+        check_fits_memory(name, len(ds.classes), ds.channels, ds.image_size, **model_kwargs)
         model = create_model(name, len(ds.classes), ds.channels, ds.image_size, **model_kwargs)
     model = model.to(device)
     if cfg.channels_last:

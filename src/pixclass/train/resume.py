@@ -6,6 +6,8 @@ No random-number state is saved: every epoch seeds its own streams from (seed, e
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,9 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from ..data.dataset import Dataset
+from ..data.settings import DataConfig
+from ..data.sources import compare_with_run, open_source
 from ..errors import RunError
 
 
@@ -110,3 +115,21 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 def _sched_state(s: Any) -> dict[str, Any]:
     plain = (int, float, str, list, bool, type(None))
     return {k: v for k, v in s.state_dict().items() if isinstance(v, plain) and k != "lr_lambdas"}
+
+
+def check_resume_data(run: Path, data: str | os.PathLike[str] | Dataset, cfg: DataConfig) -> str | None:
+    """Before a resumed run reads or writes anything: the data must be the run's own. Other classes
+    would leave best and last with different class lists, mix both in metrics.csv and replace the
+    manifest, so they are refused (``DataError`` naming what differs). Returns a note when the same
+    classes hold other files (the split is then rebuilt), else None."""
+    mpath = run / "split_manifest.json"
+    if not mpath.is_file():
+        return None
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{mpath}: unreadable ({e}); the run cannot be resumed safely") from None
+    src = (
+        data.source if isinstance(data, Dataset) else open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
+    )
+    return compare_with_run(src, manifest, run)

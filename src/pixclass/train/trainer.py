@@ -38,7 +38,7 @@ from .events import EVENTS, Callback, RollBack, StopTraining
 from .guard import GuardEvent, near_chance
 from .parts import Parts, build_parts, resident
 from .plan import Plan, make_plan, prepare_run_dir
-from .resume import load_resume, save_resume
+from .resume import check_resume_data, load_resume, save_resume
 from .tasks import Task
 
 #: Builds a run's callbacks from the resolved config and the data (``default_callbacks`` is one).
@@ -225,6 +225,8 @@ class Trainer:
         """The plan (the data decoded once, the recipe and the task's rules resolved), config.yaml, the
         model, the optimizer, the task and the callbacks."""
         torch.manual_seed(self.cfg.seed)
+        if self.resume and (note := check_resume_data(self.out, self.source, self.cfg.data)):
+            self.log(f"warning: {note}")  # other classes were refused; other files only noted
         plan = resolve_config(self.source, self.cfg, self.out, self.progress, self.log, self._task)
         self.cfg, self.data, self.device, self.task = plan.config, plan.data, plan.device, plan.task
         world = self.world

@@ -14,6 +14,7 @@ from ... import checkpoint as ckpt
 from ...card import ModelCard
 from ...config import TrainConfig
 from ...data.dataset import Dataset
+from ...errors import CheckpointError
 from ...infer import ood
 from ...infer.calibrate import fit_temperature
 from ..events import Callback
@@ -34,9 +35,14 @@ class FinishCheckpoints(Callback):
         val = run.data.splits.get("val")
         if val is None or len(val) < MIN_VAL_TO_FINISH:
             return
+        msg = ""
         for path in (result.last, result.best):  # best last, so the log line reports best's numbers
-            msg = finish_checkpoint(path, run.data, result.config or run.cfg, run.device)
-        run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
+            try:
+                msg = finish_checkpoint(path, run.data, result.config or run.cfg, run.device)
+            except CheckpointError as e:  # a last epoch that diverged (NaN weights): kept as it is, said so
+                run.log(f"warning: {path.name} left without test-time flip and temperature: {e}")
+        if msg:
+            run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
         if (result.config or run.cfg).unknown:
             run.log(ood.describe(ckpt.load(result.best).card))
 
@@ -48,9 +54,14 @@ def finish_multilabel(run: Any, result: Any) -> None:
     if val is None or len(val) == 0:
         run.log("multi-label: no validation images: every label's threshold stays 0.5")
         return
+    msg = ""
     for path in (result.last, result.best):  # best last, so the log line reports best's numbers
-        msg = tune_checkpoint(path, val, cfg.augment.hflip > 0, cfg.calibrate, run.device)
-    run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
+        try:
+            msg = tune_checkpoint(path, val, cfg.augment.hflip > 0, cfg.calibrate, run.device)
+        except CheckpointError as e:  # a last epoch that diverged (NaN weights): kept as it is, said so
+            run.log(f"warning: {path.name} left without test-time flip, temperatures and thresholds: {e}")
+    if msg:
+        run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
 
 
 def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, device: torch.device) -> str:
