@@ -91,6 +91,17 @@ def _csv_dotdot(w: Work) -> list[str]:
     return ["data", "check", _csv(w, ["path,label", *_rows(w), "../secret/passwd.png,cat"])]
 
 
+def _dotdot_csv(w: Work) -> str:
+    """A CSV in ``data/`` whose last row climbs out of it (to a readable file that is no image)."""
+    w.file("secret/passwd.png", "root:x:0:0:root:/root:/bin/bash\n")
+    return _csv(w, ["path,label", *_rows(w), "../secret/passwd.png,cat"])
+
+
+def _csv_dotdot_in(*command: str):
+    """The same refusal for every command that reads a CSV (``{csv}`` stands for the CSV's path)."""
+    return lambda w: [a.replace("{csv}", _dotdot_csv(w)) if a == "{csv}" else a for a in command]
+
+
 def _csv_absolute_outside(w: Work) -> list[str]:
     secret = w.file("secret/passwd.png", "root:x:0:0:root:/root:/bin/bash\n")
     return ["data", "check", _csv(w, ["path,label", *_rows(w), f"{w.dir / secret},cat"])]
@@ -228,6 +239,21 @@ PROBES: list[Probe] = [
     Probe("resume-with-other-classes", _other_classes_resume, words=("cow", "cat", "run")),
     # ---------------------------------------------------------------- security
     Probe("csv-dotdot-row-refused", _csv_dotdot, words=("labels.csv:14", "outside", "--allow-outside")),
+    Probe(
+        "train-csv-dotdot-row-refused",
+        _csv_dotdot_in("train", "{csv}", "--config", "tiny.yaml", "-q", "--out", "out"),
+        words=("labels.csv:14", "outside", "--allow-outside"),
+    ),
+    Probe(
+        "evaluate-csv-dotdot-row-refused",
+        _csv_dotdot_in("evaluate", "ckpt/best.safetensors", "{csv}", "-q", "--plots", "plots"),
+        words=("labels.csv:14", "outside", "--allow-outside"),
+    ),
+    Probe(
+        "calibrate-csv-dotdot-row-refused",
+        _csv_dotdot_in("calibrate", "ckpt/best.safetensors", "{csv}", "--out", "c.safetensors", "-q"),
+        words=("labels.csv:14", "outside", "--allow-outside"),
+    ),
     Probe("csv-absolute-row-outside-refused", _csv_absolute_outside, words=("labels.csv:14", "outside")),
     Probe(
         "csv-absolute-row-inside-accepted",

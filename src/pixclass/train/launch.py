@@ -45,7 +45,7 @@ def threads_per_process(nproc: int, cores: int | None = None) -> int:
 def check_nproc(nproc: int, device: str = "auto", cores: int | None = None, gpus: int | None = None) -> None:
     """Refuse, before any process starts, more CPU processes than cores: on a CPU each process needs a
     core of its own (more only wait for each other, and a small data set leaves them no rows to train).
-    Processes that will each get a GPU (``engine.distributed``'s rule) are checked there."""
+    Processes that will each get a GPU (``train.distributed``'s rule) are checked there."""
     cores = cores or os.cpu_count() or 1
     if gpus is None:
         gpus = 0
