@@ -1,4 +1,4 @@
-"""``pixclass data check`` and ``pixclass data sample``."""
+"""``pixclass data check``, ``pixclass data audit`` and ``pixclass data sample``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .options import EPILOG, RAW, add_data_options, data_config, int_in, show_progress
+from .options import EPILOG, RAW, add_data_options, add_device, add_quiet, data_config, int_in, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_data_options(chk)
     chk.set_defaults(func=run_check)
+
+    register_audit(dsub)
 
     smp = dsub.add_parser(
         "sample",
@@ -74,4 +76,115 @@ def run_sample(a: argparse.Namespace) -> int:
     writable_folder(a.out, "--out")
     for p in write_samples(ds, a.split, a.out, a.n):
         print(p)
+    return 0
+
+
+AUDIT_EPILOG = """\
+what it writes (into --out, never into DATA):
+  audit.json    label_issues (most suspect first: path, label, suggested, score), duplicates (groups:
+                paths, splits, kind exact/near, leak), quality (path, flags with their reasons)
+  audit.html    a gallery: thumbnails with given and suggested labels, duplicate groups side by side
+  relabel.csv   path,label,suggested,score of the suspects: edit `suggested` (empty = leave the image
+                out), then `pixclass train DATA --relabel relabel.csv` (or --exclude relabel.csv)
+
+examples:
+  pixclass data audit photos/
+  pixclass data audit photos/ --out audit/ --json audit.json
+  pixclass data audit photos/ --no-labels          # duplicates and quality only: no training
+"""
+
+
+def register_audit(dsub: argparse._SubParsersAction) -> None:
+    from ..train.recipe import AUDIT_EPOCHS, AUDIT_FOLDS, AUDIT_MODEL  # plain data: --help loads no torch
+
+    aud = dsub.add_parser(
+        "audit",
+        help="find wrong labels, near-duplicates, train/test leakage and poor images",
+        description="Audit every image of DATA (all splits). Wrong labels: k models of the default net "
+        "are trained, each on all folds but one, and score the images they did not see; confident "
+        "learning then ranks the labels the models confidently disagree with. Near-duplicates: "
+        "perceptual hashes (a resized, re-encoded or brightened copy counts); a group that spans train "
+        "and val/test is leakage. Quality: very dark or bright, low contrast, blurry, odd size or "
+        "shape, grey images in a colour set. Nothing in DATA is moved, renamed or deleted.",
+        epilog=AUDIT_EPILOG + "\n" + EPILOG,
+        formatter_class=RAW,
+    )
+    aud.add_argument("data", metavar="DATA")
+    aud.add_argument(
+        "--out", help="folder for audit.json, audit.html, relabel.csv (default: runs/audit-<data name>)"
+    )
+    aud.add_argument("--json", metavar="FILE", help="also write the JSON report to FILE ('-': print it)")
+    aud.add_argument(
+        "--folds",
+        type=int_in(2, 20),
+        default=AUDIT_FOLDS,
+        help=f"cross-validation folds; fewer when a class has fewer images (default: {AUDIT_FOLDS}, as in "
+        "the confident-learning paper)",
+    )
+    aud.add_argument(
+        "--epochs",
+        type=int_in(1, 1000),
+        default=AUDIT_EPOCHS,
+        help=f"epochs of each fold's training run (default: {AUDIT_EPOCHS}; measured in benchmarks/audit.py)",
+    )
+    aud.add_argument(
+        "--model",
+        default=AUDIT_MODEL,
+        help=f"the net trained on each fold (default: {AUDIT_MODEL}, the fastest that ranked well in "
+        "benchmarks/audit.py)",
+    )
+    aud.add_argument(
+        "--ranking",
+        choices=("self_confidence", "normalized_margin"),
+        default="self_confidence",
+        help="order of the label issues: the probability of the given label, or its margin over the "
+        "likeliest other class (default: self_confidence)",
+    )
+    aud.add_argument("--no-labels", action="store_true", help="skip the label audit (no training)")
+    aud.add_argument("--seed", type=int_in(0), default=0, help="folds and training seed (default: 0)")
+    add_device(aud, "auto")
+    add_quiet(aud)
+    add_data_options(aud)
+    aud.set_defaults(func=run_audit)
+
+
+def run_audit(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..data.audit_page import write_html, write_json, write_relabel_csv
+    from ..outputs import refuse_output_in_inputs, writable_folder
+    from ..train.audit import AuditConfig, audit
+
+    out = Path(a.out or f"runs/audit-{Path(str(a.data).rstrip('/')).name}")
+    refuse_output_in_inputs(out, [a.data], "--out", writes_images=True)
+    if a.json and a.json != "-":
+        refuse_output_in_inputs(a.json, [a.data], "--json")
+    writable_folder(out, "--out")
+    acfg = AuditConfig(
+        folds=a.folds,
+        epochs=a.epochs,
+        model=a.model,
+        ranking=a.ranking,
+        seed=a.seed,
+        device=a.device,
+        labels=not a.no_labels,
+    )
+    quiet_json = a.json == "-"
+    rep, pool, _ = audit(
+        a.data, acfg, data_config(a), progress=show_progress(a), log=(lambda m: None) if quiet_json else print
+    )
+    report = rep.to_json()
+    index = {n: i for i, n in enumerate(pool.names)}
+    write_json(report, out / "audit.json")
+    write_relabel_csv(report["label_issues"], out / "relabel.csv")
+    write_html(report, lambda n: pool.store.take(np.array([index[n]]))[0].numpy(), out / "audit.html")
+    if quiet_json:
+        print(json.dumps(report, indent=1))
+        return 0
+    if a.json:
+        write_json(report, a.json)
+    print(rep.render())
+    print(f"wrote {out / 'audit.html'}, {out / 'audit.json'}, {out / 'relabel.csv'}")
     return 0

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config.schema import option_of, options
-from ..config.sections import SPLITTING, DataConfig
+from ..config.sections import LABEL_OVERRIDES, SPLITTING, DataConfig
 from ..config.train import TrainConfig
 from .flags import add_flags, overrides, value_type
 
@@ -118,7 +118,11 @@ def add_runtime(p: argparse.ArgumentParser) -> None:
 def add_data_options(p: argparse.ArgumentParser, splitting: bool = False) -> None:
     """How DATA is read (every command that reads a dataset), from ``DataConfig``'s declarations.
     ``splitting``: also how it is split."""
-    names = [n for n, o, _ in options(DataConfig) if o.flag and (splitting or n not in SPLITTING)]
+    names = [
+        n
+        for n, o, _ in options(DataConfig)
+        if o.flag and (splitting or n not in SPLITTING) and n not in LABEL_OVERRIDES  # training's own
+    ]
     add_flags(p, DataConfig, names)
 
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from ..config.sections import AUG, DATA
+from ..config.sections import AUG, DATA, LABEL_FILES
 from ..config.train import OPT, PROCESSES, TRACKING, TRANSFER, UNKNOWN, TrainConfig
 from ..errors import Interrupted
 from .distributed import add_arguments as add_distributed_arguments
@@ -21,7 +21,7 @@ from .flags import overrides as flag_overrides
 from .options import RAW, add_quiet, show_progress
 
 #: The help groups of the config's flags, in --help order, and what each says first.
-GROUPS = (OPT, TRACKING, UNKNOWN, TRANSFER, AUG, DATA, PROCESSES)
+GROUPS = (OPT, TRACKING, UNKNOWN, TRANSFER, AUG, DATA, LABEL_FILES, PROCESSES)
 GROUP_HELP = {
     UNKNOWN: "After training, the statistics that let every prediction say 'unknown' for an input unlike the "
     "training images (a blank page, noise, a photo of something else): features of up to 512 training "

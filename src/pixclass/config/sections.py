@@ -27,6 +27,12 @@ TASKS = ("auto", "multiclass", "multilabel")
 
 AUG = "augmentation (applied in batches on the device)"
 DATA = "data"
+LABEL_FILES = "label overrides (from `pixclass data audit`'s relabel.csv; the image files are never touched)"
+
+
+def absolute_path(text: str) -> str:
+    """A flag's file path, made absolute against the working folder it was given in."""
+    return os.path.abspath(text)
 
 
 @dataclass(frozen=True)
@@ -247,6 +253,32 @@ class DataConfig:
         group=DATA,
     )
 
+    # Label overrides (data.relabel), applied before decoding. The flag's path is made absolute, so that
+    # config.yaml still finds the file on --resume from another folder.
+    relabel: str | None = option(
+        None,
+        kind="text",
+        optional=True,
+        parse=absolute_path,
+        help="CSV with columns path,suggested (path relative to DATA): each listed image trains with the "
+        "label in `suggested`; an empty `suggested` leaves it out",
+        why="none",
+        flag="--relabel",
+        metavar="CSV",
+        group=LABEL_FILES,
+    )
+    exclude: str | None = option(
+        None,
+        kind="text",
+        optional=True,
+        parse=absolute_path,
+        help="CSV with a path column (relabel.csv will do): leave every listed image out",
+        why="none",
+        flag="--exclude",
+        metavar="CSV",
+        group=LABEL_FILES,
+    )
+
     def __post_init__(self) -> None:
         check(self)
         if self.val_fraction + self.test_fraction >= 1:
@@ -255,5 +287,7 @@ class DataConfig:
 
 #: The data options that say how DATA is split (only the commands that split offer their flags).
 SPLITTING = ("val_fraction", "test_fraction", "split_seed")
+#: The data options that change the labels training reads (only the training commands offer them).
+LABEL_OVERRIDES = ("relabel", "exclude")
 
-__all__ = ["AugmentConfig", "DataConfig", "KINDS", "SPLITTING", "TASKS"]
+__all__ = ["AugmentConfig", "DataConfig", "KINDS", "LABEL_OVERRIDES", "SPLITTING", "TASKS"]

@@ -23,8 +23,10 @@ from .augment import channel_stats
 from .cache import ImageStore, decode_all, probe_all
 from .decode import DecodeError
 from .multilabel import iterative_split
+from .relabel import apply_overrides, read_overrides
 from .sequences import load_clips
 from .settings import DataConfig, array_size_channels, choose_size_channels
+from .similar import leakage, leakage_warning
 from .sources import DataError, Source, as_sequences, fingerprint, is_sequence_source, location, open_source
 from .split import save_manifest, stratified_split
 
@@ -115,6 +117,9 @@ def load_data(
         if isinstance(data, Source)
         else open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
     )
+    overrides_note = None
+    if cfg.relabel is not None or cfg.exclude is not None:
+        src, overrides_note = apply_overrides(src, read_overrides(cfg.relabel, cfg.exclude, src.classes))
     if len(src.classes) == 0:
         raise DataError(
             f"{src.name}: no class folders with images found; expected DATA/<class>/<image files>"
@@ -223,6 +228,12 @@ def load_data(
         "splits": listing,
         "broken": [{"path": e.path, "reason": e.reason} for e in broken],
     }
+    if overrides_note is not None:
+        manifest["label_overrides"] = {
+            "relabel": cfg.relabel,
+            "exclude": cfg.exclude,
+            "summary": overrides_note,
+        }
     if frames is not None:
         manifest["frames"] = frames
         manifest["skipped_samples"] = [p for v in skipped.values() for p in v]
@@ -260,6 +271,17 @@ def _fractions(cfg: DataConfig, arrays: Mapping[str, object], base: str) -> dict
 def _train_and_val(parts: Mapping[str, Sized]) -> int:
     """Images a split leaves for train and validation (what the recipe's validation share is for)."""
     return len(parts["train"]) + len(parts.get("val", ()))
+
+
+def split_leakage(ds: Dataset) -> str | None:
+    """The leakage warning line for a dataset's splits (``data.similar.leakage``), None when clean.
+    Clips are not checked."""
+    if ds.frames is not None:
+        return None
+    pairs = leakage(
+        {s: sd.store for s, sd in ds.splits.items()}, {s: sd.paths for s, sd in ds.splits.items()}
+    )
+    return leakage_warning(pairs)
 
 
 #: Images (frames for clips) that estimate a training set's channel mean and std.

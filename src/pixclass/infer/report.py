@@ -30,7 +30,7 @@ from PIL import Image
 
 from .. import checkpoint as ckpt
 from ..card import ModelCard
-from ..data.dataset import load_data
+from ..data.dataset import load_data, split_leakage
 from ..data.sources import compare_with_run, open_source
 from ..errors import DataError, ExplainError
 from ..files import atomic_write_bytes
@@ -206,6 +206,10 @@ def build_report(
             parts.append(f"<p>… and {len(broken) - 50} more (see broken_files.txt)</p>")
     else:
         parts.append("<p>No broken files: every image decoded.</p>")
+    if leak := split_leakage(ds):
+        parts.append(f"<p class='bad'>{html.escape(leak.removeprefix('warning: '))}</p>")
+    if overrides := ds.manifest.get("label_overrides"):
+        parts.append(f"<p class='note'>{html.escape(overrides['summary'])}</p>")
 
     # Learning curves -------------------------------------------------------------------------------
     parts.append("<h2>Learning curves</h2>")

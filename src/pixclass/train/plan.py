@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..config import MAX_EPOCHS, DataConfig, TrainConfig, merge
-from ..data.dataset import Dataset
+from ..data.dataset import Dataset, split_leakage
 from ..data.split import save_manifest
 from ..device import pick_device
 from ..errors import ConfigError, RunError
@@ -148,7 +148,19 @@ def load_run_data(
         log(
             f"skipped {len(ds.broken)} unreadable image(s) (first: {ds.broken[0]}); full list: {run / 'broken_files.txt'}"
         )
+    if main:
+        log_data_notes(ds, log)
     return ds
+
+
+def log_data_notes(ds: Dataset, log: Callable[[str], None]) -> None:
+    """One line each for what the user should know about the data before trusting the run: label
+    overrides applied (``--relabel``/``--exclude``) and validation/test images that have a near-copy in
+    the training set (leakage makes the reported accuracy too high)."""
+    if overrides := ds.manifest.get("label_overrides"):
+        log(overrides["summary"])
+    if warning := split_leakage(ds):
+        log(warning)
 
 
 __all__ = ["Plan", "apply_recipe", "load_run_data", "make_plan", "prepare_run_dir"]

@@ -1,0 +1,115 @@
+"""Out-of-fold predicted probabilities: k models, each trained by ``pixclass.train`` on all folds but
+one and asked about the images of the fold it never saw. What confident learning needs: a probability
+for every image from a model that did not learn that image's (maybe wrong) label.
+
+Each fold is an ordinary training run (the public ``train`` entry, no validation split, no report) in a
+temporary folder that is removed afterwards; the held-out fold is scored from its ``last.safetensors``
+through the Predictor, so the probabilities come from the same path as ``pixclass predict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold
+
+from ..config import TrainConfig
+from ..data.cache import ImageStore
+from ..data.dataset import Dataset, SplitData
+from ..infer.predictor import Predictor
+from .recipe import RECIPE_KEYS
+from .run import train
+
+
+@dataclass
+class Pool:
+    """The labelled images an audit looks at: uint8 (N, C, S, S), labels, and a name per image."""
+
+    store: ImageStore
+    labels: np.ndarray  # (N,) int64
+    names: list[str]  # paths relative to the data root (arrays: "<split>:<index>")
+    splits: list[str]  # the split each image belongs to
+
+
+def choose_folds(labels: np.ndarray, n_classes: int, asked: int) -> tuple[int, str | None]:
+    """The folds to use and, when fewer than asked, the reason in words (a class with few images: each
+    fold should hold one of its images). At least 2."""
+    counts = np.bincount(labels, minlength=n_classes)
+    smallest = int(counts[counts > 0].min()) if (counts > 0).any() else 0
+    k = max(2, min(asked, smallest, len(labels) // 2))
+    if k < asked:
+        return k, f"{k} folds instead of {asked}: the smallest class has {smallest} image(s)"
+    return k, None
+
+
+def fold_ids(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """(N,) the fold of each image, stratified by label and seeded."""
+    out = np.zeros(len(labels), np.int64)
+    with warnings.catch_warnings():  # a class smaller than k: said by choose_folds already
+        warnings.simplefilter("ignore", UserWarning)
+        skf = StratifiedKFold(k, shuffle=True, random_state=seed)
+        for f, (_, held) in enumerate(skf.split(np.zeros(len(labels)), labels)):
+            out[held] = f
+    return out
+
+
+def fold_config(base: TrainConfig, epochs: int, given: Collection[str] = ()) -> TrainConfig:
+    """The config of one fold's run: ``base`` for the model, the device and the options named in
+    ``given``, the recipe for the rest (batch, lr, warm-up from the fold's size), ``epochs`` fixed, no
+    validation carve, no calibration."""
+    fixed = {"epochs", "val_fraction", "metric", "patience", *given}
+    auto = tuple(k for k in RECIPE_KEYS if k not in fixed)
+    return dataclasses.replace(
+        base,
+        epochs=epochs,
+        calibrate=False,
+        patience=None,
+        data=dataclasses.replace(base.data, val_fraction=0.0, test_fraction=0.0),
+        auto=auto,
+    )
+
+
+def fold_dataset(ds: Dataset, pool: Pool, idx: np.ndarray) -> Dataset:
+    """A dataset whose only split is ``train`` = the pool's rows ``idx``."""
+    split = SplitData(pool.store.subset(idx), torch.from_numpy(pool.labels[idx].copy()), None)
+    return Dataset(ds.source, ds.classes, ds.channels, ds.image_size, {"train": split}, manifest={})
+
+
+def out_of_fold_probs(
+    ds: Dataset,
+    pool: Pool,
+    cfg: TrainConfig,
+    folds: int,
+    epochs: int,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+    given: Collection[str] = (),
+) -> np.ndarray:
+    """(N, K) probabilities of every pool image from the fold model that did not train on it."""
+    fid = fold_ids(pool.labels, folds, seed)
+    probs = np.zeros((len(pool.labels), len(ds.classes)), np.float64)
+    fcfg = fold_config(cfg, epochs, given)
+    with tempfile.TemporaryDirectory(prefix="pixclass-audit-") as tmp:
+        for f in range(folds):
+            held = np.flatnonzero(fid == f)
+            train_idx = np.flatnonzero(fid != f)
+            log(f"fold {f + 1}/{folds}: training on {len(train_idx)} images, scoring {len(held)}")
+            res = train(
+                fold_dataset(ds, pool, train_idx),
+                fcfg,
+                Path(tmp) / f"fold{f}",
+                progress=progress,
+                log=lambda _m: None,
+                report=False,
+            )
+            pred = Predictor.from_checkpoint(res.last, device=cfg.device, backend="torch")
+            probs[held] = pred.probs_from_uint8(pool.store.subset(held)).double().cpu().numpy()
+    return probs
