@@ -8,20 +8,15 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_pixclass
 from PIL import Image
 
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pixclass", "data", "audit", *args, "--workers", "1", "-q", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_pixclass("data", "audit", *args, "--workers", "1", "-q", "--device", "cpu")
 
 
 def read_only(root: Path) -> None:

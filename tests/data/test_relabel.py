@@ -54,3 +54,16 @@ def test_missing_file(tmp_path, make_folder):
         load_data(
             make_folder({"a": 2, "b": 2}), DataConfig(relabel=str(tmp_path / "nope.csv")), progress=False
         )
+
+
+def test_relabel_of_multi_label_data_is_refused_and_exclude_works(tmp_path, imgs):
+    for i in range(4):
+        imgs.save(imgs.noise(i), tmp_path / f"{i}.png")
+    data = write(tmp_path / "labels.csv", "path,labels\n0.png,cat;dog\n1.png,cat\n2.png,dog\n3.png,cat;dog\n")
+    relabel = write(tmp_path / "r.csv", "path,label,suggested\n0.png,cat,dog\n")
+    with pytest.raises(DataError, match="multi-label.*--exclude"):
+        load_data(
+            data, DataConfig(workers=1, val_fraction=0, test_fraction=0, relabel=relabel), progress=False
+        )
+    cfg = DataConfig(workers=1, val_fraction=0, test_fraction=0, exclude=relabel)
+    assert load_data(data, cfg, progress=False).splits["train"].labels.shape == (3, 2)

@@ -82,3 +82,19 @@ def test_train_warns_of_leakage_and_applies_a_relabel_file(tmp_path, patterns, i
     assert "label file: 1 image(s) relabelled, 0 left out" in lines
     leak = [ln for ln in lines if ln.startswith("warning: leakage")]
     assert len(leak) == 1 and "test/top/001.png ~ train/top/copy.jpg" in leak[0]
+    from pixclass.infer.report import build_report
+
+    page = build_report(tmp_path / "run", gallery=0, log=lambda _m: None).read_text()
+    assert "leakage" in page and "copy.jpg" in page and "1 image(s) relabelled" in page
+
+
+def test_multi_label_data_is_refused_in_one_line(tmp_path, imgs):
+    import pytest
+
+    from pixclass.errors import DataError
+
+    for i in range(4):
+        imgs.save(imgs.noise(i), tmp_path / f"{i}.png")
+    (tmp_path / "labels.csv").write_text("path,labels\n0.png,cat;dog\n1.png,cat\n2.png,dog\n3.png,cat\n")
+    with pytest.raises(DataError, match="single-label"):
+        audit(tmp_path / "labels.csv", AuditConfig(labels=False), DataConfig(workers=1), progress=False)

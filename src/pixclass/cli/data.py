@@ -155,6 +155,8 @@ def run_audit(a: argparse.Namespace) -> int:
 
     from ..data.audit_page import write_html, write_json, write_relabel_csv
     from ..outputs import refuse_output_in_inputs, writable_folder
+    from ..threads import apply as apply_threads
+    from ..threads import choose_threads
     from ..train.audit import AuditConfig, audit
 
     out = Path(a.out or f"runs/audit-{Path(str(a.data).rstrip('/')).name}")
@@ -172,9 +174,12 @@ def run_audit(a: argparse.Namespace) -> int:
         labels=not a.no_labels,
     )
     quiet_json = a.json == "-"
-    rep, pool, _ = audit(
-        a.data, acfg, data_config(a), progress=show_progress(a), log=(lambda m: None) if quiet_json else print
-    )
+    log = (lambda m: None) if quiet_json else print
+    if acfg.labels:  # k training runs: as `train`, one intra-op thread per CPU other processes leave free
+        choice = choose_threads()
+        apply_threads(choice)
+        log(f"threads: {choice.threads} ({choice.reason})")
+    rep, pool, _ = audit(a.data, acfg, data_config(a), progress=show_progress(a), log=log)
     report = rep.to_json()
     index = {n: i for i, n in enumerate(pool.names)}
     write_json(report, out / "audit.json")

@@ -26,7 +26,6 @@ from .multilabel import iterative_split
 from .relabel import apply_overrides, read_overrides
 from .sequences import load_clips
 from .settings import DataConfig, array_size_channels, choose_size_channels
-from .similar import leakage, leakage_warning
 from .sources import DataError, Source, as_sequences, fingerprint, is_sequence_source, location, open_source
 from .split import save_manifest, stratified_split
 
@@ -278,6 +277,10 @@ def split_leakage(ds: Dataset) -> str | None:
     Clips are not checked."""
     if ds.frames is not None:
         return None
+    # Imported here for start-up time: scipy's FFT and sparse-graph modules take ~0.4 s to import, and
+    # only `train` and its report ask this question (not `data check`, `predict`, `evaluate`).
+    from .similar import leakage, leakage_warning
+
     pairs = leakage(
         {s: sd.store for s, sd in ds.splits.items()}, {s: sd.paths for s, sd in ds.splits.items()}
     )

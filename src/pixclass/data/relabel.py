@@ -77,6 +77,11 @@ def _names(src: Source, split: str, sp: Split) -> list[str]:
 def apply_overrides(src: Source, ov: Overrides) -> tuple[Source, str]:
     """A new source with the labels changed and the dropped images left out; and a one-line summary.
     A file that names no image of the data is an error (the CSV is for another dataset)."""
+    if ov.relabel and src.task == "multilabel":  # a `suggested` cell holds one class, a row here several
+        raise DataError(
+            f"{src.name}: --relabel gives single-label data a new label; this data is multi-label "
+            "(edit the labels in its CSV, or leave images out with --exclude)"
+        )
     seen: set[str] = set()
     changed = dropped = 0
     splits: dict[str, Split] = {}

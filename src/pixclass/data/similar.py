@@ -35,8 +35,9 @@ SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 MIN_CORRELATION = 0.98
 #: Images hashed per batch (bounds the float copies: 4096 x 32 x 32 x 4 bytes = 16 MB).
 BATCH = 4096
-#: Rows compared at once in the all-pairs Hamming scan ((rows, N) uint8 distances).
-SCAN_ROWS = 1024
+#: Pairs compared at once in a Hamming scan: a block of rows against all N columns, rows x N <= this
+#: (the XOR of two uint64 hashes is 8 bytes a pair: 4M pairs = 32 MB per temporary).
+SCAN_PAIRS = 4 * 1024 * 1024
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -110,9 +111,15 @@ def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(a[:, None] ^ b[None, :]).astype(np.uint8)
 
 
-def correlation(h: Hashes, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Pixel correlation of the pairs (i[k], j[k])."""
-    return np.einsum("kd,kd->k", h.signature[i], h.signature[j])
+def correlation(h: Hashes, i: np.ndarray, j: np.ndarray, other: Hashes | None = None) -> np.ndarray:
+    """Pixel correlation of the pairs (i[k] in ``h``, j[k] in ``other``, default ``h``)."""
+    return np.einsum("kd,kd->k", h.signature[i], (other or h).signature[j])
+
+
+def row_blocks(n_rows: int, n_cols: int) -> list[np.ndarray]:
+    """Row indices in blocks of at most ``SCAN_PAIRS // n_cols`` rows (at least one)."""
+    step = max(1, SCAN_PAIRS // max(1, n_cols))
+    return [np.arange(s, min(n_rows, s + step)) for s in range(0, n_rows, step)]
 
 
 def near_pairs(h: Hashes, phash_bits: int = PHASH_BITS, dhash_bits: int = DHASH_BITS) -> np.ndarray:
@@ -121,8 +128,8 @@ def near_pairs(h: Hashes, phash_bits: int = PHASH_BITS, dhash_bits: int = DHASH_
     blocks: N^2 / 2 comparisons of 64 bits."""
     n = len(h.phash)
     out = []
-    for s in range(0, n, SCAN_ROWS):
-        rows = np.arange(s, min(n, s + SCAN_ROWS))
+    for rows in row_blocks(n, n):
+        s = int(rows[0])
         cols = slice(s, n)
         close = (_hamming(h.phash[rows], h.phash[cols]) <= phash_bits) & (
             _hamming(h.dhash[rows], h.dhash[cols]) <= dhash_bits
@@ -193,19 +200,24 @@ def cross_pairs(
 ) -> list[tuple[int, int]]:
     """(i in a, j in b) pairs that are near-identical: for each image of ``a``, its closest match in
     ``b`` when one is within the bits (or has the same pixels). len(a) x len(b) comparisons."""
-    out = []
-    exact = {d: j for j, d in enumerate(b.digest)}
-    for s in range(0, len(a.phash), SCAN_ROWS):
-        rows = np.arange(s, min(len(a.phash), s + SCAN_ROWS))
+    best: dict[int, tuple[float, int]] = {}  # i -> (correlation, j) of its closest confirmed match
+    for rows in row_blocks(len(a.phash), len(b.phash)):
         close = (_hamming(a.phash[rows], b.phash) <= phash_bits) & (
             _hamming(a.dhash[rows], b.dhash) <= dhash_bits
         )
-        corr = np.where(close, a.signature[rows] @ b.signature.T, -1.0)  # (rows, len(b))
-        for r, i in enumerate(rows):
-            if (j := exact.get(a.digest[i])) is not None:
-                out.append((int(i), j))
-            elif len(b.phash) and corr[r].max() >= MIN_CORRELATION:
-                out.append((int(i), int(corr[r].argmax())))
+        r, j = np.nonzero(close)  # the hashes propose few pairs: correlate only those, not rows x N
+        i = rows[r]
+        corr = correlation(a, i, j, b)
+        for ii, jj, cc in zip(i.tolist(), j.tolist(), corr.tolist(), strict=True):
+            if cc >= MIN_CORRELATION and cc > best.get(ii, (-2.0, 0))[0]:
+                best[ii] = (cc, jj)
+    exact = {d: k for k, d in enumerate(b.digest)}
+    out = []
+    for n in range(len(a.phash)):
+        if (same := exact.get(a.digest[n])) is not None:
+            out.append((n, same))
+        elif n in best:
+            out.append((n, best[n][1]))
     return out
 
 

@@ -28,8 +28,17 @@ from ..data.quality import image_stats, quality_flags
 from ..data.settings import DataConfig
 from ..data.similar import find_duplicates, hash_store
 from ..errors import DataError
-from .oof import Pool, choose_folds, out_of_fold_probs
 from .recipe import AUDIT_EPOCHS, AUDIT_FOLDS, AUDIT_MODEL
+
+
+@dataclass
+class Pool:
+    """The labelled images an audit looks at: uint8 (N, C, S, S), labels, and a name per image."""
+
+    store: ImageStore
+    labels: np.ndarray  # (N,) int64
+    names: list[str]  # paths relative to the data root (arrays: "<split>:<index>")
+    splits: list[str]  # the split each image belongs to
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,11 @@ def load_for_audit(data: str | Path, cfg: DataConfig, progress: bool) -> Dataset
     ds = load_data(data, cfg, None, progress, for_training=False)
     if ds.frames is not None:
         raise DataError(f"{ds.source.name}: `data audit` audits images, not clips (sequence data)")
+    if ds.task == "multilabel":
+        raise DataError(
+            f"{ds.source.name}: `data audit` audits single-label data; this CSV holds several labels per "
+            "image (for its duplicates and image quality: `data audit` a copy with one label column)"
+        )
     return ds
 
 
@@ -142,13 +156,19 @@ def label_audit(
     if (counts > 0).sum() < 2:
         rep.notes.append("label audit skipped: the data has one class, so no label can be wrong")
         return None
+    # Imported here for start-up time: the training stack (the trainer, the Predictor, scikit-learn)
+    # takes seconds to import, and an audit without a label part (--no-labels, one class) needs none of it.
+    from .oof import choose_folds, out_of_fold_probs
+
     folds, why = choose_folds(pool.labels, len(ds.classes), acfg.folds)
     if why:
         rep.notes.append(why)
         log(f"note: {why}")
     rep.method = f"{folds}-fold out-of-fold probabilities from {acfg.model}, {acfg.epochs} epochs per fold"
     tcfg = merge(TrainConfig(model=acfg.model, device=acfg.device, seed=acfg.seed), acfg.train, "audit")
-    probs = out_of_fold_probs(ds, pool, tcfg, folds, acfg.epochs, acfg.seed, log, progress, set(acfg.train))
+    probs = out_of_fold_probs(
+        ds, pool.store, pool.labels, tcfg, folds, acfg.epochs, acfg.seed, log, progress, set(acfg.train)
+    )
     if why := did_not_learn(probs, pool.labels):
         rep.notes.append(why)
         log(f"warning: {why}")
@@ -184,12 +204,16 @@ def duplicate_audit(ds: Dataset, pool: Pool, rep: AuditReport, progress: bool) -
     ]
 
 
-def quality_audit(ds: Dataset, pool: Pool, rep: AuditReport, progress: bool) -> None:
+def quality_audit(ds: Dataset, pool: Pool, rep: AuditReport, workers: int | None, progress: bool) -> None:
+    """Fill ``rep.quality``. The size and aspect flags need each file's own size (the cache holds the
+    resized image): read from the headers, with the data's ``--workers`` (not every core of a shared
+    machine), from the header cache ``load_data`` filled when the file list is the same."""
     sizes: list[tuple[int, int] | None] | None = None
     if ds.source.kind != "fashion-mnist" and all(
         not n.startswith(f"{s}:") for n, s in zip(pool.names, pool.splits, strict=True)
     ):
-        heads = probe_all([str(ds.source.root / n) for n in pool.names], progress=progress)
+        paths = [str(ds.source.root / n) for n in pool.names]
+        heads = probe_all(paths, workers=workers, progress=progress)
         sizes = [(h[0], h[1]) if isinstance(h, tuple) else None for h in heads]
     flags = quality_flags(image_stats(pool.store), sizes)
     rep.quality = [
@@ -223,7 +247,7 @@ def audit(
     duplicate_audit(ds, pool, rep, progress)
     rep.seconds["duplicates"] = time.perf_counter() - t
     t = time.perf_counter()
-    quality_audit(ds, pool, rep, progress)
+    quality_audit(ds, pool, rep, dcfg.workers, progress)
     rep.seconds["quality"] = time.perf_counter() - t
     probs = None
     if acfg.labels:

@@ -13,7 +13,6 @@ import dataclasses
 import tempfile
 import warnings
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,6 @@ from ..data.dataset import Dataset, SplitData
 from ..infer.predictor import Predictor
 from .recipe import RECIPE_KEYS
 from .run import train
-
-
-@dataclass
-class Pool:
-    """The labelled images an audit looks at: uint8 (N, C, S, S), labels, and a name per image."""
-
-    store: ImageStore
-    labels: np.ndarray  # (N,) int64
-    names: list[str]  # paths relative to the data root (arrays: "<split>:<index>")
-    splits: list[str]  # the split each image belongs to
 
 
 def choose_folds(labels: np.ndarray, n_classes: int, asked: int) -> tuple[int, str | None]:
@@ -76,15 +65,16 @@ def fold_config(base: TrainConfig, epochs: int, given: Collection[str] = ()) -> 
     )
 
 
-def fold_dataset(ds: Dataset, pool: Pool, idx: np.ndarray) -> Dataset:
-    """A dataset whose only split is ``train`` = the pool's rows ``idx``."""
-    split = SplitData(pool.store.subset(idx), torch.from_numpy(pool.labels[idx].copy()), None)
+def fold_dataset(ds: Dataset, store: ImageStore, labels: np.ndarray, idx: np.ndarray) -> Dataset:
+    """A dataset whose only split is ``train`` = the rows ``idx`` of ``store``."""
+    split = SplitData(store.subset(idx), torch.from_numpy(labels[idx].copy()), None)
     return Dataset(ds.source, ds.classes, ds.channels, ds.image_size, {"train": split}, manifest={})
 
 
 def out_of_fold_probs(
     ds: Dataset,
-    pool: Pool,
+    store: ImageStore,
+    labels: np.ndarray,
     cfg: TrainConfig,
     folds: int,
     epochs: int,
@@ -93,9 +83,10 @@ def out_of_fold_probs(
     progress: bool = True,
     given: Collection[str] = (),
 ) -> np.ndarray:
-    """(N, K) probabilities of every pool image from the fold model that did not train on it."""
-    fid = fold_ids(pool.labels, folds, seed)
-    probs = np.zeros((len(pool.labels), len(ds.classes)), np.float64)
+    """(N, K) probabilities of every image of ``store`` (uint8 (N, C, S, S), ``labels`` (N,)) from the
+    fold model that did not train on it."""
+    fid = fold_ids(labels, folds, seed)
+    probs = np.zeros((len(labels), len(ds.classes)), np.float64)
     fcfg = fold_config(cfg, epochs, given)
     with tempfile.TemporaryDirectory(prefix="pixclass-audit-") as tmp:
         for f in range(folds):
@@ -103,7 +94,7 @@ def out_of_fold_probs(
             train_idx = np.flatnonzero(fid != f)
             log(f"fold {f + 1}/{folds}: training on {len(train_idx)} images, scoring {len(held)}")
             res = train(
-                fold_dataset(ds, pool, train_idx),
+                fold_dataset(ds, store, labels, train_idx),
                 fcfg,
                 Path(tmp) / f"fold{f}",
                 progress=progress,
@@ -111,5 +102,5 @@ def out_of_fold_probs(
                 report=False,
             )
             pred = Predictor.from_checkpoint(res.last, device=cfg.device, backend="torch")
-            probs[held] = pred.probs_from_uint8(pool.store.subset(held)).double().cpu().numpy()
+            probs[held] = pred.probs_from_uint8(store.subset(held)).double().cpu().numpy()
     return probs
