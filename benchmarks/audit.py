@@ -456,7 +456,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["digits32", "fm1k", "photos"])
+    ap.add_argument("--datasets", nargs="*", default=["digits32", "fm1k", "photos"])
     ap.add_argument("--rates", nargs="+", type=float, default=[0.02, 0.05, 0.10])
     ap.add_argument("--noise", nargs="+", default=list(NOISES), choices=NOISES)
     ap.add_argument("--retrain", action="store_true", help="also retrain (4 default runs per setting)")
