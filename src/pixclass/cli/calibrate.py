@@ -12,11 +12,12 @@ from .options import RAW, add_device, add_quiet, float_in, show_progress
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
-        help="refit the checkpoint's temperature and unknown-input statistics on a validation split",
+        help="refit the checkpoint's temperature(s) and unknown-input statistics on a validation split",
         description="Fit the temperature T (softmax(logits / T)) that minimises the negative log-likelihood on "
         "--split of DATA and store it in the checkpoint (rewritten atomically, or copied to --out). DATA is split "
         "with the run's own settings, so a plain folder gives back the validation images the model was not "
-        "trained on. Every probability pixclass reports afterwards uses T.\n\n"
+        "trained on. Every probability pixclass reports afterwards uses T. A multi-label checkpoint gets one T per label "
+        "(sigmoid(logit / T)), each label's threshold moved with it, so the same labels are given as before.\n\n"
         "It also fits the statistics that let predictions say 'unknown' for inputs unlike the training images "
         "(features of up to 512 training images, the scores of the --split images): checkpoints of older "
         "runs gain them here.",
@@ -63,11 +64,21 @@ def run(a: argparse.Namespace) -> int:
         outliers=a.outliers,
         allow_outside=bool(a.allow_outside),
     )
+    if s["task"] == "multilabel":
+        moves = ", ".join(
+            f"{lab} {a:.3f} -> {b:.3f}"
+            for lab, a, b in zip(s["labels"], s["previous_temperatures"], s["temperatures"], strict=True)
+        )
+        print(f"label temperatures {moves}  (fit on {int(s['n'])} {s['split']} images)")
+        print("thresholds moved with them: every label is given exactly as before")
+        what = "mean binary cross-entropy"
+    else:
+        print(
+            f"temperature {s['previous_temperature']:.4f} -> {s['temperature']:.4f}  (fit on {int(s['n'])} {s['split']} images)"
+        )
+        what = "NLL"
     print(
-        f"temperature {s['previous_temperature']:.4f} -> {s['temperature']:.4f}  (fit on {int(s['n'])} {s['split']} images)"
-    )
-    print(
-        f"on those images, uncalibrated -> calibrated: NLL {s['nll_before']:.4f} -> {s['nll_after']:.4f}   "
+        f"on those images, uncalibrated -> calibrated: {what} {s['nll_before']:.4f} -> {s['nll_after']:.4f}   "
         f"ECE {s['ece_before']:.4f} -> {s['ece_after']:.4f}"
     )
     print(s["unknown"])

@@ -1,8 +1,11 @@
-"""Temperature scaling: one scalar T so that softmax(logits / T) is calibrated on held-out data.
+"""Temperature scaling: one scalar T so that softmax(logits / T) is calibrated on held-out data
+(multi-label: one T per label, sigmoid(logit / T_k)).
 
 ``train`` fits T on the validation split when training ends; ``pixclass calibrate CKPT DATA`` refits
 it later (e.g. on a larger validation set) and rewrites the checkpoint. Every probability pixclass
-reports afterwards (predict, evaluate, explain, report) is divided by it (``Predictor``).
+reports afterwards (predict, evaluate, explain, report) is divided by it (``Predictor``). Calibration
+changes probabilities, never decisions: a single-label argmax does not depend on T, and a multi-label
+threshold is moved with its label's T so that the same logits give the same labels.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..data.settings import DataConfig
 from ..errors import DataError
 from . import ood
 from .metrics import expected_calibration_error
+from .multilabel_metrics import targets_in_model_order
 from .predictor import Predictor
 
 #: T is searched in this range; outside it a "calibration" only says the validation set is odd.
@@ -72,11 +76,13 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, prior: bool = Tr
     return float(math.exp((a + b) / 2))
 
 
-def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, ...]:
+def fit_label_temperatures(
+    logits: torch.Tensor, targets: torch.Tensor, previous: tuple[float, ...] | None = None
+) -> tuple[float, ...]:
     """Multi-label: per label, the T > 0 minimising the validation binary cross-entropy of
     sigmoid(logit / T), searched by scipy's bounded scalar minimiser over log T in [T_MIN, T_MAX] with
     the same weak prior on log T as ``fit_temperature``. A label with no positive (or no negative)
-    validation image keeps T = 1: its calibration cannot be judged."""
+    validation image keeps its ``previous`` T (1 without one): its calibration cannot be judged."""
     from scipy.optimize import minimize_scalar  # a few ms to import; only multi-label needs it
 
     z, y = logits.detach().float().cpu(), targets.detach().float().cpu()
@@ -84,7 +90,7 @@ def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> tuple
     out = []
     for k in range(z.shape[1]):
         if n == 0 or y[:, k].min() == y[:, k].max():
-            out.append(1.0)
+            out.append(float(previous[k]) if previous is not None else 1.0)
             continue
 
         def objective(u: float, k: int = k) -> float:
@@ -94,6 +100,44 @@ def fit_label_temperatures(logits: torch.Tensor, targets: torch.Tensor) -> tuple
         res = minimize_scalar(objective, bounds=(math.log(T_MIN), math.log(T_MAX)), method="bounded")
         out.append(float(math.exp(res.x)))
     return tuple(out)
+
+
+def moved_thresholds(
+    thresholds: tuple[float, ...], old: tuple[float, ...], new: tuple[float, ...]
+) -> tuple[float, ...]:
+    """Each label's probability threshold under its new temperature, at the same logit: sigmoid(z / T_old)
+    >= t exactly when sigmoid(z / T_new) >= sigmoid(logit(t) * T_old / T_new), so every decision stays."""
+    t = torch.tensor(thresholds, dtype=torch.float64)
+    ratio = torch.tensor(old, dtype=torch.float64) / torch.tensor(new, dtype=torch.float64)
+    # 0 and 1 (a label always / never given) stay 0 and 1: logit gives -inf / inf, the sigmoid maps back
+    return tuple(float(v) for v in (torch.logit(t) * ratio).sigmoid())
+
+
+def label_calibration_summary(
+    logits: torch.Tensor, targets: torch.Tensor, temperatures: tuple[float, ...]
+) -> dict[str, Any]:
+    """Multi-label: binary cross-entropy (the NLL) and ECE averaged over the labels, of the raw
+    sigmoids and of sigmoid(logit / T_k). A label's ECE is that of its yes/no decision at 0.5."""
+    z, y = logits.detach().double().cpu(), targets.detach().double().cpu()
+    out: dict[str, Any] = {"temperatures": list(temperatures), "n": float(len(y))}
+    for tag, t in (("before", torch.ones(z.shape[1])), ("after", torch.tensor(temperatures))):
+        zt = z / t.double()
+        p = zt.sigmoid().numpy()
+        yn = y.numpy().astype(np.int64)
+        out[f"nll_{tag}"] = float(F.binary_cross_entropy_with_logits(zt, y)) if len(y) else float("nan")
+        out[f"ece_{tag}"] = (
+            float(
+                np.mean(
+                    [
+                        expected_calibration_error(np.stack([1 - p[:, k], p[:, k]], 1), yn[:, k])
+                        for k in range(z.shape[1])
+                    ]
+                )
+            )
+            if len(y)
+            else float("nan")
+        )
+    return out
 
 
 def calibration_summary(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict[str, Any]:
@@ -128,7 +172,7 @@ def calibrate_checkpoint(
     outliers: str | os.PathLike[str] | None = None,
     allow_outside: bool = False,
 ) -> dict[str, Any]:
-    """Refit T on ``split`` of ``data`` and write it into the checkpoint (atomically; ``out`` writes a
+    """Refit T (multi-label: each label's T, ``calibrate_labels``) on ``split`` of ``data`` and write it into the checkpoint (atomically; ``out`` writes a
     copy instead). The split is rebuilt with the run's own settings, so a plain folder gives back the
     validation images the model was not trained on. The unknown-input statistics (``infer.ood``)
     are refitted too, from the training split and ``split`` (and the example ``outliers``), keeping
@@ -138,6 +182,8 @@ def calibrate_checkpoint(
         ood.outlier_files(outliers, data, c.card.frames)
     pred = Predictor(c.build_model(), c.card, device)
     cfg = checkpoint_data_config(c.card)
+    if c.card.task == "multilabel":  # the labels read as the model was trained on them
+        cfg = replace(cfg, task="multilabel")
     if allow_outside:
         cfg = replace(cfg, allow_outside=True)
     ds = load_data(data, cfg, progress=progress, for_training=False)
@@ -145,25 +191,51 @@ def calibrate_checkpoint(
         raise DataError(
             f"{data}: no {split!r} split to calibrate on (it has: {', '.join(ds.splits)}); pick one with --split"
         )
-    missing = [k for k in ds.classes if k not in pred.classes]
-    if missing:
-        raise DataError(
-            f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})"
-        )
     sd = ds.splits[split]
-    remap = torch.tensor([pred.classes.index(k) for k in ds.classes], dtype=torch.long)
-    logits = pred.logits_from_uint8(sd.store)
-    labels = remap[sd.labels]
-    old = c.card.temperature
-    t = fit_temperature(logits, labels)
-    summary = calibration_summary(logits, labels, t)
-    summary.update(previous_temperature=old, split=split, data=str(data))
-    card = replace(c.card, temperature=t, calibration={"split": split, "n": len(labels), "data": str(data)})
+    if c.card.task == "multilabel":
+        card, summary = calibrate_labels(c.card, pred, ds.classes, sd, str(data))
+    else:
+        card, summary = calibrate_classes(c.card, pred, ds.classes, sd, str(data))
+    summary.update(split=split, data=str(data), task=c.card.task)
+    card = replace(card, calibration={"split": split, "n": len(sd), "data": str(data)})
     card, summary["unknown"] = refit_unknown(card, c.state_dict, pred, ds, split, keep, outliers)
     target = Path(out) if out is not None else Path(checkpoint)
     ckpt.save(c.state_dict, card, target)
     summary["checkpoint"] = str(target)
     return summary
+
+
+def calibrate_classes(
+    card: ModelCard, pred: Predictor, data_classes: list[str], sd: Any, data: str
+) -> tuple[ModelCard, dict[str, Any]]:
+    """Single-label: T refitted on the split ``sd``; the new card and what changed."""
+    missing = [k for k in data_classes if k not in pred.classes]
+    if missing:
+        raise DataError(
+            f"{data}: class(es) {', '.join(missing)} are not among the checkpoint's classes ({', '.join(pred.classes)})"
+        )
+    remap = torch.tensor([pred.classes.index(k) for k in data_classes], dtype=torch.long)
+    logits = pred.logits_from_uint8(sd.store)
+    labels = remap[sd.labels]
+    t = fit_temperature(logits, labels)
+    summary = calibration_summary(logits, labels, t)
+    summary["previous_temperature"] = card.temperature
+    return replace(card, temperature=t), summary
+
+
+def calibrate_labels(
+    card: ModelCard, pred: Predictor, data_labels: list[str], sd: Any, data: str
+) -> tuple[ModelCard, dict[str, Any]]:
+    """Multi-label: each label's T refitted on the split ``sd``, its threshold moved with it (the same
+    labels are given as before: ``moved_thresholds``); the new card and what changed."""
+    targets = torch.from_numpy(targets_in_model_order(sd.labels.numpy(), data_labels, pred.classes, data))
+    logits = pred.logits_from_uint8(sd.store)
+    old = tuple(float(t) for t in pred.temperatures)
+    temps = fit_label_temperatures(logits, targets, previous=old)
+    thresholds = moved_thresholds(tuple(float(t) for t in pred.thresholds), old, temps)
+    summary = label_calibration_summary(logits, targets, temps)
+    summary.update(previous_temperatures=list(old), thresholds=list(thresholds), labels=list(pred.classes))
+    return replace(card, label_temperatures=temps, thresholds=thresholds), summary
 
 
 def refit_unknown(
@@ -215,5 +287,8 @@ __all__ = [
     "calibrate_checkpoint",
     "calibration_summary",
     "checkpoint_data_config",
+    "fit_label_temperatures",
     "fit_temperature",
+    "label_calibration_summary",
+    "moved_thresholds",
 ]

@@ -15,7 +15,7 @@ from ..data.sources import DataError
 from ..errors import ConfigError
 from . import ood
 from .metrics import classification_metrics, expected_calibration_error, reliability_bins
-from .multilabel_metrics import multilabel_metrics
+from .multilabel_metrics import multilabel_metrics, targets_in_model_order
 from .plots import plot_confusion, plot_reliability
 from .predictor import Predictor
 
@@ -119,15 +119,8 @@ def evaluate(
 
 def evaluate_multilabel(pred: Predictor, data_labels: list[str], sd: Any, data: str) -> dict[str, Any]:
     """Multi-label metrics of ``pred`` on a split (labels (N, K') multi-hot, in the data's label order),
-    at the checkpoint's thresholds. A label of the data the model does not know is an error; a label
-    of the model that the data never names counts as absent from every image."""
-    missing = [c for c in data_labels if c not in pred.classes]
-    if missing:
-        raise DataError(
-            f"{data}: label(s) {', '.join(missing)} are not among the checkpoint's labels ({', '.join(pred.classes)})"
-        )
-    targets = np.zeros((len(sd), len(pred.classes)), np.uint8)
-    targets[:, [pred.classes.index(c) for c in data_labels]] = sd.labels.numpy()
+    at the checkpoint's thresholds (``targets_in_model_order``: the labels' rules)."""
+    targets = targets_in_model_order(sd.labels.numpy(), data_labels, pred.classes, data)
     chunks = [
         pred.probs_from_uint8(sd.store.take(torch.arange(i, min(len(sd), i + 1024))))
         for i in range(0, len(sd), 1024)

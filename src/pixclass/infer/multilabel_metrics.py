@@ -21,6 +21,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from ..errors import DataError
+
 #: The threshold of a label whose validation split gives no better rule (no positive image).
 DEFAULT_THRESHOLD = 0.5
 
@@ -80,6 +82,22 @@ def multilabel_metrics(
     }
 
 
+def targets_in_model_order(
+    labels: np.ndarray, data_labels: list[str], model_labels: list[str], data: str
+) -> np.ndarray:
+    """(N, K) uint8 multi-hot in the model's label order, from a split's (N, K') in the data's order. A
+    label of the data the model does not know is an error; a label of the model that the data never
+    names counts as absent from every image."""
+    missing = [c for c in data_labels if c not in model_labels]
+    if missing:
+        raise DataError(
+            f"{data}: label(s) {', '.join(missing)} are not among the checkpoint's labels ({', '.join(model_labels)})"
+        )
+    targets = np.zeros((len(labels), len(model_labels)), np.uint8)
+    targets[:, [model_labels.index(c) for c in data_labels]] = np.asarray(labels)
+    return targets
+
+
 def f1_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Per label, the probability threshold that maximises F1 on (validation) data: the midpoint
     between the deciding score and the next lower one, so that a slightly different image still falls
@@ -128,4 +146,5 @@ __all__ = [
     "format_multilabel",
     "mean_ap",
     "multilabel_metrics",
+    "targets_in_model_order",
 ]
