@@ -56,6 +56,11 @@ def test_the_budget_chooses_the_epochs_and_the_schedule_is_completed(tmp_path, p
     history = rows(out)
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["epochs"] == len(history) and saved["time"] == "2s"
+    # two lines about the budget whatever the re-plans: the plan, and at the end what it gave
+    assert [line for line in r.stdout.splitlines() if "time budget" in line][1].startswith(
+        f"time budget 2 s: {len(history)} epochs in "
+    )
+    assert sum("time budget" in line for line in r.stdout.splitlines()) == 2
     # one-cycle ends at 1/1000 of the peak lr: the decay ran to its end in the epochs chosen
     # (rel 1e-4: metrics.csv writes 6 significant digits)
     assert float(history[-1]["lr"]) == pytest.approx(saved["lr"] * 1e-3, rel=1e-4)

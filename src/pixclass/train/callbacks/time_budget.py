@@ -3,7 +3,8 @@ training steps and one validation, on a copy of the state that is put back after
 epoch; the epochs that fit are chosen and the learning-rate schedule is laid out for them, so its
 decay ends with the last epoch rather than being cut. After every epoch the plan is checked against
 the measured epoch times and the schedule laid out again, from the step reached, when the epoch count
-changes. The budget is the sum of epoch times (training + validation), the same figure as
+changes; the re-plans are silent (the epoch line's ``epoch k/N`` shows the plan) and summed up in one
+line at the end. The budget is the sum of epoch times (training + validation), the same figure as
 ``training took`` and metrics.csv's ``epoch_seconds``.
 
 With explicit epochs too (``--epochs``), the smaller of the two wins; without, the run's recipe leaves
@@ -39,6 +40,8 @@ class TimeBudget(Callback):
         self.budget = budget_s
         self.cap = epochs_cap  # explicit epochs, or MAX_EPOCHS when the budget alone decides
         self.epochs = 0  # the plan
+        self.first = 0  # the plan after the probe
+        self.replans = 0  # times the plan moved since
 
     def on_fit_start(self, run: Any) -> None:
         if run.resume:  # the plan is in the resume state (load_state_dict)
@@ -47,6 +50,7 @@ class TimeBudget(Callback):
         fits = max(1, round(self.budget / per_epoch))
         n = distributed.broadcast_object(min(fits, self.cap))
         run.log(plan_line(self.budget, per_epoch, steps, fits, self.cap))
+        self.first = n
         self.replan(run, n)
 
     def on_epoch_end(self, run: Any, logs: dict[str, float]) -> None:
@@ -60,11 +64,18 @@ class TimeBudget(Callback):
         else:  # at least one more epoch: the decay is completed, never cut where the plan stands
             n = min(self.cap, run.epoch + max(1, round((self.budget - spent) / per_epoch)))
         n = distributed.broadcast_object(n)
-        if n != self.epochs:
-            run.log(
-                f"time budget: {n} epochs instead of {self.epochs} (measured {per_epoch:.1f} s per epoch)"
-            )
+        if n != self.epochs:  # no line: the epoch line's "k/N" shows it, on_fit_end sums it up
+            self.replans += 1
             self.replan(run, n)
+
+    def on_fit_end(self, run: Any, result: Any) -> None:
+        spent = sum(h["epoch_seconds"] for h in run.history)
+        moved = (
+            f"; the plan of {self.first} moved {self.replans} time(s) with the measured epoch times"
+            if self.replans
+            else ""
+        )
+        run.log(f"time budget {self.budget:g} s: {len(run.history)} epochs in {spent:.1f} s{moved}")
 
     def replan(self, run: Any, epochs: int) -> None:
         """``epochs`` in the run's config (and config.yaml) and the schedule laid out for them."""
@@ -79,10 +90,12 @@ class TimeBudget(Callback):
             save_yaml(run.cfg, run.out / "config.yaml")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "cap": self.cap}
+        return {"epochs": self.epochs, "cap": self.cap, "first": self.first, "replans": self.replans}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epochs, self.cap = int(state["epochs"]), int(state["cap"])
+        # resume files written before these were kept: the plan as it stood, no moves counted
+        self.first, self.replans = int(state.get("first", self.epochs)), int(state.get("replans", 0))
 
 
 def relaid_schedule(run: Any) -> Any:
