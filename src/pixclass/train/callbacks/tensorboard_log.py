@@ -14,6 +14,11 @@ import numpy as np
 from ..events import Callback
 from . import tracking
 
+#: The writer's thread flushes its events this often: a TensorBoard watching the folder (it reloads
+#: every 5 s by default) shows an epoch within seconds. MAX_QUEUE: events held before a write blocks,
+#: well above one epoch's row of scalars.
+FLUSH_SECS, MAX_QUEUE = 2, 1000
+
 
 class TensorBoardLog(Callback):
     def __init__(self) -> None:
@@ -31,9 +36,10 @@ class TensorBoardLog(Callback):
             self.writer = open_writer(run)
 
     def on_epoch_end(self, run: Any, logs: dict[str, float]) -> None:
+        # add_scalar only queues the event: the writer's thread writes it and flushes every FLUSH_SECS
+        # (no flush() here: it would wait for the disk inside the epoch the budget and img/s measure)
         for name, value in tracking.epoch_scalars(logs).items():
             self.writer.add_scalar(name, value, run.epoch)
-        self.writer.flush()  # a TensorBoard watching the folder shows the epoch now
 
     def on_fit_end(self, run: Any, result: Any) -> None:
         from PIL import Image
@@ -64,8 +70,10 @@ def open_writer(run: Any) -> Any:
     SummaryWriter = import_writer()  # noqa: N806 (a class)
 
     if run.epoch:
-        return SummaryWriter(str(run.out / "tensorboard"), purge_step=run.epoch + 1)
-    writer = SummaryWriter(str(run.out / "tensorboard"))
+        return SummaryWriter(
+            str(run.out / "tensorboard"), purge_step=run.epoch + 1, max_queue=MAX_QUEUE, flush_secs=FLUSH_SECS
+        )
+    writer = SummaryWriter(str(run.out / "tensorboard"), max_queue=MAX_QUEUE, flush_secs=FLUSH_SECS)
     # The HParams tab: the config, and the monitored metric's scalar series as the run's result.
     for summary in hparams(tracking.flat_config(run.cfg.to_dict()), {run.cfg.metric: 0.0}):
         writer._get_file_writer().add_summary(summary)  # what add_hparams does, in this run's own folder
