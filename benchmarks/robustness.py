@@ -215,6 +215,75 @@ def bench_dataset(name: str, work: Path, grid: int, lr_auto: bool, today: bool) 
     return out
 
 
+#: ``--strong``: the strong-augmentation options against the default, each on top of the derived recipe.
+STRONG_VARIANTS: dict[str, dict[str, Any]] = {
+    "trivialaugment": {"augment": {"policy": "trivialaugment"}},
+    "randaugment_cutout": {"augment": {"policy": "randaugment", "cutout": 0.5}},
+    "mixup": {"augment": {"mixup": 0.2}},
+    "cutmix": {"augment": {"cutmix": 1.0}},
+}
+
+
+def bench_strong(name: str, work: Path, seeds: list[int], variants: list[str]) -> dict[str, Any]:
+    """The default recipe and each strong-augmentation variant at every training seed (same split)."""
+    root = build(name)
+    ds = load(root)
+    cfg, recipe = resolve(TrainConfig(), ds, explicit=set())
+    print(f"  {name}: {recipe.explanation}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for label in ["default", *variants]:
+        over = STRONG_VARIANTS.get(label, {})
+        for seed in seeds:
+            v_cfg = merge(cfg, {**over, "seed": seed})
+            try:
+                row = run_pixclass(ds, v_cfg, work / name / f"strong_{label}_s{seed}", f"{label} seed {seed}")
+            except NotRun:
+                continue
+            runs.setdefault(label, []).append(row)
+    metric = "test_bal_acc" if name == "fm_imb" else "test_acc"
+    table = {
+        label: {
+            "mean": float(np.mean([r[metric] for r in rows])),
+            "sd": float(np.std([r[metric] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
+            "seeds": len(rows),
+            "values": [r[metric] for r in rows],
+            "train_s": float(np.mean([r["train_s"] for r in rows])),
+        }
+        for label, rows in runs.items()
+    }
+    return {"dataset": name, "recipe": recipe.explanation, "metric": metric, "table": table}
+
+
+def strong_markdown(rows: list[dict[str, Any]], ctx: dict[str, Any], cmd: str) -> str:
+    labels = [v for v in ["default", *STRONG_VARIANTS] if any(v in r["table"] for r in rows)]
+    lines = [
+        "# Strong augmentation against the default recipe",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Machine: {ctx.get('cpu_model', '?')}, {ctx.get('threads')} torch thread(s), 1-min load average at start "
+        f"{ctx.get('load', 0):.1f} (2 cores shared with other jobs).",
+        "",
+        "Test accuracy % (mean +- sd over training seeds; the split is the same). Each variant is the derived recipe "
+        "plus its options: trivialaugment `--policy trivialaugment`; randaugment_cutout `--policy randaugment --cutout 0.5`; "
+        "mixup `--mixup 0.2`; cutmix `--cutmix 1`. Seconds: the mean training time.",
+        "",
+        "| dataset | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
+    for r in rows:
+        cells = []
+        base = r["table"].get("default", {}).get("mean")
+        for label in labels:
+            t = r["table"].get(label)
+            if t is None:
+                cells.append("")
+                continue
+            gain = f" ({100 * (t['mean'] - base):+.1f})" if base is not None and label != "default" else ""
+            cells.append(f"{100 * t['mean']:.1f} +- {100 * t['sd']:.1f}{gain}, {t['train_s']:.0f}s")
+        lines.append(f"| {r['dataset']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for r in results:
@@ -318,6 +387,15 @@ def main() -> int:
     ap.add_argument(
         "--assemble", action="store_true", help="tables from the runs already done; run nothing new"
     )
+    ap.add_argument(
+        "--strong",
+        nargs="*",
+        default=None,
+        metavar="VARIANT",
+        help=f"instead: the default against strong-augmentation variants ({', '.join(STRONG_VARIANTS)}; "
+        "none named: all) at every --seeds, on --only; writes <name>_strong.{json,md}",
+    )
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="training seeds of --strong")
     a = ap.parse_args()
     global ASSEMBLE
     ASSEMBLE = a.assemble
@@ -325,6 +403,24 @@ def main() -> int:
     ctx = context(a.threads)
     ctx["load"] = os.getloadavg()[0]
     work = Path(a.work)
+    if a.strong is not None:
+        variants = a.strong or list(STRONG_VARIANTS)
+        t0 = time.perf_counter()
+        rows = [bench_strong(n, work, a.seeds, variants) for n in (a.only or list(DATASETS))]
+        cmd = "PYTHONPATH=src python benchmarks/robustness.py " + " ".join(sys.argv[1:])
+        md = (
+            strong_markdown(rows, ctx, cmd.strip())
+            + f"\nWhole benchmark: {(time.perf_counter() - t0) / 60:.1f} min.\n"
+        )
+        res = {
+            "context": ctx,
+            "command": cmd,
+            "variants": {v: STRONG_VARIANTS[v] for v in variants},
+            "datasets": rows,
+        }
+        write_results(a.name + "_strong", res, md, quick=False, results=RESULTS)
+        print(md)
+        return 0
     results = []
     t0 = time.perf_counter()
     extra: list[str] = []

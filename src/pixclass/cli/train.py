@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.sections import AUG, DATA, LABEL_FILES
-from ..config.train import OPT, PROCESSES, TRACKING, TRANSFER, UNKNOWN, TrainConfig
+from ..config.train import OPT, PROCESSES, SEMI, TRACKING, TRANSFER, UNKNOWN, TrainConfig
 from ..errors import Interrupted
 from .distributed import add_arguments as add_distributed_arguments
 from .flags import add_flags
@@ -21,11 +21,14 @@ from .flags import overrides as flag_overrides
 from .options import RAW, add_quiet, show_progress
 
 #: The help groups of the config's flags, in --help order, and what each says first.
-GROUPS = (OPT, TRACKING, UNKNOWN, TRANSFER, AUG, DATA, LABEL_FILES, PROCESSES)
+GROUPS = (OPT, TRACKING, UNKNOWN, TRANSFER, SEMI, AUG, DATA, LABEL_FILES, PROCESSES)
 GROUP_HELP = {
     UNKNOWN: "After training, the statistics that let every prediction say 'unknown' for an input unlike the "
     "training images (a blank page, noise, a photo of something else): features of up to 512 training "
     "images and the scores of the validation images, stored in the checkpoint.",
+    SEMI: "Few labels, many images: with --unlabeled, every step also trains on unlabelled images. A "
+    "confident prediction on a lightly augmented copy (flip, shift) becomes the label of a strongly augmented "
+    "copy (2 random colour/geometry ops and Cutout); the ratio and the threshold come from the data, in one line.",
     TRANSFER: "Start from pretrained weights or an earlier run instead of random weights. Any of these switches "
     "on the fine-tuning defaults (AdamW 3e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
     "--lr-mult 10; --pretrained also: mobilenet_v2, images of at least 64 px); flags still override them.",
@@ -49,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  pixclass train data.csv --model resnet18 --image-size 64 --optimizer adamw --lr 1e-3\n"
         "  pixclass train --resume runs/photos\n"
         "  pixclass train few_photos/ --pretrained            # ImageNet MobileNetV2, fine-tuned\n"
-        "  pixclass train new_classes/ --init runs/old/best.safetensors\n\npresets:\n"
+        "  pixclass train new_classes/ --init runs/old/best.safetensors\n"
+        "  pixclass train labelled/ --unlabeled unlabelled/   # semi-supervised (FixMatch)\n\npresets:\n"
         + "\n".join(f"  {n:<8} {pr.about}\n           measured: {pr.figure}" for n, pr in PRESETS.items())
         + "\n\n"
         + DISTRIBUTED_EPILOG,

@@ -24,6 +24,8 @@ DEFAULT_MAX_FRAMES = 32
 DEFAULT_RAM_LIMIT = int(os.environ.get("PIXCLASS_RAM_LIMIT", 4 << 30))
 KINDS = ("auto", "images", "sequences")
 TASKS = ("auto", "multiclass", "multilabel")
+#: Strong-augmentation policies (``data.strong.POLICY_OPS``: how many ops each draws per image).
+POLICIES = ("none", "randaugment", "trivialaugment")
 
 AUG = "augmentation (applied in batches on the device)"
 DATA = "data"
@@ -107,6 +109,54 @@ class AugmentConfig:
     erase_scale: tuple[float, float] = option(
         (0.02, 0.25), kind="range", lo=0.0, hi=1.0, help="area range of an erased box"
     )
+    # Strong augmentation (data.strong): colour and geometry ops drawn per image, Cutout, and the
+    # mixing of a supervised batch. Off by default: benchmarks/robustness.py showed no gain that holds
+    # over seeds on the sets it covers (benchmarks/README.md says which).
+    policy: str = option(
+        "none",
+        kind="choice",
+        choices=POLICIES,
+        help="RandAugment-style (2 ops per image, random magnitudes) or TrivialAugment-style (1 op) colour "
+        "and geometry ops: autocontrast, equalize, posterize, solarize, brightness, contrast, colour, "
+        "sharpness, shear, translate, rotate",
+        why="none",
+        flag="--policy",
+        group=AUG,
+    )
+    cutout: float = option(
+        0.0,
+        kind="float",
+        lo=0.0,
+        hi=1.0,
+        help="Cutout: a grey square of this fraction of the side, at a random place in every image",
+        why="0: off (the --unlabeled strong view uses 0.5)",
+        flag="--cutout",
+        metavar="FRACTION",
+        group=AUG,
+    )
+    mixup: float = option(
+        0.0,
+        kind="float",
+        lo=0.0,
+        hi=10.0,
+        help="Mixup: blend each batch with a shuffled copy, the weight drawn from Beta(ALPHA, ALPHA)",
+        why="0: off",
+        flag="--mixup",
+        metavar="ALPHA",
+        group=AUG,
+    )
+    cutmix: float = option(
+        0.0,
+        kind="float",
+        lo=0.0,
+        hi=10.0,
+        help="CutMix: paste a box of a shuffled copy, its area from Beta(ALPHA, ALPHA); with --mixup too, "
+        "each batch is one or the other",
+        why="0: off",
+        flag="--cutmix",
+        metavar="ALPHA",
+        group=AUG,
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -120,6 +170,16 @@ class AugmentConfig:
             or self.rotate > 0
             or self.hflip > 0
         )
+
+    @property
+    def uses_strong(self) -> bool:
+        """Colour/geometry ops or Cutout (``data.strong``), applied before normalisation."""
+        return self.policy != "none" or self.cutout > 0
+
+    @property
+    def mixes(self) -> bool:
+        """Mixup or CutMix: the supervised step mixes its batch (and its labels)."""
+        return self.mixup > 0 or self.cutmix > 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +303,13 @@ class DataConfig:
         flag="--task",
         group=DATA,
     )
+    unlabeled_rows: str = option(
+        "refuse",
+        kind="choice",
+        choices=("refuse", "skip"),
+        help="CSV rows with an empty label: refused (single-label data), or left out -- a run with "
+        "--unlabeled reads them as unlabelled images and sets this",
+    )
     allow_outside: bool = option(
         False,
         kind="bool",
@@ -290,4 +357,4 @@ SPLITTING = ("val_fraction", "test_fraction", "split_seed")
 #: The data options that change the labels training reads (only the training commands offer them).
 LABEL_OVERRIDES = ("relabel", "exclude")
 
-__all__ = ["AugmentConfig", "DataConfig", "KINDS", "LABEL_OVERRIDES", "SPLITTING", "TASKS"]
+__all__ = ["AugmentConfig", "DataConfig", "KINDS", "POLICIES", "LABEL_OVERRIDES", "SPLITTING", "TASKS"]

@@ -14,7 +14,7 @@ from typing import Any
 from ..checks import LOGGERS, check_float, check_int, parse_duration, parse_loggers
 from ..errors import ConfigError
 from .schema import check, option, recipe_keys
-from .sections import AugmentConfig, DataConfig
+from .sections import AugmentConfig, DataConfig, absolute_path
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -32,6 +32,7 @@ TRACKING = "experiment tracking"
 TRANSFER = "transfer learning"
 PROCESSES = "several processes (data-parallel)"
 UNKNOWN = "unknown inputs"
+SEMI = "unlabelled images (semi-supervised)"
 
 
 def check_device(name: str, v: Any) -> None:
@@ -345,6 +346,54 @@ class TrainConfig:
         flag="--outliers",
         metavar="DIR",
         group=UNKNOWN,
+    )
+    # Semi-supervised training (train.tasks.semi): FixMatch-style consistency on unlabelled images.
+    unlabeled: str | None = option(
+        None,
+        kind="custom",
+        check=check_path,
+        optional=True,
+        parse=absolute_path,
+        help="a folder of images without labels (any depth), or a CSV whose rows without a label are "
+        "such images: each step also trains on them (FixMatch: a confident prediction on a lightly "
+        "augmented copy becomes the label of a strongly augmented copy)",
+        why="none: labelled images only",
+        flag="--unlabeled",
+        metavar="DIR",
+        group=SEMI,
+    )
+    unlabeled_ratio: int | None = option(
+        None,
+        kind="int",
+        lo=1,
+        hi=64,
+        optional=True,
+        help="unlabelled images per labelled image in a step",
+        why="FixMatch's 7, fewer when the unlabelled images are few",
+        flag="--unlabeled-ratio",
+        metavar="MU",
+        group=SEMI,
+    )
+    unlabeled_threshold: float | None = option(
+        None,
+        kind="float",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        optional=True,
+        help="the confidence a prediction needs to become a pseudo-label",
+        why="FixMatch's 0.95 of the top probability label smoothing leaves reachable",
+        flag="--unlabeled-threshold",
+        metavar="P",
+        group=SEMI,
+    )
+    unlabeled_weight: float = option(
+        1.0,
+        kind="float",
+        lo=0.0,
+        hi=100.0,
+        help="weight of the unlabelled loss against the labelled one",
+        why="1, as FixMatch",
     )
     sync_bn: bool = option(
         False,

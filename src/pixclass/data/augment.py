@@ -126,7 +126,7 @@ class BatchAugment:
         self.cfg, self.mean, self.std = cfg, mean, std
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        x = normalize(x, self.mean, self.std)
+        x = self._strong(x, generator) if self.cfg.uses_strong else normalize(x, self.mean, self.std)
         if not (self.cfg.uses_affine or self.cfg.erase > 0):
             return x
         if x.dim() == 5:
@@ -137,6 +137,17 @@ class BatchAugment:
             p = {k: v.repeat_interleave(t, 0) for k, v in p.items()}
             return self._apply(x.flatten(0, 1), p).reshape(x.shape)
         return self._apply(x, sample_params(self.cfg, x.shape[0], x.shape[-1], generator, x.device))
+
+    def _strong(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Colour/geometry ops and Cutout (``data.strong``) on [0, 1] floats, then normalised: the
+        thresholds of solarize and posterize are about 8-bit pixel values, not standardised ones.
+        Clips: each frame gets its own draw (the ops change no motion, only looks)."""
+        from .strong import strong  # start-up time: torchvision loads only when a policy is asked for
+
+        shape = x.shape
+        x01 = strong(x.reshape(-1, *shape[-3:]).float() / 255, self.cfg.policy, self.cfg.cutout, generator)
+        shift = self.mean.view(1, -1, 1, 1).to(x01)
+        return ((x01 - shift) / self.std.view(1, -1, 1, 1).to(x01)).reshape(shape)
 
     def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.cfg.uses_affine:

@@ -114,7 +114,7 @@ def load_data(
     src = (
         as_sequences(data, cfg.kind)
         if isinstance(data, Source)
-        else open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
+        else open_source(data, cfg.kind, cfg.task, cfg.allow_outside, cfg.unlabeled_rows == "skip")
     )
     overrides_note = None
     if cfg.relabel is not None or cfg.exclude is not None:

@@ -238,7 +238,9 @@ def from_folder(root: Path, name: str) -> Source:
 SPLIT_CHOICES = "train, val (or valid, validation), test"
 
 
-def from_csv(csv_path: Path, name: str, task: str = "auto", allow_outside: bool = False) -> Source:
+def from_csv(
+    csv_path: Path, name: str, task: str = "auto", allow_outside: bool = False, skip_unlabeled: bool = False
+) -> Source:
     """``path,label`` rows; paths relative to the CSV's folder; an optional ``split`` column.
 
     Every row must name a file inside the CSV's folder (a relative path, or an absolute one that lies
@@ -253,7 +255,10 @@ def from_csv(csv_path: Path, name: str, task: str = "auto", allow_outside: bool 
 
     The split column is all or nothing: every row names one of ``SPLIT_CHOICES`` (any case), or every
     row leaves it empty (then the data is split like a plain folder). Anything else is an error naming
-    the row, never silently ignored."""
+    the row, never silently ignored.
+
+    ``skip_unlabeled`` (a run with ``--unlabeled``, single-label data): rows with an empty label are left
+    out here; they are the unlabelled images (``data.unlabeled``)."""
     given_parent = Path(os.path.abspath(csv_path)).parent
     csv_path = csv_path.resolve()
     try:
@@ -274,6 +279,10 @@ def from_csv(csv_path: Path, name: str, task: str = "auto", allow_outside: bool 
             f"{csv_path}:{lineno}: empty split for {os.path.basename(p)!r} while other rows name one; give every row "
             f"a split ({SPLIT_CHOICES}) or leave the column empty in every row"
         )
+    if skip_unlabeled and task != "multilabel" and not columns:
+        rows = [r for r in rows if r[1]]
+        if not rows:
+            raise DataError(f"{csv_path}: no row holds a label; give at least one image a label")
     multilabel = _csv_task(csv_path, rows, columns, task)
     classes = columns or sorted({lab for r in rows for lab in r[1]})
     if not classes:
@@ -509,17 +518,22 @@ BUILTIN = {"fashion-mnist": fashion_mnist, "fashion_mnist": fashion_mnist, "fmni
 
 
 def open_source(
-    data: str | os.PathLike[str], kind: str = "auto", task: str = "auto", allow_outside: bool = False
+    data: str | os.PathLike[str],
+    kind: str = "auto",
+    task: str = "auto",
+    allow_outside: bool = False,
+    skip_unlabeled: bool = False,
 ) -> Source:
     """Resolve what the user typed: a built-in name, a CSV file, or a folder. ``kind`` ("auto",
     "images", "sequences") says whether samples are images or folders of frames (``data.sequences``);
-    ``task`` whether a CSV is read as multi-label (``from_csv``)."""
+    ``task`` whether a CSV is read as multi-label, ``skip_unlabeled`` whether its rows without a label
+    are left out (``from_csv``)."""
     name = str(data)
     if name.lower() in BUILTIN and not os.path.exists(name):
         return as_sequences(BUILTIN[name.lower()](), kind)
     p = Path(name)
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
-        return as_sequences(from_csv(p, name, task, allow_outside), kind)
+        return as_sequences(from_csv(p, name, task, allow_outside, skip_unlabeled), kind)
     if p.is_dir():
         if task == "multilabel":
             raise DataError(

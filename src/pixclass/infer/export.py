@@ -129,7 +129,7 @@ def split_images(
     data = manifest["data"]
     cfg = checkpoint_data_config(pred.card)
     try:
-        src = open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
+        src = open_source(data, cfg.kind, cfg.task, cfg.allow_outside, cfg.unlabeled_rows == "skip")
         compare_with_run(src, manifest, run)  # other classes (another folder's ./data): not the run's
     except PixclassError as e:
         raise DataError(f"the run's data {data} is not reachable ({e})") from e

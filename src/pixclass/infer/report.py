@@ -70,7 +70,7 @@ def _load_run_data(run: Path, card: ModelCard, data: str | None, log: Any = prin
         raise DataError(f"{run}: no split_manifest.json naming the data; give it with --data DATA")
     cfg = checkpoint_data_config(card)
     try:
-        source = open_source(src, cfg.kind, cfg.task, cfg.allow_outside)
+        source = open_source(src, cfg.kind, cfg.task, cfg.allow_outside, cfg.unlabeled_rows == "skip")
         if note := compare_with_run(source, manifest, run):  # other classes: DataError, before decoding
             log(f"note: {note}")
         return load_data(source, cfg, progress=False, for_training=False)

@@ -63,11 +63,13 @@ def make_plan(
     get_entry(cfg.model)  # an unknown model name fails now, not after the data is decoded
     finetune.check_start(cfg)  # and so do missing weights or checkpoint files
     cfg = dataclasses.replace(cfg, data=finetune.data_config(cfg))  # --init: the weights' size, channels
+    if cfg.unlabeled is not None:  # a CSV's rows without a label are the unlabelled images, not an error
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, unlabeled_rows="skip"))
     own_split = "val_fraction" in cfg.auto and not isinstance(data, Dataset)
     rule = val_fraction_for if own_split else None  # the recipe's share, chosen as the data is split
     ds = load_run_data(data, cfg.data, run, progress and world.is_main, log, rule)
+    task = task or task_for(ds, cfg)  # before the recipe empties cfg.auto: the task may read it
     cfg, recipe = apply_recipe(cfg, ds, run, device, own_split, log)
-    task = task or task_for(ds)
     return Plan(task.resolve(cfg, ds, log), ds, run, device, task, recipe)
 
 

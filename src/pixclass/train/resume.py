@@ -130,6 +130,8 @@ def check_resume_data(run: Path, data: str | os.PathLike[str] | Dataset, cfg: Da
     except (OSError, ValueError) as e:
         raise RunError(f"{mpath}: unreadable ({e}); the run cannot be resumed safely") from None
     src = (
-        data.source if isinstance(data, Dataset) else open_source(data, cfg.kind, cfg.task, cfg.allow_outside)
+        data.source
+        if isinstance(data, Dataset)
+        else open_source(data, cfg.kind, cfg.task, cfg.allow_outside, cfg.unlabeled_rows == "skip")
     )
     return compare_with_run(src, manifest, run)

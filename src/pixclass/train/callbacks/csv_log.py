@@ -24,6 +24,8 @@ METRIC_COLUMNS = [
     "train_img_per_s",
 ]
 MULTILABEL_COLUMNS = [*METRIC_COLUMNS[:6], "val_mAP", *METRIC_COLUMNS[6:]]  # + validation mAP
+#: --unlabeled: the share of drawn unlabelled images that got a pseudo-label
+SEMI_COLUMNS = [*METRIC_COLUMNS[:6], "unlabeled_used", *METRIC_COLUMNS[6:]]
 
 
 class CSVLog(Callback):
@@ -36,11 +38,12 @@ class CSVLog(Callback):
 def write_metrics(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         multi = any("val_mAP" in h for h in history)
-        columns = MULTILABEL_COLUMNS if multi else METRIC_COLUMNS
+        semi = any("unlabeled_used" in h for h in history)
+        columns = MULTILABEL_COLUMNS if multi else SEMI_COLUMNS if semi else METRIC_COLUMNS
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", restval=math.nan)
         w.writeheader()
         for h in history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in h.items()})
 
 
-__all__ = ["METRIC_COLUMNS", "MULTILABEL_COLUMNS", "CSVLog", "write_metrics"]
+__all__ = ["METRIC_COLUMNS", "MULTILABEL_COLUMNS", "SEMI_COLUMNS", "CSVLog", "write_metrics"]

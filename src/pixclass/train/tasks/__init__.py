@@ -9,15 +9,20 @@ from typing import Any
 from .base import Task
 from .classification import Classification
 from .multilabel import MultiLabel
+from .semi import SemiSupervised
 
 TASKS: dict[str, type[Task]] = {
     "classification": Classification,
     "multilabel": MultiLabel,
+    "semi": SemiSupervised,
 }
 
 
-def task_for(data: Any) -> Task:
-    """The task of a dataset: multi-label when its labels are (the data says so), else single-label."""
+def task_for(data: Any, cfg: Any = None) -> Task:
+    """The task of a dataset and config: semi-supervised with ``--unlabeled`` (before the recipe, so it
+    knows which options the recipe derives), else multi-label when the labels are, else single-label."""
+    if cfg is not None and getattr(cfg, "unlabeled", None) is not None:
+        return SemiSupervised(epochs_chosen="epochs" in cfg.auto)
     return TASKS["multilabel" if getattr(data, "task", None) == "multilabel" else "classification"]()
 
 

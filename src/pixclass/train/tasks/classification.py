@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ...data.strong import mix
 from ...errors import ConfigError
 from ..balance import class_weights
 from ..logits import predict_logits
@@ -39,6 +40,14 @@ class Classification(Task):
         return self.criterion(outputs, targets)
 
     def training_step(self, run: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        aug = run.cfg.augment
+        if aug.mixes:  # Mixup / CutMix: the loss weighs both labels of every mixed image
+            x, partner, lam = mix(x, aug.mixup, aug.cutmix, run.gen)
+            with run.autocast():
+                logits = run.train_model(x)
+                out = logits.float()
+                loss = lam * self.loss(out, y) + (1 - lam) * self.loss(out, y[partner])
+            return loss, (logits.argmax(1) == y).sum()
         with run.autocast():
             logits = run.train_model(x)  # several processes: backward() averages the gradients
             loss = self.loss(logits.float(), y)

@@ -1,0 +1,34 @@
+"""train/recipe_semi.py: the ratio, threshold and steps of a run with unlabelled images."""
+
+from __future__ import annotations
+
+from pixclass.train.recipe_semi import MAX_STEPS, UNLABELED_PASSES, derive_semi, top_target
+
+
+def test_fixmatch_defaults_with_many_unlabelled_images():
+    r = derive_semi(1200, 10, 16, 2, 150, 0.0)
+    assert r.ratio == 7 and r.threshold == 0.95 and r.epochs == 150  # epochs not the rule's: kept
+    assert "ratio 7 (FixMatch's 7)" in r.explanation and "threshold 0.95" in r.explanation
+
+
+def test_ratio_capped_by_the_unlabelled_images():
+    r = derive_semi(40, 10, 16, 2, 10, 0.0)
+    assert r.ratio == 2 and "at most 40 // batch 16" in r.explanation
+
+
+def test_threshold_follows_label_smoothing():
+    assert abs(top_target(0.1, 10) - 0.91) < 1e-9
+    r = derive_semi(1200, 10, 16, 2, 150, 0.1)
+    assert r.threshold == round(0.95 * 0.91, 3) and "label smoothing 0.1" in r.explanation
+
+
+def test_epochs_raised_only_when_the_recipe_chose_them():
+    r = derive_semi(1200, 10, 16, 2, 150, 0.0, epochs_chosen=True)
+    want = -(-UNLABELED_PASSES * 1200 // (7 * 16))
+    assert r.epochs * 2 >= min(MAX_STEPS, want) and r.epochs > 150
+    assert f"{r.epochs} epochs" in r.explanation
+    huge = derive_semi(1_000_000, 10, 16, 2, 150, 0.0, epochs_chosen=True)
+    assert huge.epochs * 2 <= MAX_STEPS + 2
+    mine = derive_semi(1200, 10, 16, 2, 150, 0.0, ratio=3, threshold=0.8, epochs_chosen=False)
+    assert (mine.ratio, mine.threshold, mine.epochs) == (3, 0.8, 150)
+    assert "ratio 3 (set by you)" in mine.explanation

@@ -1,0 +1,130 @@
+"""train/tasks/semi.py: ``pixclass train DATA --unlabeled DIR`` end to end on real PNG files: the rule's
+line, the pseudo-label share in metrics.csv, the checkpoint, --init, and bad input as one line."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+import yaml
+from conftest import TINY_RECIPE, run_pixclass
+
+from pixclass import checkpoint as ckpt
+from pixclass.config import TrainConfig, merge
+from pixclass.train.run import train
+from pixclass.train.tasks import Classification, SemiSupervised, task_for
+
+
+@pytest.fixture(autouse=True)
+def _report_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs skip report.html (its plots cost more than these tiny trainings)."""
+    import pixclass.train.callbacks.report as report
+
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: None)
+
+
+def folders(tmp_path, patterns):
+    data = patterns.folder(tmp_path / "data", {"top": 8, "bottom": 8})
+    unl = tmp_path / "unl"
+    patterns.folder(unl / "day1", {"top": 12, "bottom": 12}, seed=7)  # the folder names mean nothing
+    return data, unl
+
+
+def test_train_with_unlabeled_logs_the_rule_and_the_pseudo_label_share(tmp_path, patterns):
+    data, unl = folders(tmp_path, patterns)
+    shutil.copy(data / "top" / "000.png", unl / "repeat.png")
+    cfg = merge(TrainConfig(), {**TINY_RECIPE, "epochs": 2, "unlabeled": str(unl)})
+    lines: list[str] = []
+    res = train(str(data), cfg, tmp_path / "run", progress=False, log=lines.append)
+    assert res.config is not None
+    assert res.config.unlabeled_ratio == 3 and res.config.unlabeled_threshold == 0.902  # 24 // 8; 0.95 x 0.95
+    said = [ln for ln in lines if ln.startswith(("unlabeled:", "semi-supervised"))]
+    assert (
+        said[0]
+        == f"unlabeled: 24 images from {unl}; 1 repeat(s) of labelled images dropped (first: {unl}/repeat.png)"
+    )
+    assert said[1].startswith("semi-supervised (FixMatch): ratio 3 (FixMatch's 7, at most 24 // batch 8)")
+    assert all(0 <= h["unlabeled_used"] <= 1 for h in res.history)
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and "unlabeled_used" in rows[0]
+    c = ckpt.load(res.best)
+    assert c.classes == ["bottom", "top"] and c.card.train_config["unlabeled"] == str(unl)
+
+
+def test_without_unlabeled_the_task_is_plain_classification(tmp_path, patterns):
+    data, _ = folders(tmp_path, patterns)
+    assert type(task_for(object(), TrainConfig())) is Classification
+    assert isinstance(task_for(object(), TrainConfig(unlabeled="x", auto=("epochs",))), SemiSupervised)
+    lines: list[str] = []
+    res = train(
+        str(data), merge(TrainConfig(), TINY_RECIPE), tmp_path / "run", progress=False, log=lines.append
+    )
+    assert not any("unlabeled" in ln or "semi" in ln for ln in lines)
+    assert "unlabeled_used" not in res.history[0]
+    assert "unlabeled_used" not in (tmp_path / "run" / "metrics.csv").read_text()
+
+
+def test_cli_unlabeled_with_init_and_a_csv(tmp_path, patterns):
+    """--init starts from an earlier run; the unlabelled images are the rows of the data's own CSV that
+    have no label."""
+    data, unl = folders(tmp_path / "set", patterns)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_RECIPE))
+    r = run_pixclass("train", data, "--config", "tiny.yaml", "--out", "run1", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = ["path,label"] + [f"data/{c}/{i:03d}.png,{c}" for c in ("top", "bottom") for i in range(8)]
+    rows += [f"unl/day1/top/{i:03d}.png," for i in range(12)]
+    csv_file = tmp_path / "set" / "all.csv"
+    csv_file.write_text("\n".join(rows) + "\n")
+    r = run_pixclass(
+        "train", csv_file, "--unlabeled", csv_file, "--init", "run1/best.safetensors", "--config", "tiny.yaml",
+        "--epochs", "2", "--out", "run2", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "--init: rescnn body from run1/best.safetensors" in r.stdout
+    assert f"unlabeled: 12 images from {csv_file}" in r.stdout
+    assert "semi-supervised (FixMatch): ratio" in r.stdout
+    saved = yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())
+    assert saved["unlabeled_ratio"] >= 1 and saved["data"]["unlabeled_rows"] == "skip"
+
+
+@pytest.mark.parametrize("case", ["same", "parent", "empty", "broken", "missing"])
+def test_cli_bad_unlabeled_folder_is_one_line_exit_2(tmp_path, patterns, case):
+    data, unl = folders(tmp_path, patterns)
+    before = sorted(p.name for p in data.rglob("*"))
+    target = {"same": data, "parent": tmp_path, "missing": tmp_path / "nope"}.get(case, tmp_path / case)
+    if case == "empty":
+        target.mkdir()
+    if case == "broken":
+        target.mkdir()
+        (target / "a.png").write_bytes(b"not a png at all")
+    r = run_pixclass("train", data, "--unlabeled", target, "--out", tmp_path / "run", "--workers", "1", "-q")
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = r.stderr.strip()
+    assert err.startswith("error: --unlabeled ") and "\n" not in err and "Traceback" not in err
+    assert sorted(p.name for p in data.rglob("*")) == before  # nothing of the user's touched
+
+
+@pytest.mark.slow
+def test_unlabeled_with_pretrained_mobilenet(tmp_path, patterns, monkeypatch):
+    """--pretrained: the unlabelled images are read like the labelled ones (64 px, ImageNet normalisation)
+    and the first, head-only epoch trains the head on both losses."""
+    from conftest import MOBILENET_V2_FILE, mobilenet_weights_file
+
+    home = tmp_path / "torch-home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    (home / "hub" / "checkpoints" / MOBILENET_V2_FILE).symlink_to(mobilenet_weights_file())
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    data = patterns.folder(tmp_path / "data", {"top": 4, "bottom": 4})
+    unl = patterns.folder(tmp_path / "unl", {"x": 8}, seed=4)
+    cfg = merge(
+        TrainConfig(),
+        {"pretrained": True, "model": "mobilenet_v2", "epochs": 2, "freeze_epochs": 1, "batch_size": 4},
+    )
+    cfg = merge(cfg, {"unlabeled": str(unl), "calibrate": False, "data": {"workers": 1}})
+    lines: list[str] = []
+    res = train(str(data), cfg, tmp_path / "run", progress=False, log=lines.append)
+    assert any(ln.startswith("unlabeled: 8 images") for ln in lines)
+    assert len(res.history) == 2 and all("unlabeled_used" in h for h in res.history)
+    assert ckpt.load(res.best).card.input_size == 64
