@@ -49,7 +49,7 @@ def test_pos_weights_and_asl():
 
 
 def test_train_predict_end_to_end(tmp_path):
-    data = shapes_csv(tmp_path / "d")
+    data = shapes_csv(tmp_path / "d", n=80)  # 24 validation images: enough for the unknown-input statistics
     cfg = tmp_path / "tiny.json"
     cfg.write_text(
         json.dumps(
@@ -69,12 +69,14 @@ def test_train_predict_end_to_end(tmp_path):
     assert (
         card.thresholds is not None and len(card.thresholds) == 2 and len(card.label_temperatures or ()) == 2
     )
+    assert "unknown-input score:" in r.stdout and card.extras.get("ood") is not None  # fitted after training
     head = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val_mAP" in head
     r = run_pixclass("predict", tmp_path / "run" / "best.safetensors", tmp_path / "d" / "0.png", "--json")
     assert r.returncode == 0, r.stderr
     (out,) = json.loads(r.stdout)
     assert set(out["probs"]) == {"br", "tl"} and isinstance(out["labels"], list)
+    assert isinstance(out["unknown"], bool) and 0 <= out["in_distribution"] <= 1
 
 
 def test_asl_on_single_label_data_is_refused(tmp_path, imgs):
