@@ -75,6 +75,20 @@ def test_skewed_classes_balance_and_pick_by_balanced_accuracy():
     assert derive(DataFacts(1_000, 10, 28, class_counts=[120, 100, 80])).balance == "none"
 
 
+def test_skewed_labels_leave_balance_to_the_loss():
+    facts = DataFacts(1_020, 5, 64, 3, class_counts=[600, 500, 400, 300, 20], multilabel=True)
+    r = derive(facts)
+    # the loss up-weights rare labels (pos_weight); the rest is the single-label rule
+    assert r.balance == "none" and r.metric == "val_acc" and "5 labels, 64 px" in r.explanation
+    same = derive(DataFacts(1_020, 5, 64, 3))
+    assert (r.batch_size, r.lr, r.epochs, r.warmup_steps) == (
+        same.batch_size,
+        same.lr,
+        same.epochs,
+        same.warmup_steps,
+    )
+
+
 def test_import_is_pure():
     """recipe.py must not pull in torch (the CLI resolves before building anything)."""
     code = "import sys, pixclass.train.recipe; assert 'torch' not in sys.modules"

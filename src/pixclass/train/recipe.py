@@ -93,6 +93,9 @@ class DataFacts:
     channels: int = 1
     frames: int | None = None
     class_counts: Sequence[int] = ()
+    #: Several labels per image: ``class_counts`` are images per label, and skew is the loss's business
+    #: (``train.multilabel.pos_weights``), not ``balance``'s.
+    multilabel: bool = False
 
     @property
     def imbalance(self) -> float:
@@ -220,7 +223,7 @@ def derive(facts: DataFacts, model: str = "rescnn", explicit: Mapping[str, Any] 
         chosen.append("warmup_steps")
         warmup = min(max(WARMUP_MIN_STEPS, steps), int(WARMUP_MAX_SHARE * total))
     patience = pick("patience", None)
-    skewed = facts.imbalance >= IMBALANCE_RATIO
+    skewed = facts.imbalance >= IMBALANCE_RATIO and not facts.multilabel
     balance = ex.get("balance") or "auto"
     if balance == "auto":
         chosen.append("balance")
@@ -231,7 +234,7 @@ def derive(facts: DataFacts, model: str = "rescnn", explicit: Mapping[str, Any] 
     augment = pick("augment", {"pad": max(1, round(facts.image_size / 16))})
 
     why = (
-        f"{n:,} images, {facts.n_classes} classes, {facts.image_size} px"
+        f"{n:,} images, {facts.n_classes} {'labels' if facts.multilabel else 'classes'}, {facts.image_size} px"
         + (f", {facts.frames} frames" if facts.frames else "")
         + (f", classes {facts.imbalance:.0f}:1" if skewed else "")
         + f" -> batch {batch}, {steps} steps/epoch, {epochs} epochs, warmup {warmup} steps, "

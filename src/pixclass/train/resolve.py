@@ -29,6 +29,7 @@ def facts_from(ds: Dataset) -> DataFacts:
         ds.channels,
         ds.frames,
         tuple(int(c) for c in class_counts(train.labels, len(ds.classes))),
+        multilabel=ds.task == "multilabel",
     )
 
 
