@@ -70,6 +70,9 @@ def test_train_predict_end_to_end(tmp_path):
         card.thresholds is not None and len(card.thresholds) == 2 and len(card.label_temperatures or ()) == 2
     )
     assert "unknown-input score:" in r.stdout and card.extras.get("ood") is not None  # fitted after training
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "2 labels" in page and "exact match" in page and "<h3>Per label</h3>" in page
+    assert (tmp_path / "run" / "pr_curves_val.png").is_file() and "<h3>Worst images" in page
     head = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val_mAP" in head
     r = run_pixclass("predict", tmp_path / "run" / "best.safetensors", tmp_path / "d" / "0.png", "--json")

@@ -164,6 +164,32 @@ def plot_reliability(
     plt.close(fig)
 
 
+def plot_pr_curves(
+    probs: np.ndarray, targets: np.ndarray, labels: list[str], path: str | os.PathLike[str], title: str = ""
+) -> None:
+    """Multi-label: one precision-recall curve per label (its AP in the legend), with each label's
+    threshold marked where the model decides."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=110)
+    for k, name in enumerate(labels):
+        y = targets[:, k]
+        if not y.any():  # no positive image: no curve (its AP is undefined)
+            continue
+        prec, rec, _ = precision_recall_curve(y, probs[:, k])
+        ax.plot(rec, prec, label=f"{name} (AP {average_precision_score(y, probs[:, k]):.3f})", lw=1.2)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_gallery(
     items: list[tuple[np.ndarray, str]], path: str | os.PathLike[str], cols: int = 6, tile: int = 112
 ) -> None:

@@ -3,7 +3,9 @@
 Sections: dataset summary (images per class and split, broken files skipped), learning curves,
 confusion matrix, per-class precision / recall / F1, most-confused pairs, reliability diagram (before
 and after temperature scaling), a gallery of the worst validation mistakes with their Grad-CAM, then
-the config and the timing. Every picture is embedded as a ``data:`` URI (no file, script or font is
+the config and the timing. A multi-label run: images per label, mAP / exact match / F1 / Hamming loss,
+per-label AP, precision, recall, F1 and threshold, the per-label precision-recall curves, and the images
+with the most wrong labels. Every picture is embedded as a ``data:`` URI (no file, script or font is
 fetched), and the plots are also written as PNG files beside the page.
 
 ``train`` writes it when a run ends (with the data it already holds); ``pixclass report RUN_DIR``
@@ -37,7 +39,16 @@ from ..files import atomic_write_bytes
 from .calibrate import checkpoint_data_config
 from .explain import METHOD_NAMES, Explainer
 from .metrics import classification_metrics, expected_calibration_error, reliability_bins
-from .plots import overlay_rgb, overlay_strip, plot_confusion, plot_curves, plot_gallery, plot_reliability
+from .multilabel_metrics import multilabel_metrics
+from .plots import (
+    overlay_rgb,
+    overlay_strip,
+    plot_confusion,
+    plot_curves,
+    plot_gallery,
+    plot_pr_curves,
+    plot_reliability,
+)
 from .predictor import Predictor
 
 PLOTS = {
@@ -45,6 +56,7 @@ PLOTS = {
     "confusion": "confusion_{split}.png",
     "reliability": "reliability_{split}.png",
     "mistakes": "mistakes_{split}.png",
+    "pr": "pr_curves_{split}.png",
 }
 
 
@@ -178,10 +190,17 @@ def build_report(
     parts: list[str] = []
     title = f"pixclass run {run.resolve().name}"
     clip = f"{card.frames} frames × " if card.frames else ""
+    multi = card.task == "multilabel"
+    kind = "label" if multi else "class"
+    temps = (
+        "per-label temperatures " + ", ".join(f"{t:.2f}" for t in card.label_temperatures)
+        if multi and card.label_temperatures
+        else f"temperature {card.temperature:.3f}"
+    )
     parts.append(
         f"<h1>{html.escape(title)}</h1><p class='sub'>model <b>{html.escape(card.model.name)}</b> · "
-        f"{len(classes)} classes · input {clip}{card.channels}×{card.input_size}×{card.input_size} · "
-        f"temperature {card.temperature:.3f} · "
+        f"{len(classes)} {'labels' if multi else 'classes'} · input {clip}{card.channels}×{card.input_size}×{card.input_size} · "
+        f"{html.escape(temps)} · "
         f"test-time flip {'on' if card.tta == 'hflip' else 'off'} · checkpoint {html.escape(best.name)} · "
         f"written {time.strftime('%Y-%m-%d %H:%M')}</p>"
     )
@@ -193,12 +212,18 @@ def build_report(
     splits = list(ds.splits)
     counts = {s: ds.counts(s) for s in splits}
     rows = [[k, *[counts[s][k] for s in splits], sum(counts[s][k] for s in splits)] for k in classes]
-    rows.append(["total", *[len(ds.splits[s]) for s in splits], sum(len(ds.splits[s]) for s in splits)])
+    rows.append(
+        [
+            "images" if multi else "total",
+            *[len(ds.splits[s]) for s in splits],
+            sum(len(ds.splits[s]) for s in splits),
+        ]
+    )
     broken = [{"path": b.path, "reason": b.reason} for b in ds.broken]
     parts.append(
         f"<h2>Dataset</h2><p>{html.escape(str(ds.source.name))} · {ds.channels} channel(s) at {ds.image_size} px</p>"
     )
-    parts.append(_table(["class", *splits, "all"], rows))
+    parts.append(_table([kind, *splits, "all"], rows))
     if broken:
         parts.append(f"<p class='bad'>{len(broken)} unreadable file(s) skipped:</p>")
         parts.append(_table(["file", "reason"], [[b["path"], b["reason"]] for b in broken[:50]]))
@@ -226,6 +251,9 @@ def build_report(
             "<h2>Validation</h2><p>This run has no validation or test split: no confusion matrix, "
             "calibration or mistakes to show.</p>"
         )
+    elif multi:
+        pred = Predictor(c.build_model(), card, device, reject=False)
+        parts.append(_multilabel_section(run, split, ds.splits[split], pred, classes, gallery))
     else:
         pred = Predictor(c.build_model(), card, device)
         sd = ds.splits[split]
@@ -314,6 +342,70 @@ def build_report(
     out = run / "report.html"
     atomic_write_bytes(out, page.encode("utf-8"))
     return out
+
+
+def _multilabel_section(
+    run: Path, split: str, sd: Any, pred: Predictor, labels: list[str], gallery: int
+) -> str:
+    """Multi-label validation: the summary figures, a row per label, the precision-recall curves, and
+    the images with the most wrong labels (then the largest probability error), each with what it holds,
+    what was missed and what was added."""
+    probs = pred.probs_from_uint8(sd.store).numpy().astype(np.float64)
+    y = sd.labels.numpy().astype(np.uint8)
+    th = pred.thresholds.numpy().astype(np.float64)
+    m = multilabel_metrics(probs, y, labels, th)
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    out = [
+        f"<h2>Validation ({html.escape(split)} split, {m['n']:,} images)</h2>"
+        f"<p>mAP <b>{f(m['mAP'])}</b> · exact match <b>{f(m['exact_match'])}</b> · micro F1 {f(m['micro_f1'])} · "
+        f"macro F1 {f(m['macro_f1'])} · Hamming loss {f(m['hamming_loss'])}. A label is given when its "
+        "calibrated probability reaches its threshold (tuned for F1 on this split).</p>"
+    ]
+    pl = m["per_label"]
+    rows = [
+        [k, np.nan if pl[k]["ap"] is None else pl[k]["ap"], pl[k]["precision"], pl[k]["recall"], pl[k]["f1"]]
+        + [pl[k]["threshold"], pl[k]["support"]]
+        for k in labels
+    ]
+    out.append(
+        "<h3>Per label</h3>"
+        + _table(["label", "AP", "precision", "recall", "F1", "threshold", "images"], rows)
+    )
+    p = run / PLOTS["pr"].format(split=split)
+    plot_pr_curves(probs, y, labels, p, title=f"{split}: mAP {f(m['mAP'])}")
+    out.append("<h3>Precision-recall per label</h3>" + _figure(p, "precision-recall curve per label"))
+    given = probs >= th[None]
+    wrong = (given != y.astype(bool)).sum(1)
+    err = np.abs(probs - y).sum(1)
+    order = np.lexsort((-err, -wrong))  # most wrong labels first, then the largest probability error
+    worst = [int(i) for i in order if wrong[i] > 0][:gallery]
+    out.append(f"<h3>Worst images ({len(worst)} shown of {int((wrong > 0).sum())} with a wrong label)</h3>")
+    if not worst:
+        out.append("<p>Every label of every image is right on this split.</p>")
+        return "".join(out)
+    x = sd.store.take(torch.as_tensor(worst))
+    cards, items = [], []
+    for j, i in enumerate(worst):
+        rgb = x[j].permute(1, 2, 0).numpy() if x.dim() == 4 else x[j, 0].permute(1, 2, 0).numpy()
+        rgb = np.repeat(rgb, 3, 2) if rgb.shape[2] == 1 else rgb
+        true = [labels[k] for k in np.flatnonzero(y[i])]
+        missed = [labels[k] for k in np.flatnonzero(y[i] & ~given[i])]
+        added = [labels[k] for k in np.flatnonzero(~y[i].astype(bool) & given[i])]
+        name = sd.paths[i] if sd.paths else f"#{i}"
+        items.append((rgb, f"missed {';'.join(missed) or '-'}\nadded {';'.join(added) or '-'}"))
+        cards.append(
+            f"<div class='card'><img src='{_img_uri(_png_of(rgb))}' alt='{html.escape(name)}'>"
+            f"<div>holds <b>{html.escape(', '.join(true) or 'nothing')}</b></div>"
+            + (f"<div class='bad'>missed <b>{html.escape(', '.join(missed))}</b></div>" if missed else "")
+            + (f"<div class='bad'>added <b>{html.escape(', '.join(added))}</b></div>" if added else "")
+            + f"<div class='sub'>{html.escape(name)}</div></div>"
+        )
+    plot_gallery(items, run / PLOTS["mistakes"].format(split=split))
+    out.append(f"<div class='gallery'>{''.join(cards)}</div>")
+    return "".join(out)
 
 
 def _mistakes_section(

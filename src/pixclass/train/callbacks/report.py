@@ -15,8 +15,6 @@ from ..events import Callback
 
 class Report(Callback):
     def on_fit_end(self, run: Any, result: Any) -> None:
-        if run.data.task == "multilabel":  # report.html is single-label for now
-            return
         write_report(result, run.data, run.device, run.log)
 
 
