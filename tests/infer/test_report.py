@@ -16,7 +16,13 @@ from conftest import HANG_S
 
 from pixclass.cli import main
 
-PLOTS = ("learning_curves.png", "confusion_val.png", "reliability_val.png", "mistakes_val.png")
+PLOTS = (
+    "learning_curves.png",
+    "confusion_val.png",
+    "reliability_val.png",
+    "mistakes_val.png",
+    "unknown_scores_val.png",
+)
 SECTIONS = (
     "Dataset",
     "Learning curves",
@@ -25,6 +31,8 @@ SECTIONS = (
     "Most confused pairs",
     "Calibration",
     "Worst mistakes",
+    "Unknown inputs",
+    "Least typical val images",
     "Config",
     "Timing",
 )
@@ -87,6 +95,10 @@ def test_training_writes_a_self_contained_report(run: SimpleNamespace) -> None:
     assert "broken.png" in page and "1 unreadable file(s) skipped" in page
     assert page.count("class='card'") >= 1 and "predicted <b>" in page  # the worst mistakes, with Grad-CAM
     assert "Validation (val split, 21 images)" in page
+    # the unknown-input score: its line, the share flagged and the least typical images, least first
+    assert "unknown-input score: knn-cosine" in page and "images (" in page and "flagged" in page
+    shown = [float(v) for v in re.findall(r"in_distribution ([0-9.]+): (?:unknown|accepted)", page)]
+    assert len(shown) == 12 and shown == sorted(shown) and shown[0] < 0.05
     assert "epochs: 2" in page and "training time (s)" in page
 
 

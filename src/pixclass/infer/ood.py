@@ -20,6 +20,7 @@ threshold and how it was fitted, and the bytes the tensors add.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,13 @@ class Scored(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f, logits = self.features(x)
         return torch.cat([logits.float(), self.score(f)[:, None]], 1)
+
+
+def raw_threshold(score: KnnScore, thr: float) -> float:
+    """The raw score (cosine similarity) at or below which in_distribution falls under ``thr``: the
+    reference (validation) score ``ceil(thr * R)`` places up, for plots in the score's own units."""
+    ref = score.reference
+    return float(ref[min(len(ref) - 1, max(0, math.ceil(thr * len(ref)) - 1))])
 
 
 # ---------------------------------------------------------------------------------- the checkpoint

@@ -2,7 +2,8 @@
 
 Sections: dataset summary (images per class and split, broken files skipped), learning curves,
 confusion matrix, per-class precision / recall / F1, most-confused pairs, reliability diagram (before
-and after temperature scaling), a gallery of the worst validation mistakes with their Grad-CAM, then
+and after temperature scaling), a gallery of the worst validation mistakes with their Grad-CAM, the
+unknown-input score (its histogram with the threshold, the least typical validation images), then
 the config and the timing. A multi-label run: images per label, mAP / exact match / F1 / Hamming loss,
 per-label AP, precision, recall, F1 and threshold, the per-label precision-recall curves, and the images
 with the most wrong labels. Every picture is embedded as a ``data:`` URI (no file, script or font is
@@ -34,8 +35,9 @@ from .. import checkpoint as ckpt
 from ..card import ModelCard
 from ..data.dataset import load_data, split_leakage
 from ..data.sources import compare_with_run, open_source
-from ..errors import DataError, ExplainError
+from ..errors import DataError, ExplainError, PixclassError
 from ..files import atomic_write_bytes
+from . import ood
 from .calibrate import checkpoint_data_config
 from .explain import METHOD_NAMES, Explainer
 from .metrics import classification_metrics, expected_calibration_error, reliability_bins
@@ -48,6 +50,7 @@ from .plots import (
     plot_gallery,
     plot_pr_curves,
     plot_reliability,
+    plot_scores,
 )
 from .predictor import Predictor
 
@@ -57,6 +60,7 @@ PLOTS = {
     "reliability": "reliability_{split}.png",
     "mistakes": "mistakes_{split}.png",
     "pr": "pr_curves_{split}.png",
+    "unknown": "unknown_scores_{split}.png",
 }
 
 
@@ -254,6 +258,7 @@ def build_report(
     elif multi:
         pred = Predictor(c.build_model(), card, device, reject=False)
         parts.append(_multilabel_section(run, split, ds.splits[split], pred, classes, gallery))
+        parts.append(_unknown_section(run, split, ds.splits[split], c, pred, None, None, gallery))
     else:
         pred = Predictor(c.build_model(), card, device)
         sd = ds.splits[split]
@@ -308,6 +313,7 @@ def build_report(
             "validation split.</p>" + _figure(p, "reliability diagram")
         )
         parts.append(_mistakes_section(run, split, sd, probs, labels, classes, pred, gallery))
+        parts.append(_unknown_section(run, split, sd, c, pred, probs, labels, gallery))
 
     # Config and timing -----------------------------------------------------------------------------
     parts.append("<h2>Config</h2>")
@@ -459,6 +465,84 @@ def _mistakes_section(
         head
         + f"<p>Overlay: {METHOD_NAMES[method]} evidence for the <i>predicted</i> class (red: strongest).</p>"
         + note
+        + f"<div class='gallery'>{''.join(cards)}</div>"
+    )
+
+
+def _rgb(x: torch.Tensor) -> np.ndarray:
+    """One stored image (C, S, S) uint8, or a clip (T, C, S, S) as its frames side by side -> (H, W, 3)."""
+    if x.dim() == 4:
+        x = torch.cat(list(x), dim=2)
+    a = x.permute(1, 2, 0).numpy()
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
+
+
+def _unknown_section(
+    run: Path,
+    split: str,
+    sd: Any,
+    c: Any,
+    pred: Predictor,
+    probs: np.ndarray | None,
+    labels: np.ndarray | None,
+    gallery: int,
+) -> str:
+    """The unknown-input score on ``split``: the histogram of its raw score with the threshold (and the
+    run's example outliers, when the folder is still there), and the least typical images (with their
+    true and predicted class when ``probs`` and ``labels`` are given: single-label runs)."""
+    head = "<h2>Unknown inputs</h2>"
+    score = ood.stored_score(c.card, c.state_dict)
+    thr = ood.threshold(c.card)
+    if score is None or thr is None:
+        why = (
+            "this run was trained with --no-unknown, so no prediction says 'unknown'"
+            if c.card.train_config.get("unknown") is False
+            else ood.MISSING_NOTE
+        )
+        return head + f"<p>{html.escape(why[0].upper() + why[1:])}.</p>"
+    f = ood.extract(pred.model, sd.store, pred.mean, pred.std, pred.device, pred.tta, pred.channels_last)
+    with torch.inference_mode():
+        raw, ind = score.raw(f).numpy(), score(f).numpy()
+    groups = {f"{split} images": raw}
+    outliers = c.card.train_config.get("outliers")
+    if isinstance(outliers, str) and Path(outliers).is_dir():
+        try:
+            x = ood.read_outliers(outliers, pred.size, pred.channels, pred.background, pred.frames)
+            fo = ood.extract(pred.model, x, pred.mean, pred.std, pred.device, pred.tta, pred.channels_last)
+            with torch.inference_mode():
+                groups[f"example outliers ({Path(outliers).name})"] = score.raw(fo).numpy()
+        except (PixclassError, OSError):  # the folder changed since training: drawn without it
+            pass
+    p = run / PLOTS["unknown"].format(split=split)
+    flagged = ind < thr
+    plot_scores(
+        groups, ood.raw_threshold(score, thr), p, title=f"{split}: {int(flagged.sum())} of {len(ind)} flagged"
+    )
+    least = np.argsort(ind, kind="stable")[:gallery]
+    x = sd.store.take(torch.as_tensor(least))
+    classes = pred.classes
+    cards = []
+    for j, i in enumerate(least):
+        name = sd.paths[i] if sd.paths else f"#{i}"
+        verdict = "unknown" if flagged[i] else "accepted"
+        what = (
+            f"<div>true <b>{html.escape(classes[labels[i]])}</b>, predicted {html.escape(classes[int(probs[i].argmax())])}</div>"
+            if probs is not None and labels is not None
+            else ""
+        )
+        cards.append(
+            f"<div class='card'><img src='{_img_uri(_png_of(_rgb(x[j])))}' alt='{html.escape(name)}'>{what}"
+            f"<div class='{'bad' if flagged[i] else 'sub'}'>in_distribution {ind[i]:.3f}: {verdict}</div>"
+            f"<div class='sub'>{html.escape(name)}</div></div>"
+        )
+    return (
+        head
+        + f"<p>{html.escape(ood.describe(c.card))}. Each prediction reports <i>in_distribution</i>, the share "
+        f"of validation images less typical than the input; below {thr:g} it is answered <b>unknown</b> "
+        f"(unlike the training images). On the {html.escape(split)} split {int(flagged.sum())} of {len(ind)} "
+        f"images ({flagged.mean():.1%}) are flagged.</p>"
+        + _figure(p, "histogram of the unknown-input score with its threshold")
+        + f"<h3>Least typical {html.escape(split)} images ({len(least)})</h3>"
         + f"<div class='gallery'>{''.join(cards)}</div>"
     )
 

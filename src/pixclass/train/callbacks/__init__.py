@@ -3,7 +3,8 @@
 Adding a feature: a ``Callback`` subclass in a new file here, and one line in ``default_callbacks``.
 The order is the order each event reaches them: the guard judges an epoch before anything records it;
 the log line, metrics.csv and the checkpoints come before early stopping and the user's callbacks;
-after training, the flip/temperature choice rewrites the checkpoints before the report reads them, and
+after training, the flip/temperature choice rewrites the checkpoints, then the unknown-input statistics
+are fitted through the flip just chosen, before the report reads them; and
 the experiment trackers come last, so that they log what every other callback has written.
 """
 
@@ -27,6 +28,7 @@ from .progress import EpochLog, ProgressBar
 from .report import Report
 from .tensorboard_log import TensorBoardLog
 from .time_budget import TimeBudget
+from .unknown import UnknownInputs
 
 
 def default_callbacks(
@@ -39,7 +41,8 @@ def default_callbacks(
     user: Sequence[Callback] = (),
 ) -> list[Callback]:
     """The callbacks a run of ``cfg`` trains with, in event order. ``finish`` / ``report``: the
-    after-training steps of ``pixclass train`` (flip and temperature; report.html)."""
+    after-training steps of ``pixclass train`` (flip and temperature, unknown-input statistics;
+    report.html)."""
     # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
     start_loss = math.log(len(data.classes)) if cfg.loss == "ce" and data.task != "multilabel" else None
     return [
@@ -54,6 +57,7 @@ def default_callbacks(
         *([EarlyStopping(cfg.metric, cfg.patience)] if cfg.patience is not None else []),
         *user,
         *([FinishCheckpoints()] if finish else []),
+        *([UnknownInputs()] if finish and cfg.unknown else []),
         *([Report()] if report else []),
         *([TensorBoardLog()] if "tensorboard" in cfg.log else []),
         *([MLflowLog()] if "mlflow" in cfg.log else []),

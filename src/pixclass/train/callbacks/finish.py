@@ -8,14 +8,11 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from torch import nn
 
 from ... import checkpoint as ckpt
-from ...card import ModelCard
 from ...config import TrainConfig
 from ...data.dataset import Dataset
 from ...errors import CheckpointError
-from ...infer import ood
 from ...infer.calibrate import fit_temperature
 from ..events import Callback
 from ..logits import predict_logits
@@ -43,8 +40,6 @@ class FinishCheckpoints(Callback):
                 run.log(f"warning: {path.name} left without test-time flip and temperature: {e}")
         if msg:
             run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
-        if (result.config or run.cfg).unknown:
-            run.log(ood.describe(ckpt.load(result.best).card))
 
 
 def finish_multilabel(run: Any, result: Any) -> None:
@@ -97,43 +92,8 @@ def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, dev
     if cfg.calibrate:
         card = replace(card, temperature=fit_temperature(logits, val.labels))
         msg += f"; temperature {card.temperature:.3f}"
-    if cfg.unknown:
-        card = fit_unknown(card, c.state_dict, model, ds, cfg, device)
     ckpt.save(c.state_dict, card, path)
     return msg
-
-
-def fit_unknown(
-    card: ModelCard,
-    tensors: dict[str, torch.Tensor],
-    model: nn.Module,
-    ds: Dataset,
-    cfg: TrainConfig,
-    device: torch.device,
-) -> ModelCard:
-    """The unknown-input statistics (``infer.ood``) on the training and validation splits (and the
-    example outliers of ``cfg.outliers``), with the flip choice just made, into ``tensors``; returns
-    the card that records them."""
-    outliers = None
-    if cfg.outliers:
-        pre = card.preprocess
-        outliers = ood.read_outliers(
-            cfg.outliers, card.input_size, card.channels, pre.background, card.frames
-        )
-    fitted = ood.fit_model(
-        model,
-        torch.tensor(card.preprocess.mean),
-        torch.tensor(card.preprocess.std),
-        ds.splits["train"].store,
-        ds.splits["val"].store,
-        device,
-        tta=card.tta == "hflip",
-        channels_last=cfg.channels_last,
-        keep=cfg.unknown_keep,
-        outliers=outliers,
-        seed=cfg.seed,
-    )
-    return ood.store(card, tensors, fitted)
 
 
 __all__ = ["MIN_VAL_TO_FINISH", "FinishCheckpoints", "finish_checkpoint"]
