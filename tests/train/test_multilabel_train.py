@@ -73,6 +73,7 @@ def test_train_predict_end_to_end(tmp_path):
     page = (tmp_path / "run" / "report.html").read_text()
     assert "2 labels" in page and "exact match" in page and "<h3>Per label</h3>" in page
     assert (tmp_path / "run" / "pr_curves_val.png").is_file() and "<h3>Worst images" in page
+    assert "<h2>Unknown inputs</h2>" in page and (tmp_path / "run" / "unknown_scores_val.png").is_file()
     head = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
     assert "val_mAP" in head
     r = run_pixclass("predict", tmp_path / "run" / "best.safetensors", tmp_path / "d" / "0.png", "--json")

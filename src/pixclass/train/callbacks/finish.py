@@ -44,29 +44,20 @@ class FinishCheckpoints(Callback):
 
 def finish_multilabel(run: Any, result: Any) -> None:
     """Multi-label: the flip, per-label temperatures and F1-optimal thresholds of best and last, on the
-    validation split (``train.multilabel.tune_checkpoint``), then the unknown-input statistics as for
-    single-label data (they read features, not labels). Without a validation split every threshold
-    stays 0.5."""
+    validation split (``train.multilabel.tune_checkpoint``); the unknown-input statistics follow as for
+    single-label data (``callbacks.unknown``). Without a validation split every threshold stays 0.5."""
     val, cfg = run.data.splits.get("val"), result.config or run.cfg
     if val is None or len(val) == 0:
         run.log("multi-label: no validation images: every label's threshold stays 0.5")
         return
     msg = ""
-    unknown = cfg.unknown and len(val) >= MIN_VAL_TO_FINISH
     for path in (result.last, result.best):  # best last, so the log line reports best's numbers
         try:
             msg = tune_checkpoint(path, val, cfg.augment.hflip > 0, cfg.calibrate, run.device)
-            if unknown:
-                c = ckpt.load(path)
-                model = c.build_model().to(run.device)
-                card = fit_unknown(c.card, c.state_dict, model, run.data, cfg, run.device)
-                ckpt.save(c.state_dict, card, path)
         except CheckpointError as e:  # a last epoch that diverged (NaN weights): kept as it is, said so
             run.log(f"warning: {path.name} left without test-time flip, temperatures and thresholds: {e}")
     if msg:
         run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
-    if unknown:
-        run.log(ood.describe(ckpt.load(result.best).card))
 
 
 def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, device: torch.device) -> str:
