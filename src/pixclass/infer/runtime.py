@@ -84,7 +84,7 @@ def torch_runtime(
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            return model(x).float()
+            return rows(model(x))
 
     def probs(x: torch.Tensor) -> torch.Tensor:
         logits = run(x)
@@ -92,6 +92,14 @@ def torch_runtime(
             return calibrated_rows(logits, temperature, scored)
 
     return Runtime("torch", run, probs, temperature)
+
+
+def rows(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """A model's output as one float tensor: logits (N, K), or a scored model's (logits (N, K),
+    in_distribution (N, 1)) (``ood.Scored``) joined as (N, K + 1)."""
+    if isinstance(out, tuple):
+        return torch.cat([out[0].float(), out[1].float()], 1)
+    return out.float()
 
 
 class Calibrated(nn.Module):
@@ -113,12 +121,12 @@ class Calibrated(nn.Module):
         self.register_buffer(
             "label_t", label_temperatures if label_temperatures is not None else torch.ones(1)
         )
-        self.scored = scored  # the model's last column is the unknown-input score (``ood.Scored``)
+        self.scored = scored  # the model also returns the unknown-input score (``ood.Scored``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(x).float()
-        score = out[:, -1] if self.scored else None
-        logits = out[:, :-1] if self.scored else out
+        out = self.model(x)
+        score = out[1].float()[:, 0] if isinstance(out, tuple) else None
+        logits = out[0].float() if isinstance(out, tuple) else out.float()
         if self.multilabel:
             probs = (logits / self.label_t).sigmoid()
         else:
@@ -145,8 +153,13 @@ class LogitsAndProbs(nn.Module):
         self.scored = scored
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x).float()
-        return logits, calibrated_rows(logits, self.temperature, self.scored)
+        out = self.model(x)
+        if isinstance(out, tuple):  # a scored model: the score joins each output as its last column
+            logits, score = out[0].float(), out[1].float()
+            probs = (logits / self.temperature).softmax(1)
+            return torch.cat([logits, score], 1), torch.cat([probs, score], 1)
+        logits = out.float()
+        return logits, (logits / self.temperature).softmax(1)
 
 
 EXPORTERS = ("torchscript", "dynamo")
