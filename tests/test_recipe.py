@@ -130,3 +130,39 @@ def test_fashion_mnist_command_resolves_to_the_measured_configs():
         ):
             assert getattr(resolved, k) == (getattr(want, k) if k != "balance" else "none"), (model, k)
         assert resolved.data.val_fraction == want.data.val_fraction
+
+
+def test_fine_tuning_follows_the_data():
+    """40 face photos (20 per class) fine-tuned from ImageNet weights: a step budget, not 15 fixed
+    epochs; the head alone first; cross-validation instead of a validation split; all images train."""
+    from pixclass.train.recipe import FT_STEP_BUDGET
+
+    r = derive(DataFacts(40, 2, 64, 1), "mobilenet_v2", {"pretrained": True}, "imagenet", folds=4)
+    assert r.batch_size == 8 and r.steps_per_epoch == 5 and r.epochs * 5 >= FT_STEP_BUDGET
+    assert (r.optimizer, r.schedule, r.lr_mult, r.folds, r.val_fraction) == ("adamw", "cosine", 10.0, 4, 0.0)
+    assert 1 <= r.freeze_epochs < r.epochs and r.lr <= 3e-3
+    assert "fine-tuning ImageNet weights -> batch 8, 5 steps/epoch" in r.explanation
+    assert (
+        "4-fold cross-validation (under 50 images per class) chooses the epochs and temperature, then all 40 images train"
+        in r.explanation
+    )
+    big = derive(DataFacts(5_000, 10, 64, 3), "mobilenet_v2", {}, "imagenet")
+    assert big.batch_size == 256 and big.lr == 3e-3 and big.epochs >= 5 and big.folds == 0  # never above 3e-3
+    # a scratch run keeps its own recipe, and explicit values still win when fine-tuning
+    assert (
+        derive(DataFacts(40, 2, 64, 1)).optimizer == "sgd" and derive(DataFacts(40, 2, 64, 1)).lr_mult == 1.0
+    )
+    mine = derive(DataFacts(40, 2, 64, 1), "mobilenet_v2", {"epochs": 7, "freeze_epochs": 0}, "init")
+    assert (mine.epochs, mine.freeze_epochs) == (
+        7,
+        0,
+    ) and "fine-tuning an earlier run's body" in mine.explanation
+
+
+def test_folds_only_below_the_size():
+    from pixclass.train.recipe import MAX_FOLDS, folds_for
+
+    assert folds_for(40, 2, 20) == MAX_FOLDS  # 20 per class
+    assert folds_for(40, 5, 3) == 3  # the smallest class has 3: one of its images per fold
+    assert folds_for(100, 2, 50) == 0  # 50 per class: a validation split of 5 per class is 10%
+    assert folds_for(10, 5, 1) == 0  # a class with one image cannot be held out

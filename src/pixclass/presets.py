@@ -103,33 +103,19 @@ BUILTIN_ALIASES = {
 }
 
 
-# Fine-tuning defaults, applied (under any preset, file or flag) when a run starts from pretrained
-# weights (--pretrained / --weights) or from an earlier run (--init). Measured on few-shot subsets of
-# three datasets (benchmarks/transfer.py, benchmarks/README.md): AdamW at 3e-3 with a cosine decay,
-# small batches (a few-shot set still gives several steps per epoch), one head-only epoch, then the
-# whole net with learning rates falling 10x from the head to the first layers.
-TRANSFER_DEFAULTS: dict[str, Any] = {
-    "optimizer": "adamw",
-    "lr": 3e-3,
-    "weight_decay": 0.01,
-    "batch_size": 16,
-    "epochs": 15,
-    "schedule": "cosine",
-    "warmup_epochs": 0.0,
-    "freeze_epochs": 1,
-    "lr_mult": 10.0,
-}
-# ImageNet weights: a model that has them, and images of at least 64 px (28-32 px data is upsampled;
-# at 32 px MobileNetV2's last feature map is 1x1).
-PRETRAINED_DEFAULTS: dict[str, Any] = {"model": "mobilenet_v2", "data": {"min_image_size": 64}}
+# What a start from ImageNet weights (--pretrained / --weights) brings under any preset, file or flag:
+# a model that has them, and images of at least 64 px (28-32 px data is upsampled; at 32 px
+# MobileNetV2's last feature map is 1x1). Defaults, not choices: the model still counts as derived (a
+# recipe line does not say "set by you: model"). The fine-tuning recipe itself (optimizer, lr, steps,
+# head-only epochs, lr falling to the first layers) is derived from the data: ``train.recipe``.
+PRETRAINED_MODEL = "mobilenet_v2"
+PRETRAINED_DEFAULTS: dict[str, Any] = {"model": PRETRAINED_MODEL, "data": {"min_image_size": 64}}
 
 
 def transfer_defaults(start: dict[str, Any]) -> dict[str, Any]:
-    """The fine-tuning layer for a run whose explicit options are ``start`` (empty: not fine-tuning)."""
+    """The defaults a run whose explicit options are ``start`` brings for its start (empty: none)."""
     if start.get("pretrained") or start.get("weights"):
-        return {**TRANSFER_DEFAULTS, **PRETRAINED_DEFAULTS}
-    if start.get("init"):
-        return dict(TRANSFER_DEFAULTS)
+        return dict(PRETRAINED_DEFAULTS)
     return {}
 
 

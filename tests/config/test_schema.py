@@ -59,6 +59,13 @@ def test_the_recipe_keys_are_the_derived_declarations() -> None:
         "metric",
         "val_fraction",
         "augment",
+        # the start and the fine-tuning recipe (train.plan, train.recipe)
+        "model",
+        "pretrained",
+        "schedule",
+        "freeze_epochs",
+        "lr_mult",
+        "folds",
     }
 
 
@@ -99,8 +106,12 @@ def test_flags_become_nested_overrides_and_round_trip_through_yaml(tmp_path) -> 
     }
     cfg = build_config("data", None, None, o)
     assert cfg.augment.crop_scale == (0.5, 1.0) and cfg.data.val_fraction == 0.2 and not cfg.nesterov
-    # --pretrained brings the fine-tuning defaults (batch, lr...): given, not derived
-    assert cfg.auto == ("grad_clip", "metric", "balance", "patience")
+    # --pretrained brings a model and a minimum size (defaults); the fine-tuning recipe is derived
+    assert cfg.model == "mobilenet_v2" and cfg.data.min_image_size == 64
+    assert cfg.auto == (
+        "model", "batch_size", "optimizer", "weight_decay", "schedule", "warmup_epochs", "grad_clip",
+        "metric", "balance", "patience", "freeze_epochs", "lr_mult", "folds",
+    )  # fmt: skip
     save_yaml(cfg, tmp_path / "c.yaml")
     assert merge(TrainConfig(), load_yaml(tmp_path / "c.yaml")) == cfg
     assert train_overrides(parse()) == {}  # nothing given: the config decides

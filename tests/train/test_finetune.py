@@ -112,24 +112,29 @@ def test_a_checkpoint_of_another_architecture_is_a_clear_error():
 
 
 # ------------------------------------------------------------------------------------ the config layer
-def test_fine_tuning_defaults_sit_under_the_users_options():
+def test_pretrained_brings_a_model_and_a_size_and_the_recipe_the_rest():
     from pixclass.config import build_config
-    from pixclass.presets import TRANSFER_DEFAULTS
+    from pixclass.train.recipe import DataFacts, derive
 
     plain = build_config(None, None, None, {})
     assert (plain.freeze_epochs, plain.lr_mult, plain.pretrained, plain.data.min_image_size) == (
         0,
         1.0,
-        False,
+        None,
         8,
     )
+    assert "pretrained" in plain.auto and "model" in plain.auto  # the plan decides (train.plan)
     pre = build_config("fashion-mnist", None, None, {"pretrained": True})
     assert pre.model == "mobilenet_v2" and pre.data.min_image_size == 64 and pre.augment.hflip == 0.5
-    assert all(getattr(pre, k) == v for k, v in TRANSFER_DEFAULTS.items())
+    assert {"model", "optimizer", "lr", "epochs", "freeze_epochs", "lr_mult", "schedule"} <= set(pre.auto)
     mine = build_config(None, "fast", None, {"pretrained": True, "model": "resnet18", "epochs": 2})
-    assert (mine.model, mine.epochs, mine.optimizer) == ("resnet18", 2, "adamw")  # flags and preset win
+    assert (mine.model, mine.epochs) == ("resnet18", 2) and "epochs" not in mine.auto  # flags and preset win
     init = build_config(None, None, None, {"init": "runs/a/best.safetensors"})
-    assert init.model == "rescnn" and init.data.min_image_size == 8 and init.freeze_epochs == 1
+    assert init.model == "rescnn" and init.data.min_image_size == 8
+    # the fine-tuning recipe: AdamW, a step budget, the head alone first, lrs falling to the first layers
+    r = derive(DataFacts(1_000, 5, 64, 3), "mobilenet_v2", {"pretrained": True}, "imagenet")
+    assert (r.optimizer, r.schedule, r.lr_mult, r.warmup_steps) == ("adamw", "cosine", 10.0, 0)
+    assert r.freeze_epochs >= 1 and r.epochs * r.steps_per_epoch >= 300
 
 
 def test_contradictory_starts_are_config_errors():

@@ -30,8 +30,11 @@ GROUP_HELP = {
     "confident prediction on a lightly augmented copy (flip, shift) becomes the label of a strongly augmented "
     "copy (2 random colour/geometry ops and Cutout); the ratio and the threshold come from the data, in one line.",
     TRANSFER: "Start from pretrained weights or an earlier run instead of random weights. Any of these switches "
-    "on the fine-tuning defaults (AdamW 3e-3, cosine, batch 16, 15 epochs, 1 head-only epoch, "
-    "--lr-mult 10; --pretrained also: mobilenet_v2, images of at least 64 px); flags still override them.",
+    "on the fine-tuning recipe, derived from the data (AdamW, a 300-step budget, the head alone for the first "
+    "10% of the epochs, lrs falling 10x to the first layers, cosine; under 50 images per class, k-fold "
+    "cross-validation and then every image trains); --pretrained also: mobilenet_v2, images of at least 64 px. "
+    "Without --pretrained/--no-pretrained, ImageNet weights already in the hub cache are fine-tuned for colour "
+    "data or few images per class (never downloaded); flags still override all of it.",
 }
 
 

@@ -1,5 +1,5 @@
 """From the layers of options to one ``TrainConfig``: built-in defaults < the dataset's defaults <
-the fine-tuning defaults < ``--preset`` < ``--config FILE`` < flags. What none of them sets among the
+the pretrained-weights defaults (model, minimum size) < ``--preset`` < ``--config FILE`` < flags. What none of them sets among the
 recipe's options (``RECIPE_KEYS``) is listed in ``cfg.auto``: the run derives it from the data
 (``train.plan``), the last layer. Nested mappings (``augment``, ``data``) merge key by key.
 """
@@ -15,6 +15,9 @@ from ..presets import PRESETS, data_defaults, transfer_defaults
 from .schema import options, sections
 from .train import RECIPE_KEYS, TrainConfig
 from .yamlfile import load_yaml
+
+#: The name of the layer a start from ImageNet weights brings (``presets.PRETRAINED_DEFAULTS``).
+PRETRAINED_LAYER = "pretrained-weights defaults"
 
 
 def _key(k: object) -> str:
@@ -85,9 +88,10 @@ def layers(
     out: list[tuple[dict[str, Any], str]] = []
     if data is not None and data_defaults(data):
         out.append((data_defaults(data), f"{data} defaults"))
-    # fine-tuning has its own recipe, switched on by what the layers above say: it counts as given
+    # a start from ImageNet weights brings a model that has them and a minimum size, switched on by
+    # what the layers above say; defaults, so the recipe still lists the model as its own
     if fine := transfer_defaults({**from_preset, **from_file, **flags}):
-        out.append((fine, "fine-tuning defaults"))
+        out.append((fine, PRETRAINED_LAYER))
     if preset is not None:
         out.append((from_preset, f"preset {preset}"))
     if config_file is not None:
@@ -103,8 +107,8 @@ def build_config(
     config_file: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Defaults < the built-in dataset's defaults < the fine-tuning defaults (when the run starts from
-    pretrained weights or a checkpoint) < ``preset`` < ``config_file`` < ``overrides``.
+    """Defaults < the built-in dataset's defaults < the pretrained-weights defaults (when the run starts
+    from ImageNet weights) < ``preset`` < ``config_file`` < ``overrides``.
 
     Every recipe option (``RECIPE_KEYS``) that none of these sets is left to the run to derive from
     the data (``cfg.auto``); what any of them sets is explicit and wins."""
@@ -112,7 +116,8 @@ def build_config(
     given: set[str] = set()
     for layer, where in layers(data, preset, config_file, overrides or {}):
         cfg = merge(cfg, layer, where)
-        given |= explicit_keys(layer)
+        if where != PRETRAINED_LAYER:
+            given |= explicit_keys(layer)
     if "auto" in given:  # a saved config.yaml says itself what it derived (nothing, once resolved)
         return cfg
     return dataclasses.replace(cfg, auto=tuple(k for k in RECIPE_KEYS if k not in given))

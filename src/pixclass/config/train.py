@@ -102,8 +102,9 @@ class TrainConfig:
         "rescnn",
         kind="custom",
         check=check_model,
+        derived=True,
         help="model name (see `pixclass models`)",
-        why="rescnn; mobilenet_v2 with --pretrained",
+        why="rescnn; mobilenet_v2 when fine-tuning ImageNet weights",
         flag="--model",
         group=OPT,
     )
@@ -180,8 +181,9 @@ class TrainConfig:
         "onecycle",
         kind="choice",
         choices=SCHEDULES,
+        derived=True,
         help="learning-rate schedule",
-        why="onecycle",
+        why="onecycle; cosine when fine-tuning",
         flag="--schedule",
         group=OPT,
     )
@@ -192,7 +194,7 @@ class TrainConfig:
         hi=10_000.0,
         derived=True,
         help="warm-up length in epochs",
-        why="1 epoch, at least 100 steps",
+        why="1 epoch, at least 100 steps; none when fine-tuning (the head-only epochs come first)",
         flag="--warmup-epochs",
         group=OPT,
     )
@@ -410,14 +412,18 @@ class TrainConfig:
     data: DataConfig = option(DataConfig(), kind="section", help="how the data is read and split")
     # Where the weights start (train.finetune): random, ImageNet (pretrained), a local state-dict
     # file for the architecture (weights), or the body of an earlier pixclass run's checkpoint (init).
-    pretrained: bool = option(
-        False,
+    pretrained: bool | None = option(
+        None,
         kind="bool",
-        help="ImageNet weights through torchvision (cached in $TORCH_HOME/hub/checkpoints, downloaded when "
-        "missing); `pixclass models` lists the models that have them. Normalisation becomes ImageNet's",
-        why="off: random weights",
+        optional=True,
+        derived=True,
+        help="ImageNet weights through torchvision (cached in $TORCH_HOME/hub/checkpoints; --pretrained "
+        "downloads them when missing); `pixclass models` lists the models that have them. Normalisation "
+        "becomes ImageNet's. --no-pretrained: random weights whatever the data",
+        why="the recipe's choice: fine-tuning when the model's ImageNet file is already in the hub cache "
+        "and the data is colour or has few images per class (never a download), else random weights",
         flag="--pretrained",
-        cli="on",
+        cli="both",
         group=TRANSFER,
     )
     weights: str | None = option(
@@ -448,8 +454,9 @@ class TrainConfig:
         kind="int",
         lo=0,
         hi=100_000,
+        derived=True,
         help="first epochs train the head only, body and its batch norm frozen",
-        why="0; 1 when fine-tuning",
+        why="0; the first 10% of the epochs when fine-tuning",
         flag="--freeze-epochs",
         group=TRANSFER,
     )
@@ -458,10 +465,25 @@ class TrainConfig:
         kind="float",
         lo=1.0,
         hi=1e6,
+        derived=True,
         help="head lr / first layers' lr (rates fall geometrically in between; 1: one rate for all)",
         why="1; 10 when fine-tuning",
         flag="--lr-mult",
         group=TRANSFER,
+    )
+    folds: int = option(
+        0,
+        kind="int",
+        lo=0,
+        hi=100,
+        derived=True,
+        help="k-fold cross-validation on every labelled image (no validation split carved): K runs, each "
+        "scored on the fold it did not see, give the accuracy as mean +- sd and choose the epochs and the "
+        "temperature; then the model trains on all the images. 0: one validation split",
+        why="0; up to 5 when fine-tuning on under 50 images per class",
+        flag="--folds",
+        metavar="K",
+        group=OPT,
     )
     time: str | None = option(
         None,
@@ -502,6 +524,8 @@ class TrainConfig:
         if self.init is not None and (self.pretrained or self.weights is not None):
             raise ConfigError("init: starts from a checkpoint's weights; drop pretrained/weights, or init")
         check_int("freeze_epochs", self.freeze_epochs, 0, self.epochs)
+        if self.folds == 1:
+            raise ConfigError("folds: 1 is not allowed; give 0 (one validation split) or 2 and more")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -103,6 +103,7 @@ def load_data(
     progress: bool = True,
     for_training: bool = True,
     val_rule: Callable[[int, int], float] | None = None,
+    cv_rule: Callable[[np.ndarray, int], int] | None = None,
 ) -> Dataset:
     """``for_training``: refuse data that ``pixclass data check`` calls untrainable (one class, or a
     class without a usable image). Evaluation passes False: measuring a model on one class is fine.
@@ -110,7 +111,11 @@ def load_data(
     ``val_rule(n_pool, n_classes)``: when the data has no val split, the validation share is chosen by
     this rule from the images left for train and validation (a split at ``cfg.val_fraction`` counts
     them) instead of taken from ``cfg``; the manifest records the share used. The recipe passes its
-    rule, so the data is decoded and split once."""
+    rule, so the data is decoded and split once.
+
+    ``cv_rule(labels, n_classes)``: when the data has no val split, the cross-validation folds for the
+    labelled images of the split carved from (0: split as usual). Folds > 0: nothing is carved, every
+    image trains (the caller cross-validates), and the manifest records ``folds``."""
     src = (
         as_sequences(data, cfg.kind)
         if isinstance(data, Source)
@@ -175,6 +180,7 @@ def load_data(
 
     # Splits: use the data's own; carve val (and test, when there is no split at all) from train.
     seed = cfg.split_seed
+    folds = 0
     splits: dict[str, SplitData] = {}
     listing: dict[str, object] = {}  # the manifest: paths, or indices into an array split
     base = "all" if "all" in arrays else "train"
@@ -186,7 +192,11 @@ def load_data(
         store, labels, paths = arrays[base]
         fr = _fractions(cfg, arrays, base)
         splitter = iterative_split if src.task == "multilabel" else stratified_split
-        if val_rule is not None and "val" not in arrays:
+        if cv_rule is not None and "val" not in arrays and src.task != "multilabel":
+            folds = cv_rule(np.asarray(labels), len(src.classes))
+            if folds:
+                cfg, fr = replace(cfg, val_fraction=0.0, test_fraction=0.0), {}
+        if val_rule is not None and "val" not in arrays and not folds:
             n_pool = _train_and_val(splitter(labels, fr, seed) if fr else {"train": labels})
             cfg = replace(cfg, val_fraction=val_rule(n_pool, len(src.classes)))
             fr = _fractions(cfg, arrays, base)
@@ -227,6 +237,8 @@ def load_data(
         "splits": listing,
         "broken": [{"path": e.path, "reason": e.reason} for e in broken],
     }
+    if folds:
+        manifest["folds"] = folds
     if overrides_note is not None:
         manifest["label_overrides"] = {
             "relabel": cfg.relabel,

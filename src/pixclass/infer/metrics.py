@@ -16,6 +16,30 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+#: Below this many images an accuracy is reported with its 95% interval: at 90% accuracy the Wilson
+#: interval of 1,000 images is -2.0/+1.7 points, of 100 images -7.4/+4.5, of 40 images -13.1/+6.0.
+INTERVAL_BELOW = 1000
+
+
+def wilson_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy of ``correct`` out of ``n`` (scipy's): unlike the normal
+    approximation it stays inside [0, 1] and is honest at 100% of a few images."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        return (0.0, 1.0)
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def accuracy_line(correct: int, n: int) -> str:
+    """``0.925 (37/40; 95% interval 0.801-0.974, Wilson)``: the interval below ``INTERVAL_BELOW`` images."""
+    text = f"{correct / max(1, n):.4f}"
+    if n < INTERVAL_BELOW:
+        lo, hi = wilson_interval(correct, n)
+        text += f" ({correct}/{n}; 95% interval {lo:.3f}-{hi:.3f}, Wilson)"
+    return text
+
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size."""

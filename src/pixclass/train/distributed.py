@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -251,6 +252,7 @@ def load_data_once(
     manifest_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     val_rule: Callable[[int, int], float] | None = None,
+    cv_rule: Callable[[np.ndarray, int], int] | None = None,
 ) -> Dataset:
     """``data.dataset.load_data`` in every rank, the decoding done once per machine.
 
@@ -260,7 +262,9 @@ def load_data_once(
     the ranks of a machine share one copy in the page cache), split the same way (the split is seeded)."""
     with main_first(per_machine=True):
         main = is_main()
-        return load_data(data, cfg, manifest_path if main else None, progress and main, val_rule=val_rule)
+        return load_data(
+            data, cfg, manifest_path if main else None, progress and main, val_rule=val_rule, cv_rule=cv_rule
+        )
 
 
 def on_main(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:

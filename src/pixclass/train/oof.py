@@ -11,42 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold
 
 from ..config import TrainConfig
 from ..data.cache import ImageStore
 from ..data.dataset import Dataset, SplitData
 from ..infer.predictor import Predictor
+from .crossval import choose_folds, fold_ids
 from .recipe import RECIPE_KEYS
 from .run import train
-
-
-def choose_folds(labels: np.ndarray, n_classes: int, asked: int) -> tuple[int, str | None]:
-    """The folds to use and, when fewer than asked, the reason in words (a class with few images: each
-    fold should hold one of its images). At least 2."""
-    counts = np.bincount(labels, minlength=n_classes)
-    smallest = int(counts[counts > 0].min()) if (counts > 0).any() else 0
-    k = max(2, min(asked, smallest, len(labels) // 2))
-    if k < asked:
-        return k, f"{k} folds instead of {asked}: the smallest class has {smallest} image(s)"
-    return k, None
-
-
-def fold_ids(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """(N,) the fold of each image, stratified by label and seeded."""
-    out = np.zeros(len(labels), np.int64)
-    with warnings.catch_warnings():  # a class smaller than k: said by choose_folds already
-        warnings.simplefilter("ignore", UserWarning)
-        skf = StratifiedKFold(k, shuffle=True, random_state=seed)
-        for f, (_, held) in enumerate(skf.split(np.zeros(len(labels)), labels)):
-            out[held] = f
-    return out
 
 
 def fold_config(base: TrainConfig, epochs: int, given: Collection[str] = ()) -> TrainConfig:
@@ -104,3 +81,6 @@ def out_of_fold_probs(
             pred = Predictor.from_checkpoint(res.last, device=cfg.device, backend="torch")
             probs[held] = pred.probs_from_uint8(store.subset(held)).double().cpu().numpy()
     return probs
+
+
+__all__ = ["choose_folds", "fold_config", "fold_dataset", "fold_ids", "out_of_fold_probs"]

@@ -37,6 +37,17 @@ on held-out splits, benchmarks/README.md; 2 shared cores, one seed, so +-1 point
   the best ones; stopping on a plateau before the decay throws them away. best.safetensors still
   keeps the best epoch.
 
+Fine-tuning (``start``: ImageNet weights through ``--pretrained`` / ``--weights``, or an earlier run's
+body through ``--init``) has rules of its own (``FT_*``), measured on few-shot sets
+(``benchmarks/fewshot.py``: face photos at 20 per class, digits at 8 per class, several seeds; the
+figures are in ``benchmarks/results/fewshot.md``): AdamW, a step budget of ``FT_STEP_BUDGET`` steps
+(ImageNet features need few steps, but more than the 15 a fixed 15 epochs at batch 16 gave 40 images),
+batches of ``FT_MIN_BATCH`` and up, the head alone for the first ``FT_HEAD_SHARE`` of the epochs, then
+every layer with learning rates falling ``FT_LR_MULT`` times from the head to the first layers, on a
+cosine decay. Below ``SMALL_PER_CLASS`` images per class a validation split is too small to choose
+anything and costs a large share of the images: the run cross-validates instead (``folds_for``), the
+folds choose the epochs and the temperature, and the model then trains on every labelled image.
+
 Families (``FAMILY_RECIPES``): CNNs train with SGD + Nesterov (0.1 at batch 256, measured on
 Fashion-MNIST); the RNNs with AdamW 3e-3, weight decay 0.05, gradient clipping 1.0 and 12 epochs
 (measured: 90.59% on Fashion-MNIST against ~89% with the CNN recipe); torchvision nets (random init)
@@ -80,6 +91,29 @@ AUDIT_FOLDS = 5
 #: first k (4 epochs: 88%); an RBF SVC on the pixels ranks 93%.
 AUDIT_MODEL = "seed_cnn"
 AUDIT_EPOCHS = 10
+
+#: How a run starts: random weights, ImageNet weights (--pretrained / --weights), an earlier run (--init).
+STARTS = ("scratch", "imagenet", "init")
+#: Fine-tuning: optimizer steps in all, the smallest batch, AdamW's lr at ``FT_LR_BATCH`` (square-root
+#: scaled below it, never above ``FT_LR``), weight decay, the share of the epochs that trains the head
+#: alone, and head lr / first layers' lr. See the module docstring and benchmarks/results/fewshot.md.
+FT_STEP_BUDGET = 300
+FT_MIN_BATCH = 8
+FT_LR, FT_LR_BATCH = 3e-3, 16
+FT_WEIGHT_DECAY = 0.01
+FT_HEAD_SHARE = 0.1
+FT_LR_MULT = 10.0
+FT_MIN_EPOCHS = 5
+#: Below this many labelled images per class (where the 5-per-class validation split of
+#: ``val_fraction_for`` takes more than the default 10%), a fine-tuning run cross-validates with up to
+#: ``MAX_FOLDS`` folds and then trains on every labelled image.
+SMALL_PER_CLASS = 50
+MAX_FOLDS = 5
+#: Without --pretrained / --no-pretrained, ImageNet weights already in the hub cache are fine-tuned for
+#: colour data under this many images per class, and for any data under the grey bound (see
+#: ``prefer_pretrained``; above them, a CPU's time favours the small nets trained from scratch).
+PRETRAINED_COLOUR_PER_CLASS = 1000
+PRETRAINED_GREY_PER_CLASS = SMALL_PER_CLASS
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,10 @@ class Recipe:
     steps_per_epoch: int
     explanation: str
     chosen: tuple[str, ...] = field(default_factory=tuple)
+    schedule: str = "onecycle"
+    freeze_epochs: int = 0
+    lr_mult: float = 1.0
+    folds: int = 0  # > 0: k-fold cross-validation, then every labelled image trains
 
     @property
     def warmup_epochs(self) -> float:
@@ -185,14 +223,56 @@ def val_fraction_for(n_pool: int, n_classes: int) -> float:
     return round(min(VAL_MAX_FRACTION, max(VAL_FRACTION, want)), 3)
 
 
-def derive(facts: DataFacts, model: str = "rescnn", explicit: Mapping[str, Any] | None = None) -> Recipe:
+def start_of(pretrained: bool | None, weights: str | None, init: str | None) -> str:
+    """The ``STARTS`` entry of a run's start options."""
+    if init:
+        return "init"
+    return "imagenet" if pretrained or weights else "scratch"
+
+
+def folds_for(n_labelled: int, n_classes: int, smallest: int) -> int:
+    """Cross-validation folds for a fine-tuning run on ``n_labelled`` images (0: one validation split,
+    the set is large enough): below ``SMALL_PER_CLASS`` per class, ``MAX_FOLDS`` or fewer when the
+    smallest class has fewer images (each fold should hold one of them); at least 2."""
+    if n_labelled >= SMALL_PER_CLASS * max(1, n_classes) or smallest < 2:
+        return 0
+    return max(2, min(MAX_FOLDS, smallest))
+
+
+def prefer_pretrained(n_labelled: int, n_classes: int, channels: int) -> str | None:
+    """Why fine-tuning ImageNet weights is the better start for this data, or None (random weights).
+    Measured (benchmarks/results/transfer.md, 5 classes, test accuracy pretrained vs scratch): colour
+    64 px at 10 and 50 per class 59.0 vs 21.0 and 75.0 vs 20.4, photo crops 99.8 vs 95.8 and 97.6;
+    grey Fashion-MNIST at 10 per class 78.2 vs 65.0 (at 50: 85.4 vs 82.0, at 200: 88.4 vs 85.8, for
+    ~5x the time). Large grey sets keep scratch, where the tuned recipe is measured (Fashion-MNIST:
+    93.6%)."""
+    per_class = n_labelled / max(1, n_classes)
+    if channels == 3 and per_class < PRETRAINED_COLOUR_PER_CLASS:
+        return f"colour images, {per_class:.0f} per class"
+    if per_class < PRETRAINED_GREY_PER_CLASS:
+        return f"{per_class:.0f} images per class"
+    return None
+
+
+def derive(
+    facts: DataFacts,
+    model: str = "rescnn",
+    explicit: Mapping[str, Any] | None = None,
+    start: str = "scratch",
+    folds: int = 0,
+    start_why: str = "",
+) -> Recipe:
     """The recipe for ``facts`` and ``model``; every key of ``explicit`` (an option the user set, by
     its config name: batch_size, lr, epochs, optimizer, warmup_epochs, weight_decay, grad_clip,
-    patience, balance, metric, val_fraction, augment) is kept as given and used to derive the rest
-    (an explicit batch sets the steps per epoch and the lr scaling)."""
+    patience, balance, metric, val_fraction, augment, schedule, freeze_epochs, lr_mult, folds) is kept
+    as given and used to derive the rest (an explicit batch sets the steps per epoch and the lr
+    scaling). ``start``: one of ``STARTS`` (fine-tuning has its own rules); ``folds``: the
+    cross-validation folds the data was split for (0: a validation split); ``start_why``: why the
+    start was chosen, when the recipe chose it (for the explanation)."""
     ex = dict(explicit or {})
     fam = FAMILY_RECIPES[family_of(model)]
     n = max(1, facts.n_train)
+    tune = start != "scratch"
     chosen: list[str] = []
 
     def pick(name: str, rule_value: Any) -> Any:
@@ -201,9 +281,10 @@ def derive(facts: DataFacts, model: str = "rescnn", explicit: Mapping[str, Any] 
         chosen.append(name)
         return rule_value
 
-    batch = int(pick("batch_size", max(MIN_BATCH, min(MAX_BATCH, _pow2(n / STEPS_TARGET)))))
+    lo_batch = FT_MIN_BATCH if tune else MIN_BATCH
+    batch = int(pick("batch_size", max(lo_batch, min(MAX_BATCH, _pow2(n / STEPS_TARGET)))))
     steps = max(1, n // min(batch, n))  # the loop drops the ragged last batch
-    optimizer = pick("optimizer", fam.optimizer)
+    optimizer = pick("optimizer", "adamw" if tune else fam.optimizer)
     # An explicit optimizer other than the family's own takes that optimizer's family recipe.
     base = (
         fam
@@ -212,16 +293,33 @@ def derive(facts: DataFacts, model: str = "rescnn", explicit: Mapping[str, Any] 
     )
     ratio = batch / BASE_BATCH
     scaled = base.lr * (ratio if base.lr_scaling == "linear" else math.sqrt(ratio))
+    lr_why = f" ({base.lr:g} x {batch}/{BASE_BATCH}" + (")" if base.lr_scaling == "linear" else " sqrt)")
+    if tune and optimizer == "adamw":  # pretrained features: never above the measured few-shot lr
+        scaled = FT_LR * min(1.0, math.sqrt(batch / FT_LR_BATCH))
+        lr_why = f" ({FT_LR:g} x sqrt {batch}/{FT_LR_BATCH})" if batch < FT_LR_BATCH else ""
     lr = float(pick("lr", float(f"{scaled:.3g}")))
-    weight_decay = pick("weight_decay", base.weight_decay)
-    grad_clip = pick("grad_clip", base.grad_clip)
-    epochs = int(pick("epochs", max(fam.epochs, min(MAX_EPOCHS, math.ceil(STEP_BUDGET / steps)))))
+    weight_decay = pick(
+        "weight_decay", FT_WEIGHT_DECAY if tune and optimizer == "adamw" else base.weight_decay
+    )
+    grad_clip = pick("grad_clip", None if tune else base.grad_clip)
+    budget = FT_STEP_BUDGET if tune else STEP_BUDGET
+    lo_epochs = FT_MIN_EPOCHS if tune else fam.epochs
+    by_budget = min(MAX_EPOCHS, math.ceil(budget / steps))
+    epochs = int(pick("epochs", max(lo_epochs, by_budget)))
     total = steps * epochs
     if ex.get("warmup_epochs") is not None:
         warmup = round(float(ex["warmup_epochs"]) * steps)
+    elif tune:  # the head-only epochs come first, at the peak lr: the new head needs it
+        chosen.append("warmup_steps")
+        warmup = 0
     else:
         chosen.append("warmup_steps")
         warmup = min(max(WARMUP_MIN_STEPS, steps), int(WARMUP_MAX_SHARE * total))
+    schedule = pick("schedule", "cosine" if tune else "onecycle")
+    head_only = min(max(1, math.ceil(FT_HEAD_SHARE * epochs)), epochs - 1) if tune else 0
+    freeze_epochs = int(pick("freeze_epochs", max(0, head_only)))
+    lr_mult = float(pick("lr_mult", FT_LR_MULT if tune else 1.0))
+    folds = int(pick("folds", folds))
     patience = pick("patience", None)
     skewed = facts.imbalance >= IMBALANCE_RATIO and not facts.multilabel
     balance = ex.get("balance") or "auto"
@@ -230,23 +328,32 @@ def derive(facts: DataFacts, model: str = "rescnn", explicit: Mapping[str, Any] 
         balance = AUTO_BALANCE if skewed else "none"
     metric = pick("metric", "val_bal_acc" if skewed else "val_acc")
     n_pool = round(n / (1 - VAL_FRACTION))  # the images before the carve, near enough for the rule
-    val_fraction = pick("val_fraction", val_fraction_for(n_pool, facts.n_classes))
+    val_fraction = pick("val_fraction", 0.0 if folds else val_fraction_for(n_pool, facts.n_classes))
     augment = pick("augment", {"pad": max(1, round(facts.image_size / 16))})
 
+    starts = {"imagenet": "fine-tuning ImageNet weights", "init": "fine-tuning an earlier run's body"}
     why = (
         f"{n:,} images, {facts.n_classes} {'labels' if facts.multilabel else 'classes'}, {facts.image_size} px"
         + (f", {facts.frames} frames" if facts.frames else "")
         + (f", classes {facts.imbalance:.0f}:1" if skewed else "")
-        + f" -> batch {batch}, {steps} steps/epoch, {epochs} epochs, warmup {warmup} steps, "
-        + f"{optimizer} lr {lr:g}"
-        + (
-            f" ({base.lr:g} x {batch}/{BASE_BATCH}" + (")" if base.lr_scaling == "linear" else " sqrt)")
-            if "lr" in chosen
-            else ""
-        )
+        + (f", {starts[start]}" if tune else "")
+        + (f" ({start_why}; --no-pretrained opts out)" if start_why else "")
+        + f" -> batch {batch}, {steps} steps/epoch, {epochs} epochs"
+        + (f" ({budget}-step budget)" if "epochs" in chosen and by_budget > lo_epochs else "")
+        + (f", warmup {warmup} steps" if warmup else "")
+        + (f", head only for {freeze_epochs} epoch{'s' * (freeze_epochs != 1)}" if freeze_epochs else "")
+        + f", {optimizer} lr {lr:g}"
+        + (lr_why if "lr" in chosen else "")
+        + (f" falling {lr_mult:g}x to the first layers" if lr_mult > 1 else "")
+        + (f", {schedule}" if tune else "")
         + (f", grad clip {grad_clip:g}" if grad_clip else "")
         + (f", balance {balance}" if balance != "none" else "")
-        + f", val {val_fraction:.0%}"
+        + (
+            f", {folds}-fold cross-validation (under {SMALL_PER_CLASS} images per class) chooses the epochs and "
+            f"temperature, then all {n:,} images train"
+            if folds
+            else f", val {val_fraction:.0%}"
+        )
         + (
             f"; set by you: {', '.join(sorted(k for k in ex if ex[k] is not None))}"
             if any(v is not None for v in ex.values())
@@ -269,11 +376,19 @@ def derive(facts: DataFacts, model: str = "rescnn", explicit: Mapping[str, Any] 
         steps,
         why,
         tuple(chosen),
+        schedule,
+        freeze_epochs,
+        lr_mult,
+        folds,
     )
 
 
 __all__ = [
     "AUTO_BALANCE",
+    "FT_STEP_BUDGET",
+    "MAX_FOLDS",
+    "SMALL_PER_CLASS",
+    "STARTS",
     "FAMILY_RECIPES",
     "IMBALANCE_RATIO",
     "DataFacts",
@@ -281,5 +396,8 @@ __all__ = [
     "Recipe",
     "derive",
     "family_of",
+    "folds_for",
+    "prefer_pretrained",
+    "start_of",
     "val_fraction_for",
 ]

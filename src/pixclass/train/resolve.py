@@ -17,7 +17,7 @@ from ..models.rnn import model_for_data
 from .balance import class_counts
 from .lr_find import LRFindResult, lr_range_test
 from .optim import loss_fn
-from .recipe import DataFacts, Recipe, derive
+from .recipe import DataFacts, Recipe, derive, start_of
 
 
 def facts_from(ds: Dataset) -> DataFacts:
@@ -34,7 +34,7 @@ def facts_from(ds: Dataset) -> DataFacts:
 
 
 def recipe_overrides(
-    cfg: TrainConfig, ds: Dataset, explicit: Collection[str]
+    cfg: TrainConfig, ds: Dataset, explicit: Collection[str], start_why: str = ""
 ) -> tuple[dict[str, Any], Recipe]:
     """The options the recipe for ``ds`` sets (every option not in ``explicit``), as overrides of
     ``cfg``; and the recipe. ``lr: auto`` gets the rule's lr until the LR range test replaces it.
@@ -47,7 +47,8 @@ def recipe_overrides(
             given[k] = cfg.data.val_fraction
         elif k in d and not (k == "lr" and d[k] == "auto"):  # lr auto: the rule's lr is a placeholder
             given[k] = d[k]
-    recipe = derive(facts_from(ds), cfg.model, given)
+    start = start_of(cfg.pretrained, cfg.weights, cfg.init)
+    recipe = derive(facts_from(ds), cfg.model, given, start, int(ds.manifest.get("folds", 0)), start_why)
     over = {k: v for k, v in recipe.overrides().items() if k in d and k != "data"}
     if cfg.lr == "auto":
         over["lr"] = recipe.lr  # until the LR range test replaces it

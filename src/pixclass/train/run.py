@@ -9,16 +9,18 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, build_config
 from ..data.dataset import Dataset
 from ..infer import ood
-from . import distributed
+from . import crossval, distributed
 from .callbacks import default_callbacks
 from .callbacks.epoch_function import EpochFunction
 from .callbacks.tracking import check_trackers
 from .events import Callback
+from .plan import make_plan
 from .trainer import Trainer, TrainResult, log_line
 
 
@@ -56,9 +58,20 @@ def train(
     if config.log and os.environ.get("RANK", "0") == "0":  # rank 0 logs (torchrun sets RANK)
         check_trackers(config.log)  # a missing package or an unreachable store: before any training
     user = [*callbacks, *([EpochFunction(on_epoch_end)] if on_epoch_end is not None else [])]
-    build = functools.partial(default_callbacks, user=user, finish=True, report=report)
     with distributed.joined(config.device):
-        trainer = Trainer(data, config, out, callbacks=build, resume=resume, progress=progress, log=log)
+        source: Any = data
+        if resume and (cv := crossval.saved(Path(out))) is not None:  # its folds ran before the final run
+            user.append(crossval.CrossValFinish(cv))
+        elif not resume and (config.folds or ("folds" in config.auto and not isinstance(data, Dataset))):
+            # the plan first: the data decides whether the run cross-validates (train.recipe.folds_for)
+            source = make_plan(data, config, out, progress, log)
+            if source.config.folds:
+                source, cv = crossval.cross_validate(source, log, progress)
+                crossval.write(Path(out), cv)
+                log(cv.line())
+                user.append(crossval.CrossValFinish(cv))
+        build = functools.partial(default_callbacks, user=user, finish=True, report=report)
+        trainer = Trainer(source, config, out, callbacks=build, resume=resume, progress=progress, log=log)
         return trainer.fit()
 
 

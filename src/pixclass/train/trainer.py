@@ -70,7 +70,7 @@ class Trainer:
 
     def __init__(
         self,
-        data: str | os.PathLike[str] | Dataset,
+        data: str | os.PathLike[str] | Dataset | Plan,
         cfg: TrainConfig,
         out: str | os.PathLike[str],
         *,
@@ -225,7 +225,12 @@ class Trainer:
         """The plan (the data decoded once, the recipe and the task's rules resolved), config.yaml, the
         model, the optimizer, the task and the callbacks."""
         torch.manual_seed(self.cfg.seed)
-        if self.resume and (note := check_resume_data(self.out, self.source, self.cfg.data)):
+        resumed_from = None if isinstance(self.source, Plan) else self.source
+        if (
+            self.resume
+            and resumed_from is not None
+            and (note := check_resume_data(self.out, resumed_from, self.cfg.data))
+        ):
             self.log(f"warning: {note}")  # other classes were refused; other files only noted
         plan = resolve_config(self.source, self.cfg, self.out, self.progress, self.log, self._task)
         self.cfg, self.data, self.device, self.task = plan.config, plan.data, plan.device, plan.task
@@ -275,9 +280,13 @@ class Trainer:
                 f"{self.out}: every epoch ended with a non-finite loss; lower --lr (was {cfg.lr:g})"
             )
         seconds = sum(h["epoch_seconds"] for h in self.history)
-        self.log(
-            f"training took {seconds:.1f} s ({len(self.history)} epochs); best {cfg.metric} {self.best_metric:.4f}"
+        val = ds.splits.get("val")
+        best = (  # without a validation split the checkpoints follow the training loss: not a metric to show
+            f"best {cfg.metric} {self.best_metric:.4f}"
+            if val is not None and len(val)
+            else "no validation split"
         )
+        self.log(f"training took {seconds:.1f} s ({len(self.history)} epochs); {best}")
         result = TrainResult(
             self.out,
             self.out / "best.safetensors",
@@ -391,7 +400,7 @@ def chance_verdict(history: list[dict[str, float]], ds: Dataset) -> str | None:
 
 
 def resolve_config(
-    data: str | os.PathLike[str] | Dataset,
+    data: str | os.PathLike[str] | Dataset | Plan,
     cfg: TrainConfig,
     run: Path,
     progress: bool,
@@ -399,7 +408,9 @@ def resolve_config(
     task: Task | None = None,
 ) -> Plan:
     """The one place the trainer resolves its configuration: the run's plan (``train.plan``), made
-    before anything trains."""
+    before anything trains -- or made already (cross-validation plans first, ``train.run``)."""
+    if isinstance(data, Plan):
+        return data
     return make_plan(data, cfg, run, progress, log, task)
 
 

@@ -79,7 +79,10 @@ def tune(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     refuse_other_data(optuna, out, data_path(data))  # before the plan writes into the folder
-    plan = make_plan(data, config or build_config(str(data)), out, progress=False, log=log)
+    cfg = config or build_config(str(data))
+    if "folds" in cfg.auto:  # trials are compared on one validation split, never cross-validated
+        cfg = dataclasses.replace(cfg, folds=0, auto=tuple(k for k in cfg.auto if k != "folds"))
+    plan = make_plan(data, cfg, out, progress=False, log=log)
     base, ds = plan.config, plan.data  # the derived recipe, and the data decoded and split once
     base = dataclasses.replace(base, calibrate=False, unknown=False, log=(), time=None)
     study = open_study(optuna, out, fingerprint(data, ds), base.metric, seed, log)

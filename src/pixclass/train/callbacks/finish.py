@@ -14,6 +14,7 @@ from ...config import TrainConfig
 from ...data.dataset import Dataset
 from ...errors import CheckpointError
 from ...infer.calibrate import fit_temperature
+from ...infer.metrics import accuracy_line
 from ..events import Callback
 from ..logits import predict_logits
 from ..multilabel import tune_checkpoint
@@ -30,7 +31,18 @@ class FinishCheckpoints(Callback):
         if run.data.task == "multilabel":
             return finish_multilabel(run, result)
         val = run.data.splits.get("val")
-        if val is None or len(val) < MIN_VAL_TO_FINISH:
+        if val is None or len(val) == 0:
+            return
+        if len(val) < MIN_VAL_TO_FINISH:  # the accuracy still, with how uncertain it is
+            try:
+                correct = best_hits(result.best, val, result.config or run.cfg, run.device)
+            except CheckpointError:  # a diverged run: the guard has said so
+                return
+            run.log(
+                f"best.safetensors: validation accuracy {accuracy_line(correct, len(val))}; under "
+                f"{MIN_VAL_TO_FINISH} validation images: no test-time flip choice, no temperature "
+                "(--folds K cross-validates on every image instead)"
+            )
             return
         msg = ""
         for path in (result.last, result.best):  # best last, so the log line reports best's numbers
@@ -70,8 +82,9 @@ def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, dev
     mean = torch.tensor(c.card.preprocess.mean, device=device)
     std = torch.tensor(c.card.preprocess.std, device=device)
     logits = predict_logits(model, val.store, mean, std, device, cfg.channels_last)
-    acc = float((logits.argmax(1) == val.labels).float().mean())
-    msg = f"validation accuracy {acc:.4f}"
+    correct = int((logits.argmax(1) == val.labels).sum())
+    acc = correct / len(val)
+    msg = f"validation accuracy {accuracy_line(correct, len(val))}"
     tta = None
     if cfg.augment.hflip > 0:
         both = predict_logits(model, val.store, mean, std, device, cfg.channels_last, tta=True)
@@ -85,6 +98,15 @@ def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, dev
         msg += f"; temperature {card.temperature:.3f}"
     ckpt.save(c.state_dict, card, path)
     return msg
+
+
+def best_hits(path: os.PathLike[str], val: Any, cfg: TrainConfig, device: torch.device) -> int:
+    """How many validation images the checkpoint at ``path`` classifies right."""
+    c = ckpt.load(path)
+    mean = torch.tensor(c.card.preprocess.mean, device=device)
+    std = torch.tensor(c.card.preprocess.std, device=device)
+    logits = predict_logits(c.build_model().to(device), val.store, mean, std, device, cfg.channels_last)
+    return int((logits.argmax(1) == val.labels).sum())
 
 
 __all__ = ["MIN_VAL_TO_FINISH", "FinishCheckpoints", "finish_checkpoint"]
