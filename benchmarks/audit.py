@@ -51,6 +51,8 @@ from pixclass.data.settings import DataConfig  # noqa: E402
 from pixclass.train.audit import AuditConfig, audit  # noqa: E402
 
 NOISES = ("uniform", "confusable")
+#: The CSVs written here live in a temporary folder and name the cached dataset's files by absolute path.
+OUTSIDE = DataConfig(allow_outside=True)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -216,7 +218,7 @@ def label_run(
         classes,
     )
     load0 = loadavg()
-    rep, pool, probs = audit(train_csv, acfg, DataConfig(), progress=False, log=lambda _m: None)
+    rep, pool, probs = audit(train_csv, acfg, OUTSIDE, progress=False, log=lambda _m: None)
     assert probs is not None
     # pool order = the CSV's train rows in order: map back to the dataset's indices
     is_bad = np.isin(np.flatnonzero(train), bad)
@@ -275,7 +277,10 @@ def retrain_run(
 
         accs, t = [], time.perf_counter()
         for seed in range(seeds):
-            cfg = merge(build_config(str(data)), {"seed": seed, **({"data": over} if over else {})})
+            cfg = merge(
+                build_config(str(data), overrides={"data": {"allow_outside": True}}),
+                {"seed": seed, **({"data": over} if over else {})},
+            )
             res = train(
                 data,
                 cfg,
@@ -374,7 +379,7 @@ def speed_run(work: Path, acfg: AuditConfig, n: int = 1000) -> dict[str, Any]:
     )
     load0 = loadavg()
     t = time.perf_counter()
-    rep, _, _ = audit(data, acfg, DataConfig(), progress=False, log=lambda _m: None)
+    rep, _, _ = audit(data, acfg, OUTSIDE, progress=False, log=lambda _m: None)
     audit_s = time.perf_counter() - t
     _, svc_s = svc_probs(root, [paths[i] for i in rows], labels[rows])
     return {
