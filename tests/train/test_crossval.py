@@ -97,3 +97,28 @@ def test_folds_refuse_one_and_time_budgets(tmp_path, patterns):
     data = patterns.folder(tmp_path / "data", {"top": 6, "bottom": 6})
     with pytest.raises(ConfigError, match="--folds with --time"):
         run(data, tmp_path / "run", folds=2, time="10s")
+
+
+def test_an_earlier_epoch_needs_a_clear_margin():
+    """Out-of-fold hits per epoch decide the epoch count only when an earlier epoch beats the last by
+    the margin: one image of 40 is noise."""
+    import numpy as np
+    import torch
+
+    from pixclass.train.crossval import FoldScores, _decide
+
+    y = np.array([0, 1] * 20)
+
+    def logits(wrong: int) -> torch.Tensor:
+        z = torch.nn.functional.one_hot(torch.from_numpy(y), 2).float()
+        z[:wrong] = 1 - z[:wrong]  # the first `wrong` images misclassified
+        return z
+
+    def decide(wrong_per_epoch: list[int]) -> int:
+        s = FoldScores(None, flip=False)
+        s.logits = {e + 1: (logits(w), None) for e, w in enumerate(wrong_per_epoch)}
+        return _decide([(np.arange(40), s)], y, 1, len(wrong_per_epoch), False, False, 0.0).epochs
+
+    assert decide([5, 1, 2]) == 3  # epoch 2 is one image better: the full schedule stays
+    assert decide([5, 0, 0]) == 3  # ties: the later epoch
+    assert decide([9, 0, 4]) == 2  # four images (10%) better: the shorter run
