@@ -251,15 +251,16 @@ def run_pixclass(
         over["unlabeled"] = str(sp["unlabelled"])
     cfg = build_config(str(sp["labelled"]), overrides=over)
     lines: list[str] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = train(str(sp["labelled"]), cfg, out, progress=False, log=lines.append, report=False)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     acc, c = score(res.best, test_root)
     used = res.config.unlabeled_threshold if res.config is not None else None
     row: dict[str, Any] = {
         "semi": semi,
         "test_acc": acc,
         "total_s": seconds,
+        "cpu_s": cpu,  # this process's CPU seconds (one torch thread): less sensitive to a busy machine
         "train_s": res.train_seconds,
         "epochs": len(res.history),
         "log": [ln for ln in lines if ln.startswith(("recipe", "semi", "unlabeled"))],
@@ -361,9 +362,10 @@ def markdown(rows: list[dict[str, Any]], ctx: dict[str, Any], cmd: str) -> str:
         "",
         "Test accuracy %. *labelled only*: `pixclass train LABELLED`; *--unlabeled*: `pixclass train LABELLED "
         "--unlabeled UNLABELLED`; LabelSpreading (kNN, 10 neighbours) on the pixels of both folders; SVC (RBF, C=10) "
-        "on the labelled pixels. Seconds: the whole pixclass run (decode, train, after-training steps).",
+        "on the labelled pixels. Seconds: the whole pixclass run (decode, train, after-training steps), wall clock "
+        "and, in brackets, the process's CPU seconds.",
         "",
-        "| dataset | labels/class | seed | labelled | unlabelled | labelled only | --unlabeled | gain | LabelSpreading | SVC | s labelled only | s --unlabeled |",
+        "| dataset | labels/class | seed | labelled | unlabelled | labelled only | --unlabeled | gain | LabelSpreading | SVC | s (CPU s) labelled only | s (CPU s) --unlabeled |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -371,7 +373,7 @@ def markdown(rows: list[dict[str, Any]], ctx: dict[str, Any], cmd: str) -> str:
         lines.append(
             f"| {r['dataset']} | {r['per_class']} | {r['seed']} | {r['n_labelled']} | {r['n_unlabelled']:,} | {pct(lo['test_acc'])} | "
             f"{pct(se['test_acc'])} | {100 * (se['test_acc'] - lo['test_acc']):+.1f} | {pct(r['label_spreading'])} | {pct(r['svc'])} | "
-            f"{lo['total_s']:.0f} | {se['total_s']:.0f} |"
+            f"{lo['total_s']:.0f} ({lo.get('cpu_s', 0):.0f}) | {se['total_s']:.0f} ({se.get('cpu_s', 0):.0f}) |"
         )
     ood = [r for r in rows if "unlabeled_outliers" in r]
     if ood:
@@ -414,7 +416,26 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default="/tmp/pixclass-semi")
     ap.add_argument("--name", default="semi")
+    ap.add_argument(
+        "--merge",
+        nargs="*",
+        metavar="JSON",
+        help="instead: one result (--name) from the results of runs done in parts (their JSON files)",
+    )
     a = ap.parse_args()
+    if a.merge:
+        parts = [json.loads(Path(f).read_text()) for f in a.merge]
+        rows = [r for part in parts for r in part["rows"]]
+        ctx = {**parts[0]["context"], "load": max(p["context"].get("load", 0) for p in parts)}
+        cmds = [p["command"] for p in parts]
+        md = markdown(rows, ctx, " && ".join(cmds)).replace(
+            "1-min load average at start", "highest 1-min load average at the start of a part"
+        )
+        write_results(
+            a.name, {"context": ctx, "commands": cmds, "rows": rows}, md, quick=False, results=RESULTS
+        )
+        print(md)
+        return 0
     set_threads(a.threads)
     ctx = context(a.threads)
     ctx["load"] = os.getloadavg()[0]

@@ -53,6 +53,21 @@ def test_train_with_unlabeled_logs_the_rule_and_the_pseudo_label_share(tmp_path,
     assert c.classes == ["bottom", "top"] and c.card.train_config["unlabeled"] == str(unl)
 
 
+def test_filter_scores_unlabelled_against_the_labelled_batch(tmp_path, patterns):
+    """--unlabeled-filter: an unlabelled image far from every labelled one gets no pseudo-label; one
+    as close as the labelled images are to each other passes."""
+    import torch
+
+    task = SemiSupervised()
+    lab = torch.eye(4)[[0, 0, 1, 1]] + 0.05  # two tight pairs: leave-one-out scores near 1
+    unl = torch.stack([torch.eye(4)[0] + 0.05, torch.eye(4)[3]])  # like the first pair; like none
+    assert task.typical(lab, unl).tolist() == [1.0, 0.0]
+    data, unl_dir = folders(tmp_path, patterns)
+    cfg = merge(TrainConfig(), {**TINY_RECIPE, "unlabeled": str(unl_dir), "unlabeled_filter": True})
+    res = train(str(data), cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert 0 <= res.history[0]["unlabeled_used"] <= 1
+
+
 def test_without_unlabeled_the_task_is_plain_classification(tmp_path, patterns):
     data, _ = folders(tmp_path, patterns)
     assert type(task_for(object(), TrainConfig())) is Classification

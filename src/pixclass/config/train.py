@@ -389,6 +389,17 @@ class TrainConfig:
         metavar="P",
         group=SEMI,
     )
+    unlabeled_filter: bool = option(
+        False,
+        kind="bool",
+        help="leave out unlabelled images that are further from the labelled ones than these are from each "
+        "other (nearest-neighbour cosine of the penultimate features, as the unknown-input score): images "
+        "of none of the classes then get no pseudo-label. One process only",
+        why="off",
+        flag="--unlabeled-filter",
+        cli="on",
+        group=SEMI,
+    )
     unlabeled_weight: float = option(
         1.0,
         kind="float",

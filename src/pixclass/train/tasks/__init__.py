@@ -22,7 +22,7 @@ def task_for(data: Any, cfg: Any = None) -> Task:
     """The task of a dataset and config: semi-supervised with ``--unlabeled`` (before the recipe, so it
     knows which options the recipe derives), else multi-label when the labels are, else single-label."""
     if cfg is not None and getattr(cfg, "unlabeled", None) is not None:
-        return SemiSupervised(epochs_chosen="epochs" in cfg.auto)
+        return SemiSupervised(chosen=cfg.auto)
     return TASKS["multilabel" if getattr(data, "task", None) == "multilabel" else "classification"]()
 
 
