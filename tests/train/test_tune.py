@@ -49,3 +49,24 @@ def test_nproc_is_refused_with_its_reason(tmp_path):
     r = run_pixclass("tune", tmp_path, "--trials", "2", "--nproc", "2")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "--nproc is not supported" in r.stderr and "same --out" in r.stderr
+
+
+def test_trials_are_short_runs_when_the_recipe_sets_the_epochs(tmp_path, patterns, monkeypatch):
+    from pixclass.train import tune as tune_module
+
+    assert [tune_module.trial_epochs(e, t) for e, t in ((58, 20), (10, 20), (10, 2))] == [6, 3, 10]
+    data = patterns.folder(tmp_path / "data", {"top": 12, "bottom": 12})
+    config = tmp_path / "no-epochs.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in TINY_RECIPE.items() if k != "epochs"}))
+    cfg = build_config(str(data), None, config)
+    assert "epochs" in cfg.auto
+    # a tenth of a run in all, so that two trials of this tiny set (recipe: 150 epochs) stay short
+    monkeypatch.setattr(tune_module, "SEARCH_RUNS", 0.1)
+    lines: list[str] = []
+    res = tune_module.tune(data, 2, tmp_path / "search", config=cfg, log=lines.append)
+    assert "each trial trains 8 of the recipe's 150 epochs" in "\n".join(lines)
+    assert {int(row["epochs"]) for row in res.rows} <= set(range(1, 9))
+    best = yaml.safe_load(res.best_config.read_text())
+    assert "epochs" not in best and "warmup_epochs" not in best  # the full run derives them
+    full = build_config(str(data), None, res.best_config)
+    assert "epochs" in full.auto and "lr" not in full.auto

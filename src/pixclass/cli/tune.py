@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search hyper-parameters around the derived recipe (Optuna)",
         description="Search lr, batch size, weight decay, augmentation strength, label smoothing and the model's "
         "width/depth around the recipe the data derives, with Optuna: a TPE sampler, trials stopped early when "
-        "their validation accuracy after an epoch is below the median of earlier trials at that epoch. The study "
+        "their validation accuracy after an epoch is below the median of earlier trials at that epoch. Trials are "
+        "short runs (all together ~2 runs of the recipe's epochs; best.yaml leaves the epochs to the recipe). The study "
         "is a SQLite file in --out, so an interrupted search resumes when run again with the same --out. Writes "
         "--out/best.yaml (use it with `pixclass train DATA --config best.yaml`) and --out/trials.csv.",
         epilog="examples:\n  pixclass tune photos/ --trials 20\n  pixclass tune photos/ --trials 20 --time 30m"
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=value_type(option_of(TrainConfig, "time")),  # the config's own check of a budget
         metavar="BUDGET",
         help="the whole search's budget (90s, 10m, 1h): each trial trains to its share of it "
-        "(default: each trial trains the recipe's epochs)",
+        "(default: each trial a short run of the recipe, all of them together ~2 runs' epochs)",
     )
     p.add_argument("--out", help="search folder (default runs/tune-<data name>)")
     p.add_argument("--config", metavar="YAML", help="options fixed for every trial (as for `pixclass train`)")

@@ -13,9 +13,15 @@ What is searched, around the recipe the data derives (``train.recipe``):
   one block fewer, the same or one more per stage.
 
 Each trial is the training loop alone (no flip/temperature choice, no report) in SEARCH/trials/NNN, on
-the data decoded once. ``time``: the whole search's budget; each trial trains to its share of it
-(``train.callbacks.time_budget``). The search writes SEARCH/best.yaml (a ``--config`` file for
-``pixclass train``) and SEARCH/trials.csv.
+the data decoded once. Trials are short runs of the recipe: when the epochs are the recipe's, a search of
+N trials trains ``SEARCH_RUNS`` runs' worth of epochs in all (each trial SEARCH_RUNS / N of the recipe's
+epochs, its one-cycle or cosine schedule laid out for them, as ``--time`` does), so 20 trials cost
+about as much as two runs before pruning, not twenty; best.yaml then leaves the epochs to the recipe
+(derived for the batch it chose). Short runs rank lr, batch and regularisation imperfectly (they favour
+what learns fast): the price of a search that costs less than the lr grid. ``time``: the whole search's
+budget instead; each trial trains to its share of it (``train.callbacks.time_budget``). Explicit epochs
+(``--config``) are trained as they are by every trial. The search writes SEARCH/best.yaml (a
+``--config`` file for ``pixclass train``) and SEARCH/trials.csv.
 
 One process per search: a trial is one process's training (``--nproc`` is not supported); several
 ``pixclass tune`` processes on the same folder share the study (Optuna's way to search in parallel).
@@ -52,6 +58,9 @@ STUDY = "study.db"
 PARAMS = ("lr_factor", "batch_size", "weight_decay", "augment_strength", "label_smoothing", "width", "depth")
 #: Trials sampled at random before TPE models the results (Optuna's default is 10: too many for 20 trials).
 STARTUP_TRIALS = 5
+#: A search's epochs in all, in runs of the recipe (without --time, when the recipe sets the epochs):
+#: each of N trials trains SEARCH_RUNS / N of the recipe's epochs, at least MIN_TRIAL_EPOCHS.
+SEARCH_RUNS, MIN_TRIAL_EPOCHS = 2.0, 3
 
 
 @dataclass
@@ -87,7 +96,19 @@ def tune(
     base = dataclasses.replace(base, calibrate=False, unknown=False, log=(), time=None)
     study = open_study(optuna, out, fingerprint(data, ds), base.metric, seed, log)
     share = budget_s / trials if budget_s else None
-    objective = functools.partial(run_trial, base=base, ds=ds, out=out, share_s=share, log=log)
+    short = None
+    if share is None and "epochs" in cfg.auto:
+        short = trial_epochs(base.epochs, trials)
+        if short < base.epochs:
+            log(
+                f"each trial trains {short} of the recipe's {base.epochs} epochs (the search: ~{SEARCH_RUNS:g} runs' "
+                "worth); best.yaml leaves the epochs to the recipe"
+            )
+        else:
+            short = None
+    objective = functools.partial(
+        run_trial, base=base, ds=ds, out=out, share_s=share, short_epochs=short, log=log
+    )
     done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
     left = trials - sum(t.state in done for t in study.trials)
     if left > 0:
@@ -99,6 +120,11 @@ def tune(
             callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)],
         )
     return write_results(study, base, out, log)
+
+
+def trial_epochs(epochs: int, trials: int) -> int:
+    """A trial's epochs when a search of ``trials`` trains ~SEARCH_RUNS runs of ``epochs`` in all."""
+    return min(epochs, max(MIN_TRIAL_EPOCHS, round(epochs * SEARCH_RUNS / trials)))
 
 
 def import_optuna() -> Any:
@@ -202,12 +228,16 @@ def run_trial(
     out: Path,
     share_s: float | None,
     log: Callable[[str], None],
+    short_epochs: int | None = None,
 ) -> float:
     import optuna
 
     cfg = trial_config(trial, base, len(ds.splits["train"]))
     if share_s is not None:  # the trial's share of the budget decides its epochs
         cfg = dataclasses.replace(cfg, time=f"{share_s:.3f}s", epochs=MAX_EPOCHS)
+    elif short_epochs is not None:  # a short run: the schedule (warm-up included) compressed to fit
+        warmup = cfg.warmup_epochs * short_epochs / cfg.epochs
+        cfg = dataclasses.replace(cfg, epochs=short_epochs, warmup_epochs=round(warmup, 4))
     report = ReportToTrial(trial, cfg.metric)
     callbacks = functools.partial(default_callbacks, user=[report])
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -227,7 +257,10 @@ def run_trial(
     trial.set_user_attr("epochs", len(res.history))
     trial.set_user_attr("seconds", round(seconds, 2))
     trial.set_user_attr("cpu_seconds", round(cpu, 2))
-    trial.set_user_attr("config", {k: v for k, v in config_file(res.config or cfg).items()})
+    saved = config_file(res.config or cfg)
+    if short_epochs is not None:  # the full run derives its epochs and warm-up for the batch chosen
+        saved = {k: v for k, v in saved.items() if k not in ("epochs", "warmup_epochs")}
+    trial.set_user_attr("config", saved)
     verdict = "pruned" if report.pruned else f"{cfg.metric} {res.best_metric:.4f}"
     log(
         f"trial {trial.number}: {verdict} ({len(res.history)} epochs, {seconds:.0f} s) {params_text(trial.params)}"
