@@ -279,10 +279,10 @@ def retrain_run(
 
         accs, t = [], time.perf_counter()
         for seed in range(seeds):
-            cfg = merge(
-                build_config(str(data), overrides={"data": {"allow_outside": True}}),
-                {"seed": seed, **(recipe or {}), **({"data": over} if over else {})},
-            )
+            # the recipe's options as flags would give them (build_config: not re-derived from the data)
+            given = {"data": {"allow_outside": True}, "seed": seed, **(recipe or {})}
+            cfg = build_config(str(data), overrides=given)
+            cfg = merge(cfg, {"data": over}) if over else cfg
             res = train(
                 data,
                 cfg,
