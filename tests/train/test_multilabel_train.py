@@ -3,37 +3,15 @@ multilabel with tuned thresholds -> predict gives label lists; the loss options 
 
 from __future__ import annotations
 
-import csv
 import json
 
-import numpy as np
 import pytest
 import torch
-from conftest import TINY_RECIPE, run_pixclass
-from PIL import Image
+from conftest import TINY_RECIPE, multilabel_shapes_csv, run_pixclass
 
 from pixclass import checkpoint as ckpt
 from pixclass.errors import ConfigError
 from pixclass.train.multilabel import asymmetric_loss, pos_weights
-
-
-def shapes_csv(root, n: int = 64):
-    """Grey 16 px images: a bright square top-left ('tl') and/or bottom-right ('br'), or neither."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        a = rng.normal(40, 10, (16, 16)).clip(0, 255)
-        labs = [lab for lab, on in (("br", rng.random() < 0.5), ("tl", rng.random() < 0.5)) if on]
-        if "tl" in labs:
-            a[1:7, 1:7] = 230
-        if "br" in labs:
-            a[9:15, 9:15] = 230
-        Image.fromarray(a.astype(np.uint8)).save(root / f"{i}.png")
-        rows.append((f"{i}.png", ";".join(labs)))
-    with open(root / "labels.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("path", "labels"), *rows])
-    return root / "labels.csv"
 
 
 def test_pos_weights_and_asl():
@@ -49,7 +27,9 @@ def test_pos_weights_and_asl():
 
 
 def test_train_predict_end_to_end(tmp_path):
-    data = shapes_csv(tmp_path / "d", n=80)  # 24 validation images: enough for the unknown-input statistics
+    data = multilabel_shapes_csv(
+        tmp_path / "d", n=80
+    )  # 24 validation images: enough for the unknown-input statistics
     cfg = tmp_path / "tiny.json"
     cfg.write_text(
         json.dumps(

@@ -4,12 +4,11 @@ run has too few validation images for them."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MOBILENET_V2_FILE, TINY_MODEL, mobilenet_weights_file
+from conftest import MOBILENET_V2_FILE, TINY_MODEL, mobilenet_weights_file, multilabel_shapes_csv
 from PIL import Image
 
 from pixclass import checkpoint as ckpt
@@ -66,27 +65,8 @@ def test_too_few_validation_images_say_so_in_one_line(tmp_path, patterns) -> Non
     assert ood.info(ckpt.load(res.best).card) is None  # type: ignore[attr-defined]
 
 
-def _shapes_csv(root: Path, n: int) -> Path:
-    """Grey 16 px images: a bright square top-left ('tl') and/or bottom-right ('br'), or neither."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        a = rng.normal(40, 10, (16, 16)).clip(0, 255)
-        labs = [lab for lab, on in (("br", rng.random() < 0.5), ("tl", rng.random() < 0.5)) if on]
-        if "tl" in labs:
-            a[1:7, 1:7] = 230
-        if "br" in labs:
-            a[9:15, 9:15] = 230
-        Image.fromarray(a.astype(np.uint8)).save(root / f"{i}.png")
-        rows.append((f"{i}.png", ";".join(labs)))
-    with open(root / "labels.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("path", "labels"), *rows])
-    return root / "labels.csv"
-
-
 def test_a_multilabel_model_says_unknown_with_no_labels(tmp_path) -> None:
-    data = _shapes_csv(tmp_path / "d", 90)
+    data = multilabel_shapes_csv(tmp_path / "d", 90)
     log: list[str] = []
     res = _train(data, tmp_path / "run", log, epochs=4, data_cfg={"test_fraction": 0.0})
     card = ckpt.load(res.best).card  # type: ignore[attr-defined]
