@@ -175,25 +175,36 @@ def build_photos(root: Path) -> None:
     _crop_dataset(root, pics, n_train=100, n_test=60, size=32, seed=7)
 
 
-def build_digits(root: Path) -> None:
-    """scikit-learn's 1,797 handwritten 8x8 digits, at 16 px; 30% of each class held out as test."""
+def digits_split(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 handwritten 8x8 digits upscaled to ``size`` px, their labels, and the test mask
+    (30% of each class, seed 8): one split for every benchmark that uses the digits."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
-    ims = [
-        np.asarray(
-            Image.fromarray((im.reshape(8, 8) * 15.9).astype(np.uint8)).resize((16, 16), Image.BILINEAR)
-        )
-        for im in x
-    ]
+    ims = np.stack(
+        [
+            np.asarray(
+                Image.fromarray((im.reshape(8, 8) * 15.9).astype(np.uint8)).resize(
+                    (size, size), Image.BILINEAR
+                )
+            )
+            for im in x
+        ]
+    )
     rng = np.random.default_rng(8)
     test = np.zeros(len(y), bool)
     for c in range(10):
         idx = np.flatnonzero(y == c)
         test[rng.choice(idx, round(0.3 * len(idx)), replace=False)] = True
+    return ims, y, test
+
+
+def build_digits(root: Path) -> None:
+    """scikit-learn's 1,797 handwritten 8x8 digits, at 16 px; 30% of each class held out as test."""
+    ims, y, test = digits_split(16)
     names = [str(c) for c in range(10)]
     for split, m in (("train", ~test), ("test", test)):
-        _write(root, split, names, [ims[i] for i in np.flatnonzero(m)], [int(v) for v in y[m]])
+        _write(root, split, names, list(ims[m]), [int(v) for v in y[m]])
 
 
 DATASETS: dict[str, tuple[Callable[[Path], None], str]] = {

@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import RESULTS, context, set_threads, write_results  # noqa: E402
-from datasets import bench_root  # noqa: E402
+from datasets import bench_root, digits_split  # noqa: E402
 from datasets import build as build_bench  # noqa: E402
 
 from pixclass import checkpoint as ckpt  # noqa: E402
@@ -69,22 +69,7 @@ def _save(path: Path, im: np.ndarray) -> None:
 
 
 def _pool_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    ims = np.stack(
-        [
-            np.asarray(
-                Image.fromarray((im.reshape(8, 8) * 15.9).astype(np.uint8)).resize((32, 32), Image.BILINEAR)
-            )
-            for im in x
-        ]
-    )
-    rng = np.random.default_rng(8)
-    test = np.zeros(len(y), bool)
-    for c in range(10):
-        idx = np.flatnonzero(y == c)
-        test[rng.choice(idx, round(0.3 * len(idx)), replace=False)] = True
+    ims, y, test = digits_split(32)
     return ims[~test], y[~test], ims[test], y[test], [str(c) for c in range(10)]
 
 
