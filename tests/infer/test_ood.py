@@ -88,32 +88,49 @@ def _strip(src: Path, dst: Path) -> Path:
 def test_the_score_is_the_share_of_validation_images_less_typical() -> None:
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(3, 32, generator=g) * 4
-    train = torch.cat([c + torch.randn(50, 32, generator=g) for c in centres])
-    val = torch.cat([c + torch.randn(40, 32, generator=g) for c in centres])
-    fitted = ood.fit(train, val, n_train=len(train))
-    assert fitted.info["threshold"] == pytest.approx(0.05) and fitted.info["bank"] == 150
-    score = ood.KnnScore(fitted.bank, fitted.reference, fitted.info["k"])
-    p_val = score(val)
+
+    def around(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features around each centre, with the logits of a model that predicts that class."""
+        f = torch.cat([c + torch.randn(n, 32, generator=g) for c in centres])
+        return f, torch.eye(3).repeat_interleave(n, 0)
+
+    train, val = around(50), around(40)
+    fitted = ood.fit(train, val, n_train=150)
+    assert fitted.info["threshold"] == pytest.approx(0.05) and fitted.info["classes"] == 3
+    score = fitted.score()
+    p_val = score(*val)
     assert float(p_val.min()) >= 0 and float(p_val.max()) < 1
     assert float((p_val < 0.05).float().mean()) == pytest.approx(0.05, abs=0.01)  # keeps 95%
-    far = -centres.mean(0, keepdim=True) + torch.randn(20, 32, generator=g)  # the other way from every class
-    assert bool((score(far) < 0.05).all())
+    # the other way from every class, whichever class the model would name
+    far = -centres.mean(0, keepdim=True) + torch.randn(20, 32, generator=g)
+    for cls in range(3):
+        assert bool((score(far, torch.eye(3)[cls].expand(20, 3)) < 0.05).all())
+    # a class the model never predicted on the training images: unknown
+    two = ood.fit((train[0][:100], train[1][:100]), val, n_train=100)
+    assert two.info["classes_seen"] == 2 and bool((two.means[2] == ood.FAR).all())
+    assert bool(torch.isfinite(two.reference).all())  # a checkpoint holds no infinities
+    assert bool((two.score()(*around(5))[10:] == 0).all())
 
     # example outliers lower the threshold as far as it flags as many of them: fewer images lost
-    near = torch.cat([c + torch.randn(40, 32, generator=g) for c in centres])
-    with_out = ood.fit(train, val, len(train), keep=0.95, outlier_features=far)
+    near = around(40)
+    far_pair = (far, torch.eye(3)[torch.arange(20) % 3])
+    with_out = ood.fit(train, val, 150, keep=0.95, outliers=far_pair)
     assert with_out.info["threshold"] <= 0.05 and with_out.info["outliers_flagged"] == 1.0
-    assert float((score(near) < with_out.info["threshold"]).float().mean()) <= 0.05
+    assert float((score(*near) < with_out.info["threshold"]).float().mean()) <= 0.05
 
 
 def test_training_stores_compact_statistics_and_predictions_say_unknown(scored) -> None:
     c = ckpt.load(scored.best)
     m = ood.info(c.card)
     assert m is not None
-    bank, ref = c.state_dict[ood.BANK], c.state_dict[ood.REFERENCE]
-    assert bank.dtype == torch.float16 and bank.shape == (m["bank"], m["features"])
-    assert m["bytes"] == bank.numel() * 2 + ref.numel() * 4 and m["reference"] == 27
-    assert m["method"] == "knn-cosine" and m["threshold"] == 0.05 and m["keep"] == 0.95
+    w, centre, means, ref = (c.state_dict[k] for k in ood.TENSORS)
+    d = m["features"]
+    r = m["directions"]
+    assert w.dtype == torch.float16 and w.shape == (d, r) and r == d // 2 and centre.shape == (d,)
+    assert means.shape == (m["classes"], r) and m["classes"] == len(CLASSES)
+    assert m["bytes"] == w.numel() * 2 + (centre.numel() + means.numel() + ref.numel()) * 4
+    assert m["reference"] == 27 and bool((ref[1:] >= ref[:-1]).all())  # sorted distances
+    assert m["method"] == ood.METHOD and m["threshold"] == 0.05 and m["keep"] == 0.95
     with safe_open(str(scored.best), framework="pt") as f:
         assert f.metadata()["format_version"] == "2"  # a format-1 reader would take ood.* for weights
     assert set(c.weights) == set(c.build_model().state_dict())
@@ -186,7 +203,27 @@ def test_an_old_checkpoint_predicts_as_before_says_so_once_and_calibrate_fits_it
         pixclass.load(str(old))
 
     assert main(["calibrate", str(old), str(scored.data), "-q"]) == 0
-    assert "unknown-input score: knn-cosine" in capsys.readouterr().out
+    assert "unknown-input score: mahalanobis-normalised" in capsys.readouterr().out
+    assert all(p.unknown for p in Predictor.from_checkpoint(old).predict(files))
+
+
+def test_statistics_of_the_earlier_knn_method_are_read_as_none_until_calibrate_refits(
+    scored, tmp_path, capsys
+) -> None:
+    c = ckpt.load(scored.best)
+    tensors = {**c.weights, "ood.bank": torch.ones(8, 4).half(), "ood.reference": torch.linspace(0, 1, 27)}
+    knn = {"method": "knn-cosine", "k": 1, "bank": 8, "keep": 0.95, "threshold": 0.05, "bytes": 172}
+    old = tmp_path / "knn.safetensors"
+    ckpt.save(tensors, c.card.with_extra(ood.META_KEY, knn), old)
+    files = [str(f) for f in sorted(scored.odd.glob("*.png"))]
+    assert main(["predict", str(old), *files, "--json", "--backend", "torch"]) == 0
+    r = capsys.readouterr()
+    assert all("unknown" not in p and p["label"] in CLASSES for p in json.loads(r.out))
+    assert r.err.count("pixclass calibrate") == 1
+
+    assert main(["calibrate", str(old), str(scored.data), "-q"]) == 0
+    refit = ckpt.load(old)
+    assert sorted(k for k in refit.state_dict if k.startswith("ood.")) == sorted(ood.TENSORS)
     assert all(p.unknown for p in Predictor.from_checkpoint(old).predict(files))
 
 
@@ -334,7 +371,7 @@ def test_serve_answers_unknown_with_the_score(scored, tmp_path) -> None:
         assert len(white["top_k"]) == 2 and white["top_k"][0]["label"] in CLASSES
         assert isinstance(other["unknown"], bool) and 0 <= other["in_distribution"] <= 1
         meta = httpx.get(f"{url}/metadata", timeout=30).json()
-        assert meta["unknown"]["method"] == "knn-cosine" and meta["reject_unknown"] is True
+        assert meta["unknown"]["method"] == ood.METHOD and meta["reject_unknown"] is True
     finally:
         proc.terminate()
         proc.wait(60)

@@ -96,7 +96,7 @@ def test_training_writes_a_self_contained_report(run: SimpleNamespace) -> None:
     assert page.count("class='card'") >= 1 and "predicted <b>" in page  # the worst mistakes, with Grad-CAM
     assert "Validation (val split, 21 images)" in page
     # the unknown-input score: its line, the share flagged and the least typical images, least first
-    assert "unknown-input score: knn-cosine" in page and "images (" in page and "flagged" in page
+    assert "unknown-input score: mahalanobis-normalised" in page and "images (" in page and "flagged" in page
     shown = [float(v) for v in re.findall(r"in_distribution ([0-9.]+): (?:unknown|accepted)", page)]
     assert len(shown) == 12 and shown == sorted(shown) and shown[0] < 0.05
     assert "epochs: 2" in page and "training time (s)" in page

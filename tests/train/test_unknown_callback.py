@@ -118,7 +118,7 @@ def test_a_clip_model_gets_the_statistics_and_flags_a_noise_clip(tmp_path) -> No
 
 @pytest.mark.slow
 def test_a_fine_tuned_torchvision_model_gets_the_statistics(tmp_path, patterns, monkeypatch) -> None:
-    """MobileNetV2 from the real ImageNet file, fine-tuned: its 1,280 pooled features are the bank's."""
+    """MobileNetV2 from the real ImageNet file, fine-tuned: its 1,280 pooled features are the ones scored."""
     home = tmp_path / "torch-home"
     (home / "hub" / "checkpoints").mkdir(parents=True)
     (home / "hub" / "checkpoints" / MOBILENET_V2_FILE).symlink_to(mobilenet_weights_file())

@@ -393,7 +393,7 @@ class TrainConfig:
         False,
         kind="bool",
         help="leave out unlabelled images that are further from the labelled ones than these are from each "
-        "other (nearest-neighbour cosine of the penultimate features, as the unknown-input score): images "
+        "other (nearest-neighbour cosine of the penultimate features): images "
         "of none of the classes then get no pseudo-label. One process only",
         why="off",
         flag="--unlabeled-filter",

@@ -313,7 +313,7 @@ def unknown_metadata(pred: Predictor) -> dict[str, str]:
         }
     return {
         "output_in_distribution": "float32 (N,) in [0, 1]: the share of validation images less typical than "
-        "the input (kNN cosine distance of the penultimate features to training images)",
+        "the input (Mahalanobis distance of the normalised penultimate features to the predicted class's mean)",
         "unknown_threshold": repr(pred.threshold),
         "unknown": "an input whose in_distribution is below unknown_threshold is unlike the training images",
     }

@@ -1,21 +1,26 @@
 """Unknown inputs: how typical an image is of the training images, so that a prediction can say
 "unknown" instead of naming a class with confidence (a white page, noise, a letter, a photo).
 
-The score is the k-nearest-neighbour cosine similarity of the model's penultimate features
-(``forward_features``, L2-normalised) to a compact bank of training images' features (Sun et al.,
-ICML 2022), turned into ``in_distribution`` in [0, 1]: the share of the validation images that are
-less typical than the input. An input is ``unknown`` when it is below ``threshold`` (by default
-1 - keep, with keep = 0.95: 5% of validation images are flagged). ``benchmarks/ood.py`` measured it
-against max-softmax, energy, Mahalanobis and combinations and chose it by figures (its README).
+The score is the Mahalanobis distance of the model's L2-normalised penultimate features
+(``forward_features``) to the mean of the class the model predicts, with one covariance shared by the
+classes (Lee et al., NeurIPS 2018; normalising the features first is "Mahalanobis++", Mueller & Hein,
+ICML 2025), turned into ``in_distribution`` in [0, 1]: the share of the validation images farther
+from their class mean than the input (less typical). An input is ``unknown`` when it is below
+``threshold`` (by default 1 - keep, with keep = 0.95: 5% of validation images are flagged).
+``benchmarks/ood.py`` measured it against max-softmax, energy, Mahalanobis on raw features, kNN
+cosine (what pixclass stored before) and combinations, and chose it by figures
+(benchmarks/results/ood.md): of the single scores, the one that flagged >= 90% of every outlier set
+on both grey sets, with one (D, D/2) matrix product, half the kNN bank's.
 
-Everything runs inside the model's graph (``Scored``: a matrix product, a max and a comparison
-with the sorted validation scores), so the PyTorch and onnxruntime runtimes and the exported file
-compute the same number.
+Everything runs inside the model's graph (``Scored``: a normalisation, one matrix product, an argmax
+of the logits, a distance and a comparison with the sorted validation distances), so the PyTorch and
+onnxruntime runtimes and the exported file compute the same number.
 
-What a checkpoint stores (read and written only here): tensors ``ood.bank`` (M, D) float16 -- the
-normalised features of at most ``BANK_MAX`` training images -- and ``ood.reference`` (R,) float32 --
-the validation images' raw scores, sorted; and the model card's ``extras["ood"]``: the method, k, the
-threshold and how it was fitted, and the bytes the tensors add.
+What a checkpoint stores (read and written only here): tensors ``ood.whiten`` (D, r) float16, W with
+W W^T = the shared precision matrix restricted to its r = D/2 largest eigenvalues (``RANK``); ``ood.centre`` (D,) float32, the mean normalised feature;
+``ood.means`` (K, r) float32, the class means, centred and whitened by W; ``ood.reference`` (R,)
+float32, the validation images' distances, sorted; and the model card's ``extras["ood"]``: the method,
+the threshold and how it was fitted, and the bytes the tensors add.
 """
 
 from __future__ import annotations
@@ -40,22 +45,30 @@ from ..files import walk_files
 from .runtime import Normalized, batched_logits, torch_runtime
 
 META_KEY = "ood"
-BANK = EXTRA_PREFIX + "bank"
+WHITEN = EXTRA_PREFIX + "whiten"
+CENTRE = EXTRA_PREFIX + "centre"
+MEANS = EXTRA_PREFIX + "means"
 REFERENCE = EXTRA_PREFIX + "reference"
-METHOD = "knn-cosine"
+TENSORS = (WHITEN, CENTRE, MEANS, REFERENCE)
+#: Checkpoints with statistics of another method (the kNN bank pixclass stored before) are read as
+#: having none: predictions as before, with the note that ``pixclass calibrate`` fits them.
+METHOD = "mahalanobis-normalised"
 #: Default share of in-distribution (validation) images that must stay accepted.
 KEEP = 0.95
-#: Training images whose features are stored (float16). benchmarks/ood.py (results/ood.md): a seeded
-#: sample of 256 flags as many of each outlier set as 512 within the sets' noise (digits: 95-100% vs
-#: 96-100%; fm1k: 81-100% vs 83-100%), 128 does not (fm1k letters 54%, photos 89%); 256 rows are
-#: +128 KiB in the checkpoint and half the matrix product of 512, which at batch 1 on the 16 px default
-#: net is most of the score's cost (a 1-thread onnxruntime call on a quiet machine: 73 us plain, +16 us
-#: with 512 rows, +9 us with 128).
-BANK_MAX = 256
-#: Neighbours: the nearest one. benchmarks/ood.py: k = 1 flagged the most of every outlier set (digits
-#: vs Fashion-MNIST: 98% at k = 1, 97% at 5, 88% at 10); a max is also cheaper than a top-k.
-K_NEAREST = 1
-#: Sorted validation scores kept (more are reduced to evenly spaced quantiles: same percentiles).
+#: Training images whose features fit the class means and the covariance (a seeded sample of larger
+#: sets): one forward pass over them after training; the benchmark sets have 560-1,006.
+FIT_MAX = 4096
+#: Share of the whitened directions kept: those of the largest precision (the least training variance,
+#: where an outlier's features stand out). benchmarks/ood.py-style check on the three sets (distance
+#: to the predicted class, all 256 features of rescnn vs the 128 thinnest): the same or more of every
+#: outlier set flagged (fm1k: letters 98 -> 99%, Fashion-MNIST's test images flagged 8.0 -> 5.7%;
+#: digits 98 -> 99% of Fashion-MNIST), half the matrix product (at batch 1 the score's largest op) and
+#: half the bytes; 32 of 256 flagged fewer (fm1k letters 90%).
+RANK = 0.5
+#: The whitened "mean" of a class that no training image was predicted as: any input predicted as it
+#: is unknown. Finite, since a checkpoint holds no infinities (``Checkpoint.validate``).
+FAR = 1e30
+#: Sorted validation distances kept (more are reduced to evenly spaced quantiles: same percentiles).
 REFERENCE_MAX = 2048
 #: Fewer validation images than this make the percentiles too coarse to trust: no statistics fitted.
 MIN_VAL = 20
@@ -79,52 +92,55 @@ class Features(nn.Module):
         return f, self.model.forward_head(f)
 
 
-class KnnScore(nn.Module):
-    """Features (N, D) -> in_distribution (N,): the share of the reference (validation) scores below the
-    input's score, where a score is the cosine similarity to the k-th nearest bank feature."""
+class MahalanobisScore(nn.Module):
+    """(features (N, D), logits (N, K)) -> in_distribution (N,): the share of the reference (validation)
+    distances above the input's, where the distance is |(u - c) W - m_k| for the normalised feature u,
+    the centre c, the whitening W and the whitened mean m_k of the class k the model predicts.
 
-    bank_t: torch.Tensor
+    The predicted class rather than the nearest mean: on the three benchmark sets it flags the same
+    share of every outlier set (benchmarks/results/ood.md), and it costs an argmax of the logits the
+    model computed anyway instead of a second matrix product and an argmin (at batch 1 each op costs
+    about what its arithmetic does). A class no training image was predicted as has its mean at ``FAR``:
+    an input predicted as it is unknown. Centring before the product keeps every partial sum near the
+    distances themselves: u W alone is ~10x larger than (u - c) W, and its float32 rounding was enough
+    for two runtimes to place an image on different sides of a validation distance."""
+
+    centre: torch.Tensor
+    proj: torch.Tensor
+    means: torch.Tensor
     reference: torch.Tensor
     reference_row: torch.Tensor
 
-    def __init__(self, bank: torch.Tensor, reference: torch.Tensor, k: int):
+    def __init__(
+        self, whiten: torch.Tensor, centre: torch.Tensor, means: torch.Tensor, reference: torch.Tensor
+    ):
         super().__init__()
-        # (D, M): rows of unit length, stored transposed so that the graph holds the matrix product's
-        # right-hand side as it is (no transpose at run time)
-        self.register_buffer("bank_t", bank.detach().float().T.contiguous())
-        self.register_buffer("reference", reference.detach().float().clone())  # (R,) sorted
+        self.register_buffer("centre", centre.detach().float()[None].clone())  # (1, D)
+        self.register_buffer("proj", whiten.detach().float().contiguous())  # (D, r)
+        self.register_buffer("means", means.detach().float().clone())  # (K, r)
+        self.register_buffer("reference", reference.detach().float().clone())  # (R,) ascending
         self.register_buffer("reference_row", self.reference[None].clone())  # (1, R): broadcasts as is
-        self.k = max(1, min(int(k), len(bank)))
 
-    @property
-    def bank(self) -> torch.Tensor:
-        """(M, D) the bank's unit rows."""
-        return self.bank_t.T
+    def distance(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(N, 1) the Mahalanobis distance to the predicted class's mean, as the graph computes it: the
+        fewest ops (no clamp on the norm: a zero feature vector gives NaN, which no comparison passes,
+        i.e. unknown)."""
+        g = (f / f.norm(dim=1, keepdim=True) - self.centre) @ self.proj  # (N, r) centred, whitened
+        return (g - self.means[logits.argmax(1)]).norm(dim=1, keepdim=True)
 
-    def _kth(self, f: torch.Tensor) -> torch.Tensor:
-        """(N, 1) the k-th largest dot product of each feature with the bank; k = 1 is a max, a cheaper
-        op than top-k in every runtime."""
-        dots = f @ self.bank_t  # (N, M)
-        return dots.amax(1, keepdim=True) if self.k == 1 else dots.topk(self.k, dim=1).values[:, -1:]
+    def raw(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(N,) the distance, for fitting and plots: a zero feature vector, or one predicted as a class no
+        training image was, is infinitely far."""
+        d = self.distance(f.float(), logits)[:, 0]
+        return torch.where(d.isnan() | (d >= FAR), math.inf, d)
 
-    def raw(self, f: torch.Tensor) -> torch.Tensor:
-        """(N,) cosine similarity to the k-th nearest bank feature. The input's norm divides the k-th
-        largest dot product instead of every one (the same number, one division per image)."""
-        f = f.float()
-        return (self._kth(f) / f.norm(dim=1, keepdim=True).clamp_min(1e-12))[:, 0]
+    def column(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(N, 1) in_distribution: a comparison and a mean rather than searchsorted (every ONNX runtime
+        has them), every shape kept 2-D (no reshapes)."""
+        return (self.distance(f, logits) < self.reference_row).float().mean(1, keepdim=True)
 
-    def column(self, f: torch.Tensor) -> torch.Tensor:
-        """(N, 1) in_distribution, as the graph computes it: the fewest ops, since at batch 1 each op
-        costs about what its arithmetic does. kth / |f| > ref is compared as kth > ref * |f| (no
-        division, no clamp: a zero feature vector is below every reference, i.e. unknown), with every
-        shape kept 2-D (no reshapes), and a comparison and a mean rather than searchsorted (every
-        ONNX runtime has them)."""
-        f = f.float()
-        above = self._kth(f) > self.reference_row * f.norm(dim=1, keepdim=True)  # (N, R)
-        return above.float().mean(1, keepdim=True)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return self.column(f)[:, 0]
+    def forward(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self.column(f.float(), logits)[:, 0]
 
 
 class Scored(nn.Module):
@@ -133,47 +149,51 @@ class Scored(nn.Module):
     probabilities and the score in one concatenation, instead of a join here, two slices and a second
     join there -- three ops of a batch-1 call that costs ~20 ops in all)."""
 
-    def __init__(self, model: nn.Module, score: KnnScore, tta: bool = False):
+    def __init__(self, model: nn.Module, score: MahalanobisScore, tta: bool = False):
         super().__init__()
         self.features, self.score = Features(model, tta), score
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, logits = self.features(x)
-        return logits.float(), self.score.column(f)
+        return logits.float(), self.score.column(f, logits)
 
 
-def raw_threshold(score: KnnScore, thr: float) -> float:
-    """The raw score (cosine similarity) at or below which in_distribution falls under ``thr``: the
-    reference (validation) score ``ceil(thr * R)`` places up, for plots in the score's own units."""
+def raw_threshold(score: MahalanobisScore, thr: float) -> float:
+    """The distance at or above which in_distribution falls under ``thr`` (fewer than ``thr * R``
+    reference distances lie above it), for plots in the score's own units."""
     ref = score.reference
-    return float(ref[min(len(ref) - 1, max(0, math.ceil(thr * len(ref)) - 1))])
+    above = max(0, math.ceil(thr * len(ref)) - 1)  # the most reference distances above a flagged input
+    return float(ref[max(0, len(ref) - 1 - above)])
 
 
 # ---------------------------------------------------------------------------------- the checkpoint
-def stored_score(card: ModelCard, tensors: dict[str, torch.Tensor]) -> KnnScore | None:
-    """The checkpoint's score, or None for a checkpoint without statistics (trained before them)."""
+def stored_score(card: ModelCard, tensors: dict[str, torch.Tensor]) -> MahalanobisScore | None:
+    """The checkpoint's score, or None for a checkpoint without statistics (trained before them) or
+    with another method's (the kNN bank of an earlier pixclass)."""
     m = info(card)
-    if m is None or BANK not in tensors or REFERENCE not in tensors:
+    if m is None or m.get("method") != METHOD or any(k not in tensors for k in TENSORS):
         return None
-    bank, ref = tensors[BANK], tensors[REFERENCE]
-    k, thr = m.get("k"), m.get("threshold")
+    w, c, means, ref = (tensors[k] for k in TENSORS)
+    thr = m.get("threshold")
+    d, r = w.shape if w.dim() == 2 else (-1, -1)
     if not (
-        bank.dim() == 2
+        c.shape == (d,)
+        and means.dim() == 2
+        and means.shape[1] == r
+        and len(means) > 0
         and ref.dim() == 1
         and len(ref) > 0
-        and isinstance(k, int)
-        and 1 <= k <= len(bank)
         and isinstance(thr, int | float)
         and 0 <= thr <= 1
     ):
         raise CheckpointError(
             "the checkpoint's unknown-input statistics are damaged; refit them with `pixclass calibrate CKPT DATA`"
         )
-    return KnnScore(bank, ref, k)
+    return MahalanobisScore(w, c, means, ref)
 
 
 def info(card: ModelCard) -> dict[str, Any] | None:
-    """What a checkpoint records about its score (method, k, threshold, how fitted, bytes)."""
+    """What a checkpoint records about its score (method, threshold, how fitted, bytes)."""
     m = card.extras.get(META_KEY)
     return dict(m) if isinstance(m, dict) else None
 
@@ -184,20 +204,33 @@ def threshold(card: ModelCard) -> float | None:
 
 
 def store(card: ModelCard, tensors: dict[str, torch.Tensor], fitted: Fitted) -> ModelCard:
-    """Put the fitted statistics into a checkpoint's tensors (replacing older ones); returns its new
-    card, with the ``extras["ood"]`` block."""
-    tensors[BANK] = fitted.bank.half()
-    tensors[REFERENCE] = fitted.reference.float()
-    nbytes = sum(t.numel() * t.element_size() for t in (tensors[BANK], tensors[REFERENCE]))
+    """Put the fitted statistics into a checkpoint's tensors (replacing any older ones, of any method);
+    returns its new card, with the ``extras["ood"]`` block."""
+    for k in [k for k in tensors if k.startswith(EXTRA_PREFIX)]:
+        del tensors[k]
+    new = dict(
+        zip(
+            TENSORS,
+            (fitted.whiten, fitted.centre.float(), fitted.means.float(), fitted.reference.float()),
+            strict=True,
+        )
+    )
+    tensors.update(new)
+    nbytes = sum(t.numel() * t.element_size() for t in new.values())
     return card.with_extra(META_KEY, {**fitted.info, "bytes": int(nbytes)})
 
 
 # ------------------------------------------------------------------------------------------ fitting
 @dataclass
 class Fitted:
-    bank: torch.Tensor  # (M, D) unit rows
-    reference: torch.Tensor  # (R,) sorted raw validation scores
+    whiten: torch.Tensor  # (D, r) float16 (float32 where float16 would overflow)
+    centre: torch.Tensor  # (D,)
+    means: torch.Tensor  # (K, D) centred, whitened class means (inf: a class never predicted)
+    reference: torch.Tensor  # (R,) sorted validation distances
     info: dict[str, Any]  # what the card's extras["ood"] records
+
+    def score(self) -> MahalanobisScore:
+        return MahalanobisScore(self.whiten, self.centre, self.means, self.reference)
 
 
 def extract(
@@ -208,12 +241,17 @@ def extract(
     device: torch.device,
     tta: bool = False,
     channels_last: bool = False,
-) -> torch.Tensor:
-    """Penultimate features (N, D) of every row of a uint8 store, through the Predictor's normalisation."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (N, D) and logits (N, K) of every row of a uint8 store, through the
+    Predictor's normalisation (the logits by the head on those features, as ``Features`` computes them)."""
     was = model.training
     net = Normalized(_FeaturesOnly(Features(model, tta)), mean.to(device), std.to(device)).eval()
     try:
-        return batched_logits(torch_runtime(net, channels_last).run, store, device, 512)
+        f = batched_logits(torch_runtime(net, channels_last).run, store, device, 512)
+        head: Any = model.forward_head  # every registered model has it (not on nn.Module's type)
+        with torch.inference_mode():
+            z = [head(b.to(device)).float().cpu() for b in f.split(1024)]
+        return f, torch.cat(z) if z else torch.zeros(0, 0)
     finally:
         model.train(was)
 
@@ -227,41 +265,68 @@ class _FeaturesOnly(nn.Module):
         return self.features(x)[0]
 
 
+Pair = tuple[torch.Tensor, torch.Tensor]  # features (N, D), logits (N, K)
+
+
 def fit(
-    train_features: torch.Tensor,
-    val_features: torch.Tensor,
+    train: Pair,
+    val: Pair,
     n_train: int,
     keep: float = KEEP,
-    outlier_features: torch.Tensor | None = None,
+    outliers: Pair | None = None,
 ) -> Fitted:
-    """The bank (the given training features, normalised), k, the reference scores of the validation
-    features and the threshold: 1 - keep, or with outliers the value that flags the most of them while
-    still keeping ``keep`` of the validation images (the lowest such value)."""
-    bank = F.normalize(train_features.float(), dim=1)
-    k = K_NEAREST
-    scorer = KnnScore(bank, torch.zeros(1), k)
-    ref = scorer.raw(val_features).sort().values
+    """The class means (grouped by the model's top class: no labels needed, so single-label,
+    multi-label and clip models alike; on training images it is the label for all but a few) and the
+    shared covariance of the normalised training features, the reference distances of the validation
+    images and the threshold: 1 - keep, or with outliers the value that flags the most of them while
+    still keeping ``keep`` of the validation images (the lowest such value).
+
+    The covariance is scikit-learn's Ledoit-Wolf estimate (shrunk towards a multiple of the identity,
+    so it is invertible even with fewer images than features); its precision is factored by an
+    eigendecomposition into the whitening W (P = W W^T), of which the ``RANK`` share of directions with
+    the largest precision is kept."""
+    from sklearn.covariance import LedoitWolf  # function-local: scikit-learn's import is ~1 s of start-up
+
+    u = F.normalize(train[0].double(), dim=1)
+    k = train[1].shape[1]
+    group = train[1].argmax(1)
+    count = torch.bincount(group, minlength=k)
+    means = torch.zeros(k, u.shape[1], dtype=torch.float64).index_add_(0, group, u)
+    means /= count.clamp_min(1)[:, None]
+    lw = LedoitWolf(assume_centered=True).fit((u - means[group]).numpy())
+    ev, vec = np.linalg.eigh(lw.precision_)
+    r = max(1, math.ceil(len(ev) * RANK))  # eigh sorts ascending: the last are the thinnest directions
+    w = torch.from_numpy(vec[:, -r:] * np.sqrt(np.clip(ev[-r:], 0, None)))  # (D, r) float64
+    w_stored = w.half() if bool(w.abs().max() < 6e4) else w.float()  # float16 tops out at 65,504
+    centre = u.mean(0)
+    whitened = (means - centre) @ w_stored.double()  # through the stored W: what the graph uses
+    whitened[count == 0] = FAR  # a class no training image was predicted as: unknown
+    fitted = Fitted(w_stored, centre.float(), whitened.float(), torch.zeros(1), {})
+    ref = fitted.score().raw(*val).clamp(max=FAR).sort().values  # finite: the checkpoint holds no inf
     if len(ref) > REFERENCE_MAX:
         ref = torch.quantile(ref, torch.linspace(0, 1, REFERENCE_MAX))
-    block: dict[str, Any] = {
+    fitted.reference = ref
+    fitted.info = {
         "method": METHOD,
-        "k": scorer.k,
-        "bank": len(bank),
+        "classes": k,
+        "classes_seen": int((count > 0).sum()),
         "training_images": n_train,
-        "features": int(bank.shape[1]),
+        "fitted_on_images": len(u),
+        "features": int(u.shape[1]),
+        "directions": r,
+        "shrinkage": round(float(lw.shrinkage_), 6),
         "reference": len(ref),
         "keep": keep,
         "threshold": round(1 - keep, 6),
         "fitted_on": "validation split",
     }
-    if outlier_features is not None and len(outlier_features):
-        scorer = KnnScore(bank, ref, k)
-        val_p = scorer(val_features).numpy()
-        out_p = scorer(outlier_features).numpy()
+    if outliers is not None and len(outliers[0]):
+        scorer = fitted.score()
+        val_p, out_p = scorer(*val).numpy(), scorer(*outliers).numpy()
         t, flagged = outlier_threshold(val_p, out_p, keep)
-        block.update(threshold=round(t, 6), outliers=len(out_p), outliers_flagged=round(flagged, 4))
-        block["fitted_on"] = "validation split and example outliers"
-    return Fitted(bank, ref, block)
+        fitted.info.update(threshold=round(t, 6), outliers=len(out_p), outliers_flagged=round(flagged, 4))
+        fitted.info["fitted_on"] = "validation split and example outliers"
+    return fitted
 
 
 def outlier_threshold(val_p: np.ndarray, out_p: np.ndarray, keep: float) -> tuple[float, float]:
@@ -291,30 +356,30 @@ def fit_model(
     outliers: Any = None,
     seed: int = 0,
 ) -> Fitted:
-    """Fit on a model's features: a seeded sample of at most ``BANK_MAX`` training images, every
+    """Fit on a model's features: a seeded sample of at most ``FIT_MAX`` training images, every
     validation image and the optional outlier images (uint8 stores as the cache holds them)."""
     if len(val_store) < MIN_VAL:
         raise DataError(
             f"{len(val_store)} validation images: at least {MIN_VAL} are needed to fit the unknown-input threshold"
         )
     n = len(train_store)
-    pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:BANK_MAX].sort().values
+    pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:FIT_MAX].sort().values
     sample = train_store[pick] if isinstance(train_store, torch.Tensor) else train_store.take(pick)
 
-    def feats(s: Any) -> torch.Tensor:
+    def feats(s: Any) -> Pair:
         return extract(model, s, mean, std, device, tta, channels_last)
 
-    out_f = feats(outliers) if outliers is not None else None
-    return fit(feats(sample), feats(val_store), n, keep, out_f)
+    out = feats(outliers) if outliers is not None else None
+    return fit(feats(sample), feats(val_store), n, keep, out)
 
 
 def describe(card: ModelCard) -> str:
     """One line for logs: what was fitted and what it costs."""
     m = info(card) or {}
     line = (
-        f"unknown-input score: {m.get('method')}, k={m.get('k')} over {m.get('bank')} training images' features, "
-        f"flags below {m.get('threshold')} (keeps {m.get('keep', KEEP):.0%} of validation images); "
-        f"+{m.get('bytes', 0) / 1024:.0f} KiB in the checkpoint"
+        f"unknown-input score: {m.get('method')}, distance to the predicted class's mean "
+        f"({m.get('fitted_on_images')} training images' features), flags below {m.get('threshold')} "
+        f"(keeps {m.get('keep', KEEP):.0%} of validation images); +{m.get('bytes', 0) / 1024:.0f} KiB in the checkpoint"
     )
     if m.get("outliers"):
         line += f"; flags {m['outliers_flagged']:.0%} of {m['outliers']} example outliers"
@@ -323,8 +388,8 @@ def describe(card: ModelCard) -> str:
 
 #: Said once by predict, evaluate and serve for a checkpoint without statistics (trained before them).
 MISSING_NOTE = (
-    "this checkpoint has no unknown-input statistics (an older pixclass, or under 20 validation images), so no prediction "
-    "says 'unknown'; `pixclass calibrate CKPT DATA` fits them"
+    "this checkpoint has no unknown-input statistics of the current kind (an older pixclass, or under 20 validation "
+    "images), so no prediction says 'unknown'; `pixclass calibrate CKPT DATA` fits them"
 )
 
 

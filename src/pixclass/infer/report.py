@@ -502,7 +502,7 @@ def _unknown_section(
         return head + f"<p>{html.escape(why[0].upper() + why[1:])}.</p>"
     f = ood.extract(pred.model, sd.store, pred.mean, pred.std, pred.device, pred.tta, pred.channels_last)
     with torch.inference_mode():
-        raw, ind = score.raw(f).numpy(), score(f).numpy()
+        raw, ind = score.raw(*f).numpy(), score(*f).numpy()
     groups = {f"{split} images": raw}
     outliers = c.card.train_config.get("outliers")
     if isinstance(outliers, str) and Path(outliers).is_dir():
@@ -510,7 +510,7 @@ def _unknown_section(
             x = ood.read_outliers(outliers, pred.size, pred.channels, pred.background, pred.frames)
             fo = ood.extract(pred.model, x, pred.mean, pred.std, pred.device, pred.tta, pred.channels_last)
             with torch.inference_mode():
-                groups[f"example outliers ({Path(outliers).name})"] = score.raw(fo).numpy()
+                groups[f"example outliers ({Path(outliers).name})"] = score.raw(*fo).numpy()
         except (PixclassError, OSError):  # the folder changed since training: drawn without it
             pass
     p = run / PLOTS["unknown"].format(split=split)

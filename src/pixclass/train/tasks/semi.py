@@ -176,7 +176,7 @@ class SemiSupervised(Classification):
     def typical(self, f_lab: torch.Tensor, f_unl: torch.Tensor) -> torch.Tensor:
         """1 for the unlabelled images as close to the labelled batch as its own images are to each
         other, else 0. Closeness is the cosine similarity of penultimate features to the nearest labelled
-        image (``infer.ood``'s score); the labelled images are scored against the others of their batch
+        image (the kNN score of Sun et al., 2022); the labelled images are scored against the others of their batch
         (the rows of a batch are distinct images), and the threshold is the ``FILTER_KEEP`` quantile of
         their last ``FILTER_MEMORY`` scores, so that a labelled-like image passes with that probability."""
         lab = F.normalize(f_lab.float().flatten(1), dim=1)
