@@ -60,6 +60,7 @@ FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 N_OUT = 300  # images per outlier set
 KEEP = 0.95
 RETRAIN = False
+SEED = 0  # --seed: the training seed (0: the default run); another seed writes results/ood_seed<N>
 
 
 # ------------------------------------------------------------------------------------ outlier sets
@@ -229,8 +230,12 @@ def auroc(s_in: np.ndarray, s_out: np.ndarray) -> float:
 def train_default(name: str, root: Path, epochs: int | None, log: Callable[[str], None]) -> Path:
     """The default run on ``root/train``, kept under the benchmark cache (``runs-ood/<name>``) and reused:
     scoring is re-run far more often than training (``--retrain`` trains again)."""
-    cfg = build_config(str(root / "train"), overrides={"epochs": epochs} if epochs else None)
-    out = datasets.bench_root() / "runs-ood" / (name + (f"-e{epochs}" if epochs else ""))
+    overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
+    if SEED:
+        overrides["seed"] = SEED
+    cfg = build_config(str(root / "train"), overrides=overrides or None)
+    tag = (f"-e{epochs}" if epochs else "") + (f"-s{SEED}" if SEED else "")
+    out = datasets.bench_root() / "runs-ood" / (name + tag)
     if (out / "best.safetensors").is_file() and not RETRAIN:
         log(f"{name}: reusing {out / 'best.safetensors'}")
         return out / "best.safetensors"
@@ -382,8 +387,9 @@ def markdown(results: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
     lines = [
         "# Unknown inputs: out-of-distribution scores",
         "",
-        "`.venv/bin/python benchmarks/ood.py` -- the default model trained with the default command on each",
-        "in-distribution set; threshold fitted on its validation split keeping 95%; outlier sets never seen.",
+        f"`PYTHONPATH=src python benchmarks/ood.py{f' --seed {SEED}' if SEED else ''}` -- the default model trained "
+        f"with the default command{f' and --seed {SEED}' if SEED else ''} on each in-distribution set; threshold",
+        "fitted on its validation split keeping 95%; outlier sets never seen.",
         f"Machine: {ctx.get('cpu_model', '?')}, shared with other jobs (speed: only the ratios alternated in one "
         "run mean something).",
         "",
@@ -439,9 +445,10 @@ def main() -> int:
     )
     ap.add_argument("--quick", action="store_true", help="digits only, 3 epochs")
     ap.add_argument("--retrain", action="store_true", help="train again instead of reusing the cached runs")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (it also draws the validation split)")
     a = ap.parse_args()
-    global RETRAIN
-    RETRAIN = a.retrain
+    global RETRAIN, SEED
+    RETRAIN, SEED = a.retrain, a.seed
     if a.quick:
         a.sets, a.epochs = "digits", 3
     common.set_threads(common.usable_cpus())
@@ -457,7 +464,10 @@ def main() -> int:
         )
         print(markdown(results[-1:], {}), flush=True)
     ctx = common.context(torch.get_num_threads())
-    common.write_results("ood", {"context": ctx, "results": results}, markdown(results, ctx), a.quick)
+    name = "ood" + (f"_seed{SEED}" if SEED else "")
+    common.write_results(
+        name, {"context": ctx, "seed": SEED, "results": results}, markdown(results, ctx), a.quick
+    )
     return 0
 
 
