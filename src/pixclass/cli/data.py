@@ -91,17 +91,24 @@ examples:
   pixclass data audit photos/
   pixclass data audit photos/ --out audit/ --json audit.json
   pixclass data audit photos/ --no-labels          # duplicates and quality only: no training
+  pixclass data audit photos/ --pretrained         # labels from frozen ImageNet MobileNetV2 features
 """
 
 
 def register_audit(dsub: argparse._SubParsersAction) -> None:
-    from ..train.recipe import AUDIT_EPOCHS, AUDIT_FOLDS, AUDIT_MODEL  # plain data: --help loads no torch
+    from ..train.recipe import (
+        AUDIT_EPOCHS,
+        AUDIT_FOLDS,
+        AUDIT_FROZEN_MODEL,
+        AUDIT_MODEL,
+    )  # plain data: --help loads no torch
 
     aud = dsub.add_parser(
         "audit",
         help="find wrong labels, near-duplicates, train/test leakage and poor images",
         description="Audit every image of DATA (all splits). Wrong labels: k models of the default net "
-        "are trained, each on all folds but one, and score the images they did not see; confident "
+        "are trained, each on all folds but one, and score the images they did not see (or, with ImageNet "
+        "weights at hand, k logistic regressions on their frozen features: --pretrained); confident "
         "learning then ranks the labels the models confidently disagree with. Near-duplicates: "
         "perceptual hashes (a resized, re-encoded or brightened copy counts); a group that spans train "
         "and val/test is leakage. Quality: very dark or bright, low contrast, blurry, odd size or "
@@ -129,9 +136,22 @@ def register_audit(dsub: argparse._SubParsersAction) -> None:
     )
     aud.add_argument(
         "--model",
-        default=AUDIT_MODEL,
         help=f"the net trained on each fold (default: {AUDIT_MODEL}, the fastest that ranked well in "
-        "benchmarks/audit.py)",
+        "benchmarks/audit.py); with --pretrained, the ImageNet net whose frozen features are used "
+        f"(default: {AUDIT_FROZEN_MODEL})",
+    )
+    aud.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rank labels from a logistic regression on frozen ImageNet features (one pass over the "
+        "images; downloaded when not in the torch hub cache) instead of training the folds; default: "
+        "chosen from the data when the file is already cached (the log says which and why)",
+    )
+    aud.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="a local state-dict file (.pth/.safetensors) for the frozen features instead of ImageNet's",
     )
     aud.add_argument(
         "--ranking",
@@ -168,6 +188,8 @@ def run_audit(a: argparse.Namespace) -> int:
         folds=a.folds,
         epochs=a.epochs,
         model=a.model,
+        pretrained=a.pretrained,
+        weights=a.weights,
         ranking=a.ranking,
         seed=a.seed,
         device=a.device,

@@ -2,8 +2,10 @@
 that are probably wrong, near-duplicate images (and the ones that leak between splits), and images of
 poor quality. Nothing in the data folder is changed: the audit writes its findings elsewhere.
 
-Wrong labels: out-of-fold probabilities (``train.oof``: k short training runs of the default net)
-and confident learning (``data.confident``). Duplicates: perceptual hashes (``data.similar``). Quality:
+Wrong labels: out-of-fold probabilities -- k short training runs of a small net (``train.oof``), or
+k logistic regressions on frozen ImageNet features (``train.oof_frozen``) when those weights are at
+hand and the data is of the kind where they ranked better (``recipe.prefer_frozen``) -- and
+confident learning (``data.confident``). Duplicates: perceptual hashes (``data.similar``). Quality:
 ``data.quality``. Every labelled image of every split is audited: a wrong label in the test split
 misreports accuracy as surely as one in train misleads training.
 """
@@ -28,7 +30,7 @@ from ..data.quality import image_stats, quality_flags
 from ..data.settings import DataConfig
 from ..data.similar import find_duplicates, hash_store
 from ..errors import DataError
-from .recipe import AUDIT_EPOCHS, AUDIT_FOLDS, AUDIT_MODEL
+from .recipe import AUDIT_EPOCHS, AUDIT_FOLDS, AUDIT_FROZEN_MODEL, AUDIT_MODEL, prefer_frozen
 
 
 @dataclass
@@ -45,7 +47,11 @@ class Pool:
 class AuditConfig:
     folds: int = AUDIT_FOLDS
     epochs: int = AUDIT_EPOCHS
-    model: str = AUDIT_MODEL
+    model: str | None = None  # None: AUDIT_MODEL for the folds, AUDIT_FROZEN_MODEL for frozen features
+    # True: out-of-fold probabilities from a linear model on frozen ImageNet features; False: the CNN
+    # folds; None: chosen (``choose_oof``). ``weights``: a local state-dict file for the frozen model.
+    pretrained: bool | None = None
+    weights: str | None = None
     ranking: str = "self_confidence"  # or normalized_margin (data.confident)
     seed: int = 0
     device: str = "auto"
@@ -148,6 +154,86 @@ def did_not_learn(probs: np.ndarray, labels: np.ndarray) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class OofChoice:
+    """Where the out-of-fold probabilities come from: ``frozen`` features of ``model`` (else k training
+    runs of ``model``), and why, in words."""
+
+    frozen: bool
+    model: str
+    why: str
+    download: bool = False  # an explicit --pretrained may fetch the weights, as `train --pretrained` does
+
+
+def choose_oof(acfg: AuditConfig, channels: int) -> OofChoice:
+    """The user's choice (--pretrained / --weights / --no-pretrained / --model), else frozen ImageNet
+    features when ``AUDIT_FROZEN_MODEL``'s file is already in the torch hub cache (nothing is
+    downloaded unasked) and the data is of the kind where they ranked better (``prefer_frozen``)."""
+    from ..models.pretrained import cached_weights, require_weights
+
+    if acfg.weights or acfg.pretrained:
+        model = acfg.model or AUDIT_FROZEN_MODEL
+        require_weights(model)
+        flag = f"--weights {acfg.weights}" if acfg.weights else "--pretrained"
+        return OofChoice(True, model, f"asked: {flag}", download=not acfg.weights)
+    if acfg.pretrained is False or acfg.model is not None:
+        model = acfg.model or AUDIT_MODEL
+        return OofChoice(
+            False, model, "asked: " + ("--no-pretrained" if acfg.pretrained is False else f"--model {model}")
+        )
+    why = prefer_frozen(channels)
+    if why is None:
+        return OofChoice(
+            False, AUDIT_MODEL, "chosen: grey images (--pretrained for frozen ImageNet features)"
+        )
+    if cached_weights(AUDIT_FROZEN_MODEL) is None:
+        return OofChoice(
+            False,
+            AUDIT_MODEL,
+            f"chosen: no {AUDIT_FROZEN_MODEL} ImageNet file in the torch hub cache (--pretrained fetches it)",
+        )
+    return OofChoice(
+        True, AUDIT_FROZEN_MODEL, f"chosen: {why}, {AUDIT_FROZEN_MODEL}'s ImageNet file in the hub cache"
+    )
+
+
+def oof_probs(
+    ds: Dataset, pool: Pool, acfg: AuditConfig, folds: int, progress: bool, log: Callable[[str], None]
+) -> tuple[np.ndarray, str]:
+    """(N, K) out-of-fold probabilities of every pooled image, and the method in words."""
+    choice = choose_oof(acfg, ds.channels)
+    if choice.frozen:
+        # Imported here for start-up time (as below): torchvision's models and scikit-learn.
+        from ..device import pick_device
+        from .oof_frozen import frozen_features, linear_oof_probs
+        from .recipe import AUDIT_FROZEN_C, AUDIT_FROZEN_SIZE
+
+        method = (
+            f"{folds}-fold logistic regression (C={AUDIT_FROZEN_C}) on frozen {choice.model} ImageNet "
+            f"features at {AUDIT_FROZEN_SIZE} px ({choice.why})"
+        )
+        log(f"label audit: {method}")
+        feats = frozen_features(
+            pool.store,
+            ds.channels,
+            choice.model,
+            weights=acfg.weights,
+            download=choice.download,
+            device=pick_device(acfg.device),
+            log=log if progress else (lambda _m: None),
+        )
+        return linear_oof_probs(feats, pool.labels, len(ds.classes), folds, acfg.seed), method
+    from .oof import out_of_fold_probs
+
+    method = f"{folds}-fold out-of-fold probabilities from {choice.model}, {acfg.epochs} epochs per fold ({choice.why})"
+    log(f"label audit: {method}")
+    tcfg = merge(TrainConfig(model=choice.model, device=acfg.device, seed=acfg.seed), acfg.train, "audit")
+    probs = out_of_fold_probs(
+        ds, pool.store, pool.labels, tcfg, folds, acfg.epochs, acfg.seed, log, progress, set(acfg.train)
+    )
+    return probs, method
+
+
 def label_audit(
     ds: Dataset, pool: Pool, acfg: AuditConfig, rep: AuditReport, progress: bool, log: Callable[[str], None]
 ) -> np.ndarray | None:
@@ -158,17 +244,13 @@ def label_audit(
         return None
     # Imported here for start-up time: the training stack (the trainer, the Predictor, scikit-learn)
     # takes seconds to import, and an audit without a label part (--no-labels, one class) needs none of it.
-    from .oof import choose_folds, out_of_fold_probs
+    from .crossval import choose_folds
 
     folds, why = choose_folds(pool.labels, len(ds.classes), acfg.folds)
     if why:
         rep.notes.append(why)
         log(f"note: {why}")
-    rep.method = f"{folds}-fold out-of-fold probabilities from {acfg.model}, {acfg.epochs} epochs per fold"
-    tcfg = merge(TrainConfig(model=acfg.model, device=acfg.device, seed=acfg.seed), acfg.train, "audit")
-    probs = out_of_fold_probs(
-        ds, pool.store, pool.labels, tcfg, folds, acfg.epochs, acfg.seed, log, progress, set(acfg.train)
-    )
+    probs, rep.method = oof_probs(ds, pool, acfg, folds, progress, log)
     if why := did_not_learn(probs, pool.labels):
         rep.notes.append(why)
         log(f"warning: {why}")

@@ -91,6 +91,12 @@ AUDIT_FOLDS = 5
 #: first k (4 epochs: 88%); an RBF SVC on the pixels ranks 93%.
 AUDIT_MODEL = "seed_cnn"
 AUDIT_EPOCHS = 10
+#: The other out-of-fold model (``train.oof_frozen``): logistic regression, L2 strength 1/C on
+#: standardised features, on the pooled features of a frozen ImageNet net, its input upscaled to
+#: ``AUDIT_FROZEN_SIZE`` px (as ``--pretrained`` trains small images). See ``prefer_frozen``.
+AUDIT_FROZEN_MODEL = "mobilenet_v2"
+AUDIT_FROZEN_SIZE = 64
+AUDIT_FROZEN_C = 0.01
 
 #: How a run starts: random weights, ImageNet weights (--pretrained / --weights), an earlier run (--init).
 STARTS = ("scratch", "imagenet", "init")
@@ -254,6 +260,15 @@ def prefer_pretrained(n_labelled: int, n_classes: int, channels: int) -> str | N
     return None
 
 
+def prefer_frozen(channels: int) -> str | None:
+    """Why ``data audit`` should rank labels from a linear model on frozen ImageNet features rather
+    than from short training runs of ``AUDIT_MODEL``, when the weights are at hand; None: the CNN folds.
+    PLACEHOLDER"""
+    if channels == 3:
+        return "colour images"
+    return None
+
+
 def derive(
     facts: DataFacts,
     model: str = "rescnn",
@@ -397,6 +412,7 @@ __all__ = [
     "derive",
     "family_of",
     "folds_for",
+    "prefer_frozen",
     "prefer_pretrained",
     "start_of",
     "val_fraction_for",
