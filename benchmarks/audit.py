@@ -160,6 +160,10 @@ def score_probs(probs: np.ndarray, given: np.ndarray, is_bad: np.ndarray) -> dic
     for rk in ("self_confidence", "normalized_margin"):
         out[f"ours_{rk}"] = ranking_scores(rank_by_quality(probs, given, rk), is_bad)
     out["ours_flagged"] = flagged_scores(find_label_issues(probs, given).issues, is_bad)
+    # the paper's pruned set (no MAX_P_LABEL): what cleanlab's find_label_issues returns too
+    out["ours_flagged_pruned"] = flagged_scores(
+        find_label_issues(probs, given, max_p_label=1.0).issues, is_bad
+    )
     try:
         from cleanlab.filter import find_label_issues as cl_find
 
@@ -205,6 +209,7 @@ def label_run(
     retrain_seeds: int = 1,
     recipe: dict[str, Any] | None = None,
     frozen: bool = False,
+    save_probs: Path | None = None,
 ) -> dict[str, Any]:
     root = dataset_root(name)
     paths, splits, labels, classes = listing(root)
@@ -226,6 +231,11 @@ def label_run(
     assert probs is not None
     # pool order = the CSV's train rows in order: map back to the dataset's indices
     is_bad = np.isin(np.flatnonzero(train), bad)
+    if save_probs:
+        save_probs.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            save_probs / f"{tag}_cnn.npz", probs=probs, given=pool.labels, is_bad=is_bad, true=labels[train]
+        )
     res: dict[str, Any] = {
         "dataset": name,
         "noise": noise,
@@ -244,6 +254,15 @@ def label_run(
         res["svc"] = {**score_probs(p, pool.labels, is_bad), "seconds": secs}
     if frozen:
         res["frozen"] = frozen_run(pool, acfg, is_bad, labels[train], len(classes))
+        probs_f = res["frozen"].pop("probs")
+        if save_probs:
+            np.savez(
+                save_probs / f"{tag}_frozen.npz",
+                probs=probs_f,
+                given=pool.labels,
+                is_bad=is_bad,
+                true=labels[train],
+            )
     if retrain:
         res["retrain"] = retrain_run(
             work, tag, root, paths, splits, labels, classes, csv_path, rep, retrain_seeds, recipe
@@ -271,6 +290,7 @@ def frozen_run(
         "feature_seconds": feat_s,
         "threads": torch.get_num_threads(),
         "oof_accuracy_vs_true": float((probs.argmax(1) == true).mean()),
+        "probs": probs,
     }
 
 
@@ -555,6 +575,9 @@ def main() -> int:
     )
     ap.add_argument("--planted", type=int, default=50, help="test images copied into train, 3 ways each")
     ap.add_argument("--speed", action="store_true", help="time the audit of 1,000 digits at 32 px")
+    ap.add_argument(
+        "--save-probs", type=Path, help="folder for each run's out-of-fold probabilities (audit_flagged.py)"
+    )
     ap.add_argument("--model", help="the audit's fold model (default: the audit's)")
     ap.add_argument("--epochs", type=int, help="epochs per fold (default: the audit's)")
     ap.add_argument("--name", default="audit", help="results file stem (benchmarks/results/NAME.json)")
@@ -602,6 +625,7 @@ def main() -> int:
                         a.retrain_seeds,
                         recipe,
                         a.frozen,
+                        a.save_probs,
                     )
                     res["labels"].append(r)
                     sc = r["pixclass"]["ours_self_confidence"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pixclass.data.confident import (
+    MAX_P_LABEL,
     calibrate_joint,
     class_thresholds,
     confident_joint,
@@ -82,3 +83,22 @@ def test_a_class_keeps_at_least_one_image():
     y = np.array([0, 0, 1])  # class 1's only image looks like class 0
     found = find_label_issues(p, y)
     assert 2 not in found.issues.tolist()
+
+
+def test_a_weak_models_confusions_are_doubts_not_issues():
+    """A model that hesitates between classes 0 and 1 (p 0.55 / 0.45) on a fifth of the images: the
+    pruning counts those as wrong labels; only the clearly contradicted labels (p < MAX_P_LABEL) are
+    issues, the rest are doubts, and all of them together are the paper's pruned set."""
+    p, y, bad = noisy_probs(n=500, k=4, wrong=10, seed=3)
+    rng = np.random.default_rng(1)
+    unsure = rng.choice(np.setdiff1d(np.flatnonzero(y <= 1), bad), 100, replace=False)
+    p[unsure] = 0.0
+    p[unsure, y[unsure]] = 0.45
+    p[unsure, 1 - y[unsure]] = 0.55
+    found = find_label_issues(p, y)
+    paper = find_label_issues(p, y, max_p_label=1.0)
+    assert (p[found.issues, y[found.issues]] < MAX_P_LABEL).all()
+    assert not set(found.issues.tolist()) & set(unsure.tolist())
+    assert set(found.issues.tolist()) | set(found.doubts.tolist()) == set(paper.issues.tolist())
+    assert len(set(found.issues.tolist()) & set(bad.tolist())) >= 0.8 * len(bad)
+    assert len(set(paper.doubts.tolist())) == 0 and len(found.doubts) > 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import MOBILENET_V2_FILE, mobilenet_weights_file
+from PIL import Image
 
 from pixclass.data.settings import DataConfig
 from pixclass.errors import ConfigError
@@ -91,7 +91,9 @@ def test_cached_weights_rank_planted_wrong_labels_first(tmp_path, hub):
         hue_image(drawn, 999 + drawn).save(root / name)
     lines: list[str] = []
     cfg = AuditConfig(folds=3, device="cpu")
-    rep, pool, probs = audit(root, cfg, DataConfig(image_size=16, workers=1), progress=False, log=lines.append)
+    rep, pool, probs = audit(
+        root, cfg, DataConfig(image_size=16, workers=1), progress=False, log=lines.append
+    )
     assert "logistic regression" in rep.method and "chosen: colour" in rep.method
     assert any(m.startswith("label audit: ") and "frozen mobilenet_v2" in m for m in lines)
     assert probs is not None and probs.shape == (len(pool.labels), 3)

@@ -24,7 +24,7 @@ import torch
 
 from ..config import TrainConfig, merge
 from ..data.cache import ImageStore, probe_all
-from ..data.confident import find_label_issues
+from ..data.confident import MAX_P_LABEL, find_label_issues
 from ..data.dataset import Dataset, load_data
 from ..data.quality import image_stats, quality_flags
 from ..data.settings import DataConfig
@@ -68,6 +68,9 @@ class AuditReport:
     image_size: int
     label_issues: list[dict[str, Any]] = field(default_factory=list)
     noise_rate: float | None = None  # confident learning's estimate of the share of wrong labels
+    # what the pruning also counted, with a given label not improbable enough to call wrong
+    # (``confident.MAX_P_LABEL``): as likely the fold models' own confusions; look if time allows
+    label_doubts: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[dict[str, Any]] = field(default_factory=list)
     quality: list[dict[str, Any]] = field(default_factory=list)
     broken: list[dict[str, str]] = field(default_factory=list)
@@ -98,6 +101,12 @@ class AuditReport:
                 )
             if len(self.label_issues) > top:
                 lines.append(f"    ... and {len(self.label_issues) - top} more")
+            if self.label_doubts:
+                lines.append(
+                    f"  label doubts: {len(self.label_doubts)} more that confident learning counts, but the "
+                    f"models give their label p >= {MAX_P_LABEL:g} (as likely their own confusions; "
+                    "label_doubts in audit.json, not in relabel.csv)"
+                )
         near = sum(d["kind"] == "near" for d in self.duplicates)
         lines.append(
             f"  duplicate groups: {len(self.duplicates)} ({near} near, {len(self.duplicates) - near} exact); "
@@ -256,8 +265,9 @@ def label_audit(
         log(f"warning: {why}")
     found = find_label_issues(probs, pool.labels, acfg.ranking)
     rep.noise_rate = found.noise_rate
-    rep.label_issues = [
-        {
+
+    def entry(i: int) -> dict[str, Any]:
+        return {
             "path": pool.names[i],
             "split": pool.splits[i],
             "label": ds.classes[pool.labels[i]],
@@ -266,8 +276,9 @@ def label_audit(
             "p_label": round(float(probs[i, pool.labels[i]]), 5),
             "p_suggested": round(float(probs[i, found.suggested[i]]), 5),
         }
-        for i in found.issues
-    ]
+
+    rep.label_issues = [entry(i) for i in found.issues]
+    rep.label_doubts = [entry(i) for i in found.doubts]
     return probs
 
 

@@ -52,7 +52,7 @@ def frozen_features(
             x = normalize(x, mean, std)  # (b, C, S, S) float, ImageNet statistics
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            out.append(net.forward_features(x).float().cpu().numpy())
+            out.append(net.forward_features(x).float().cpu().numpy())  # type: ignore[operator]
             if (i // batch_size) % 10 == 9:
                 log(f"features: {min(n, i + batch_size)}/{n} images")
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
