@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE))
 
 from common import write_results  # noqa: E402
 
-from pixclass.data.confident import MAX_P_LABEL, find_label_issues  # noqa: E402
+from pixclass.data.confident import MAX_P_LABEL, WEAK_AGREEMENT, find_label_issues  # noqa: E402
 
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2)
 
@@ -44,6 +44,7 @@ def one(path: Path) -> dict[str, Any]:
         "oof_accuracy_vs_true": float((p.argmax(1) == d["true"]).mean()),
         "wrong": int(bad.sum()),
         "pruned": scores(pruned, bad),
+        "audit": scores(np.isin(np.arange(n), find_label_issues(p, y).issues), bad),
         **{f"p_label<{t:g}": scores(pruned & (p_label < t), bad) for t in THRESHOLDS},
     }
     try:
@@ -64,7 +65,7 @@ def cell(s: dict[str, float] | None) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    cols = ["cleanlab", "pruned", *[f"p_label<{t:g}" for t in THRESHOLDS]]
+    cols = ["cleanlab", "pruned", *[f"p_label<{t:g}" for t in THRESHOLDS], "audit"]
     lines = [
         "# data audit: the flagged set (label_issues), precision / recall % (count)",
         "",
@@ -73,9 +74,10 @@ def markdown(res: dict[str, Any]) -> str:
         "frozen MobileNetV2 features).  ",
         "pruned: confident learning's prune-by-noise-rate set (the paper's; cleanlab's default); "
         f"p_label<t: that set cut to labels whose out-of-fold probability is below t (the audit uses "
-        f"t = {MAX_P_LABEL:g}; the rest become `label_doubts`). F1 in the JSON.",
+        f"t = {MAX_P_LABEL:g} when the fold models agree with fewer than {WEAK_AGREEMENT:.0%} of the given "
+        "labels; the rest become `label_doubts`); audit: the set `data audit` reports. F1 in the JSON.",
         "",
-        "| run | oof acc | wrong | " + " | ".join(cols) + " |",
+        "| run | oof acc vs true labels | wrong | " + " | ".join(cols) + " |",
         "|---|---:|---:|" + "---|" * len(cols),
     ]
     for r in res["rows"]:

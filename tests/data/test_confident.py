@@ -7,6 +7,7 @@ import pytest
 
 from pixclass.data.confident import (
     MAX_P_LABEL,
+    WEAK_AGREEMENT,
     calibrate_joint,
     class_thresholds,
     confident_joint,
@@ -86,9 +87,10 @@ def test_a_class_keeps_at_least_one_image():
 
 
 def test_a_weak_models_confusions_are_doubts_not_issues():
-    """A model that hesitates between classes 0 and 1 (p 0.55 / 0.45) on a fifth of the images: the
-    pruning counts those as wrong labels; only the clearly contradicted labels (p < MAX_P_LABEL) are
-    issues, the rest are doubts, and all of them together are the paper's pruned set."""
+    """A model that hesitates between classes 0 and 1 (p 0.55 / 0.45) on a fifth of the images (so it
+    agrees with fewer than WEAK_AGREEMENT of the labels): the pruning counts those as wrong labels; only
+    the clearly contradicted labels (p < MAX_P_LABEL) are issues, the rest are doubts, and all of them
+    together are the paper's pruned set."""
     p, y, bad = noisy_probs(n=500, k=4, wrong=10, seed=3)
     rng = np.random.default_rng(1)
     unsure = rng.choice(np.setdiff1d(np.flatnonzero(y <= 1), bad), 100, replace=False)
@@ -102,3 +104,6 @@ def test_a_weak_models_confusions_are_doubts_not_issues():
     assert set(found.issues.tolist()) | set(found.doubts.tolist()) == set(paper.issues.tolist())
     assert len(set(found.issues.tolist()) & set(bad.tolist())) >= 0.8 * len(bad)
     assert len(set(paper.doubts.tolist())) == 0 and len(found.doubts) > 0
+    p, y, _ = noisy_probs()  # a model that agrees with > WEAK_AGREEMENT of the labels: no cut
+    assert (p.argmax(1) == y).mean() > WEAK_AGREEMENT
+    assert len(find_label_issues(p, y).doubts) == 0

@@ -103,9 +103,9 @@ class AuditReport:
                 lines.append(f"    ... and {len(self.label_issues) - top} more")
             if self.label_doubts:
                 lines.append(
-                    f"  label doubts: {len(self.label_doubts)} more that confident learning counts, but the "
-                    f"models give their label p >= {MAX_P_LABEL:g} (as likely their own confusions; "
-                    "label_doubts in audit.json, not in relabel.csv)"
+                    f"  label doubts: {len(self.label_doubts)} more that confident learning counts; the fold "
+                    f"models disagree with many labels, and give these p >= {MAX_P_LABEL:g} (as likely their "
+                    "own confusions; label_doubts in audit.json, not in relabel.csv)"
                 )
         near = sum(d["kind"] == "near" for d in self.duplicates)
         lines.append(

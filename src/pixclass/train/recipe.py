@@ -264,9 +264,10 @@ def prefer_frozen(channels: int) -> str | None:
     """Why ``data audit`` should rank labels from a linear model on frozen ImageNet features rather
     than from short training runs of ``AUDIT_MODEL``, when the weights are at hand; None: the CNN folds.
     Measured (benchmarks/results/audit_labels_*.md, same 5 folds, 2 / 5 / 10% wrong labels, uniform and
-    confusable): colour photo crops, frozen P@k 86.0 / R@1.5k 98.3% mean vs the CNN's 83.1 / 94.0% in
-    66 s vs 266 s; grey Fashion-MNIST (1,000 images), frozen P@k 55-76% vs the CNN's 75-86%, and no
-    faster (the regression on 1,280 features costs what the folds save)."""
+    confusable): colour photo crops, frozen P@k 86.0 / R@1.5k 98.3% mean vs the CNN's 83.1 / 94.0%;
+    grey Fashion-MNIST (1,000 images), frozen P@k 40-76% vs the CNN's 45-86%. Frozen is the faster
+    (audit_oof_speed.md: photos 2.1 s vs 7.2 s, Fashion-MNIST 3.2 s vs 7.9 s), but on grey data the
+    ranking decides."""
     if channels == 3:
         return "colour images"
     return None
