@@ -1,9 +1,11 @@
-"""pixclass tune: a real search of two trials, resumed to three in the same folder; its best.yaml is a
---config file; a folder holding another dataset's study and --nproc are refused in one line."""
+"""pixclass tune: a real search of two trials (the first the recipe itself), resumed to three in the
+same folder; its best.yaml is a --config file; a folder holding another dataset's study and --nproc are
+refused in one line."""
 
 from __future__ import annotations
 
 import csv
+import json
 
 import yaml
 from conftest import TINY_RECIPE, run_pixclass
@@ -68,5 +70,15 @@ def test_trials_are_short_runs_when_the_recipe_sets_the_epochs(tmp_path, pattern
     assert {int(row["epochs"]) for row in res.rows} <= set(range(1, 9))
     best = yaml.safe_load(res.best_config.read_text())
     assert "epochs" not in best and "warmup_epochs" not in best  # the full run derives them
+    first = res.rows[0]  # the recipe itself, before anything drawn
+    assert (first["lr_factor"], first["augment_strength"], first["width"], first["depth"]) == (
+        1.0,
+        1.0,
+        1.0,
+        0,
+    )
+    manifest = json.loads((tmp_path / "search" / "split_manifest.json").read_text())
+    assert manifest["fractions"]["val"] == tune_module.SEARCH_VAL_FRACTION  # trials ranked on a larger share
+    assert "data" not in best  # the full run takes the recipe's share
     full = build_config(str(data), None, res.best_config)
     assert "epochs" in full.auto and "lr" not in full.auto
