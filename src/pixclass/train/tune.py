@@ -242,10 +242,12 @@ class ReportToTrial(Callback):
         self.trial, self.metric, self.pruned = trial, metric, False
         self.sign = -1.0 if metric == "val_loss" else 1.0
         self.best = math.nan
+        self.reported: set[int] = set()
 
     def on_epoch_end(self, run: Any, logs: dict[str, float]) -> None:
         value = trial_value(logs, self.metric)
-        if math.isfinite(value):
+        if math.isfinite(value) and run.epoch not in self.reported:  # an epoch again after a rollback: once
+            self.reported.add(run.epoch)
             self.trial.report(value, run.epoch)
             if not self.sign * value <= self.sign * self.best:  # nan: the first finite value
                 self.best = value
