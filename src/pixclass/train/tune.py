@@ -21,8 +21,9 @@ validation loss.
 
 Each trial is the training loop alone (no flip/temperature choice, no report) in SEARCH/trials/NNN, on
 the data decoded once. Trials are short runs of the recipe: when the epochs are the recipe's, a search of
-N trials trains ``SEARCH_RUNS`` runs' worth of epochs in all (each trial SEARCH_RUNS / N of the recipe's
-epochs, its one-cycle or cosine schedule laid out for them, as ``--time`` does), so 20 trials cost
+N trials trains ``SEARCH_RUNS`` runs' worth of epochs in all (each trial SEARCH_RUNS / N of the epochs
+the recipe derives for its batch, its one-cycle or cosine schedule laid out for them, as ``--time``
+does), so 20 trials cost
 about as much as two runs before pruning, not twenty; best.yaml then leaves the epochs to the recipe
 (derived for the batch it chose). Short runs rank lr, batch and regularisation imperfectly (they favour
 what learns fast): the price of a search that costs less than the lr grid. ``time``: the whole search's
@@ -58,6 +59,7 @@ from ..models import create_model
 from .callbacks import default_callbacks
 from .events import Callback, StopTraining
 from .plan import make_plan
+from .resolve import resolve
 from .trainer import fit
 
 STUDY = "study.db"
@@ -126,7 +128,7 @@ def tune(
         else:
             short = None
     objective = functools.partial(
-        run_trial, base=base, ds=ds, out=out, share_s=share, short_epochs=short, log=log
+        run_trial, base=base, ds=ds, out=out, share_s=share, short_of=trials if short else None, log=log
     )
     if not study.trials:
         study.enqueue_trial(recipe_params(base))
@@ -264,16 +266,15 @@ def run_trial(
     out: Path,
     share_s: float | None,
     log: Callable[[str], None],
-    short_epochs: int | None = None,
+    short_of: int | None = None,
 ) -> float:
     import optuna
 
     cfg = trial_config(trial, base, len(ds.splits["train"]))
     if share_s is not None:  # the trial's share of the budget decides its epochs
         cfg = dataclasses.replace(cfg, time=f"{share_s:.3f}s", epochs=MAX_EPOCHS)
-    elif short_epochs is not None:  # a short run: the schedule (warm-up included) compressed to fit
-        warmup = cfg.warmup_epochs * short_epochs / cfg.epochs
-        cfg = dataclasses.replace(cfg, epochs=short_epochs, warmup_epochs=round(warmup, 4))
+    elif short_of is not None:
+        cfg = short_run(cfg, ds, short_of)
     report = ReportToTrial(trial, cfg.metric)
     callbacks = functools.partial(default_callbacks, user=[report])
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -294,7 +295,7 @@ def run_trial(
     trial.set_user_attr("seconds", round(seconds, 2))
     trial.set_user_attr("cpu_seconds", round(cpu, 2))
     saved = config_file(res.config or cfg)
-    if short_epochs is not None:  # the full run derives its epochs and warm-up for the batch chosen
+    if short_of is not None:  # the full run derives its epochs and warm-up for the batch chosen
         saved = {k: v for k, v in saved.items() if k not in ("epochs", "warmup_epochs")}
     trial.set_user_attr("config", saved)
     verdict = "pruned" if report.pruned else f"{cfg.metric} {res.best_metric:.4f} (value {report.best:.5f})"
@@ -304,6 +305,17 @@ def run_trial(
     if report.pruned:
         raise optuna.TrialPruned()
     return float(report.best) if math.isfinite(report.best) else float(res.best_metric)
+
+
+def short_run(cfg: TrainConfig, ds: Dataset, trials: int) -> TrainConfig:
+    """The trial as a short run of the full run it stands for: the epochs and warm-up the recipe derives
+    for the trial's batch (a step budget: half the batch, half the epochs), ~SEARCH_RUNS / ``trials`` of
+    them, the schedule (warm-up included) compressed to fit. With the recipe's epochs for every batch, a
+    trial at half the batch trained twice its full run's share of steps, and won for it."""
+    full, _ = resolve(cfg, ds, set(cfg.to_dict()) - {"epochs", "warmup_epochs"})
+    epochs = trial_epochs(full.epochs, trials)
+    warmup = full.warmup_epochs * epochs / full.epochs
+    return dataclasses.replace(cfg, epochs=epochs, warmup_epochs=round(warmup, 4))
 
 
 def trial_config(trial: Any, base: TrainConfig, n_train: int) -> TrainConfig:
