@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "width/depth around the recipe the data derives, with Optuna: the recipe itself first, then a TPE sampler, "
         "trials stopped early (from their second epoch) when their validation accuracy is below the median of "
         "earlier trials at that epoch. Trials are ranked on a 25% validation share (ties broken by the validation "
-        "loss); the full run keeps the recipe's share. Trials are short runs (all together ~1.5 runs of the recipe's epochs; best.yaml leaves the epochs to the recipe). The study "
+        "NLL); the full run keeps the recipe's share. Trials are short runs (each a share of the epochs the recipe "
+        "derives for its batch, all together ~1.5 runs; best.yaml leaves the epochs to the recipe). The study "
         "is a SQLite file in --out, so an interrupted search resumes when run again with the same --out. Writes "
         "--out/best.yaml (use it with `pixclass train DATA --config best.yaml`) and --out/trials.csv.",
         epilog="examples:\n  pixclass tune photos/ --trials 20\n  pixclass tune photos/ --trials 20 --time 30m"
