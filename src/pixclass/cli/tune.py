@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "width/depth around the recipe the data derives, with Optuna: the recipe itself first, then a TPE sampler, "
         "trials stopped early (from their second epoch) when their validation accuracy is below the median of "
         "earlier trials at that epoch. Trials are ranked on a 25% validation share (ties broken by the validation "
-        "NLL); the full run keeps the recipe's share. Trials are short runs (each a share of the epochs the recipe "
-        "derives for its batch, all together ~1.5 runs; best.yaml leaves the epochs to the recipe). The study "
+        "loss); the full run keeps the recipe's share. Trials are short runs (each a share of the epochs the recipe "
+        "derives for its batch, all together ~2 runs; best.yaml leaves the epochs to the recipe). The study "
         "is a SQLite file in --out, so an interrupted search resumes when run again with the same --out. Writes "
         "--out/best.yaml (use it with `pixclass train DATA --config best.yaml`) and --out/trials.csv.",
         epilog="examples:\n  pixclass tune photos/ --trials 20\n  pixclass tune photos/ --trials 20 --time 30m"
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=value_type(option_of(TrainConfig, "time")),  # the config's own check of a budget
         metavar="BUDGET",
         help="the whole search's budget (90s, 10m, 1h): each trial trains to its share of it "
-        "(default: each trial a short run of the recipe, all of them together ~1.5 runs' epochs)",
+        "(default: each trial a short run of the recipe, all of them together ~2 runs' epochs)",
     )
     p.add_argument("--out", help="search folder (default runs/tune-<data name>)")
     p.add_argument("--config", metavar="YAML", help="options fixed for every trial (as for `pixclass train`)")

@@ -17,14 +17,14 @@ What is searched, around the recipe the data derives (``train.recipe``):
 The first trial is the recipe itself, so the search ranks what it finds against it. Trials are ranked on
 a validation share of SEARCH_VAL_FRACTION (when the recipe picks the share): at its 10%, a 500-image set
 validates on 50 images, most trials tie at 100% and TPE chases noise. Ties on accuracy are broken by the
-validation negative log-likelihood.
+validation loss.
 
 Each trial is the training loop alone (no flip/temperature choice, no report) in SEARCH/trials/NNN, on
 the data decoded once. Trials are short runs of the recipe: when the epochs are the recipe's, a search of
 N trials trains ``SEARCH_RUNS`` runs' worth of epochs in all (each trial SEARCH_RUNS / N of the epochs
 the recipe derives for its batch, its one-cycle or cosine schedule laid out for them, as ``--time``
 does), so 20 trials cost
-about as much as one and a half runs before pruning, not twenty; best.yaml then leaves the epochs to the recipe
+about as much as two runs before pruning, not twenty; best.yaml then leaves the epochs to the recipe
 (derived for the batch it chose). Short runs rank lr, batch and regularisation imperfectly (they favour
 what learns fast): the price of a search that costs less than the lr grid. ``time``: the whole search's
 budget instead; each trial trains to its share of it (``train.callbacks.time_budget``). Explicit epochs
@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from ..config import MAX_EPOCHS, TrainConfig, build_config
@@ -59,7 +58,6 @@ from ..files import atomic_write_text
 from ..models import create_model
 from .callbacks import default_callbacks
 from .events import Callback, StopTraining
-from .logits import predict_logits
 from .plan import make_plan
 from .resolve import resolve
 from .trainer import fit
@@ -71,7 +69,7 @@ PARAMS = ("lr_factor", "batch_size", "weight_decay", "augment_strength", "label_
 STARTUP_TRIALS = 5
 #: A search's epochs in all, in runs of the recipe (without --time, when the recipe sets the epochs):
 #: each of N trials trains SEARCH_RUNS / N of the recipe's epochs, at least MIN_TRIAL_EPOCHS.
-SEARCH_RUNS, MIN_TRIAL_EPOCHS = 1.5, 3
+SEARCH_RUNS, MIN_TRIAL_EPOCHS = 2.0, 3
 #: Pruning starts after this many epochs of a trial (the first epochs rank a warm-up, not a recipe).
 PRUNE_AFTER = 2
 #: The search's validation share when the recipe picks it (the recipe's own is 10% to 25%).
@@ -230,28 +228,12 @@ def open_study(
     return study
 
 
-def trial_value(logs: dict[str, float], metric: str, nll: float) -> float:
-    """An epoch's value for the search: the metric, ties on accuracy broken by the validation NLL (the
-    loss the task logs carries the trial's own label smoothing: compared across trials, it favours the
-    least smoothing, not the better model)."""
+def trial_value(logs: dict[str, float], metric: str) -> float:
+    """An epoch's value for the search: the metric, ties on accuracy broken by the validation loss."""
     value = logs.get(metric, math.nan)
     if metric == "val_loss":
         return value
-    tie = nll if math.isfinite(nll) else logs.get("val_loss", 0.0)
-    return value - TIE_BREAK * min(10.0, tie)
-
-
-def val_nll(run: Any) -> float:
-    """Mean negative log-likelihood of the validation split, without label smoothing (nan for tasks that
-    are not single-label)."""
-    split = run.data.splits.get("val")
-    if split is None or len(split) == 0 or run.task.activation != "softmax":
-        return math.nan
-    cfg = run.cfg
-    logits = predict_logits(
-        run.eval_model, split.store, run.mean, run.std, run.device, cfg.channels_last, amp=cfg.amp
-    )
-    return float(torch.nn.functional.cross_entropy(logits.float().cpu(), split.labels.long()))
+    return value - TIE_BREAK * min(10.0, logs.get("val_loss", 0.0))
 
 
 class ReportToTrial(Callback):
@@ -265,7 +247,7 @@ class ReportToTrial(Callback):
         self.reported: set[int] = set()
 
     def on_epoch_end(self, run: Any, logs: dict[str, float]) -> None:
-        value = trial_value(logs, self.metric, val_nll(run) if self.metric != "val_loss" else math.nan)
+        value = trial_value(logs, self.metric)
         if math.isfinite(value) and run.epoch not in self.reported:  # an epoch again after a rollback: once
             self.reported.add(run.epoch)
             self.trial.report(value, run.epoch)
