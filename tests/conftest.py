@@ -321,3 +321,29 @@ def multilabel_shapes_csv(root: Path, n: int = 64) -> Path:
     with open(root / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([("path", "labels"), *rows])
     return root / "labels.csv"
+
+
+@pytest.fixture
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to fetch weights fails the test."""
+    import torch.hub
+
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("a download was started")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_download: None) -> Path:
+    """An empty private $TORCH_HOME (``hub / "hub" / "checkpoints"``) whose downloads fail the test."""
+    home = tmp_path / "torch-home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+def with_weights(hub: Path) -> None:
+    """Put torchvision's ImageNet MobileNetV2 file into the private hub cache (a link)."""
+    (hub / "hub" / "checkpoints" / MOBILENET_V2_FILE).symlink_to(mobilenet_weights_file())

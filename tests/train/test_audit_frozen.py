@@ -4,11 +4,9 @@ says so, never downloaded unasked -- ranking planted wrong labels first."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import MOBILENET_V2_FILE, mobilenet_weights_file
+from conftest import with_weights
 from PIL import Image
 
 from pixclass.data.settings import DataConfig
@@ -16,26 +14,6 @@ from pixclass.errors import ConfigError
 from pixclass.train.audit import AuditConfig, audit, choose_oof
 from pixclass.train.oof_frozen import linear_oof_probs
 from pixclass.train.recipe import AUDIT_FROZEN_MODEL, AUDIT_MODEL, prefer_frozen
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty private $TORCH_HOME whose downloads fail the test."""
-    import torch.hub
-
-    def refuse(*a: object, **k: object) -> None:
-        raise AssertionError("a download was started")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    home = tmp_path / "torch-home"
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    return home
-
-
-def with_weights(hub: Path) -> None:
-    (hub / "hub" / "checkpoints" / MOBILENET_V2_FILE).symlink_to(mobilenet_weights_file())
 
 
 def test_linear_oof_probs_rank_a_flipped_label_first():

@@ -6,37 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from conftest import MOBILENET_V2_FILE, mobilenet_weights_file
+from conftest import with_weights
 
 from pixclass.config import build_config
 from pixclass.train.plan import make_plan
 from pixclass.train.recipe import prefer_pretrained
-
-
-@pytest.fixture
-def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to fetch weights fails the test."""
-    import torch.hub
-
-    def refuse(*a: object, **k: object) -> None:
-        raise AssertionError("a download was started")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty private $TORCH_HOME (``hub / "hub" / "checkpoints"``)."""
-    home = tmp_path / "torch-home"
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    return home
-
-
-def with_weights(hub: Path) -> None:
-    (hub / "hub" / "checkpoints" / MOBILENET_V2_FILE).symlink_to(mobilenet_weights_file())
 
 
 def plan(data: Path, out: Path, **flags: object) -> tuple[object, str]:
