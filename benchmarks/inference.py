@@ -41,6 +41,7 @@ import common
 import torch
 from torch import nn
 
+from pixclass.card import ModelCard, ModelSpec, Preprocess
 from pixclass.config import TrainConfig
 from pixclass.infer.predictor import Predictor
 from pixclass.models import count_flops, create_model
@@ -52,19 +53,18 @@ DEFAULT_LEVERS = "inference_mode,threads1,channels_last,bn_fold,jit_freeze,onnxr
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST train statistics, in [0, 1] units
 
 
-def make_predictor(model: nn.Module, classes: list[str], backend: str = "auto") -> Predictor:
-    """The predictor a checkpoint of this model would give (only the metadata it reads), on its own
-    copy of the model (the torch backend converts its model to channels_last)."""
-    meta = {
-        "classes": classes,
-        "input_size": 28,
-        "channels": 1,
-        "normalization": {"mean": [MEAN], "std": [STD], "scale": 1 / 255},
-        "temperature": 1.0,
+def make_predictor(model: nn.Module, name: str, classes: list[str], backend: str = "auto") -> Predictor:
+    """The predictor a checkpoint of this model would give (the card a training run writes: classes,
+    normalisation, temperature 1, and the default training config's memory format), on its own copy of
+    the model (the torch backend converts its model to channels_last)."""
+    card = ModelCard(
+        model=ModelSpec(name, len(classes), 1, 28),
+        classes=tuple(classes),
+        preprocess=Preprocess((MEAN,), (STD,)),
         # What a checkpoint of the default training config says: the predictor follows its memory format.
-        "train_config": {"channels_last": TrainConfig().channels_last},
-    }
-    return Predictor(copy.deepcopy(model), meta, "cpu", backend=backend)
+        train_config={"channels_last": TrainConfig().channels_last},
+    )
+    return Predictor(copy.deepcopy(model), card, "cpu", backend=backend)
 
 
 def batched(fn: Callable[[torch.Tensor], Any], x: torch.Tensor, b: int) -> Callable[[], None]:
@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-keras", action="store_true")
     ap.add_argument("--results", type=Path, default=common.RESULTS)
+    ap.add_argument(
+        "--tag", default="", help="results as inference_<tag>.* (a narrower run beside the full one)"
+    )
     a = ap.parse_args(argv)
     if a.quick:
         a.calls, a.warmup, a.repeats, a.n_images, a.max_seconds = 100, 10, 2, 1024, 5.0
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         model = create_model(name, 10, 1, 28).eval()
         fwd = count_flops(model, 1, 28)
-        pred = make_predictor(model, classes)
+        pred = make_predictor(model, name, classes)
         sides: dict[str, Any] = {}
         loads[name] = common.loadavg()
 
@@ -378,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if pred.backend != "torch":  # the same predictor on PyTorch eager, for comparison
-            pred_t = make_predictor(model, classes, backend="torch")
+            pred_t = make_predictor(model, name, classes, backend="torch")
             sides["pixclass predictor (backend torch)"] = measure(
                 lambda pred=pred_t: pred.probs_from_uint8(x1_u8),
                 lambda pred=pred_t: pred.probs_from_uint8(x_u8, batch_size=a.batch),
@@ -500,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     md = markdown(res)
     print("\n" + md, end="", flush=True)
-    common.write_results("inference", res, md, a.quick, a.results)
+    common.write_results("inference" + (f"_{a.tag}" if a.tag else ""), res, md, a.quick, a.results)
     return 0
 
 

@@ -180,3 +180,20 @@ def test_predictor_follows_a_temperature_changed_after_its_runtime_was_made(run)
     torch.testing.assert_close(
         p.probs_from_uint8(x), (p.logits_from_uint8(x) / 2.5).softmax(1), atol=1e-6, rtol=1e-5
     )
+
+
+def test_direct_run_answers_as_the_public_run_and_falls_back_without_the_compiled_session():
+    from pixclass.infer.runtime import direct_run, export_onnx, ort_session
+
+    torch.manual_seed(0)
+    m = create_model("seed_cnn", 3, 1, 16).eval()
+    sess = ort_session(export_onnx(m, torch.randn(2, 1, 16, 16)), 1)
+    a = np.random.default_rng(0).standard_normal((4, 1, 16, 16)).astype(np.float32)
+    want = sess.run(["logits"], {"x": a})[0]
+    np.testing.assert_array_equal(direct_run(sess)(["logits"], {"x": a}, None)[0], want)
+
+    class Public:  # an onnxruntime without the private compiled session: the public run is used
+        def run(self, names, feed, options=None):
+            return sess.run(names, feed, options)
+
+    np.testing.assert_array_equal(direct_run(Public())(["logits"], {"x": a}, None)[0], want)

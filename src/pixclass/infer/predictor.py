@@ -199,12 +199,14 @@ class Predictor:
     def logits_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 tensor or image store (clips: (N, T, C, S, S)) -> (N, K) logits before the
         temperature (test-time flip applied when on)."""
-        return self._through(x, "logits", batch_size)[:, : len(self.classes)]
+        return self._through(x, "logits", batch_size, score=False)
 
     def probs_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """(N, C, S, S) uint8 (clips: (N, T, C, S, S)) -> (N, K) calibrated probabilities (multi-label:
         one sigmoid per label, which do not sum to 1)."""
-        return self.rows_from_uint8(x, batch_size)[:, : len(self.classes)]
+        if self.multilabel or self.runtime.temperature != self.temperature:
+            return self.rows_from_uint8(x, batch_size)[:, : len(self.classes)]
+        return self._through(x, "probs", batch_size, score=False)
 
     def rows_from_uint8(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         """``probs_from_uint8``; with unknown-input statistics (N, K + 1): in_distribution last. What
@@ -227,14 +229,21 @@ class Predictor:
             return None
         return self._through(x, "logits", batch_size)[:, len(self.classes)]
 
-    def _through(self, x: Any, output: str, batch_size: int) -> torch.Tensor:
+    def _through(self, x: Any, output: str, batch_size: int, score: bool = True) -> torch.Tensor:
+        """``x`` through the runtime's ``output`` ("logits" or "probs"): (N, K), with the unknown-input
+        score as a last column when the checkpoint has one and ``score`` is True. onnxruntime's path
+        stays in numpy up to the returned tensor, the score column dropped there too: at batch 1 every
+        PyTorch call (a slice, a shape) costs ~1-2 µs of a ~50-80 µs call."""
         rt = self.runtime
-        width = len(self.classes) + (self.score is not None)
+        k = len(self.classes)
+        width = k + (self.score is not None)
         if rt.host is not None and isinstance(x, torch.Tensor):  # onnxruntime: numpy in, numpy out
-            return torch.from_numpy(batched_host(rt.host, output, host_array(x), batch_size, width))
+            a = batched_host(rt.host, output, host_array(x), batch_size, width)
+            return torch.from_numpy(a if score or width == k else a[:, :k])
         if len(x) == 0:
-            return torch.zeros(0, width)
-        return batched_logits(rt.run if output == "logits" else rt.probs, x, self.device, batch_size)
+            return torch.zeros(0, width if score else k)
+        out = batched_logits(rt.run if output == "logits" else rt.probs, x, self.device, batch_size)
+        return out if score or width == k else out[:, :k]
 
     def to_predictions(
         self, probs: torch.Tensor, top_k: int, paths: Sequence[str | None]
