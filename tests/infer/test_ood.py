@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -169,6 +170,26 @@ def test_both_runtimes_compute_the_same_score(scored) -> None:
     torch.testing.assert_close(o.in_distribution(x), t.in_distribution(x), atol=1e-6, rtol=0)
     torch.testing.assert_close(o.probs_from_uint8(x), t.probs_from_uint8(x), atol=1e-5, rtol=0)
     assert o.probs_from_uint8(x).shape == (len(x), 3)
+
+
+def test_every_output_path_of_both_runtimes_carries_the_same_score(scored) -> None:
+    # onnxruntime's graph joins the score to one output only (the one the task's rows come from)
+    c = ckpt.load(scored.best)
+    for card in (c.card, replace(c.card, task="multilabel")):
+        t = Predictor(c.build_model(), card, backend="torch", extras=c.state_dict)
+        o = Predictor(c.build_model(), card, backend="onnxruntime", extras=c.state_dict)
+        x = torch.randint(0, 256, (6, o.channels, o.size, o.size), dtype=torch.uint8)
+        k = len(o.classes)
+        for _ in range(2):  # the checkpoint's temperature, then one changed after the runtime was made
+            rows = o.rows_from_uint8(x)
+            assert rows.shape == (6, k + 1) and o.logits_from_uint8(x).shape == (6, k)
+            # float32 rounding of the two runtimes' kernels, as in the test above
+            torch.testing.assert_close(rows, t.rows_from_uint8(x), atol=1e-5, rtol=0)
+            torch.testing.assert_close(o.logits_from_uint8(x), t.logits_from_uint8(x), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(rows[:, k], o.in_distribution(x), atol=0, rtol=0)
+            o.temperature = t.temperature = 2.0
+            if card.task == "multilabel":
+                break
 
 
 # --------------------------------------------------------------------------------------------- the CLI

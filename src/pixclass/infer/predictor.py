@@ -135,6 +135,8 @@ class Predictor:
         inner = ood.Scored(self.model, self.score, self.tta) if self.score is not None else plain
         self.net = Normalized(inner, self.mean, self.std).eval()
         self.backend_requested = backend
+        # the runtime output that carries the score: the one this task's rows are made from
+        self._score_on = "logits" if self.multilabel else "probs"
         self._runtime: Any = None
         # Run in the memory format the model trained in: faster on CPU, and the same numbers as training.
         self.channels_last = card.channels_last
@@ -167,6 +169,7 @@ class Predictor:
                 self.channels_last,
                 self.temperature,
                 scored=self.score is not None,
+                score_on=self._score_on,
             )
             if self.channels_last and self._runtime.name == "torch":
                 self.model.to(memory_format=torch.channels_last)
@@ -218,25 +221,27 @@ class Predictor:
             probs = (out[:, :k] / self.temperatures.to(out.device)).sigmoid()
             return torch.cat([probs, out[:, k:]], 1) if out.shape[1] > k else probs
         if self.runtime.temperature != self.temperature:  # changed after the runtime was made
-            out = self._through(x, "logits", batch_size)
-            probs = (out[:, :k] / self.temperature).softmax(1)
-            return torch.cat([probs, out[:, k:]], 1) if out.shape[1] > k else probs
+            probs = (self._through(x, "logits", batch_size, score=False) / self.temperature).softmax(1)
+            if self.score is None:
+                return probs
+            return torch.cat([probs, self._through(x, "probs", batch_size)[:, k:]], 1)
         return self._through(x, "probs", batch_size)
 
     def in_distribution(self, x: Any, batch_size: int = 512) -> torch.Tensor | None:
         """(N,) share of validation images less typical than each input; None without statistics."""
         if self.score is None:
             return None
-        return self._through(x, "logits", batch_size)[:, len(self.classes)]
+        return self._through(x, self._score_on, batch_size)[:, len(self.classes)]
 
     def _through(self, x: Any, output: str, batch_size: int, score: bool = True) -> torch.Tensor:
         """``x`` through the runtime's ``output`` ("logits" or "probs"): (N, K), with the unknown-input
-        score as a last column when the checkpoint has one and ``score`` is True. onnxruntime's path
+        score as a last column when the checkpoint has one, ``score`` is True and the runtime joins it to
+        that output (``Runtime.score_outputs``: ``self._score_on`` always does). onnxruntime's path
         stays in numpy up to the returned tensor, the score column dropped there too: at batch 1 every
         PyTorch call (a slice, a shape) costs ~1-2 µs of a ~50-80 µs call."""
         rt = self.runtime
         k = len(self.classes)
-        width = k + (self.score is not None)
+        width = k + (self.score is not None and output in rt.score_outputs)
         if rt.host is not None and isinstance(x, torch.Tensor):  # onnxruntime: numpy in, numpy out
             a = batched_host(rt.host, output, host_array(x), batch_size, width)
             return torch.from_numpy(a if score or width == k else a[:, :k])

@@ -72,6 +72,9 @@ class Runtime:
     host: Callable[[np.ndarray, str], np.ndarray] | None = None
     session: Any = None  # onnxruntime's InferenceSession behind run/probs (benchmarks time it alone)
     session_1: Any = None  # the one-thread session of the same graph that takes batches of one image
+    # The outputs that carry a scored model's unknown-input score as their last column: onnxruntime's
+    # graph joins it to one output only (``LogitsAndProbs``), PyTorch to both.
+    score_outputs: tuple[str, ...] = ("logits", "probs")
 
 
 def torch_runtime(
@@ -144,20 +147,30 @@ def calibrated_rows(out: torch.Tensor, temperature: float, scored: bool) -> torc
 class LogitsAndProbs(nn.Module):
     """Both outputs the Predictor reads, from one graph: the logits (evaluation, calibration) and the
     calibrated probabilities (predict, serve). The softmax inside the runtime costs it ~1 µs a call;
-    outside, in PyTorch, it cost ~40 µs at batch 1 (three small tensor ops and their dispatch)."""
+    outside, in PyTorch, it cost ~40 µs at batch 1 (three small tensor ops and their dispatch).
 
-    def __init__(self, model: nn.Module, temperature: float, scored: bool = False):
+    A scored model's in_distribution joins one output only, ``score_on`` ("probs": what predict and serve
+    read; "logits": multi-label models, whose rows are made from the logits): onnxruntime runs every node
+    of a graph whatever output is asked for, and a second join was one of the ~13 nodes the score added
+    to a ~20-node batch-1 call (benchmarks/ood.py's speed figures)."""
+
+    def __init__(self, model: nn.Module, temperature: float, scored: bool = False, score_on: str = "probs"):
         super().__init__()
+        if score_on not in ("logits", "probs"):
+            raise ValueError(f"score_on must be 'logits' or 'probs', not {score_on!r}")
         self.model = model
         self.temperature = float(temperature)
         self.scored = scored
+        self.score_on = score_on
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(x)
-        if isinstance(out, tuple):  # a scored model: the score joins each output as its last column
+        if isinstance(out, tuple):  # a scored model: the score joins one output as its last column
             logits, score = out[0].float(), out[1].float()
             probs = (logits / self.temperature).softmax(1)
-            return torch.cat([logits, score], 1), torch.cat([probs, score], 1)
+            if self.score_on == "logits":
+                return torch.cat([logits, score], 1), probs
+            return logits, torch.cat([probs, score], 1)
         logits = out.float()
         return logits, (logits / self.temperature).softmax(1)
 
@@ -252,16 +265,18 @@ def onnx_runtime(
     threads: int | None = None,
     temperature: float = 1.0,
     scored: bool = False,
+    score_on: str = "probs",
 ) -> Runtime:
     """Export ``model`` (eval mode, CPU) to ONNX in memory, logits and calibrated probabilities as two
-    outputs of one graph, and open an onnxruntime session on it.
+    outputs of one graph (a scored model's in_distribution joined to ``score_on``), and open an
+    onnxruntime session on it.
 
     Raises ImportError without onnxruntime, and RuntimeError when the export fails or its outputs
     differ from eager PyTorch on ``example``.
     """
     import onnxruntime  # noqa: F401  (fail with ImportError before the export's work)
 
-    both = LogitsAndProbs(model, temperature, scored).eval()
+    both = LogitsAndProbs(model, temperature, scored, score_on).eval()
     graph = export_onnx(both, example, output_names=("logits", "probs"))
     sess = ort_session(graph, threads)
     # One image runs on a one-thread session of the same graph: its ops are too small to share, and with
@@ -285,6 +300,7 @@ def onnx_runtime(
         host=host,
         session=sess,
         session_1=solo,
+        score_outputs=(score_on,),
     )
     with torch.inference_mode():
         want = both(example)
@@ -347,10 +363,12 @@ def make_runtime(
     channels_last: bool = False,
     temperature: float = 1.0,
     scored: bool = False,
+    score_on: str = "probs",
 ) -> Runtime:
     """The runtime for ``backend``: ``auto`` takes onnxruntime on the CPU when it is installed and the
     model exports faithfully, else eager PyTorch. ``onnxruntime`` asked for by name fails loudly.
-    ``temperature``: the one ``Runtime.probs`` divides the logits by."""
+    ``temperature``: the one ``Runtime.probs`` divides the logits by; ``score_on``: the output that must
+    carry a scored model's in_distribution (``LogitsAndProbs``; PyTorch's carry it on both)."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
@@ -358,7 +376,7 @@ def make_runtime(
     if device.type != "cpu":
         raise ConfigError("--backend onnxruntime runs on the CPU here; use --device cpu or --backend torch")
     try:
-        return onnx_runtime(model, example, temperature=temperature, scored=scored)
+        return onnx_runtime(model, example, temperature=temperature, scored=scored, score_on=score_on)
     except ImportError as e:
         why, fix = (
             "onnxruntime not installed",
