@@ -6,13 +6,16 @@ file is ``pixclass export``'s own (uint8 in, calibrated probabilities out); each
 that file with onnxruntime's static quantization, calibrated on the same 256 training images that
 ``pixclass export --int8`` uses. Variants (``--variants``):
 
-* ``conv``: what ``pixclass export --int8`` did before this benchmark: QDQ, per-channel int8
-  weights, uint8 activations, only Conv/Gemm/MatMul quantized.
+* ``conv``: what ``pixclass export --int8`` did before ``most``: QDQ, per-channel int8 weights, uint8
+  activations, only Conv/Gemm/MatMul quantized.
 * ``all``: the same with every operator type onnxruntime can quantize (Relu, MaxPool, Add, Concat...
   in int8 too, so fewer float <-> int8 conversions between the convolutions).
 * ``all_s8``: ``all`` with int8 (signed) activations.
 * ``all_qop``: ``all`` in the QOperator format (QLinearConv nodes written out, no QDQ pairs).
 * ``all_pct``: ``all`` with percentile calibration (99.999%) instead of min/max.
+* ``most`` (what ``pixclass export --int8`` does): ``all`` but the softmax (and the unknown-input score's ArgMax/Gather) left in float, so the
+  calibrated probabilities keep float precision (``all`` returns them in 1/256 steps: QLinearSoftmax).
+* ``most_pct``: ``most`` with percentile calibration.
 
 Speed: one onnxruntime session per file (``runtime.ort_session``: the Predictor's settings), the
 variants taking turns (``--rounds`` rounds; images/s at batch 256 over ``--images``; batch-1 p50 over
@@ -43,11 +46,14 @@ import numpy as np
 import onnx
 import torch
 
-from pixclass.infer.export import REAL_N, export_checkpoint, split_images
+from pixclass.infer.export import INT8_OPS, REAL_N, export_checkpoint, split_images
 from pixclass.infer.predictor import Predictor
 from pixclass.infer.runtime import ort_session
 
-VARIANTS = ("conv", "all", "all_s8", "all_qop", "all_pct")
+VARIANTS = ("conv", "all", "all_s8", "all_qop", "all_pct", "most", "most_pct")
+#: ``most``: ``pixclass export --int8``'s op types (``export.INT8_OPS``): every op type of the image
+#: models but the softmax and the unknown-input score's ArgMax/Gather.
+MOST = INT8_OPS
 SPEED_GOAL = 1.5  # int8 images/s at batch 256 / fp32's, at <= ACC_GOAL points lost
 ACC_GOAL = 0.5
 
@@ -77,9 +83,13 @@ def quantize(fp32: Path, out: Path, calib: np.ndarray, variant: str) -> None:
         "per_channel": True,
         "activation_type": QuantType.QInt8 if variant == "all_s8" else QuantType.QUInt8,
         "weight_type": QuantType.QInt8,
-        "op_types_to_quantize": ["Conv", "Gemm", "MatMul"] if variant == "conv" else None,
+        "op_types_to_quantize": ["Conv", "Gemm", "MatMul"]
+        if variant == "conv"
+        else list(MOST)
+        if variant.startswith("most")
+        else None,
     }
-    if variant == "all_pct":
+    if variant.endswith("_pct"):
         kw["calibrate_method"] = CalibrationMethod.Percentile
         kw["extra_options"] = {"CalibPercentile": 99.999}
     quantize_static(str(pre), str(out), Reader(), **kw)
@@ -154,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {v}: quantized in {time.perf_counter() - t0:.1f} s", flush=True)
         sess = {k: ort_session(p, a.threads) for k, p in files.items()}
         cov = {k: coverage(p, work) for k, p in files.items()}
-        acc = {}
+        acc, probs = {}, {}
         for k, s in sess.items():
-            probs = np.concatenate(
+            probs[k] = np.concatenate(
                 [s.run(None, {"x": x_test[i : i + 256]})[0] for i in range(0, len(x_test), 256)]
             )
-            acc[k] = float((probs.argmax(1) == y_test).mean())
+            acc[k] = float((probs[k].argmax(1) == y_test).mean())
+        # how far each file's probabilities are from fp32's (QLinearSoftmax: steps of 1/256)
+        dprob = {k: float(np.abs(p - probs["fp32"]).mean()) for k, p in probs.items()}
         print("# accuracy " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items()), flush=True)
         loads["timing"] = common.loadavg()
         many = common.alternated(
@@ -180,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         k: {
             "accuracy": acc[k],
             "acc_change_points": 100 * (acc[k] - acc["fp32"]),
+            "prob_mean_abs_diff": dprob[k],
             "img_per_s": ips[k],
             "speedup_batch": ratio[k],
             "p50_ms": lat[k]["p50_ms"],
@@ -227,13 +240,14 @@ def markdown(res: dict[str, Any]) -> str:
         f"{res['accuracy_split']} images; speed alternated between the files.",
         common.machine_line(res["machine"]) + f" ATen CPU capability {res['cpu_capability']}.",
         "",
-        f"| file | accuracy | change (points) | batch-{b} img/s | vs fp32 | batch-1 p50 ms | vs fp32 | "
-        "graph onnxruntime runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| file | accuracy | change (points) | mean abs prob diff vs fp32 | batch-{b} img/s | vs fp32 | "
+        "batch-1 p50 ms | vs fp32 | graph onnxruntime runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for k, r in res["rows"].items():
         lines.append(
-            f"| {k} | {100 * r['accuracy']:.2f}% | {r['acc_change_points']:+.2f} | {r['img_per_s']:,.0f} | "
+            f"| {k} | {100 * r['accuracy']:.2f}% | {r['acc_change_points']:+.2f} | "
+            f"{r['prob_mean_abs_diff']:.4f} | {r['img_per_s']:,.0f} | "
             f"**{r['speedup_batch']:.2f}x** | {r['p50_ms']:.3f} | {r['speedup_batch1']:.2f}x | {_ops(r['ops'])} |"
         )
     best = res["best"]

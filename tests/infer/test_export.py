@@ -191,8 +191,13 @@ def test_int8_reports_accuracy_and_speed_and_refuses_a_loss_beyond_the_limit(
     assert abs(info["acc_change_points"] - 100 * (info["val_acc_int8"] - info["val_acc_fp32"])) < 1e-6
     import onnx
 
-    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    graph = onnx.load(str(out)).graph
+    ops = {n.op_type for n in graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # the calibrated probabilities stay float (export.INT8_OPS leaves the softmax out): no 1/256 steps
+    quantized = {i for n in graph.node if n.op_type == "QuantizeLinear" for i in n.input}
+    softmax = [o for n in graph.node if n.op_type == "Softmax" for o in n.output]
+    assert softmax and not quantized & set(softmax)
 
     monkeypatch.setattr(ex, "INT8_MAX_LOSS", -101.0)  # any accuracy change is now "too much"
     out2 = tmp_path / "refused.onnx"
