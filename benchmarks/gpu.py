@@ -53,6 +53,7 @@ import common
 import torch
 from torch import nn
 
+from pixclass.card import ModelCard, ModelSpec, Preprocess
 from pixclass.config import TrainConfig, build_config, merge
 from pixclass.data.augment import BatchAugment, normalize
 from pixclass.data.dataset import Dataset, load_data, split_channel_stats
@@ -336,15 +337,13 @@ def section_inference(ctx: Ctx) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_model("rescnn", len(ds.classes), ds.channels, ds.image_size)
     mean, std = split_channel_stats(ds.splits["train"], None)
-    meta = {
-        "classes": ds.classes,
-        "input_size": ds.image_size,
-        "channels": ds.channels,
-        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
-        "tta": None,
-        "train_config": {"channels_last": True},
-    }
-    pred = Predictor(model, meta, ctx.device, backend="torch")
+    card = ModelCard(
+        model=ModelSpec("rescnn", len(ds.classes), ds.channels, ds.image_size),
+        classes=tuple(ds.classes),
+        preprocess=Preprocess(tuple(mean.tolist()), tuple(std.tolist())),
+        train_config={"channels_last": True},
+    )
+    pred = Predictor(model, card, ctx.device, backend="torch")
     # The peer: the same module as a user runs it, fp32, contiguous, x / 255 then the normalisation.
     peer = create_model("rescnn", len(ds.classes), ds.channels, ds.image_size).to(ctx.device).eval()
     peer.load_state_dict(model.state_dict())
