@@ -295,7 +295,10 @@ class TrainConfig:
         group=OPT,
     )
     amp: bool = option(
-        True, kind="bool", help="bf16 autocast on CUDA; ignored on CPU (measured slower there)"
+        True,
+        kind="bool",
+        help="bf16 autocast of the training step on CUDA and on CPUs with native bf16 (AVX512_BF16, AMX); "
+        "fp32 on other CPUs (measured slower there)",
     )
     channels_last: bool = option(
         True,

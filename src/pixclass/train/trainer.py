@@ -30,6 +30,7 @@ from torch import nn
 
 from ..config import TrainConfig, save_yaml
 from ..data.dataset import Dataset, SplitData
+from ..device import amp_reason
 from ..errors import TrainingFailed
 from . import distributed
 from .balance import balanced_indices, class_counts
@@ -94,6 +95,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.best_metric = math.nan  # the best checkpoint's metric (``callbacks.checkpoints`` keeps it)
         self.stopped_early = False
+        self.amp = False  # bf16 autocast of the training step: decided in setup (``device.amp_reason``)
         self.running: tuple[Any, Any, int] = (0, 0, 0)  # this epoch's loss sum, correct, seen (device)
 
     # ------------------------------------------------------------------------------------- the loop
@@ -238,6 +240,8 @@ class Trainer:
         if world.is_main:
             save_yaml(self.cfg, self.out / "config.yaml")
         self.parts = build_parts(self.data, self.cfg, self.device, self.log, world)
+        self.amp, why = amp_reason(self.cfg.amp, self.device)  # decided once: the step asks every batch
+        self.log(f"training step: {why}")
         self.eval_model: nn.Module = self.parts.model  # the EMA callback swaps in its average
         self.train_split = self.data.splits["train"]
         self.x_train, self.y_train = resident(self.train_split, self.device)
@@ -352,9 +356,9 @@ class Trainer:
         return self.world.distributed
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on CUDA when ``cfg.amp`` (off elsewhere)."""
-        amp = self.cfg.amp and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp)
+        """bf16 autocast of the training step when ``cfg.amp`` and the device computes bf16 natively
+        (``device.amp_reason``: CUDA, or a CPU with AVX512_BF16 / AMX)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def shard(self, split: SplitData) -> tuple[Any, torch.Tensor]:
         """This process's part of ``split``: (uint8 store, labels)."""
