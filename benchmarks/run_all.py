@@ -4,6 +4,8 @@ Runs, each in its own process and in this order (``--only`` / ``--skip`` pick):
 
 1. ``train_throughput.py`` -- seed_cnn training images/s at batch 32 and 256: pixclass vs a plain
    PyTorch loop vs Keras ``fit``, with utilization against a measured fp32 matmul peak.
+   ``train_profile.py`` -- the training step of seed_cnn and the default net profiled per op, and its
+   levers (fp32 vs bf16, memory format, fused SGD, threads, oneDNN, augmentation) as ratios.
 2. ``data_pipeline.py`` -- folder of PNGs, input pipeline alone: pixclass (cache) vs torchvision.
 3. ``folder_epoch.py`` -- the same folder, whole training epochs (model step included).
 4. ``time_to_accuracy.py`` -- seconds to 90-93% test accuracy: pixclass default recipe vs the Keras
@@ -36,7 +38,14 @@ from typing import Any
 import common
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["train_throughput", "data_pipeline", "folder_epoch", "time_to_accuracy", "inference"]
+ORDER = [
+    "train_throughput",
+    "train_profile",
+    "data_pipeline",
+    "folder_epoch",
+    "time_to_accuracy",
+    "inference",
+]
 
 
 def commands(a: argparse.Namespace) -> dict[str, list[list[str]]]:
@@ -46,6 +55,7 @@ def commands(a: argparse.Namespace) -> dict[str, list[list[str]]]:
         dp_args = ["--limit", "2000", "--repeats", "1", "--workers", "0"]
         cmds = {
             "train_throughput": [["--quick", *t]],
+            "train_profile": [["--quick", *t]],
             "data_pipeline": [dp_args],
             "folder_epoch": [["--quick", *t]],
             "time_to_accuracy": [["--quick", *t]],
@@ -54,6 +64,7 @@ def commands(a: argparse.Namespace) -> dict[str, list[list[str]]]:
     else:
         cmds = {
             "train_throughput": [t + (["--keras-xla"] if a.keras_xla else [])],
+            "train_profile": [t],
             "data_pipeline": [[]],
             "folder_epoch": [t],
             "time_to_accuracy": [t],
@@ -110,6 +121,23 @@ def goal_rows(res: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
                         verdict(r >= goal if r else None),
                     )
                 )
+    tp = res.get("train_profile")
+    for r in (tp or {}).get("levers", []):
+        if r.get("vs_default") and r["lever"] != "default":
+            # each lever as default / lever: what the default path gains over the alternative (noaug is the
+            # augmentation's share of the step, a recipe choice rather than a speed lever)
+            rows.append(
+                (
+                    f"training step {r['model']}, batch {r['batch']}: default / {r['lever']}",
+                    f"{1 / r['vs_default']:.2f}x ({r['img_per_s']:,.0f} img/s with {r['lever']})",
+                    "–"
+                    if r["lever"] == "noaug"
+                    else ">= 0.95x (the default is as fast, within the bursts' noise)",
+                    "(augmentation's share)"
+                    if r["lever"] == "noaug"
+                    else verdict(r["vs_default"] <= 1 / 0.95),
+                )
+            )
     dp = res.get("data_pipeline")
     if dp and "ratio" in dp:
         rows.append(

@@ -14,10 +14,12 @@ Part 2, levers (``--levers``): each a variant of the same step, the variants tak
 ``--burst-seconds`` for ``--rounds`` rounds (median images/s), so a change of load on a shared machine
 hits all alike; each is reported as a ratio to the default path measured in the same rounds:
 
-* ``default``: what ``pixclass train`` runs (channels_last, SGD's default foreach update, fp32);
+* ``default``: what ``pixclass train`` runs (channels_last, SGD's default foreach update, and bf16
+  autocast around forward and loss where ``pixclass.device.amp_reason`` says the CPU has native bf16,
+  fp32 elsewhere);
+* ``fp32``: the default without autocast; ``bf16``: with it, whatever the CPU;
 * ``contiguous``: channels_last off;
 * ``fused``: SGD ``fused=True`` (one kernel for the whole update);
-* ``bf16``: ``torch.autocast("cpu", torch.bfloat16)`` around forward and loss;
 * ``threads1``: one intra-op thread (measured only: the thread rule belongs to the contention work);
 * ``no_mkldnn``: ``torch.backends.mkldnn`` off (what oneDNN's convolutions give over ATen's own);
 * ``noaug``: the augmentation left out (its share of the step);
@@ -45,11 +47,12 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from pixclass.config import TrainConfig, merge
 from pixclass.data.augment import AugmentConfig, BatchAugment, channel_stats
+from pixclass.device import amp_reason
 from pixclass.models import count_flops, create_model
 from pixclass.presets import PRESETS, data_defaults
 from pixclass.train.optim import loss_fn, make_optimizer, make_schedule
 
-DEFAULT_LEVERS = "default,contiguous,fused,bf16,threads1,no_mkldnn,noaug"
+DEFAULT_LEVERS = "default,fp32,bf16,contiguous,fused,threads1,no_mkldnn,noaug"
 
 
 class Step:
@@ -67,6 +70,7 @@ class Step:
         model = create_model(model_name, 10, 1, 28)
         self.flops_fwd = count_flops(model, 1, 28)
         self.cl = cfg.channels_last and lever != "contiguous"
+        self.bf16 = lever == "bf16" or (lever != "fp32" and amp_reason(cfg.amp, torch.device("cpu"))[0])
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.train()
@@ -113,7 +117,7 @@ class Step:
             xf = aug(self.x[idx], self.gen)
             if self.cl:
                 xf = xf.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.lever == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.crit(self.net(xf).float(), self.y[idx])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,11 +189,19 @@ def _layer_key(shapes: list[Any]) -> str:
 
 
 def profile_md(
-    name: str, batch: int, p: dict[str, Any], peak: float, flops_step: float, top: int = 14
+    name: str,
+    batch: int,
+    p: dict[str, Any],
+    peak: float,
+    flops_step: float,
+    top: int = 14,
+    bf16: bool = False,
+    what: str = "the default step",
 ) -> list[str]:
     total = sum(v["us"] for k, v in p["ops"].items() if not k.startswith("["))
+    prec = "bf16 autocast" if bf16 else "fp32"
     lines = [
-        f"**{name}, batch {batch}, channels_last**: {p['wall_ms']:.1f} ms a step (wall, under the profiler); "
+        f"**{name}, batch {batch}, {what}: channels_last, {prec}**: {p['wall_ms']:.1f} ms a step (wall, under the profiler); "
         f"ops' self time {total / 1e3:.1f} ms; {flops_step / 1e9:.2f} GFLOP a step (3 x forward) -> "
         f"{flops_step / (p['wall_ms'] / 1e3) / 1e9:.0f} GFLOP/s, {flops_step / (p['wall_ms'] / 1e3) / 1e9 / peak:.0%} "
         f"of the {peak:.0f} GFLOP/s matmul peak.",
@@ -254,11 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     profiles: dict[str, Any] = {}
     if not a.no_profile:
         for m in models:
-            cl = profile_step(Step(m, a.batch, "default", x, y, a.threads), a.steps)
+            d = Step(m, a.batch, "default", x, y, a.threads)
+            cl = profile_step(d, a.steps)
             nc = profile_step(Step(m, a.batch, "contiguous", x, y, a.threads), a.steps)
+            f32 = profile_step(Step(m, a.batch, "fp32", x, y, a.threads), a.steps) if d.bf16 else None
             profiles[m] = {
+                "bf16": d.bf16,
                 "channels_last": cl,
                 "contiguous": nc,
+                "fp32": f32,
                 "flops_step": 3 * count_flops(create_model(m, 10, 1, 28), 1, 28) * a.batch,
             }
             print(
@@ -328,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     for m, p in profiles.items():
-        lines += profile_md(m, a.batch, p["channels_last"], peak, p["flops_step"])
+        lines += profile_md(m, a.batch, p["channels_last"], peak, p["flops_step"], bf16=p["bf16"])
         lines += layers_md(p["channels_last"], p["contiguous"])
+        if p.get("fp32"):
+            lines += ["", *profile_md(m, a.batch, p["fp32"], peak, p["flops_step"], bf16=False, what="fp32")]
         lines.append("")
     if lever_rows:
         lines += [
