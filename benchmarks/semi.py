@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE))
 from common import RESULTS, context, set_threads, write_results  # noqa: E402
 from datasets import bench_root, digits_split  # noqa: E402
 from datasets import build as build_bench  # noqa: E402
+from robustness import TODAY  # noqa: E402
 
 from pixclass import checkpoint as ckpt  # noqa: E402
 from pixclass.config import build_config  # noqa: E402
@@ -288,7 +289,15 @@ def peers(sp: dict[str, Any], test_root: Path, size: int, channels: int) -> dict
 
 
 def bench(
-    name: str, labels: list[int], seeds: list[int], work: Path, outliers: bool, extra: dict[str, Any]
+    name: str,
+    labels: list[int],
+    seeds: list[int],
+    work: Path,
+    outliers: bool,
+    extra: dict[str, Any],
+    old: bool = False,
+    semi_extra: dict[str, Any] | None = None,
+    semi_tag: str = "",
 ) -> list[dict[str, Any]]:
     root = pool(name)
     size, channels = (32, 3) if name == "photos" else (32 if name == "digits" else 28, 1)
@@ -312,7 +321,15 @@ def bench(
                 f"    labelled only  {row['labelled_only']['test_acc']:.4f}  {row['labelled_only']['total_s']:.0f}s",
                 flush=True,
             )
-            row["unlabeled"] = run_pixclass(sp, root / "test", work / "runs" / tag / "semi", True, extra)
+            if old:
+                row["labelled_old"] = run_pixclass(
+                    sp, root / "test", work / "runs" / tag / "labelled_old", False, {**extra, **TODAY}
+                )
+                print(f"    old recipe     {row['labelled_old']['test_acc']:.4f}", flush=True)
+            semi_dir = "semi" + (f"_{semi_tag}" if semi_tag else "")
+            row["unlabeled"] = run_pixclass(
+                sp, root / "test", work / "runs" / tag / semi_dir, True, {**extra, **(semi_extra or {})}
+            )
             print(
                 f"    --unlabeled    {row['unlabeled']['test_acc']:.4f}  {row['unlabeled']['total_s']:.0f}s",
                 flush=True,
@@ -332,6 +349,55 @@ def bench(
                 )
             rows.append(row)
     return rows
+
+
+def _msd(values: list[float]) -> str:
+    """Mean +- sd (ddof 1) of fractions, in points."""
+    v = 100 * np.asarray(values)
+    return f"{v.mean():.1f} +- {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
+
+
+def _signed(values: list[float]) -> str:
+    v = 100 * np.asarray(values)
+    return f"{v.mean():+.1f} +- {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():+.1f}"
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Mean +- sd over the seeds of each dataset and labels-per-class, when a cell has several seeds.
+    The gains are paired (the same seed's labelled images for both runs); *wins* counts the seeds where
+    --unlabeled beat labelled-only."""
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["per_class"]), []).append(r)
+    if all(len(c) < 2 for c in cells.values()):
+        return []
+    has_old = any("labelled_old" in r for r in rows)
+    head = "| dataset | labels/class | seeds |" + (" labelled only, old fixed recipe |" if has_old else "")
+    head += " labelled only | --unlabeled | gain | wins |" + (" gain over old |" if has_old else "")
+    head += " LabelSpreading | SVC |"
+    out = [
+        "",
+        "Over seeds (mean +- sd in points; each seed draws its own labelled images; gains paired by seed):",
+        "",
+        head,
+        "|" + "---|" * 3 + "---:|" * (head.count("|") - 4),
+    ]
+    for (name, per_class), rs in cells.items():
+        lo = [r["labelled_only"]["test_acc"] for r in rs]
+        se = [r["unlabeled"]["test_acc"] for r in rs]
+        cols = [name, str(per_class), str(len(rs))]
+        olds = [r["labelled_old"]["test_acc"] for r in rs if "labelled_old" in r]
+        if has_old:
+            cols.append(_msd(olds) if len(olds) == len(rs) else "")
+        gain = [b - a for a, b in zip(lo, se, strict=True)]
+        cols += [_msd(lo), _msd(se), _signed(gain), f"{sum(g > 0 for g in gain)}/{len(gain)}"]
+        if has_old:
+            cols.append(
+                _signed([b - a for a, b in zip(olds, se, strict=True)]) if len(olds) == len(rs) else ""
+            )
+        cols += [_msd([r["label_spreading"] for r in rs]), _msd([r["svc"] for r in rs])]
+        out.append("| " + " | ".join(cols) + " |")
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], ctx: dict[str, Any], cmd: str) -> str:
@@ -360,6 +426,7 @@ def markdown(rows: list[dict[str, Any]], ctx: dict[str, Any], cmd: str) -> str:
             f"{pct(se['test_acc'])} | {100 * (se['test_acc'] - lo['test_acc']):+.1f} | {pct(r['label_spreading'])} | {pct(r['svc'])} | "
             f"{lo['total_s']:.0f} ({lo.get('cpu_s', 0):.0f}) | {se['total_s']:.0f} ({se.get('cpu_s', 0):.0f}) |"
         )
+    lines += summary(rows)
     ood = [r for r in rows if "unlabeled_outliers" in r]
     if ood:
         lines += [
@@ -398,6 +465,21 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="extra options for both pixclass runs (JSON values)",
     )
+    ap.add_argument(
+        "--old",
+        action="store_true",
+        help="also labelled only with the old fixed recipe (batch 256, lr 0.1, 10 epochs)",
+    )
+    ap.add_argument(
+        "--semi-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra options for the --unlabeled run alone (JSON values); give --semi-tag too",
+    )
+    ap.add_argument(
+        "--semi-tag", default="", help="run-folder suffix of the --unlabeled run (a variant's name)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default="/tmp/pixclass-semi")
     ap.add_argument("--name", default="semi")
@@ -425,15 +507,18 @@ def main() -> int:
     ctx = context(a.threads)
     ctx["load"] = os.getloadavg()[0]
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
+    semi_extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.semi_set)}
+    if semi_extra and not a.semi_tag:
+        ap.error("--semi-set needs --semi-tag (the variant's run folders)")
     t0 = time.perf_counter()
     rows = []
     for name in a.only:
-        rows += bench(name, a.labels, a.seeds, Path(a.work), a.outliers, extra)
+        rows += bench(name, a.labels, a.seeds, Path(a.work), a.outliers, extra, a.old, semi_extra, a.semi_tag)
     cmd = "PYTHONPATH=src python benchmarks/semi.py " + " ".join(sys.argv[1:])
     md = markdown(rows, ctx, cmd.strip()) + f"\nWhole benchmark: {(time.perf_counter() - t0) / 60:.1f} min.\n"
     write_results(
         a.name,
-        {"context": ctx, "command": cmd, "extra": extra, "rows": rows},
+        {"context": ctx, "command": cmd, "extra": extra, "semi_extra": semi_extra, "rows": rows},
         md,
         quick=False,
         results=RESULTS,

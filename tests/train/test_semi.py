@@ -143,3 +143,25 @@ def test_unlabeled_with_pretrained_mobilenet(tmp_path, patterns, monkeypatch):
     assert any(ln.startswith("unlabeled: 8 images") for ln in lines)
     assert len(res.history) == 2 and all("unlabeled_used" in h for h in res.history)
     assert ckpt.load(res.best).card.input_size == 64
+
+
+def test_align_moves_the_pseudo_labels_towards_the_labelled_class_shares():
+    """--unlabeled-align: a batch the model leans to class 0 on (mean 0.75 against labelled shares
+    0.5) is rescaled so that its two least confident class-0 images become class 1; rows stay distributions."""
+    import torch
+
+    task = SemiSupervised()
+    task.prior = torch.tensor([0.5, 0.5])
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.7, 0.3]])
+    out = task.align(probs)
+    assert torch.allclose(out.sum(1), torch.ones(4))
+    assert out.argmax(1).tolist() == [0, 0, 1, 1]
+    assert abs(float(out[:, 0].mean()) - 0.5) < abs(float(probs[:, 0].mean()) - 0.5)
+
+
+def test_train_with_align_records_it(tmp_path, patterns):
+    data, unl = folders(tmp_path, patterns)
+    cfg = merge(TrainConfig(), {**TINY_RECIPE, "epochs": 1, "unlabeled": str(unl), "unlabeled_align": True})
+    res = train(str(data), cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    assert res.history and 0 <= res.history[-1]["unlabeled_used"] <= 1
+    assert ckpt.load(res.best).card.train_config["unlabeled_align"] is True

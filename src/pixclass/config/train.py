@@ -403,6 +403,17 @@ class TrainConfig:
         cli="on",
         group=SEMI,
     )
+    unlabeled_align: bool = option(
+        False,
+        kind="bool",
+        help="distribution alignment: scale the weak view's class probabilities by the labelled class "
+        "shares over their mean in the unlabelled batch before thresholding, so that the pseudo-labels "
+        "do not drift to the classes the model already favours (ReMixMatch)",
+        why="off",
+        flag="--unlabeled-align",
+        cli="on",
+        group=SEMI,
+    )
     unlabeled_weight: float = option(
         1.0,
         kind="float",

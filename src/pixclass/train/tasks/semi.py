@@ -57,6 +57,7 @@ class SemiSupervised(Classification):
         self.used: Any = 0  # pseudo-labels accepted this epoch (a device tensor while training)
         self.drawn = 0  # unlabelled images drawn this epoch
         self.reference = torch.zeros(0)  # --unlabeled-filter: recent labelled leave-one-out scores
+        self.prior: torch.Tensor | None = None  # --unlabeled-align: (K,) labelled class shares
 
     def resolve(self, cfg: Any, data: Any, log: Any) -> Any:
         """Refuse what FixMatch does not cover, load the unlabelled images once (the plan's time, like
@@ -115,6 +116,9 @@ class SemiSupervised(Classification):
     def setup(self, run: Any) -> None:
         super().setup(run)
         assert self.unlabeled is not None, "the plan resolves a task (train.plan.make_plan) before its setup"
+        labels = run.data.splits["train"].labels
+        counts = torch.bincount(labels, minlength=len(run.data.classes)).float()
+        self.prior = (counts / counts.sum()).to(run.device)
         store = self.unlabeled.store
         self.x_unl = store.tensor().to(run.device) if store.in_memory else None
         aug = run.cfg.augment
@@ -161,7 +165,10 @@ class SemiSupervised(Classification):
             else:
                 logits = run.train_model(both).float()
         lx, lw, ls = logits[:b], logits[b : b + n].detach(), logits[b + n :]
-        conf, pseudo = lw.softmax(1).max(1)
+        probs = lw.softmax(1)
+        if cfg.unlabeled_align:
+            probs = self.align(probs)
+        conf, pseudo = probs.max(1)
         mask = (conf >= cfg.unlabeled_threshold).float()
         if cfg.unlabeled_filter:
             mask = mask * self.typical(feats[:b].detach(), feats[b : b + n].detach())
@@ -172,6 +179,15 @@ class SemiSupervised(Classification):
         self.used = self.used + mask.sum()
         self.drawn += len(mask)
         return sup + cfg.unlabeled_weight * unsup, (lx.argmax(1) == y).sum()
+
+    def align(self, probs: torch.Tensor) -> torch.Tensor:
+        """Distribution alignment (Berthelot et al., ReMixMatch 2020): (N, K) probabilities times the
+        labelled class shares over their mean in this unlabelled batch, renormalised. The mean is the
+        batch's own (ratio x batch images, 112 by default), not a running one, so nothing is carried
+        between steps and a resumed run draws and aligns the same way."""
+        assert self.prior is not None, "setup() sets the labelled class shares"
+        scaled = probs * (self.prior / probs.mean(0).clamp_min(1e-6))
+        return scaled / scaled.sum(1, keepdim=True).clamp_min(1e-12)
 
     def typical(self, f_lab: torch.Tensor, f_unl: torch.Tensor) -> torch.Tensor:
         """1 for the unlabelled images as close to the labelled batch as its own images are to each
