@@ -147,3 +147,25 @@ def test_a_slow_divergence_is_caught_at_the_epoch_end():
 def test_near_chance_margin_grows_on_small_validation_sets():
     assert near_chance(0.2, 10, n_val=20)  # 4 of 20 right: a lucky guesser does that
     assert near_chance(0.2, 10, n_val=2000) is None
+
+
+def test_with_unlabeled_the_guard_judges_by_both_terms_of_the_loss(tmp_path) -> None:
+    """A FixMatch step's loss is the labelled cross-entropy plus w x the pseudo-label one: the guard's
+    untrained reference is (1 + w) ln(classes), so a one-step epoch at 3.48 on 10 classes (digits at 4
+    labels per class, which ln(10) alone read as divergence) passes, and a blow-up still does not."""
+    from pixclass.config import TrainConfig
+    from pixclass.train.callbacks import default_callbacks
+    from pixclass.train.callbacks.divergence import DivergenceCallback
+
+    data = type("D", (), {"classes": [str(c) for c in range(10)], "task": "single"})()
+
+    def guard(cfg: TrainConfig) -> DivergenceGuard:
+        return next(c for c in default_callbacks(cfg, data) if isinstance(c, DivergenceCallback)).guard
+
+    plain, semi = guard(TrainConfig()), guard(TrainConfig(unlabeled=str(tmp_path)))
+    assert plain.start_loss == pytest.approx(math.log(10))
+    assert semi.start_loss == pytest.approx(2 * math.log(10))
+    assert not plain.epoch_ok(3.48) and semi.epoch_ok(3.48)
+    assert not semi.step_ok(40.0)
+    heavier = guard(TrainConfig(unlabeled=str(tmp_path), unlabeled_weight=3.0))
+    assert heavier.start_loss == pytest.approx(4 * math.log(10))

@@ -43,8 +43,14 @@ def default_callbacks(
     """The callbacks a run of ``cfg`` trains with, in event order. ``finish`` / ``report``: the
     after-training steps of ``pixclass train`` (flip and temperature, unknown-input statistics;
     report.html)."""
-    # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too
+    # cross-entropy starts at ln(classes) (a uniform guess): the guard's reference, resumed runs too.
+    # With --unlabeled the step's loss also holds the pseudo-label term (weight w), which a uniform guess
+    # on every unlabelled image would put at w x ln(classes): the untrained loss is (1 + w) ln(classes).
+    # Judged against ln(classes) alone, digits at 4 labels per class (1 step an epoch, so an epoch's loss
+    # is one step's) read a step of 3.48 as divergence twice and trained on at 1/16 of its lr.
     start_loss = math.log(len(data.classes)) if cfg.loss == "ce" and data.task != "multilabel" else None
+    if start_loss is not None and cfg.unlabeled:
+        start_loss *= 1 + cfg.unlabeled_weight
     return [
         *([TimeBudget(parse_duration(cfg.time), cfg.epochs)] if cfg.time else []),
         DivergenceCallback(start_loss),
