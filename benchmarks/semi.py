@@ -308,6 +308,7 @@ def bench(
             tag = f"{name}_L{per_class}_s{seed}"
             print(f"  {tag}: {len(sp['lab_idx'])} labelled, {len(sp['unl_idx'])} unlabelled", flush=True)
             row: dict[str, Any] = {
+                "variant": semi_tag,
                 "dataset": name,
                 "per_class": per_class,
                 "seed": seed,
@@ -368,11 +369,13 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
     --unlabeled beat labelled-only."""
     cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        cells.setdefault((r["dataset"], r["per_class"]), []).append(r)
+        cells.setdefault((r["dataset"], r["per_class"], r.get("variant", "")), []).append(r)
     if all(len(c) < 2 for c in cells.values()):
         return []
     has_old = any("labelled_old" in r for r in rows)
-    head = "| dataset | labels/class | seeds |" + (" labelled only, old fixed recipe |" if has_old else "")
+    head = "| dataset | labels/class | --unlabeled run | seeds |" + (
+        " labelled only, old fixed recipe |" if has_old else ""
+    )
     head += " labelled only | --unlabeled | gain | wins |" + (" gain over old |" if has_old else "")
     head += " LabelSpreading | SVC |"
     out = [
@@ -380,12 +383,12 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
         "Over seeds (mean +- sd in points; each seed draws its own labelled images; gains paired by seed):",
         "",
         head,
-        "|" + "---|" * 3 + "---:|" * (head.count("|") - 4),
+        "|" + "---|" * 4 + "---:|" * (head.count("|") - 5),
     ]
-    for (name, per_class), rs in cells.items():
+    for (name, per_class, variant), rs in cells.items():
         lo = [r["labelled_only"]["test_acc"] for r in rs]
         se = [r["unlabeled"]["test_acc"] for r in rs]
-        cols = [name, str(per_class), str(len(rs))]
+        cols = [name, str(per_class), variant or "default", str(len(rs))]
         olds = [r["labelled_old"]["test_acc"] for r in rs if "labelled_old" in r]
         if has_old:
             cols.append(_msd(olds) if len(olds) == len(rs) else "")
@@ -487,12 +490,17 @@ def main() -> int:
         "--merge",
         nargs="*",
         metavar="JSON",
-        help="instead: one result (--name) from the results of runs done in parts (their JSON files)",
+        help="instead: one result (--name) from the results of runs done in parts (their JSON files; "
+        "FILE=LABEL names the part's --unlabeled runs in the summary)",
     )
     a = ap.parse_args()
     if a.merge:
-        parts = [json.loads(Path(f).read_text()) for f in a.merge]
-        rows = [r for part in parts for r in part["rows"]]
+        parts, rows = [], []
+        for spec in a.merge:  # FILE or FILE=LABEL: LABEL names the part's --unlabeled runs in the summary
+            f, _, label = spec.partition("=")
+            part = json.loads(Path(f).read_text())
+            parts.append(part)
+            rows += [{**r, "variant": label or r.get("variant", "")} for r in part["rows"]]
         ctx = {**parts[0]["context"], "load": max(p["context"].get("load", 0) for p in parts)}
         cmds = [p["command"] for p in parts]
         md = markdown(rows, ctx, " && ".join(cmds)).replace(
