@@ -36,8 +36,8 @@ def test_epochs_raised_only_when_the_recipe_chose_them():
 
 def test_the_recipes_lr_grows_with_the_unlabelled_images_of_a_step():
     r = derive_semi(1200, 10, 16, 2, 150, 0.0, lr=0.00625, lr_cap=0.1)
-    assert r.lr == 0.05 and "lr 0.05 (0.00625 x 8" in r.explanation
+    assert r.lr == 0.0177 and "lr 0.0177 (0.00625 x sqrt 8" in r.explanation  # 0.00625 x 2.83
     assert derive_semi(1200, 10, 256, 2, 150, 0.0, lr=0.1, lr_cap=0.1).lr == 0.1  # never above the cap
     assert derive_semi(1200, 10, 16, 2, 150, 0.0, lr=0.00625).lr == 0.00625  # the user's lr: kept
-    adam = derive_semi(1200, 10, 16, 2, 150, 0.0, lr=1e-3, lr_scaling="sqrt", lr_cap=3e-3)
+    adam = derive_semi(1200, 10, 16, 2, 150, 0.0, lr=1e-3, lr_cap=3e-3)
     assert abs(adam.lr - 1e-3 * 8**0.5) < 1e-5

@@ -101,7 +101,6 @@ class SemiSupervised(Classification):
             cfg.unlabeled_threshold,
             epochs_chosen="epochs" in self.chosen and cfg.time is None,
             lr=float(cfg.lr),
-            lr_scaling=family.lr_scaling,
             lr_cap=family.lr if "lr" in self.chosen and cfg.optimizer == family.optimizer else None,
         )
         log(f"semi-supervised (FixMatch): {rule.explanation}")
