@@ -70,7 +70,9 @@ class Step:
         model = create_model(model_name, 10, 1, 28)
         self.flops_fwd = count_flops(model, 1, 28)
         self.cl = cfg.channels_last and lever != "contiguous"
-        self.bf16 = lever == "bf16" or (lever != "fp32" and amp_reason(cfg.amp, torch.device("cpu"))[0])
+        self.bf16 = lever == "bf16" or (
+            lever != "fp32" and amp_reason(cfg.amp, torch.device("cpu"), batch)[0]
+        )
         if self.cl:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.train()

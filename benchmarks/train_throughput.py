@@ -91,7 +91,7 @@ def run_pixclass_cfg(
         "train_loss": [float(r["train_loss"]) for r in rows],
         "train_seconds": res.train_seconds,
         "channels_last": cfg.channels_last,
-        "bf16": amp_reason(cfg.amp, torch.device("cpu"))[0],
+        "bf16": amp_reason(cfg.amp, torch.device("cpu"), cfg.batch_size)[0],
     }
 
 

@@ -24,6 +24,14 @@ def test_amp_on_a_cpu_with_native_bf16(cpu_flag):
     assert on and "avx512_bf16" in why and "amp: false" in why
 
 
+def test_small_batches_stay_fp32_on_the_cpu(cpu_flag):
+    cpu_flag("avx512_bf16")
+    on, why = device.amp_reason(True, torch.device("cpu"), batch_size=8)
+    assert not on and "batch 8" in why
+    assert device.amp_reason(True, torch.device("cpu"), batch_size=32)[0]
+    assert device.amp_reason(True, torch.device("cuda"), batch_size=8)[0]  # the rule is the CPU's
+
+
 def test_fp32_on_a_cpu_without_native_bf16(cpu_flag):
     cpu_flag(None)
     on, why = device.amp_reason(True, torch.device("cpu"))

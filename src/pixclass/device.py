@@ -42,10 +42,17 @@ def cpu_bf16_flag() -> str | None:
     return None
 
 
-def amp_reason(amp: bool, device: torch.device) -> tuple[bool, str]:
+#: The smallest batch whose CPU step runs in bf16: the size it was measured faster at (32 and 256). Smaller
+#: batches are small data (few-shot fine-tuning, tiny folds), where the step is cheap and bf16's rounding
+#: was seen to reorder the audit's confident-learning ranking on a 58-image set.
+CPU_BF16_MIN_BATCH = 32
+
+
+def amp_reason(amp: bool, device: torch.device, batch_size: int = CPU_BF16_MIN_BATCH) -> tuple[bool, str]:
     """Whether a training step runs under bf16 autocast, and the one line that says why.
 
-    The rule: on CUDA when ``amp``; on the CPU when ``amp`` and the CPU has native bf16 dot products.
+    The rule: on CUDA when ``amp``; on the CPU when ``amp``, the CPU has native bf16 dot products and
+    the batch has at least ``CPU_BF16_MIN_BATCH`` images.
     benchmarks/train_profile.py measured the training step on an AMD EPYC Zen 4 (AVX512_BF16, 2 cores):
     seed_cnn 1.98x fp32 at batch 256 and 1.38x at 32, the default rescnn 1.17x and 1.10x; the default
     recipe's test accuracy held (benchmarks/README.md). On CPUs without the flags oneDNN emulates bf16
@@ -55,7 +62,13 @@ def amp_reason(amp: bool, device: torch.device) -> tuple[bool, str]:
         return False, "fp32 (amp off)"
     if device.type == "cuda":
         return True, "bf16 autocast (amp, CUDA)"
-    if device.type == "cpu" and (flag := cpu_bf16_flag()):
+    flag = cpu_bf16_flag() if device.type == "cpu" else None
+    if flag and batch_size < CPU_BF16_MIN_BATCH:
+        return False, (
+            f"fp32 (batch {batch_size} < {CPU_BF16_MIN_BATCH}: bf16 is for the larger CPU batches it was "
+            "measured at)"
+        )
+    if flag:
         return (
             True,
             f"bf16 autocast on the CPU ({flag}: native bf16, measured 1.1-2.0x fp32; amp: false keeps fp32)",

@@ -240,7 +240,9 @@ class Trainer:
         if world.is_main:
             save_yaml(self.cfg, self.out / "config.yaml")
         self.parts = build_parts(self.data, self.cfg, self.device, self.log, world)
-        self.amp, why = amp_reason(self.cfg.amp, self.device)  # decided once: the step asks every batch
+        self.amp, why = amp_reason(
+            self.cfg.amp, self.device, self.cfg.batch_size
+        )  # decided once: the step asks every batch
         self.log(f"training step: {why}")
         self.eval_model: nn.Module = self.parts.model  # the EMA callback swaps in its average
         self.train_split = self.data.splits["train"]
