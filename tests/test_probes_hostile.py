@@ -343,13 +343,13 @@ PROBES: list[Probe] = [
     Probe("serve-port-in-use", lambda w: ["serve", w.ckpt], words=("--port",), runner=_port_in_use),
     Probe(
         "train-ctrl-c-says-how-to-resume",
-        lambda w: train("--out", "out", "--epochs", "400"),
+        lambda w: train("--out", "out", "--epochs", "20000"),
         _says_how_to_resume(130),
         runner=_interrupt(signal.SIGINT),
     ),
     Probe(
         "train-sigterm-says-how-to-resume",
-        lambda w: train("--out", "out", "--epochs", "400"),
+        lambda w: train("--out", "out", "--epochs", "20000"),
         _says_how_to_resume(143),
         runner=_interrupt(signal.SIGTERM),
     ),

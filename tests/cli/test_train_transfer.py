@@ -104,6 +104,8 @@ def test_init_from_a_missing_or_resume_file_is_one_line(tmp_path, patterns, caps
 
 
 # ------------------------------------------------------------------------------------------ --pretrained
+# ~20 s (MobileNetV2 at 224 px on the CPU): `make test-slow`
+@pytest.mark.slow
 def test_pretrained_upsamples_grey_data_and_records_the_transform(tmp_path, patterns, torch_home):
     """Grey 16 px images train at 64 px on the ImageNet body (one channel, first conv summed); the
     checkpoint records size, channels and ImageNet normalisation, and predicts with no weights cache."""

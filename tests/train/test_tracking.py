@@ -34,6 +34,8 @@ def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
+# ~33 s (two trackers, a resumed run): `make test-slow`; the unreachable-store test stays in the default suite
+@pytest.mark.slow
 def test_a_run_logs_to_tensorboard_and_mlflow_and_its_resume_continues_the_mlflow_run(tmp_path, tiny):
     from mlflow import MlflowClient
 
