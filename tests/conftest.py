@@ -6,6 +6,7 @@ import csv
 import hashlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -212,7 +213,14 @@ def start_pixclass(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        # Ctrl-C as from a terminal: a pytest-xdist worker can hand its children SIGINT ignored, and a
+        # child that inherits SIG_IGN never sees the interrupt the probes send
+        preexec_fn=_default_sigint if os.name == "posix" else None,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def finish(p: subprocess.Popen[str], timeout: float = HANG_S) -> subprocess.CompletedProcess[str]:
