@@ -483,6 +483,12 @@ def main() -> int:
     ap.add_argument(
         "--semi-tag", default="", help="run-folder suffix of the --unlabeled run (a variant's name)"
     )
+    ap.add_argument(
+        "--semi-passes",
+        type=int,
+        default=None,
+        help="the --unlabeled run's passes over the unlabelled images (recipe_semi.UNLABELED_PASSES); give --semi-tag too",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default="/tmp/pixclass-semi")
     ap.add_argument("--name", default="semi")
@@ -516,8 +522,12 @@ def main() -> int:
     ctx["load"] = os.getloadavg()[0]
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
     semi_extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.semi_set)}
-    if semi_extra and not a.semi_tag:
-        ap.error("--semi-set needs --semi-tag (the variant's run folders)")
+    if (semi_extra or a.semi_passes) and not a.semi_tag:
+        ap.error("--semi-set and --semi-passes need --semi-tag (the variant's run folders)")
+    if a.semi_passes:
+        import pixclass.train.recipe_semi as recipe_semi
+
+        recipe_semi.UNLABELED_PASSES = a.semi_passes  # read when the run derives its steps
     t0 = time.perf_counter()
     rows = []
     for name in a.only:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from pixclass.data.augment import AugmentConfig, BatchAugment
-from pixclass.data.strong import OPS, apply_op, apply_ops, cutout, mix, sample_ops, strong
+from pixclass.data.strong import GEOMETRIC_OPS, OPS, apply_op, apply_ops, cutout, mix, sample_ops, strong
 
 
 def photos(n: int = 6, size: int = 32) -> torch.Tensor:
@@ -96,6 +96,23 @@ def test_same_generator_same_views():
     a, b = strong(x, "randaugment", 0.5, gen(7)), strong(x, "randaugment", 0.5, gen(7))
     assert torch.equal(a, b)
     assert not torch.equal(a, strong(x, "randaugment", 0.5, gen(8)))
+
+
+def test_geometric_policy_moves_pixels_and_keeps_their_colours():
+    """ "geometric" draws shear, translate and rotate alone: each output pixel is an input pixel moved
+    (bilinear: a blend of neighbours) or black, never recoloured, so an image of one colour stays that
+    colour wherever the image still covers the frame."""
+    p = sample_ops(500, 2, gen(1), GEOMETRIC_OPS)
+    assert {OPS[int(i)] for i in p["op"].unique()} == set(GEOMETRIC_OPS)
+    x = torch.tensor([0.9, 0.2, 0.4]).view(1, 3, 1, 1).expand(16, 3, 32, 32).contiguous()
+    out = strong(x, "geometric", 0.0, gen(2))
+    assert not torch.equal(out, x)  # something moved (black corners came in)
+    inside = out.amin(1) > 0.05
+    # inside the frame the colour is the image's own, scaled only where a pixel blends with black at the edge
+    ratio = out / x
+    same = (ratio - ratio[:, :1]).abs().amax(1) < 1e-4
+    assert same[inside].all()
+    assert not torch.equal(strong(x, "randaugment", 0.0, gen(2)), out)
 
 
 def test_batch_augment_with_a_policy_normalises_after_the_ops():

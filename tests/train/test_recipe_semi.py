@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pixclass.train.recipe_semi import MAX_STEPS, UNLABELED_PASSES, derive_semi, top_target
+from pixclass.train.recipe_semi import (
+    COLOUR_POLICY,
+    GREY_POLICY,
+    MAX_STEPS,
+    UNLABELED_PASSES,
+    derive_semi,
+    top_target,
+)
 
 
 def test_fixmatch_defaults_with_many_unlabelled_images():
@@ -41,3 +48,13 @@ def test_the_recipes_lr_grows_with_the_unlabelled_images_of_a_step():
     assert derive_semi(1200, 10, 16, 2, 150, 0.0, lr=0.00625).lr == 0.00625  # the user's lr: kept
     adam = derive_semi(1200, 10, 16, 2, 150, 0.0, lr=1e-3, lr_cap=3e-3)
     assert abs(adam.lr - 1e-3 * 8**0.5) < 1e-5
+
+
+def test_strong_view_policy_by_the_data_unless_given():
+    assert derive_semi(1200, 10, 16, 2, 150, 0.0, channels=1).policy == GREY_POLICY
+    colour = derive_semi(1200, 10, 16, 2, 150, 0.0, channels=3)
+    assert colour.policy == COLOUR_POLICY and f"strong view {COLOUR_POLICY}" in colour.explanation
+    run = derive_semi(1200, 10, 16, 2, 150, 0.0, run_policy="trivialaugment", channels=3)
+    assert run.policy == "trivialaugment" and "the run's --policy" in run.explanation
+    mine = derive_semi(1200, 10, 16, 2, 150, 0.0, policy="geometric", run_policy="trivialaugment")
+    assert mine.policy == "geometric" and "strong view geometric (set by you)" in mine.explanation

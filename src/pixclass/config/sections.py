@@ -25,7 +25,7 @@ DEFAULT_RAM_LIMIT = int(os.environ.get("PIXCLASS_RAM_LIMIT", 4 << 30))
 KINDS = ("auto", "images", "sequences")
 TASKS = ("auto", "multiclass", "multilabel")
 #: Strong-augmentation policies (``data.strong.POLICY_OPS``: how many ops each draws per image).
-POLICIES = ("none", "randaugment", "trivialaugment")
+POLICIES = ("none", "randaugment", "trivialaugment", "geometric")
 
 AUG = "augmentation (applied in batches on the device)"
 DATA = "data"
@@ -118,7 +118,8 @@ class AugmentConfig:
         choices=POLICIES,
         help="RandAugment-style (2 ops per image, random magnitudes) or TrivialAugment-style (1 op) colour "
         "and geometry ops: autocontrast, equalize, posterize, solarize, brightness, contrast, colour, "
-        "sharpness, shear, translate, rotate",
+        "sharpness, shear, translate, rotate; geometric: RandAugment-style with shear, translate and "
+        "rotate alone (colours kept)",
         why="none",
         flag="--policy",
         group=AUG,

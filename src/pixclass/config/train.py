@@ -14,7 +14,7 @@ from typing import Any
 from ..checks import LOGGERS, check_float, check_int, parse_duration, parse_loggers
 from ..errors import ConfigError
 from .schema import check, option, recipe_keys
-from .sections import AugmentConfig, DataConfig, absolute_path
+from .sections import POLICIES, AugmentConfig, DataConfig, absolute_path
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -412,6 +412,16 @@ class TrainConfig:
         why="off",
         flag="--unlabeled-align",
         cli="on",
+        group=SEMI,
+    )
+    unlabeled_policy: str | None = option(
+        None,
+        kind="choice",
+        choices=POLICIES[1:],
+        optional=True,
+        help="the ops of the strongly augmented copy that learns the pseudo-label (Cutout is added)",
+        why="the run's --policy when it has one, else by the data (train.recipe_semi)",
+        flag="--unlabeled-policy",
         group=SEMI,
     )
     unlabeled_weight: float = option(

@@ -43,8 +43,13 @@ OPS = (
     "translate_y",
     "rotate",
 )
-#: Policies: ops applied in sequence to every image (each drawn uniformly from ``OPS``).
-POLICY_OPS = {"randaugment": 2, "trivialaugment": 1}
+#: Policies: ops applied in sequence to every image (each drawn uniformly from the policy's pool).
+POLICY_OPS = {"randaugment": 2, "trivialaugment": 1, "geometric": 2}
+#: The ops a policy draws from: all of ``OPS``, or for "geometric" the ones that move pixels and keep
+#: their colours, for data whose colours tell the classes apart (a solarized or greyed photo crop can
+#: look like another class; see the semi-supervised rule in ``train.recipe_semi``).
+GEOMETRIC_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate")
+POLICY_POOL = {"randaugment": OPS, "trivialaugment": OPS, "geometric": GEOMETRIC_OPS}
 #: The largest change of each kind (magnitude 1); a signed op goes either way.
 MAX_ENHANCE = 0.95  # factor 1 +- 0.95: from nearly the degenerate image to nearly twice the difference
 MAX_SHEAR = 0.3
@@ -54,10 +59,14 @@ MIN_BITS = 4  # posterize keeps 8 down to 4 bits
 CUTOUT_FILL = 0.5  # grey, in [0, 1] units (FixMatch fills with 127)
 
 
-def sample_ops(n: int, n_ops: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Per sample and slot: the op index (n, n_ops), its magnitude in [0, 1] and its sign (+-1)."""
+def sample_ops(
+    n: int, n_ops: int, generator: torch.Generator, pool: tuple[str, ...] = OPS
+) -> dict[str, torch.Tensor]:
+    """Per sample and slot: the op index into ``OPS`` (n, n_ops), drawn uniformly from ``pool``, its
+    magnitude in [0, 1] and its sign (+-1)."""
+    drawn = torch.randint(0, len(pool), (n, n_ops), generator=generator)
     return {
-        "op": torch.randint(0, len(OPS), (n, n_ops), generator=generator),
+        "op": drawn if pool == OPS else torch.tensor([OPS.index(o) for o in pool])[drawn],
         "mag": torch.rand(n, n_ops, generator=generator),
         "sign": torch.randint(0, 2, (n, n_ops), generator=generator).float() * 2 - 1,
     }
@@ -160,7 +169,7 @@ def strong(
 ) -> torch.Tensor:
     """The policy's ops (``POLICY_OPS``), then Cutout, on a float batch in [0, 1]."""
     if policy in POLICY_OPS:
-        p = sample_ops(x01.shape[0], POLICY_OPS[policy], generator)
+        p = sample_ops(x01.shape[0], POLICY_OPS[policy], generator, POLICY_POOL[policy])
         x01 = apply_ops(x01, {k: v.to(x01.device) for k, v in p.items()})
     if cutout_fraction > 0:
         x01 = cutout(x01, cutout_fraction, generator)
@@ -220,4 +229,15 @@ def _gamma(alpha: float, generator: torch.Generator) -> float:
             return d * v * boost
 
 
-__all__ = ["OPS", "POLICY_OPS", "apply_op", "apply_ops", "cutout", "mix", "sample_ops", "strong"]
+__all__ = [
+    "GEOMETRIC_OPS",
+    "OPS",
+    "POLICY_OPS",
+    "POLICY_POOL",
+    "apply_op",
+    "apply_ops",
+    "cutout",
+    "mix",
+    "sample_ops",
+    "strong",
+]

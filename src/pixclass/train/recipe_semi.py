@@ -40,6 +40,12 @@ UNLABELED_PASSES = 40
 MAX_STEPS = 4000
 
 
+#: The strong view's ops (``data.strong`` policies) when neither --unlabeled-policy nor the run's
+#: --policy names them, for grey and for colour images.
+GREY_POLICY = "randaugment"
+COLOUR_POLICY = "randaugment"
+
+
 @dataclass(frozen=True)
 class SemiRecipe:
     ratio: int
@@ -47,6 +53,7 @@ class SemiRecipe:
     epochs: int
     lr: float
     explanation: str
+    policy: str = GREY_POLICY
 
 
 def top_target(label_smoothing: float, n_classes: int) -> float:
@@ -66,6 +73,9 @@ def derive_semi(
     epochs_chosen: bool = False,
     lr: float = 0.0,
     lr_cap: float | None = None,
+    policy: str | None = None,
+    run_policy: str = "none",
+    channels: int = 1,
 ) -> SemiRecipe:
     """The semi-supervised settings; ``ratio`` / ``threshold`` given by the user are kept, the epochs
     are changed only when the recipe chose them (``epochs_chosen``), and ``lr`` only when ``lr_cap``
@@ -108,11 +118,21 @@ def derive_semi(
                 f"lr {scaled:g} ({lr:g} x sqrt {grow}: the images of a step over the labelled batch, at most {lr_cap:g})"
             )
         lr = scaled
-    return SemiRecipe(ratio, threshold, epochs, lr, "; ".join(why))
+    if policy is not None:
+        why.append(f"strong view {policy} (set by you)")
+    elif run_policy != "none":
+        policy = run_policy
+        why.append(f"strong view {policy} (the run's --policy)")
+    else:
+        policy = COLOUR_POLICY if channels == 3 else GREY_POLICY
+        why.append(f"strong view {policy}")
+    return SemiRecipe(ratio, threshold, epochs, lr, "; ".join(why), policy)
 
 
 __all__ = [
+    "COLOUR_POLICY",
     "FIXMATCH_RATIO",
+    "GREY_POLICY",
     "FIXMATCH_THRESHOLD",
     "MAX_STEPS",
     "UNLABELED_PASSES",

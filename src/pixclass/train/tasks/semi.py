@@ -34,8 +34,6 @@ from .classification import Classification
 
 #: Cutout of the strong view when the run's own augmentation has none (FixMatch: half the side).
 STRONG_CUTOUT = 0.5
-#: The strong view's policy when the run's own augmentation has none.
-STRONG_POLICY = "randaugment"
 #: --unlabeled-filter: the share of labelled-like images that pass (as ``infer.ood.KEEP``), and how
 #: many recent labelled scores set the threshold.
 FILTER_KEEP = 0.95
@@ -102,6 +100,9 @@ class SemiSupervised(Classification):
             epochs_chosen="epochs" in self.chosen and cfg.time is None,
             lr=float(cfg.lr),
             lr_cap=family.lr if "lr" in self.chosen and cfg.optimizer == family.optimizer else None,
+            policy=cfg.unlabeled_policy,
+            run_policy=cfg.augment.policy,
+            channels=data.channels,
         )
         log(f"semi-supervised (FixMatch): {rule.explanation}")
         return replace(
@@ -110,6 +111,7 @@ class SemiSupervised(Classification):
             unlabeled_threshold=rule.threshold,
             epochs=rule.epochs,
             lr=rule.lr,
+            unlabeled_policy=rule.policy,
         )
 
     def setup(self, run: Any) -> None:
@@ -124,11 +126,7 @@ class SemiSupervised(Classification):
         # weak: the run's geometric augmentation alone; strong: that, plus ops and Cutout
         self.weak = BatchAugment(replace(aug, policy="none", cutout=0.0, erase=0.0), run.mean, run.std)
         self.strong = BatchAugment(
-            replace(
-                aug,
-                policy=aug.policy if aug.policy != "none" else STRONG_POLICY,
-                cutout=aug.cutout or STRONG_CUTOUT,
-            ),
+            replace(aug, policy=run.cfg.unlabeled_policy, cutout=aug.cutout or STRONG_CUTOUT),
             run.mean,
             run.std,
         )
