@@ -51,9 +51,14 @@ def test_the_recipes_lr_grows_with_the_unlabelled_images_of_a_step():
 
 
 def test_strong_view_policy_by_the_data_unless_given():
-    assert derive_semi(1200, 10, 16, 2, 150, 0.0, channels=1).policy == GREY_POLICY
+    grey = derive_semi(1200, 10, 16, 2, 150, 0.0, channels=1)
+    assert (
+        grey.policy == GREY_POLICY == "randaugment"
+        and "strong view randaugment (FixMatch" in grey.explanation
+    )
     colour = derive_semi(1200, 10, 16, 2, 150, 0.0, channels=3)
-    assert colour.policy == COLOUR_POLICY and f"strong view {COLOUR_POLICY}" in colour.explanation
+    assert colour.policy == COLOUR_POLICY == "geometric"
+    assert "strong view geometric (colour images" in colour.explanation
     run = derive_semi(1200, 10, 16, 2, 150, 0.0, run_policy="trivialaugment", channels=3)
     assert run.policy == "trivialaugment" and "the run's --policy" in run.explanation
     mine = derive_semi(1200, 10, 16, 2, 150, 0.0, policy="geometric", run_policy="trivialaugment")

@@ -45,6 +45,8 @@ def test_train_with_unlabeled_logs_the_rule_and_the_pseudo_label_share(tmp_path,
         == f"unlabeled: 24 images from {unl}; 1 repeat(s) of labelled images dropped (first: {unl}/repeat.png)"
     )
     assert said[1].startswith("semi-supervised (FixMatch): ratio 3 (FixMatch's 7, at most 24 // batch 8)")
+    # colour images: the strong copy is moved, not recoloured (train.recipe_semi)
+    assert "strong view geometric (colour images" in said[1] and res.config.unlabeled_policy == "geometric"
     assert all(0 <= h["unlabeled_used"] <= 1 for h in res.history)
     with open(tmp_path / "run" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
