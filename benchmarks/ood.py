@@ -387,14 +387,14 @@ def markdown(results: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
     lines = [
         "# Unknown inputs: out-of-distribution scores",
         "",
-        f"`PYTHONPATH=src python benchmarks/ood.py{f' --seed {SEED}' if SEED else ''}` -- the default model trained "
+        f"`PYTHONPATH=src python {' '.join(['benchmarks/ood.py', *sys.argv[1:]])}` -- the default model trained "
         f"with the default command{f' and --seed {SEED}' if SEED else ''} on each in-distribution set; threshold",
         "fitted on its validation split keeping 95%; outlier sets never seen.",
         f"Machine: {ctx.get('cpu_model', '?')}, shared with other jobs (speed: only the ratios alternated in one "
         "run mean something).",
         "",
         "`pixclass`: what pixclass fits and its Predictor reports (Mahalanobis on normalised features to the "
-        "predicted class's mean, the half of the whitened directions with the largest precision). It and the "
+        f"predicted class's mean, the {ood.RANK:g} share of the whitened directions with the largest precision). It and the "
         "`a+b` rows are percentiles in [0, 1]: where over 5% of test images tie at 0 (photos), their FPR95 reads "
         "1.00 from the ties alone; read AUROC and flagged there.",
         "",
@@ -446,7 +446,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="digits only, 3 epochs")
     ap.add_argument("--retrain", action="store_true", help="train again instead of reusing the cached runs")
     ap.add_argument("--seed", type=int, default=0, help="training seed (it also draws the validation split)")
+    ap.add_argument(
+        "--rank",
+        type=float,
+        default=ood.RANK,
+        help="share of the whitened directions the pixclass row keeps (ood.RANK; a candidate, measured)",
+    )
+    ap.add_argument("--name", default=None, help="results file stem (default ood, ood_seed<N>)")
     a = ap.parse_args()
+    ood.RANK = a.rank
     global RETRAIN, SEED
     RETRAIN, SEED = a.retrain, a.seed
     if a.quick:
@@ -464,7 +472,7 @@ def main() -> int:
         )
         print(markdown(results[-1:], {}), flush=True)
     ctx = common.context(torch.get_num_threads())
-    name = "ood" + (f"_seed{SEED}" if SEED else "")
+    name = a.name or "ood" + (f"_seed{SEED}" if SEED else "")
     common.write_results(
         name, {"context": ctx, "seed": SEED, "results": results}, markdown(results, ctx), a.quick
     )

@@ -30,9 +30,15 @@ def run(a: argparse.Namespace) -> int:
     for name in ("probe", "training_images"):
         part = res.parity.get(name)
         if part:
+            score = (
+                f", max |Δin_distribution| {part['in_distribution_max_abs_diff']:.2e}"
+                f" ({part['in_distribution_moved']} inputs differ)"
+                if "in_distribution_max_abs_diff" in part
+                else ""
+            )
             print(
                 f"parity vs PyTorch on {part['n']} {name.replace('_', ' ')}: max |Δprob| {part['max_abs_diff']:.2e}, "
-                f"top-1 agreement {part['top1_agreement']:.2%}"
+                f"top-1 agreement {part['top1_agreement']:.2%}{score}"
             )
     if res.int8:
         i = res.int8
@@ -45,7 +51,9 @@ def run(a: argparse.Namespace) -> int:
             f"(speed-up {i['speedup']:.2f}x)"
         )
     else:
-        print(f"tolerance: max |Δprob| <= {PARITY_TOL:g}")
+        step = res.parity.get("in_distribution_tolerance")
+        score_tol = f"; in_distribution within one reference rank ({step:.3g})" if step else ""
+        print(f"tolerance: max |Δprob| <= {PARITY_TOL:g}{score_tol}")
     print(f"written: {res.path}")
     if a.json:
         print(

@@ -92,6 +92,33 @@ class Features(nn.Module):
         return f, self.model.forward_head(f)
 
 
+#: Smallest normal float32: the normalisation's floor, so that only a zero feature vector meets it.
+TINY = float(torch.finfo(torch.float32).tiny)
+
+
+class _LpNormalization(torch.autograd.Function):
+    """``F.normalize(f, dim=1)`` that the ONNX exporter writes as one ``LpNormalization`` node instead of
+    four (norm, clamp, expand, divide): at batch 1 each node of the score costs ~0.5-1 µs whatever its
+    size. Both map a zero vector to zero (onnxruntime's kernel: x / |x| where |x| != 0, else 0)."""
+
+    @staticmethod
+    def forward(ctx: Any, f: torch.Tensor) -> torch.Tensor:
+        return F.normalize(f, dim=1, eps=TINY)
+
+    @staticmethod
+    def symbolic(g: Any, f: Any) -> Any:
+        return g.op("LpNormalization", f, axis_i=1, p_i=2)
+
+
+def l2_normalize(f: torch.Tensor) -> torch.Tensor:
+    """(N, D) rows of unit length (a zero row stays zero); one node in an ONNX export. Eager and traced
+    code (TorchScript files, the dynamo exporter) take ``F.normalize``: a traced Python function could
+    not be saved."""
+    if torch.onnx.is_in_onnx_export():
+        return _LpNormalization.apply(f)  # type: ignore[no-any-return]
+    return F.normalize(f, dim=1, eps=TINY)
+
+
 class MahalanobisScore(nn.Module):
     """(features (N, D), logits (N, K)) -> in_distribution (N,): the share of the reference (validation)
     distances above the input's, where the distance is |(u - c) W - m_k| for the normalised feature u,
@@ -101,11 +128,20 @@ class MahalanobisScore(nn.Module):
     share of every outlier set (benchmarks/results/ood.md), and it costs an argmax of the logits the
     model computed anyway instead of a second matrix product and an argmin (at batch 1 each op costs
     about what its arithmetic does). A class no training image was predicted as has its mean at ``FAR``:
-    an input predicted as it is unknown. Centring before the product keeps every partial sum near the
-    distances themselves: u W alone is ~10x larger than (u - c) W, and its float32 rounding was enough
-    for two runtimes to place an image on different sides of a validation distance."""
+    an input predicted as it is unknown.
 
-    centre: torch.Tensor
+    The graph computes it as |u W - (c W + m_k)|: the centre folded into the class means, so that the
+    product and the subtraction are one Gemm (C = the gathered mean, beta = -1), after one
+    ``LpNormalization`` -- 9 onnxruntime nodes where there were 12 (benchmarks/README, "Unknown
+    inputs"). u W is ~10x larger than the distance, so float32 rounding can differ between runtimes by
+    ~1e-6 of it: an input within that of a reference distance may land one reference rank (1/R of
+    in_distribution) apart in two runtimes, which the export parity check allows (``rank_tolerance``).
+
+    A zero feature vector (every penultimate unit silent) normalises to zero, so its distance is
+    |c W + m_k|: the centre of post-ReLU features is long (their normalised mean has a norm near 1) and
+    W stretches the directions in which the training features vary least, so that distance lies far
+    beyond every validation distance (in_distribution 0: unknown; tests/infer/test_ood.py checks it)."""
+
     proj: torch.Tensor
     means: torch.Tensor
     reference: torch.Tensor
@@ -115,22 +151,25 @@ class MahalanobisScore(nn.Module):
         self, whiten: torch.Tensor, centre: torch.Tensor, means: torch.Tensor, reference: torch.Tensor
     ):
         super().__init__()
-        self.register_buffer("centre", centre.detach().float()[None].clone())  # (1, D)
-        self.register_buffer("proj", whiten.detach().float().contiguous())  # (D, r)
-        self.register_buffer("means", means.detach().float().clone())  # (K, r)
+        w = whiten.detach().double()
+        # c W + m_k in float64, rounded once; a never-predicted class stays at FAR (no infinities)
+        folded = torch.where(means >= FAR, FAR, centre.detach().double()[None] @ w + means.detach().double())
+        self.register_buffer("proj", w.float().contiguous())  # (D, r)
+        self.register_buffer("means", folded.float())  # (K, r): c W + m_k
         self.register_buffer("reference", reference.detach().float().clone())  # (R,) ascending
         self.register_buffer("reference_row", self.reference[None].clone())  # (1, R): broadcasts as is
 
     def distance(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """(N, 1) the Mahalanobis distance to the predicted class's mean, as the graph computes it: the
-        fewest ops (no clamp on the norm: a zero feature vector gives NaN, which no comparison passes,
-        i.e. unknown)."""
-        g = (f / f.norm(dim=1, keepdim=True) - self.centre) @ self.proj  # (N, r) centred, whitened
-        return (g - self.means[logits.argmax(1)]).norm(dim=1, keepdim=True)
+        fewest ops (LpNormalization, ArgMax, Gather, Gemm, ReduceL2)."""
+        v = torch.addmm(
+            self.means[logits.argmax(1)], l2_normalize(f), self.proj, beta=-1
+        )  # u W - (c W + m_k)
+        return v.norm(dim=1, keepdim=True)
 
     def raw(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """(N,) the distance, for fitting and plots: a zero feature vector, or one predicted as a class no
-        training image was, is infinitely far."""
+        """(N,) the distance, for fitting and plots: one predicted as a class no training image was (or a
+        NaN feature) is infinitely far."""
         d = self.distance(f.float(), logits)[:, 0]
         return torch.where(d.isnan() | (d >= FAR), math.inf, d)
 
@@ -138,6 +177,10 @@ class MahalanobisScore(nn.Module):
         """(N, 1) in_distribution: a comparison and a mean rather than searchsorted (every ONNX runtime
         has them), every shape kept 2-D (no reshapes)."""
         return (self.distance(f, logits) < self.reference_row).float().mean(1, keepdim=True)
+
+    def rank_tolerance(self) -> float:
+        """The largest in_distribution difference two runtimes may show on one input: one reference rank."""
+        return 1.0 / len(self.reference)
 
     def forward(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return self.column(f.float(), logits)[:, 0]
