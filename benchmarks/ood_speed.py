@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=2000, help="predict() calls per Predictor (alternated)")
     ap.add_argument("--threads", type=int, default=common.usable_cpus())
     ap.add_argument("--results", type=Path, default=common.RESULTS)
+    ap.add_argument("--rank", type=float, default=ood.RANK, help="share of whitened directions (ood.RANK)")
     a = ap.parse_args(argv)
+    ood.RANK = a.rank
     common.set_threads(a.threads)
     info = common.context(a.threads)
     loads: dict[str, Any] = {"start": common.loadavg()}
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`{res['command']}` (under `flock /tmp/bench.lock`).",
         common.machine_line(info),
+        f"Score rank: {ood.RANK:g} of the features' directions. "
         "Predictor (onnxruntime) with vs without the score, alternated (rows_from_uint8: rounds of 200 calls "
         "and of 20 batches; predict() on one image array: call by call). Goal: <= +10%.",
         "",

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,11 @@ FIT_MAX = 4096
 #: to the predicted class, all 256 features of rescnn vs the 128 thinnest): the same or more of every
 #: outlier set flagged (fm1k: letters 98 -> 99%, Fashion-MNIST's test images flagged 8.0 -> 5.7%;
 #: digits 98 -> 99% of Fashion-MNIST), half the matrix product (at batch 1 the score's largest op) and
-#: half the bytes; 32 of 256 flagged fewer (fm1k letters 90%).
-RANK = 0.5
+#: half the bytes; 32 of 256 flagged fewer (fm1k letters 90%). Then 64 of 256 (``ood.py --rank 0.25``,
+#: results/ood_rank025.md): every grey-set outlier set still >= 96% flagged (fm1k letters 99 -> 96%),
+#: test images flagged digits 5.0 -> 5.4%, fm1k 5.7 -> 5.7%; the product reads 64 KiB instead of 128 per
+#: call, ~1 µs of the 16 px net's ~78 µs batch-1 call (ood_speed.py), and the checkpoint gains 36 KiB.
+RANK = 0.25
 #: The whitened "mean" of a class that no training image was predicted as: any input predicted as it
 #: is unknown. Finite, since a checkpoint holds no infinities (``Checkpoint.validate``).
 FAR = 1e30
@@ -119,6 +124,73 @@ def l2_normalize(f: torch.Tensor) -> torch.Tensor:
     return F.normalize(f, dim=1, eps=TINY)
 
 
+class _Percentile(torch.autograd.Function):
+    """(N, 1) distances -> (N, 1) the share of the sorted ``reference`` above each, written by the ONNX
+    exporter as one ``ai.onnx.ml`` TreeEnsembleRegressor: a binary search over the reference whose
+    leaves hold the shares. It replaces Less, Cast and ReduceMean (-1.0 µs of the 16 px net's batch-1
+    call, benchmarks/README "Unknown inputs"); its comparisons are the same float32 ``d < ref``
+    (BRANCH_LT), and a NaN distance fails every one of them (share 0, unknown), as with Less."""
+
+    @staticmethod
+    def forward(ctx: Any, d: torch.Tensor, reference: tuple[float, ...]) -> torch.Tensor:
+        return (d < d.new_tensor(reference)[None]).float().mean(1, keepdim=True)
+
+    @staticmethod
+    def symbolic(g: Any, d: Any, reference: tuple[float, ...]) -> Any:
+        return g.op("ai.onnx.ml::TreeEnsembleRegressor", d, **search_tree(reference))
+
+
+def search_tree(reference: tuple[float, ...]) -> dict[str, Any]:
+    """The attributes of a one-tree TreeEnsembleRegressor computing the share of ``reference`` (sorted
+    ascending, R values) above its input: a leaf for each count i of reference values at or below the
+    input (weight (R - i) / R), reached by ``input < reference[mid]`` tests (R branches, depth log2 R)."""
+    r = len(reference)
+    modes: list[str] = []
+    values: list[float] = []
+    true_ids: list[int] = []
+    false_ids: list[int] = []
+    leaves: list[int] = []
+    weights: list[float] = []
+
+    def node(lo: int, hi: int) -> int:  # the inputs with lo..hi reference values at or below them
+        me = len(modes)
+        if lo == hi:
+            modes.append("LEAF")
+            values.append(0.0)
+            true_ids.append(0)
+            false_ids.append(0)
+            leaves.append(me)
+            weights.append((r - lo) / r)
+            return me
+        mid = (lo + hi) // 2
+        modes.append("BRANCH_LT")  # input < reference[mid]: at most mid values at or below it
+        values.append(float(reference[mid]))
+        true_ids.append(-1)
+        false_ids.append(-1)
+        true_ids[me] = node(lo, mid)
+        false_ids[me] = node(mid + 1, hi)
+        return me
+
+    node(0, r)
+    n = len(modes)
+    return {
+        "nodes_treeids_i": [0] * n,
+        "nodes_nodeids_i": list(range(n)),
+        "nodes_featureids_i": [0] * n,
+        "nodes_modes_s": modes,
+        "nodes_values_f": values,
+        "nodes_truenodeids_i": true_ids,
+        "nodes_falsenodeids_i": false_ids,
+        "target_treeids_i": [0] * len(leaves),
+        "target_nodeids_i": leaves,
+        "target_ids_i": [0] * len(leaves),
+        "target_weights_f": weights,
+        "n_targets_i": 1,
+        "aggregate_function_s": "SUM",
+        "post_transform_s": "NONE",
+    }
+
+
 class MahalanobisScore(nn.Module):
     """(features (N, D), logits (N, K)) -> in_distribution (N,): the share of the reference (validation)
     distances above the input's, where the distance is |(u - c) W - m_k| for the normalised feature u,
@@ -132,7 +204,8 @@ class MahalanobisScore(nn.Module):
 
     The graph computes it as |u W - (c W + m_k)|: the centre folded into the class means, so that the
     product and the subtraction are one Gemm (C = the gathered mean, beta = -1), after one
-    ``LpNormalization`` -- 9 onnxruntime nodes where there were 12 (benchmarks/README, "Unknown
+    ``LpNormalization``; the Predictor's onnxruntime graph looks the percentile up in one node
+    (``_Percentile``) -- 7 onnxruntime nodes where there were 12 (benchmarks/README, "Unknown
     inputs"). u W is ~10x larger than the distance, so float32 rounding can differ between runtimes by
     ~1e-6 of it: an input within that of a reference distance may land one reference rank (1/R of
     in_distribution) apart in two runtimes, which the export parity check allows (``rank_tolerance``).
@@ -158,6 +231,8 @@ class MahalanobisScore(nn.Module):
         self.register_buffer("means", folded.float())  # (K, r): c W + m_k
         self.register_buffer("reference", reference.detach().float().clone())  # (R,) ascending
         self.register_buffer("reference_row", self.reference[None].clone())  # (1, R): broadcasts as is
+        # ONNX exports for onnxruntime only (``for_onnxruntime``): the percentile as one ML-domain node
+        self.lookup = False
 
     def distance(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """(N, 1) the Mahalanobis distance to the predicted class's mean, as the graph computes it: the
@@ -175,8 +250,22 @@ class MahalanobisScore(nn.Module):
 
     def column(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """(N, 1) in_distribution: a comparison and a mean rather than searchsorted (every ONNX runtime
-        has them), every shape kept 2-D (no reshapes)."""
-        return (self.distance(f, logits) < self.reference_row).float().mean(1, keepdim=True)
+        has them), every shape kept 2-D (no reshapes); in an export ``for_onnxruntime``, the same
+        comparisons as one lookup node (``_Percentile``)."""
+        d = self.distance(f, logits)
+        if self.lookup and torch.onnx.is_in_onnx_export():
+            return _Percentile.apply(d, tuple(self.reference.tolist()))  # type: ignore[no-any-return]
+        return (d < self.reference_row).float().mean(1, keepdim=True)
+
+    @contextmanager
+    def for_onnxruntime(self) -> Iterator[None]:
+        """Within it an ONNX export writes the percentile as onnxruntime's TreeEnsembleRegressor (the
+        Predictor's own graph); files for other runtimes (``pixclass export``) keep the standard ops."""
+        was, self.lookup = self.lookup, True
+        try:
+            yield
+        finally:
+            self.lookup = was
 
     def rank_tolerance(self) -> float:
         """The largest in_distribution difference two runtimes may show on one input: one reference rank."""

@@ -18,6 +18,7 @@ import csv
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,16 +162,18 @@ class Predictor:
             example = torch.randint(
                 0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
             ).to(self.device)
-            self._runtime = make_runtime(
-                self.net,
-                self.backend_requested,
-                self.device,
-                example,
-                self.channels_last,
-                self.temperature,
-                scored=self.score is not None,
-                score_on=self._score_on,
-            )
+            # the score's percentile as onnxruntime's one-node lookup in this graph (not in exported files)
+            with self.score.for_onnxruntime() if self.score is not None else nullcontext():
+                self._runtime = make_runtime(
+                    self.net,
+                    self.backend_requested,
+                    self.device,
+                    example,
+                    self.channels_last,
+                    self.temperature,
+                    scored=self.score is not None,
+                    score_on=self._score_on,
+                )
             if self.channels_last and self._runtime.name == "torch":
                 self.model.to(memory_format=torch.channels_last)
         return self._runtime
