@@ -15,7 +15,15 @@ Images per second of the training phase, at each ``--batches`` size, for:
   run with ``jit_compile=True``.
 
 Each side trains ``--epochs`` epochs; the first one pays the warm-ups (oneDNN primitives, Keras's
-tracing), so the figure is the median of the later epochs (of epoch 1 when ``--epochs 1``).
+tracing), so a run's figure is the median of the later epochs (of epoch 1 when ``--epochs 1``).
+
+``--rounds R`` (default 2): at each batch size the sides take turns, R times (pixclass, Keras,
+pixclass, Keras, ...), each turn a fresh run; a side's figure is the median of its R runs and the
+ratio is taken between those medians. On a shared or virtual host the CPU clock and the neighbours'
+load drift by 20-40% over minutes (the same pixclass run measured 5,300 and 8,100 img/s at batch 32
+within ten minutes, 2026-12-06), so one run of each side, minutes apart, compared two different
+machines; taking turns lets the drift hit both sides alike. The per-round ratios (each pixclass run
+against the Keras run right after it) are in the results too.
 
 Utilization (item 5): training FLOPs per image (3 x the forward FLOPs from
 ``pixclass.models.count_flops``: backward costs about twice the forward) x images/s, divided by the
@@ -154,6 +162,34 @@ def run_torch(
     }
 
 
+def run_side(side: str, b: int, a: argparse.Namespace, ds: Any, arr: dict[str, Any]) -> dict[str, Any]:
+    """One run of ``side`` at batch ``b``: its per-epoch images/s and the steady figure."""
+    if side in ("pixclass", "pixclass_cl", "pixclass_nocl", "pixclass_fp32"):
+        cl = {"pixclass_cl": True, "pixclass_nocl": False}.get(side)
+        return run_pixclass(ds, b, a.epochs, channels_last=cl, amp=False if side == "pixclass_fp32" else None)
+    if side in ("torch", "torch_dataloader"):
+        return run_torch(arr["x_train"], arr["y_train"], b, a.epochs, side == "torch_dataloader", a.seed)
+    r = common.run_keras(  # keras, keras_xla
+        "throughput", a.threads, batch=b, epochs=a.epochs, limit=a.limit, seed=a.seed, jit=side == "keras_xla"
+    )
+    if "skipped" not in r:
+        r["img_per_s"] = steady(r["epoch_img_per_s"])
+    return r
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A side's runs at one batch size as one entry: the first run's fields, the median of the runs'
+    steady figures as ``img_per_s``, each run's figure in ``round_img_per_s`` and its epochs in
+    ``round_epoch_img_per_s``. A side skipped in any run is skipped."""
+    if any("skipped" in r for r in runs):
+        return next(r for r in runs if "skipped" in r)
+    first = dict(runs[0])
+    first["round_img_per_s"] = [r["img_per_s"] for r in runs]
+    first["round_epoch_img_per_s"] = [r["epoch_img_per_s"] for r in runs]
+    first["img_per_s"] = common.median(first["round_img_per_s"])
+    return first
+
+
 # ------------------------------------------------------------------------------------------ main
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
@@ -170,24 +206,31 @@ def markdown(res: dict[str, Any]) -> str:
     )
     lines = [
         f"Training throughput, seed_cnn on Fashion-MNIST ({res['n']:,} training images, 28x28 grey), "
-        f"images/s of the training phase: {which}.",
+        f"images/s of the training phase: {which}"
+        + (
+            f"; the sides took turns {res['rounds']} times at each batch size, each figure the median of its runs."
+            if res.get("rounds", 1) > 1
+            else "."
+        ),
         common.machine_line(m),
         f"Training FLOPs per image: {res['train_flops_per_image'] / 1e6:.2f} M (3 x forward "
         f"{res['forward_flops_per_image'] / 1e6:.2f} M); fp32 matmul peak measured in this run: {peak:.0f} GFLOP/s.",
         "",
-        "| batch | side | images/s | epoch 1 images/s | vs Keras | vs plain torch | utilization |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| batch | side | images/s | each run | epoch 1 images/s | vs Keras | vs plain torch | utilization |",
+        "|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for b, sides in res["batches"].items():
         k = sides.get("keras", {}).get("img_per_s")
         t = sides.get("torch", {}).get("img_per_s")
         for name, s in sides.items():
             if "skipped" in s:
-                lines.append(f"| {b} | {name} | {s['skipped']} | | | | |")
+                lines.append(f"| {b} | {name} | {s['skipped']} | | | | | |")
                 continue
             ips = s["img_per_s"]
             lines.append(
-                f"| {b} | {name}{' (channels_last)' if s.get('channels_last') else ''}{' (bf16)' if s.get('bf16') else ''} | {ips:,.0f} | {s['epoch_img_per_s'][0]:,.0f} | "
+                f"| {b} | {name}{' (channels_last)' if s.get('channels_last') else ''}{' (bf16)' if s.get('bf16') else ''} | {ips:,.0f} | "
+                + ", ".join(f"{v:,.0f}" for v in s.get("round_img_per_s", [ips]))
+                + f" | {s['epoch_img_per_s'][0]:,.0f} | "
                 f"{f'{ips / k:.2f}x' if k else '–'} | {f'{ips / t:.2f}x' if t else '–'} | "
                 f"{common.fmt_pct(s['utilization'])} |"
             )
@@ -196,8 +239,10 @@ def markdown(res: dict[str, Any]) -> str:
         if r is None:
             lines.append(f"Batch {b}: pixclass / Keras not measured ({common.SKIP_KERAS}).")
         else:
+            each = res.get("round_ratios", {}).get(b, [])
             lines.append(
-                f"Batch {b}: pixclass / Keras = **{r:.2f}x** (goal >= {GOALS.get(b, 2.0):g}x: {'met' if r >= GOALS.get(b, 2.0) else 'NOT met'})."
+                f"Batch {b}: pixclass / Keras = **{r:.2f}x** (goal >= {GOALS.get(b, 2.0):g}x: {'met' if r >= GOALS.get(b, 2.0) else 'NOT met'})"
+                + (f"; round by round {', '.join(f'{x:.2f}x' for x in each)}." if len(each) > 1 else ".")
             )
     lines += [
         "",
@@ -218,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--batches", default="32,256", help="batch sizes, comma-separated")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per side and batch size")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="turns each side takes at each batch size, alternated; a side's figure is the median of its runs",
+    )
     ap.add_argument("--limit", type=int, default=FULL, help="first N training images")
     ap.add_argument("--threads", type=int, default=common.usable_cpus(), help="torch and TensorFlow threads")
     ap.add_argument(
@@ -231,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=common.RESULTS)
     a = ap.parse_args(argv)
     if a.quick:
-        a.limit, a.epochs = min(a.limit, 2000), 2
+        a.limit, a.epochs, a.rounds = min(a.limit, 2000), 2, 1
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
     sides = [s.strip() for s in a.sides.split(",") if s.strip()]
     if a.keras_xla and "keras_xla" not in sides:
         sides.append("keras_xla")
@@ -270,40 +323,23 @@ def main(argv: list[str] | None = None) -> int:
 
     out: dict[str, dict[str, Any]] = {}
     for b in batches:
-        out[str(b)] = {}
-        for side in sides:
-            loads[f"b{b}_{side}"] = common.loadavg()
-            t0 = time.perf_counter()
-            if side in ("pixclass", "pixclass_cl", "pixclass_nocl", "pixclass_fp32"):
-                cl = {"pixclass_cl": True, "pixclass_nocl": False}.get(side)
-                r = run_pixclass(
-                    ds, b, a.epochs, channels_last=cl, amp=False if side == "pixclass_fp32" else None
-                )
-            elif side in ("torch", "torch_dataloader"):
-                r = run_torch(arr["x_train"], arr["y_train"], b, a.epochs, side == "torch_dataloader", a.seed)
-            else:  # keras, keras_xla
-                r = common.run_keras(
-                    "throughput",
-                    a.threads,
-                    batch=b,
-                    epochs=a.epochs,
-                    limit=a.limit,
-                    seed=a.seed,
-                    jit=side == "keras_xla",
-                )
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        for rnd in range(a.rounds):  # the sides take turns: drift in clock or load hits every side alike
+            for side in sides:
+                loads[f"b{b}_{side}_r{rnd + 1}"] = common.loadavg()
+                t0 = time.perf_counter()
+                r = run_side(side, b, a, ds, arr)
                 if "skipped" not in r:
-                    r["img_per_s"] = steady(r["epoch_img_per_s"])
-            if "skipped" not in r:
-                r["utilization"] = common.utilization(train_flops, r["img_per_s"], peak0["gflops"])
-                print(
-                    f"batch {b:4d} {side:16s} {r['img_per_s']:8,.0f} img/s  (epochs: "
-                    + ", ".join(f"{v:,.0f}" for v in r["epoch_img_per_s"])
-                    + f"; {time.perf_counter() - t0:.0f} s)",
-                    flush=True,
-                )
-            else:
-                print(f"batch {b:4d} {side:16s} {r['skipped']}", flush=True)
-            out[str(b)][side] = r
+                    print(
+                        f"batch {b:4d} {side:16s} round {rnd + 1}: {r['img_per_s']:8,.0f} img/s  (epochs: "
+                        + ", ".join(f"{v:,.0f}" for v in r["epoch_img_per_s"])
+                        + f"; {time.perf_counter() - t0:.0f} s)",
+                        flush=True,
+                    )
+                else:
+                    print(f"batch {b:4d} {side:16s} {r['skipped']}", flush=True)
+                runs[side].append(r)
+        out[str(b)] = {side: combine(rs) for side, rs in runs.items()}
     peak1 = common.matmul_peak(a.threads)
     peak = max(peak0["gflops"], peak1["gflops"])
     for sides_r in out.values():  # utilization against the better of the two peak measurements
@@ -313,9 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     loads["end"] = common.loadavg()
 
     ratios: dict[str, float | None] = {}
+    round_ratios: dict[str, list[float]] = {}  # each pixclass run against the Keras run after it
     for bs, s in out.items():
         k, p = s.get("keras", {}), s.get("pixclass", {})
         ratios[bs] = p["img_per_s"] / k["img_per_s"] if "img_per_s" in k and "img_per_s" in p else None
+        if ratios[bs] is not None:
+            round_ratios[bs] = [
+                pr / kr for pr, kr in zip(p["round_img_per_s"], k["round_img_per_s"], strict=True)
+            ]
     res = {
         "benchmark": "train_throughput",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -324,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min": loads,
         "n": len(arr["y_train"]),
         "epochs": a.epochs,
+        "rounds": a.rounds,
         "matmul_peak": [peak0, peak1],
         "matmul_peak_gflops": peak,
         "forward_flops_per_image": fwd,
         "train_flops_per_image": train_flops,
         "batches": out,
         "ratios": ratios,
+        "round_ratios": round_ratios,
         "goal": GOALS,
         "goal_met": all(r is not None and r >= GOALS.get(b, 2.0) for b, r in ratios.items())
         if ratios
