@@ -406,6 +406,32 @@ def test_export_parity_allows_in_distribution_one_reference_rank_apart(scored, m
         ex._refuse_beyond_tolerance(ex.parity(Path("unused.onnx"), "onnx", module, x, None), "ONNX")
 
 
+def test_int8_leaves_the_score_in_float(scored, tmp_path) -> None:
+    # quantized, the score's product moved in_distribution by ~0.16 on average (benchmarks/ood_int8.py)
+    import onnx
+
+    from pixclass.infer import export as ex
+
+    out = tmp_path / "m.onnx"
+    ex.export_checkpoint(scored.best, out=out, exporter="torchscript")
+    names = ex.score_nodes(out)
+    graph = onnx.load(str(out)).graph
+    by_name = {n.name: n for n in graph.node}
+    assert {by_name[n].op_type for n in names} >= {"Gemm", "ReduceL2", "Less"}
+    assert not {by_name[n].op_type for n in names} & {"Softmax", "Conv"}
+    q = tmp_path / "m.int8.onnx"
+    calib = torch.randint(
+        0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    ex.quantize_int8(out, q, calib.numpy())
+    nodes = onnx.load(str(q)).graph.node
+    made_by = {o: n for n in nodes for o in n.output}
+    score_gemm = next(n for n in nodes if n.op_type == "Gemm" and n.name in names)
+    head_gemm = next(n for n in nodes if n.op_type == "Gemm" and n.name not in names)
+    assert all(getattr(made_by.get(i), "op_type", "") != "DequantizeLinear" for i in score_gemm.input)
+    assert any(getattr(made_by.get(i), "op_type", "") == "DequantizeLinear" for i in head_gemm.input)
+
+
 def test_the_standalone_example_says_unknown(scored, tmp_path) -> None:
     from pixclass.infer import export as ex
 

@@ -137,7 +137,9 @@ class _Percentile(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g: Any, d: Any, reference: tuple[float, ...]) -> Any:
-        return g.op("ai.onnx.ml::TreeEnsembleRegressor", d, **search_tree(reference))
+        out = g.op("ai.onnx.ml::TreeEnsembleRegressor", d, **search_tree(reference))
+        out.setType(d.type())  # (N, 1) float32 like d: the exporter cannot infer a domain op's shape
+        return out
 
 
 def search_tree(reference: tuple[float, ...]) -> dict[str, Any]:
