@@ -19,7 +19,7 @@ L2-normalised features (Mahalanobis++, Mueller & Hein 2025), ``knn`` minus the c
 k-th nearest normalised training feature (Sun et al. 2022; what pixclass stored before), on the full
 bank and on compact banks, and ``a+b``: the lower of the two validation percentiles. ``pixclass``: what
 pixclass fits and its Predictor reports (``infer.ood``: ``maha_norm`` to the predicted class's mean, on
-the half of the whitened directions with the largest precision).
+the quarter of the whitened directions with the largest precision, ``ood.RANK``).
 
 Per pair: AUROC and FPR95 (share of outliers accepted at the threshold keeping 95% of the in-
 distribution test images; OpenOOD's protocol), and the deployed figures: the threshold fitted on the

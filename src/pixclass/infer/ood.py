@@ -10,14 +10,15 @@ from their class mean than the input (less typical). An input is ``unknown`` whe
 ``benchmarks/ood.py`` measured it against max-softmax, energy, Mahalanobis on raw features, kNN
 cosine (what pixclass stored before) and combinations, and chose it by figures
 (benchmarks/results/ood.md): of the single scores, the one that flagged >= 90% of every outlier set
-on both grey sets, with one (D, D/2) matrix product, half the kNN bank's.
+on both grey sets, with one (D, D/4) matrix product, a quarter of the kNN bank's.
 
 Everything runs inside the model's graph (``Scored``: a normalisation, one matrix product, an argmax
 of the logits, a distance and a comparison with the sorted validation distances), so the PyTorch and
-onnxruntime runtimes and the exported file compute the same number.
+onnxruntime runtimes and the exported file compute the same number (to float32 rounding: at most one
+reference rank apart, see ``MahalanobisScore``).
 
 What a checkpoint stores (read and written only here): tensors ``ood.whiten`` (D, r) float16, W with
-W W^T = the shared precision matrix restricted to its r = D/2 largest eigenvalues (``RANK``); ``ood.centre`` (D,) float32, the mean normalised feature;
+W W^T = the shared precision matrix restricted to its r = D/4 largest eigenvalues (``RANK``); ``ood.centre`` (D,) float32, the mean normalised feature;
 ``ood.means`` (K, r) float32, the class means, centred and whitened by W; ``ood.reference`` (R,)
 float32, the validation images' distances, sorted; and the model card's ``extras["ood"]``: the method,
 the threshold and how it was fitted, and the bytes the tensors add.
