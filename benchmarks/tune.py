@@ -47,7 +47,11 @@ def clocked(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
     return out, time.process_time() - t0
 
 
-def bench(name: str, work: Path, trials: int) -> dict[str, Any]:
+def bench(
+    name: str, work: Path, trials: int, seed: int = 0, baselines: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One dataset's row; ``baselines``: an earlier row of it whose default and grid are taken as they are
+    (seeded runs: only the search depends on the sampler's seed)."""
     root = build(name)
     ds = load(root)
     base = resolved(TrainConfig(), ds, set())
@@ -60,20 +64,12 @@ def bench(name: str, work: Path, trials: int) -> dict[str, Any]:
         "load_avg_start": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    default, cpu = clocked(run_pixclass, ds, base, work / name / "default", "default")
-    row["default"] = {"test_acc": default["test_acc"], "cpu_s": cpu}
-    grid_rows, grid_cpu = [], 0.0
-    for lr in GRID_LRS:
-        cfg = resolved(
-            merge(TrainConfig(), {"batch_size": base.batch_size, "lr": lr}), ds, {"batch_size", "lr"}
-        )
-        r, cpu = clocked(run_pixclass, ds, cfg, work / name / f"grid_lr{lr}", f"grid lr{lr}")
-        grid_rows.append(r)
-        grid_cpu += cpu
-    best_grid = max(grid_rows, key=lambda r: r["test_acc"])
-    row["grid"] = {"test_acc": best_grid["test_acc"], "cpu_s": grid_cpu, "best": best_grid["run"]}
+    if baselines is not None:
+        row |= {k: baselines[k] for k in ("default", "grid")} | {"baselines_from": baselines["date"]}
+    else:
+        row |= baseline_runs(name, ds, base, work)
     search, cpu_search = clocked(
-        tune, root, trials, work / name / "tune", log=lambda m: print("    " + m, flush=True)
+        tune, root, trials, work / name / "tune", seed=seed, log=lambda m: print("    " + m, flush=True)
     )
     cfg = build_config(None, None, search.best_config)
     cfg = resolved(cfg, ds, set(cfg.to_dict()) - set(cfg.auto))
@@ -84,11 +80,32 @@ def bench(name: str, work: Path, trials: int) -> dict[str, Any]:
         "search_cpu_s": cpu_search,
         "final_cpu_s": cpu_final,
         "val": search.best_value,
+        "seed": seed,
         "best_config": search.best_config.read_text(),
         "trials": search.rows,
     }
-    row["met"] = row["tune"]["test_acc"] >= row["grid"]["test_acc"] and row["tune"]["cpu_s"] < grid_cpu
+    row["met"] = (
+        row["tune"]["test_acc"] >= row["grid"]["test_acc"] and row["tune"]["cpu_s"] < row["grid"]["cpu_s"]
+    )
+    row["load_avg_end"] = os.getloadavg()[0]
     return row
+
+
+def baseline_runs(name: str, ds: Any, base: TrainConfig, work: Path) -> dict[str, Any]:
+    """The derived recipe's run and the lr grid's (its best by test accuracy, its CPU summed)."""
+    default, cpu = clocked(run_pixclass, ds, base, work / name / "default", "default")
+    out: dict[str, Any] = {"default": {"test_acc": default["test_acc"], "cpu_s": cpu}}
+    grid_rows, grid_cpu = [], 0.0
+    for lr in GRID_LRS:
+        cfg = resolved(
+            merge(TrainConfig(), {"batch_size": base.batch_size, "lr": lr}), ds, {"batch_size", "lr"}
+        )
+        r, cpu = clocked(run_pixclass, ds, cfg, work / name / f"grid_lr{lr}", f"grid lr{lr}")
+        grid_rows.append(r)
+        grid_cpu += cpu
+    best_grid = max(grid_rows, key=lambda r: r["test_acc"])
+    out["grid"] = {"test_acc": best_grid["test_acc"], "cpu_s": grid_cpu, "best": best_grid["run"]}
+    return out
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
@@ -114,31 +131,54 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", default=["digits", "textures", "photos", "fm100"])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--work", type=Path, default=Path("/tmp/pixclass-bench-tune"))
+    ap.add_argument(
+        "--seed", type=int, default=0, help="the search's sampler seed (not 0: results/tune_seedN)"
+    )
+    ap.add_argument(
+        "--baselines",
+        type=Path,
+        metavar="JSON",
+        help="take the default and grid rows from this results file (e.g. results/tune.json) instead of running them",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the other datasets' rows of results/tune.json")
     a = ap.parse_args()
     set_threads(1)
-    rows = [bench(n, a.work, a.trials) for n in a.only]
-    if a.keep and (RESULTS / "tune.json").is_file():
-        earlier = json.loads((RESULTS / "tune.json").read_text())["rows"]
+    name = "tune" if a.seed == 0 else f"tune_seed{a.seed}"
+    known = {r["dataset"]: r for r in json.loads(a.baselines.read_text())["rows"]} if a.baselines else {}
+    rows = [bench(n, a.work, a.trials, a.seed, known.get(n)) for n in a.only]
+    if a.keep and (RESULTS / f"{name}.json").is_file():
+        earlier = json.loads((RESULTS / f"{name}.json").read_text())["rows"]
         rows = [r for r in earlier if r["dataset"] not in a.only] + rows
     order = ["textures", "photos", "digits", "fm100"]
     rows.sort(key=lambda r: order.index(r["dataset"]) if r["dataset"] in order else len(order))
     lines = [
         "# Derived recipe vs tune vs grid",
         "",
-        "Command, one dataset per run (each in a slot of its own under `flock /tmp/bench.lock`): "
-        f"`PYTHONPATH=src python benchmarks/tune.py --only DATASET --trials {a.trials} --keep`",
+        "Command (an accuracy run, in a low-share autogroup: `echo 19 > /proc/self/autogroup; nice -n 19`): "
+        f"`PYTHONPATH=src python benchmarks/tune.py --only DATASETS --trials {a.trials} --keep"
+        + (f" --seed {a.seed}" if a.seed else "")
+        + "` (`--baselines results/tune.json`: the default and grid rows of that file, not rerun)",
         "",
-        "*default*: `pixclass train DATA`. *tune*: `tune(DATA, 20)` (trials ranked on validation accuracy only), then "
+        f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (trials ranked on "
+        "validation accuracy; a tie at the top: the two lowest-loss trials of it train again with the next seed, "
+        "the mean of the two runs picks), then "
         "one run of its best.yaml scored on the test split; CPU = search + that run. *grid*: lr {0.01, 0.03, 0.1} at "
         "the rule's batch, the best of the three by TEST accuracy (favours the grid), CPU summed over the three. "
-        "CPU: process CPU seconds, one torch thread; every run seeded (a rerun gives the same accuracies).",
+        "CPU: process CPU seconds, one torch thread (per process, so the low-share autogroup does not change it); "
+        "every run seeded (a rerun gives the same accuracies).",
         "",
         *table(rows),
+        "",
+        "Load average (1 min) at the start and end of each dataset: "
+        + ", ".join(
+            f"{r['dataset']} {r.get('load_avg_start', float('nan')):.1f}-{r.get('load_avg_end', float('nan')):.1f}"
+            for r in rows
+        )
+        + ".",
     ]
     md = "\n".join(lines) + "\n"
     print(md)
-    write_results("tune", {"context": context(1), "rows": rows}, md, quick=False)
+    write_results(name, {"context": context(1), "rows": rows}, md, quick=False)
 
 
 if __name__ == "__main__":

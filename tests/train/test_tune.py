@@ -10,7 +10,7 @@ import json
 import yaml
 from conftest import TINY_RECIPE, run_pixclass
 
-from pixclass.config import build_config
+from pixclass.config import TrainConfig, build_config
 
 
 def test_a_search_writes_its_table_and_best_config_and_resumes(tmp_path, patterns):
@@ -82,3 +82,88 @@ def test_trials_are_short_runs_when_the_recipe_sets_the_epochs(tmp_path, pattern
     assert "data" not in best  # the full run takes the recipe's share
     full = build_config(str(data), None, res.best_config)
     assert "epochs" in full.auto and "lr" not in full.auto
+
+
+def test_a_tie_on_validation_accuracy_is_ranked_by_a_second_run_of_each(tmp_path):
+    import optuna
+
+    from pixclass.train import tune as tune_module
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("metric", "val_acc")
+    # trials 0-2 get 99 of 100 validation images right, 0 at the lowest loss; trial 3 one image fewer
+    for value, loss in ((0.99, 0.30), (0.99, 0.25), (0.99, 0.40), (0.98, 0.10)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr_factor": loss},
+                distributions={"lr_factor": optuna.distributions.FloatDistribution(0.0, 1.0)},
+                value=value - tune_module.TIE_BREAK * loss,
+                user_attrs={"metric_value": value, "config": {"lr": loss}},
+            )
+        )
+    assert [t.number for t in tune_module.tied_best(study)] == [1, 0, 2]
+    second = {1: 0.97, 0: 1.0}  # trial 1's second run is two images worse
+    runs: list[int] = []
+
+    def second_run(trial):
+        runs.append(trial.number)
+        return second[trial.number]
+
+    lines: list[str] = []
+    best = tune_module.rerank_ties(study, second_run, lines.append)
+    assert best.number == 0  # the recipe-like trial 0 wins on the mean of its two runs
+    assert runs == [1, 0]  # the RERANK lowest losses of the tie, once each
+    assert "trials 1, 0 tie on val_acc" in lines[0] and "trial 0 chosen" in lines[-1]
+    assert tune_module.rerank_ties(study, second_run, lines.append).number == 0
+    assert len(runs) == 2  # a resumed search reuses the second runs kept in the study
+
+    res = tune_module.write_results(study, TrainConfig(), tmp_path, lines.append, best)
+    assert [r["second_run_value"] for r in res.rows] == [1.0, 0.97, "", ""]
+    assert "trial 0 of 4" in res.best_config.read_text() and "mean of two runs" in res.best_config.read_text()
+
+
+def test_no_tie_no_second_run(tmp_path):
+    import optuna
+
+    from pixclass.train import tune as tune_module
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.98, 0.99):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"metric_value": value}))
+
+    def second_run(trial):
+        raise AssertionError("no second run without a tie")
+
+    assert tune_module.rerank_ties(study, second_run, print).number == 1
+
+
+def test_the_second_run_validates_on_other_images_of_the_training_split():
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from pixclass.data.cache import ImageStore
+    from pixclass.data.dataset import Dataset, SplitData
+    from pixclass.data.sources import Source
+    from pixclass.train import tune as tune_module
+
+    def split(ids, labels):  # each image's first pixel is its id
+        x = torch.zeros(len(ids), 1, 4, 4, dtype=torch.uint8)
+        x[:, 0, 0, 0] = torch.tensor(ids, dtype=torch.uint8)
+        return SplitData(ImageStore(x), torch.tensor(labels), None)
+
+    train = split(list(range(12)), [0] * 8 + [1] * 4)
+    val = split([100, 101, 102], [0, 0, 1])
+    source = Source("toy", "folder", Path("."), ["a", "b"], {})
+    ds = Dataset(source, ["a", "b"], 1, 4, {"train": train, "val": val})
+    other = tune_module.other_split(ds, seed=1)
+    ids = {k: other.splits[k].store.tensor()[:, 0, 0, 0].tolist() for k in ("train", "val")}
+    assert len(ids["val"]) == 3 and set(ids["val"]) <= set(range(12))  # disjoint from the first val
+    assert sorted(other.splits["val"].labels.tolist()) == [0, 0, 1]  # as many of each class
+    assert {100, 101, 102} <= set(ids["train"]) and len(ids["train"]) == 12
+    assert sorted(ids["train"] + ids["val"]) == list(range(12)) + [100, 101, 102]
+    for k in ("train", "val"):  # every image keeps its label
+        first = np.array(ids[k])
+        labels = other.splits[k].labels.numpy()
+        assert all(labels[first == i][0] == (0 if i in (100, 101) or i < 8 else 1) for i in first)

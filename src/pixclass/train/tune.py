@@ -16,8 +16,10 @@ What is searched, around the recipe the data derives (``train.recipe``):
 
 The first trial is the recipe itself, so the search ranks what it finds against it. Trials are ranked on
 a validation share of SEARCH_VAL_FRACTION (when the recipe picks the share): at its 10%, a 500-image set
-validates on 50 images, most trials tie at 100% and TPE chases noise. Ties on accuracy are broken by the
-validation loss.
+validates on 50 images, most trials tie at 100% and TPE chases noise. The trial's value is its accuracy with the
+validation loss as a tie-break; when the best trials still tie on accuracy, the RERANK of them with the
+lowest losses train once more with the next seed and the mean of the two runs picks best.yaml
+(``rerank_ties``).
 
 Each trial is the training loop alone (no flip/temperature choice, no report) in SEARCH/trials/NNN, on
 the data decoded once. Trials are short runs of the recipe: when the epochs are the recipe's, a search of
@@ -49,10 +51,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 
 from ..config import MAX_EPOCHS, TrainConfig, build_config
-from ..data.dataset import Dataset
+from ..data.cache import ImageStore
+from ..data.dataset import Dataset, SplitData
 from ..errors import ConfigError, DataError, TrainingFailed
 from ..files import atomic_write_text
 from ..models import create_model
@@ -77,6 +82,12 @@ SEARCH_VAL_FRACTION = 0.25
 #: Weight of the validation loss in a trial's value: it only breaks ties on accuracy (a loss gap of 1
 #: counts as much as one image in 10,000).
 TIE_BREAK = 1e-4
+#: Trials that tie the best one on validation accuracy (the same number of images right) are told apart
+#: by a second run each, with another seed, and ranked by the mean of the two runs' values: a gap in the
+#: validation loss of a few hundredths is no evidence (digits: the loss picked the trial that tested one
+#: image worse; fm100: out of a 4-way tie it picked one 3.3 points above the recipe). At most RERANK of
+#: them (the lowest losses first): a second run costs a trial, and the search stays ~SEARCH_RUNS runs.
+RERANK = 2
 #: The lr's range around the recipe's, and the width factors.
 LR_FACTORS, WIDTHS = (0.25, 8.0), (0.5, 0.75, 1.0, 1.25)
 
@@ -116,7 +127,7 @@ def tune(
     base, ds = plan.config, plan.data  # the derived recipe, and the data decoded and split once
     base = dataclasses.replace(base, calibrate=False, unknown=False, log=(), time=None)
     study = open_study(optuna, out, fingerprint(data, ds), base.metric, seed, log)
-    share = budget_s / trials if budget_s else None
+    share = budget_s / (trials + RERANK) if budget_s else None  # the re-runs of a tie have their share too
     short = None
     if share is None and "epochs" in cfg.auto:
         short = trial_epochs(base.epochs, trials)
@@ -138,11 +149,22 @@ def tune(
         study.optimize(
             objective,
             n_trials=left,
-            timeout=budget_s,
+            timeout=budget_s * trials / (trials + RERANK) if budget_s else None,
             catch=(TrainingFailed,),
             callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)],
         )
-    return write_results(study, base, out, log)
+
+    def second_run(t: Any) -> float:  # a tied trial again: the next seed, the other validation images
+        import optuna
+
+        return objective(
+            optuna.trial.FixedTrial(t.params, number=t.number),
+            seed_offset=1,
+            ds=other_split(ds, base.seed + 1),
+        )
+
+    best = rerank_ties(study, second_run, log)
+    return write_results(study, base, out, log, best)
 
 
 def trial_epochs(epochs: int, trials: int) -> int:
@@ -243,7 +265,7 @@ class ReportToTrial(Callback):
     def __init__(self, trial: Any, metric: str):
         self.trial, self.metric, self.pruned = trial, metric, False
         self.sign = -1.0 if metric == "val_loss" else 1.0
-        self.best = math.nan
+        self.best = self.best_metric = math.nan  # the value, and the metric of the epoch that gave it
         self.reported: set[int] = set()
 
     def on_epoch_end(self, run: Any, logs: dict[str, float]) -> None:
@@ -252,7 +274,7 @@ class ReportToTrial(Callback):
             self.reported.add(run.epoch)
             self.trial.report(value, run.epoch)
             if not self.sign * value <= self.sign * self.best:  # nan: the first finite value
-                self.best = value
+                self.best, self.best_metric = value, logs.get(self.metric, math.nan)
         if self.trial.should_prune():
             self.pruned = True
             raise StopTraining(f"trial {self.trial.number}: pruned after epoch {run.epoch}")
@@ -267,10 +289,15 @@ def run_trial(
     share_s: float | None,
     log: Callable[[str], None],
     short_of: int | None = None,
+    seed_offset: int = 0,
 ) -> float:
+    """Train one trial; its value. ``seed_offset``: a second run of a trial (``rerank_ties``), at the
+    config's seed + ``seed_offset``, in a folder of its own."""
     import optuna
 
     cfg = trial_config(trial, base, len(ds.splits["train"]))
+    cfg = dataclasses.replace(cfg, seed=cfg.seed + seed_offset)
+    name = f"trial {trial.number}" + (f", seed {cfg.seed}" if seed_offset else "")
     if share_s is not None:  # the trial's share of the budget decides its epochs
         cfg = dataclasses.replace(cfg, time=f"{share_s:.3f}s", epochs=MAX_EPOCHS)
     elif short_of is not None:
@@ -282,29 +309,115 @@ def run_trial(
         res, _ = fit(
             ds,
             cfg,
-            out / "trials" / f"{trial.number:03d}",
+            out / "trials" / (f"{trial.number:03d}" + (f"-seed{cfg.seed}" if seed_offset else "")),
             progress=False,
             log=lambda _m: None,
             callbacks=callbacks,
         )
     except TrainingFailed as e:  # diverged at every lr the guard tried: this trial failed, the search goes on
-        log(f"trial {trial.number}: failed ({e}) {params_text(trial.params)}")
+        log(f"{name}: failed ({e}) {params_text(trial.params)}")
         raise
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     trial.set_user_attr("epochs", len(res.history))
     trial.set_user_attr("seconds", round(seconds, 2))
     trial.set_user_attr("cpu_seconds", round(cpu, 2))
+    trial.set_user_attr("metric_value", report.best_metric)  # the accuracy alone, for ties
     saved = config_file(res.config or cfg)
     if short_of is not None:  # the full run derives its epochs and warm-up for the batch chosen
         saved = {k: v for k, v in saved.items() if k not in ("epochs", "warmup_epochs")}
     trial.set_user_attr("config", saved)
     verdict = "pruned" if report.pruned else f"{cfg.metric} {res.best_metric:.4f} (value {report.best:.5f})"
-    log(
-        f"trial {trial.number}: {verdict} ({len(res.history)} epochs, {seconds:.0f} s) {params_text(trial.params)}"
-    )
+    log(f"{name}: {verdict} ({len(res.history)} epochs, {seconds:.0f} s) {params_text(trial.params)}")
     if report.pruned:
         raise optuna.TrialPruned()
     return float(report.best) if math.isfinite(report.best) else float(res.best_metric)
+
+
+def tied_best(study: Any) -> list[Any]:
+    """The completed trials whose validation accuracy equals the best one's (the same images right),
+    best value (lowest loss) first. One trial when there is no tie; none when no trial completed."""
+    import optuna
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        return []
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done.sort(key=lambda t: -t.value if maximize else t.value)
+    if not maximize:  # val_loss: a continuous value, no ties to speak of
+        return done[:1]
+
+    def acc(t: Any) -> float:  # trials of an older search lack it: their value less the loss's share
+        return t.user_attrs.get("metric_value", round(t.value, 3))
+
+    return [t for t in done if abs(acc(t) - acc(done[0])) < 1e-6]
+
+
+def rerank_ties(study: Any, second_run: Callable[[Any], float], log: Callable[[str], None]) -> Any:
+    """The best trial. When the first RERANK trials of a tie on validation accuracy (see ``RERANK``)
+    are several, each is trained again by ``second_run`` (once: the value is kept in the study, so a
+    resumed search does not retrain it) and the highest mean of its two values wins."""
+    tied = tied_best(study)
+    if len(tied) < 2:
+        return tied[0] if tied else None
+    tied = tied[:RERANK]
+    metric = study.user_attrs.get("metric", "val_acc")
+    log(
+        f"trials {', '.join(str(t.number) for t in tied)} tie on {metric} "
+        f"({tied[0].user_attrs.get('metric_value', tied[0].value):.4f}; a validation-loss gap of "
+        f"{abs(tied[0].value - tied[1].value) / TIE_BREAK:.3f} is no evidence): each trains again with the next "
+        "seed, validated on other images (as many per class, from the training split), and the mean of its two "
+        "runs ranks them"
+    )
+    for t in tied:
+        key = rerun_key(t)
+        if key in study.user_attrs:
+            continue
+        try:
+            value = second_run(t)
+        except TrainingFailed:  # ranks last
+            value = None
+        study.set_user_attr(key, value)
+    best = max(tied, key=lambda t: mean_value(study, t))
+    log(
+        "ranked by the mean of two runs: "
+        + ", ".join(f"trial {t.number} {mean_value(study, t):.5f}" for t in tied)
+        + f"; trial {best.number} chosen"
+    )
+    return best
+
+
+def other_split(ds: Dataset, seed: int) -> Dataset:
+    """The data with another validation split, disjoint from the first: as many images of each class,
+    drawn from the training split (one of each class stays), while the first validation images train.
+    The two runs of a tied trial so rank it on twice the validation images."""
+    train, val = ds.splits["train"], ds.splits["val"]
+
+    def key(y: torch.Tensor) -> np.ndarray:  # multi-label: by the first label an image has
+        return y.numpy() if y.ndim == 1 else y.numpy().argmax(1)
+
+    y_train, rng = key(train.labels), np.random.default_rng(seed)
+    classes, counts = np.unique(key(val.labels), return_counts=True)
+    held = [
+        rng.permutation(np.flatnonzero(y_train == c))[: min(n, int((y_train == c).sum()) - 1)]
+        for c, n in zip(classes, counts, strict=True)
+    ]
+    held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(y_train)), held_idx)
+    images = torch.cat([train.store.take(rest), val.store.tensor()])
+    splits = dict(ds.splits)
+    splits["train"] = SplitData(ImageStore(images), torch.cat([train.labels[rest], val.labels]), None)
+    splits["val"] = SplitData(train.store.subset(held_idx), train.labels[held_idx], None)
+    return dataclasses.replace(ds, splits=splits)
+
+
+def rerun_key(t: Any) -> str:
+    return f"rerun_{t.number}"
+
+
+def mean_value(study: Any, t: Any) -> float:
+    """The mean of a trial's value and its second run's (-inf when the second run failed)."""
+    second = study.user_attrs.get(rerun_key(t))
+    return (t.value + second) / 2 if second is not None else -math.inf
 
 
 def short_run(cfg: TrainConfig, ds: Dataset, trials: int) -> TrainConfig:
@@ -408,8 +521,11 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def write_results(study: Any, base: TrainConfig, out: Path, log: Callable[[str], None]) -> TuneResult:
-    """SEARCH/trials.csv (every trial) and SEARCH/best.yaml (the best one's options)."""
+def write_results(
+    study: Any, base: TrainConfig, out: Path, log: Callable[[str], None], best: Any = None
+) -> TuneResult:
+    """SEARCH/trials.csv (every trial) and SEARCH/best.yaml (the options of ``best``, by default the
+    study's best trial)."""
     import optuna
 
     rows = [
@@ -420,6 +536,7 @@ def write_results(study: Any, base: TrainConfig, out: Path, log: Callable[[str],
             "epochs": t.user_attrs.get("epochs", ""),
             "seconds": t.user_attrs.get("seconds", ""),
             "cpu_seconds": t.user_attrs.get("cpu_seconds", ""),
+            "second_run_value": study.user_attrs.get(rerun_key(t), ""),
             **{k: t.params.get(k, "") for k in PARAMS},
         }
         for t in study.trials
@@ -432,11 +549,13 @@ def write_results(study: Any, base: TrainConfig, out: Path, log: Callable[[str],
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise TrainingFailed(f"{out}: no trial completed; see {table}")
-    best = study.best_trial
+    best = best or study.best_trial
     metric = study.user_attrs.get("metric", base.metric)
     body = yaml.safe_dump(best.user_attrs["config"], sort_keys=False)
+    second = study.user_attrs.get(rerun_key(best))
+    mean = f" (mean of two runs {mean_value(study, best):.4f})" if second is not None else ""
     head = (
-        f"# pixclass tune: trial {best.number} of {len(study.trials)}, {metric} {best.value:.4f}\n"
+        f"# pixclass tune: trial {best.number} of {len(study.trials)}, {metric} {best.value:.4f}{mean}\n"
         f"# use: pixclass train DATA --config {out / 'best.yaml'}\n"
     )
     atomic_write_text(out / "best.yaml", head + body)
