@@ -160,8 +160,8 @@ def main() -> None:
         + "` (`--baselines results/tune.json`: the default and grid rows of that file, not rerun)",
         "",
         f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (trials ranked on "
-        "validation accuracy; a tie at the top: the two lowest-loss trials of it train again with the next seed, "
-        "the mean of the two runs picks), then "
+        "validation accuracy; a tie at the top: its two lowest-loss trials train again with the next seed on other "
+        "validation images, the mean of the two runs picks), then "
         "one run of its best.yaml scored on the test split; CPU = search + that run. *grid*: lr {0.01, 0.03, 0.1} at "
         "the rule's batch, the best of the three by TEST accuracy (favours the grid), CPU summed over the three. "
         "CPU: process CPU seconds, one torch thread (per process, so the low-share autogroup does not change it); "
