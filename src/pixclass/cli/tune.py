@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "width/depth around the recipe the data derives, with Optuna: the recipe itself first, then a TPE sampler, "
         "trials stopped early (from their second epoch) when their validation accuracy is below the median of "
         "earlier trials at that epoch. Trials are ranked on a 25% validation share; when the best trials tie on "
-        "accuracy, the two with the lowest validation loss train again with another seed and the mean of the two "
-        "runs ranks them (a small loss gap is no evidence); the full run keeps the recipe's share. Trials are short runs (each a share of the epochs the recipe "
+        "accuracy, the two with the lowest validation loss train again (the next seed, as many other validation "
+        "images per class) and the mean of the two runs ranks them (a small loss gap is no evidence); the full "
+        "run keeps the recipe's share. Trials are short runs (each a share of the epochs the recipe "
         "derives for its batch, all together ~2 runs; best.yaml leaves the epochs to the recipe). The study "
         "is a SQLite file in --out, so an interrupted search resumes when run again with the same --out. Writes "
         "--out/best.yaml (use it with `pixclass train DATA --config best.yaml`) and --out/trials.csv.",
