@@ -103,16 +103,18 @@ def _crop_dataset(
     seed: int,
     stripe: int = 96,
     sides: tuple[int, int] = (40, 96),
+    iid: bool = False,
 ) -> None:
     """Random square crops (side in ``sides``, resized to ``size``, mirrored half the time) of each
-    picture, one class per picture; train from even vertical stripes of width ``stripe``, test from odd."""
+    picture, one class per picture; train from even vertical stripes of width ``stripe``, test from odd
+    (``iid``: both from every stripe, one distribution, as pixclass splits a user's folder)."""
     rng = np.random.default_rng(seed)
     classes = list(pictures)
     for split, n, parity in (("train", n_train, 0), ("test", n_test, 1)):
         ims, labels = [], []
         for c, pic in enumerate(pictures.values()):
             h, w = pic.shape[:2]
-            starts = [s for s in range(0, w - stripe + 1, stripe) if (s // stripe) % 2 == parity]
+            starts = [s for s in range(0, w - stripe + 1, stripe) if iid or (s // stripe) % 2 == parity]
             for _ in range(n):
                 s0 = starts[rng.integers(len(starts))]
                 side = int(rng.integers(sides[0], min(sides[1], stripe, h) + 1))
@@ -159,7 +161,7 @@ def build_textures(root: Path) -> None:
     _crop_dataset(root, pics, n_train=100, n_test=60, size=32, seed=6)
 
 
-def build_photos(root: Path) -> None:
+def build_photos(root: Path, iid: bool = False) -> None:
     import skimage.data as d
 
     retina = d.retina()[300:1100, 300:1100]  # the lit disc, not the black border
@@ -172,7 +174,11 @@ def build_photos(root: Path) -> None:
         "tissue": d.immunohistochemistry(),
         "retina": retina,
     }
-    _crop_dataset(root, pics, n_train=100, n_test=60, size=32, seed=7)
+    _crop_dataset(root, pics, n_train=100, n_test=60, size=32, seed=7 + 2 * iid, iid=iid)
+
+
+def build_photos_iid(root: Path) -> None:
+    build_photos(root, iid=True)
 
 
 def digits_split(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -224,6 +230,10 @@ DATASETS: dict[str, tuple[Callable[[Path], None], str]] = {
         "scikit-image textures (brick, grass, gravel, moon, cells): 32 px crops, 500 images",
     ),
     "photos": (build_photos, "scikit-image photographs, one class each (7): 32 px RGB patches, 700 images"),
+    "photos_iid": (
+        build_photos_iid,
+        "the photos crops with train and test drawn from the same stripes (i.i.d.), 700 images",
+    ),
     "digits": (build_digits, "scikit-learn digits (8x8 -> 16 px), 1,257 training images"),
 }
 

@@ -136,7 +136,12 @@ OUTLIERS: dict[str, Callable[[int, np.random.Generator], list[np.ndarray]]] = {
     "textures": textures,
 }
 #: in-distribution set -> the other benchmark datasets used as outlier sets
-OTHER_SETS = {"digits": ["fm1k"], "fm1k": ["digits"], "photos": ["fm1k", "digits"]}
+OTHER_SETS = {
+    "digits": ["fm1k"],
+    "fm1k": ["digits"],
+    "photos": ["fm1k", "digits"],
+    "photos_iid": ["fm1k", "digits"],
+}
 
 
 # ----------------------------------------------------------------------------------------- features
@@ -151,6 +156,36 @@ def features_logits(model: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor,
         fs.append(f.float())
         ls.append(model.forward_head(f).float())
     return torch.cat(fs), torch.cat(ls)
+
+
+@torch.no_grad()
+def early_features(
+    model: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Globally pooled (max, mean) outputs of the ResCNN's stem and first stage, the early layers of
+    Lee et al. 2018's multi-layer Mahalanobis; {} for another model."""
+    if not hasattr(model, "stem") or not hasattr(model, "stages"):
+        return {}
+    out: dict[str, list[torch.Tensor]] = {"stem": [], "stage1": []}
+    model.eval()
+    for i in range(0, len(x), 256):
+        h = model.stem((x[i : i + 256].float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+        for name in out:
+            h = model.stages[0](h) if name == "stage1" else h
+            out[name].append(torch.cat([h.amax((2, 3)), h.mean((2, 3))], 1).float())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def maha_scorer(train_f: torch.Tensor, train_y: torch.Tensor) -> Callable[[torch.Tensor], np.ndarray]:
+    """Minus the Mahalanobis distance to the nearest class mean, shared Ledoit-Wolf covariance."""
+    mus = _class_means(train_f, train_y)
+    prec = torch.from_numpy(LedoitWolf().fit((train_f - mus[train_y]).numpy()).precision_).float()
+
+    def score(f: torch.Tensor) -> np.ndarray:
+        d = f[:, None, :] - mus[None]
+        return (-torch.einsum("nkd,de,nke->nk", d, prec, d).min(1).values).numpy()
+
+    return score
 
 
 def store_tensor(split: Any) -> torch.Tensor:
@@ -288,6 +323,8 @@ def evaluate_set(
         x = torch.from_numpy(np.stack([eval_transform(im, size, ch) for im in make(N_OUT, rng)]))
         outs_x[oname] = x
         outs[oname] = features_logits(model, x, mean, std)
+    e_tr, e_va, e_te = (early_features(model, store_tensor(s), mean, std) for s in (tr, va, te))
+    e_out = {o: early_features(model, x, mean, std) for o, x in outs_x.items()}
     raw_pix, speed = pixclass_score(c, tr, va, te, outs_x)
     acc_all = float((z_te.argmax(1) == y_te).float().mean())
     res: dict[str, Any] = {
@@ -319,6 +356,27 @@ def evaluate_set(
             {o: comb(out_a[o], out_b[o]) for o in out_a},
         )
     raw["pixclass"] = raw_pix
+    # multi-layer (Lee et al. 2018): Mahalanobis on pooled early features, alone and combined with the
+    # stored score by the lower of the two validation percentiles (flagged when either layer is atypical)
+    for layer in e_tr:
+        fn = maha_scorer(e_tr[layer], tr.labels)
+        raw[f"early_{layer}"] = (
+            fn(e_va[layer]),
+            fn(e_te[layer]),
+            {o: fn(e[layer]) for o, e in e_out.items()},
+        )
+    layer_sets = [[layer] for layer in e_tr] + ([list(e_tr)] if len(e_tr) > 1 else [])
+    for layers in layer_sets:
+        ups = [raw[f"early_{layer}"] for layer in layers]  # raw_pix is a percentile already
+
+        def comb(pix: np.ndarray, get: Callable[[tuple], np.ndarray], ups: list = ups) -> np.ndarray:
+            return np.min([pix] + [percentile(u[0], get(u)) for u in ups], 0)
+
+        raw["pixclass+" + "+".join(layers)] = (
+            comb(raw_pix[0], lambda u: u[0]),
+            comb(raw_pix[1], lambda u: u[1]),
+            {o: comb(so, lambda u, o=o: u[2][o]) for o, so in raw_pix[2].items()},
+        )
     for s, (s_va, s_te, s_out) in raw.items():
         thr = np.quantile(s_va, 1 - KEEP) if s != "pixclass" else float(ood.threshold(c.card) or 0)
         keep_te = s_te >= thr
