@@ -33,6 +33,7 @@ accuracy on accepted test images over the accuracy on all.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -448,8 +449,8 @@ def markdown(results: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
         f"`PYTHONPATH=src python {' '.join(['benchmarks/ood.py', *sys.argv[1:]])}` -- the default model trained "
         f"with the default command{f' and --seed {SEED}' if SEED else ''} on each in-distribution set; threshold",
         "fitted on its validation split keeping 95%; outlier sets never seen.",
-        f"Machine: {ctx.get('cpu_model', '?')}, shared with other jobs (speed: only the ratios alternated in one "
-        "run mean something).",
+        f"Machine: {ctx.get('cpu_model', '?')}, shared with other jobs, load average {ctx.get('load', '?')} "
+        "(start, end; speed: only the ratios alternated in one run mean something).",
         "",
         "`pixclass`: what pixclass fits and its Predictor reports (Mahalanobis on normalised features to the "
         f"predicted class's mean, the {ood.RANK:g} share of the whitened directions with the largest precision). It and the "
@@ -518,6 +519,7 @@ def main() -> int:
     if a.quick:
         a.sets, a.epochs = "digits", 3
     common.set_threads(common.usable_cpus())
+    load0 = os.getloadavg()[0]
     results = []
     for name in a.sets.split(","):
         results.append(
@@ -530,6 +532,7 @@ def main() -> int:
         )
         print(markdown(results[-1:], {}), flush=True)
     ctx = common.context(torch.get_num_threads())
+    ctx["load"] = f"{load0:.1f}, {os.getloadavg()[0]:.1f}"
     name = a.name or "ood" + (f"_seed{SEED}" if SEED else "")
     common.write_results(
         name, {"context": ctx, "seed": SEED, "results": results}, markdown(results, ctx), a.quick
