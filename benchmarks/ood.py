@@ -20,6 +20,9 @@ k-th nearest normalised training feature (Sun et al. 2022; what pixclass stored 
 bank and on compact banks, and ``a+b``: the lower of the two validation percentiles. ``pixclass``: what
 pixclass fits and its Predictor reports (``infer.ood``: ``maha_norm`` to the predicted class's mean, on
 the quarter of the whitened directions with the largest precision, ``ood.RANK``).
+``early_stem`` / ``early_stage1``: ``maha`` on the pooled stem / first-stage outputs (Lee et al.'s
+multi-layer variant); ``pixclass+<layers>``: the lowest of their validation percentiles and ``pixclass``.
+``photos_iid`` is the photos set split i.i.d. (``--sets photos_iid``), as pixclass splits a user's folder.
 
 Per pair: AUROC and FPR95 (share of outliers accepted at the threshold keeping 95% of the in-
 distribution test images; OpenOOD's protocol), and the deployed figures: the threshold fitted on the
