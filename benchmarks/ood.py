@@ -21,7 +21,7 @@ bank and on compact banks, and ``a+b``: the lower of the two validation percenti
 pixclass fits and its Predictor reports (``infer.ood``: ``maha_norm`` to the predicted class's mean, on
 the quarter of the whitened directions with the largest precision, ``ood.RANK``).
 ``early_stem`` / ``early_stage1``: ``maha`` on the pooled stem / first-stage outputs (Lee et al.'s
-multi-layer variant); ``pixclass+<layers>``: the lowest of their validation percentiles and ``pixclass``.
+multi-layer variant), ``early_gram_stage1/2`` on the stages' channel Gram matrices; ``pixclass+<layers>``: the lowest of their validation percentiles and ``pixclass``.
 ``photos_iid`` is the photos set split i.i.d. (``--sets photos_iid``), as pixclass splits a user's folder.
 
 Per pair: AUROC and FPR95 (share of outliers accepted at the threshold keeping 95% of the in-
@@ -167,16 +167,24 @@ def early_features(
     model: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Globally pooled (max, mean) outputs of the ResCNN's stem and first stage, the early layers of
-    Lee et al. 2018's multi-layer Mahalanobis; {} for another model."""
-    if not hasattr(model, "stem") or not hasattr(model, "stages"):
+    Lee et al. 2018's multi-layer Mahalanobis, and the channel Gram matrices (upper triangle, signed
+    square root; Sastry & Oore 2020) of its first two stages; {} for another model."""
+    if not hasattr(model, "stem") or not hasattr(model, "stages") or len(model.stages) < 2:
         return {}
-    out: dict[str, list[torch.Tensor]] = {"stem": [], "stage1": []}
+    out: dict[str, list[torch.Tensor]] = {"stem": [], "stage1": [], "gram_stage1": [], "gram_stage2": []}
     model.eval()
     for i in range(0, len(x), 256):
-        h = model.stem((x[i : i + 256].float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
-        for name in out:
-            h = model.stages[0](h) if name == "stage1" else h
+        h0 = model.stem((x[i : i + 256].float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1))
+        h1 = model.stages[0](h0)
+        h2 = model.stages[1](h1)
+        for name, h in (("stem", h0), ("stage1", h1)):
             out[name].append(torch.cat([h.amax((2, 3)), h.mean((2, 3))], 1).float())
+        for name, h in (("gram_stage1", h1), ("gram_stage2", h2)):
+            f = h.flatten(2).float()
+            g = f @ f.transpose(1, 2) / f.shape[2]
+            iu = torch.triu_indices(g.shape[1], g.shape[1])
+            g = g[:, iu[0], iu[1]]
+            out[name].append(g.sign() * g.abs().sqrt())
     return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -369,7 +377,7 @@ def evaluate_set(
             fn(e_te[layer]),
             {o: fn(e[layer]) for o, e in e_out.items()},
         )
-    layer_sets = [[layer] for layer in e_tr] + ([list(e_tr)] if len(e_tr) > 1 else [])
+    layer_sets = [[layer] for layer in e_tr] + ([["stem", "stage1"]] if e_tr else [])
     for layers in layer_sets:
         ups = [raw[f"early_{layer}"] for layer in layers]  # raw_pix is a percentile already
 
