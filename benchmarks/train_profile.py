@@ -12,7 +12,8 @@ time in both memory formats.
 
 Part 2, levers (``--levers``): each a variant of the same step, the variants taking turns in bursts of
 ``--burst-seconds`` for ``--rounds`` rounds (median images/s), so a change of load on a shared machine
-hits all alike; each is reported as a ratio to the default path measured in the same rounds:
+hits all alike; each is reported as a ratio to the default path measured in the same rounds (to the
+first lever listed when ``default`` is not among them, e.g. ``--levers fp32,bf16``):
 
 * ``default``: what ``pixclass train`` runs (channels_last, SGD's default foreach update, and bf16
   autocast around forward and loss where ``pixclass.device.amp_reason`` says the CPU has native bf16,
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     levers = [v.strip() for v in a.levers.split(",") if v.strip()]
     batches = [int(b) for b in a.batches.split(",") if b.strip()]
+    # the ratios' reference: the default step, else the first lever (``fp32,bf16`` gives bf16 / fp32)
+    baseline = "default" if "default" in levers or not levers else levers[0]
 
     profiles: dict[str, Any] = {}
     if not a.no_profile:
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(a.rounds):
                 for s in steps.values():
                     s.burst(a.burst_seconds)
-            base = steps.get("default")
+            base = steps.get(baseline)
             for lv, s in steps.items():
                 ratios = [v / d for v, d in zip(s.img_per_s, base.img_per_s, strict=True)] if base else []
                 lever_rows.append(
@@ -354,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     if lever_rows:
         lines += [
             f"Levers, alternated bursts ({a.rounds} rounds x ~{a.burst_seconds:g} s each); ratio = median over "
-            "rounds of (lever images/s / default images/s in the same round):",
+            f"rounds of (lever images/s / {baseline} images/s in the same round):",
             "",
-            "| model | batch | lever | images/s | vs default | utilization | compile s |",
+            f"| model | batch | lever | images/s | vs {baseline} | utilization | compile s |",
             "|---|---:|---|---:|---:|---:|---:|",
         ]
         for r in lever_rows:
@@ -380,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min": loads,
         "matmul_peak_gflops": peak,
         "profiles": profiles,
+        "baseline": baseline,
         "levers": lever_rows,
     }
     common.write_results("train_profile", res, md, a.quick, a.results)

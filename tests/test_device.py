@@ -55,6 +55,9 @@ def test_cpu_flag_is_read_from_cpuinfo(tmp_path, monkeypatch):
     device.cpu_bf16_flag.cache_clear()
     try:
         assert device.cpu_bf16_flag() == "avx512_bf16"
+        info.write_text("flags : fpu avx512f avx512_bf16 amx_bf16 amx_int8 amx_tile\n")
+        device.cpu_bf16_flag.cache_clear()
+        assert device.cpu_bf16_flag() == "amx_bf16"  # an AMX CPU lists both: the log names AMX
         info.write_text("flags : fpu sse2 avx2\n")
         device.cpu_bf16_flag.cache_clear()
         assert device.cpu_bf16_flag() is None
