@@ -60,7 +60,7 @@ def amp_reason(amp: bool, device: torch.device, batch_size: int = CPU_BF16_MIN_B
     seed_cnn 1.98x fp32 at batch 256 and 1.38x at 32, the default rescnn 1.17x and 1.10x; and of an
     Intel Xeon Emerald Rapids (AMX, oneDNN's ``avx10_1_512_amx`` kernels): seed_cnn 2.22x at 256, 1.53x
     at 128, 1.56x at 64, 1.22x at 32, rescnn 1.42x, 1.29x, 1.21x, 1.20x; the default recipe's test
-    accuracy held (benchmarks/README.md). On CPUs without the flags oneDNN emulates bf16 and the
+    accuracy held on both (93.52% and 93.54%, benchmarks/README.md). On CPUs without the flags oneDNN emulates bf16 and the
     step was measured slower, so they keep fp32. Weights, gradients, the optimizer and every
     evaluation stay fp32: only the forward and the loss of the training step run in bf16."""
     if not amp:
