@@ -372,11 +372,13 @@ def rerank_ties(study: Any, second_run: Callable[[Any], float], log: Callable[[s
         key = rerun_key(t)
         if key in study.user_attrs:
             continue
+        cpu0 = time.process_time()
         try:
             value = second_run(t)
         except TrainingFailed:  # ranks last
             value = None
         study.set_user_attr(key, value)
+        study.set_user_attr(f"{key}_cpu_seconds", round(time.process_time() - cpu0, 2))
     best = max(tied, key=lambda t: mean_value(study, t))
     log(
         "ranked by the mean of two runs: "
@@ -537,6 +539,7 @@ def write_results(
             "seconds": t.user_attrs.get("seconds", ""),
             "cpu_seconds": t.user_attrs.get("cpu_seconds", ""),
             "second_run_value": study.user_attrs.get(rerun_key(t), ""),
+            "second_run_cpu_seconds": study.user_attrs.get(f"{rerun_key(t)}_cpu_seconds", ""),
             **{k: t.params.get(k, "") for k in PARAMS},
         }
         for t in study.trials
