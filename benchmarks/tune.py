@@ -56,10 +56,16 @@ def clocked(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
 
 
 def bench(
-    name: str, work: Path, trials: int, seed: int = 0, baselines: dict[str, Any] | None = None
+    name: str,
+    work: Path,
+    trials: int,
+    seed: int = 0,
+    baselines: Path | None = None,
+    search: bool = True,
 ) -> dict[str, Any]:
-    """One dataset's row; ``baselines``: an earlier row of it whose default and grid are taken as they are
-    (seeded runs: only the search depends on the sampler's seed)."""
+    """One dataset's row; ``baselines``: a results file whose row of it gives the default and grid as they
+    are (seeded runs: only the search depends on the sampler's seed); ``search``: False, the default and the
+    grid alone."""
     root = build(name)
     ds = load(root)
     base = resolved(TrainConfig(), ds, set())
@@ -72,10 +78,10 @@ def bench(
         "load_avg_start": os.getloadavg()[0],
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if baselines is not None:
-        row |= {k: baselines[k] for k in ("default", "grid")} | {"baselines_from": baselines["date"]}
-    else:
+    if baselines is None:
         row |= baseline_runs(name, ds, base, work)
+    if not search:
+        return row | {"load_avg_end": os.getloadavg()[0]}
     search, cpu_search = clocked(
         tune, root, trials, work / name / "tune", seed=seed, log=lambda m: print("    " + m, flush=True)
     )
@@ -94,6 +100,9 @@ def bench(
         "best_config": search.best_config.read_text(),
         "trials": search.rows,
     }
+    if baselines is not None:  # read now: a --baselines-only run beside this one may still be writing them
+        b = baselines_row(baselines, name)
+        row |= {k: b[k] for k in ("default", "grid")} | {"baselines_from": b["date"]}
     row["met"] = (
         row["tune"]["test_acc"] >= row["grid"]["test_acc"] and row["tune"]["cpu_s"] < row["grid"]["cpu_s"]
     )
@@ -101,11 +110,19 @@ def bench(
     return row
 
 
+def baselines_row(path: Path, name: str, wait_s: float = 4 * 3600) -> dict[str, Any]:
+    """The dataset's row of a --baselines file, waiting for it while a --baselines-only run writes it."""
+    t0 = time.monotonic()
+    while True:
+        rows = {r["dataset"]: r for r in json.loads(path.read_text())["rows"]} if path.is_file() else {}
+        if name in rows or time.monotonic() - t0 > wait_s:
+            return rows[name]
+        time.sleep(30)
+
+
 def baseline_runs(name: str, ds: Any, base: TrainConfig, work: Path) -> dict[str, Any]:
     """The derived recipe's run and the lr grid's: each grid run's validation and test scores, its CPU
     summed, its pick by validation (``grid_pick``) and the test oracle's."""
-    default, cpu = clocked(run_pixclass, ds, base, work / name / "default", "default")
-    out: dict[str, Any] = {"default": {"test_acc": default["test_acc"], "cpu_s": cpu}}
     runs = []
     for lr in GRID_LRS:
         cfg = resolved(
@@ -116,8 +133,8 @@ def baseline_runs(name: str, ds: Any, base: TrainConfig, work: Path) -> dict[str
         runs.append(
             {"run": r["run"], "lr": lr, "test_acc": r["test_acc"], "cpu_s": cpu} | val_score(folder, ds)
         )
-    out["grid"] = grid_pick(runs)
-    return out
+    default, cpu = clocked(run_pixclass, ds, base, work / name / "default", "default")
+    return {"default": {"test_acc": default["test_acc"], "cpu_s": cpu}, "grid": grid_pick(runs)}
 
 
 def val_score(run_dir: Path, ds: Any) -> dict[str, float]:
@@ -201,23 +218,57 @@ def main() -> None:
         help="take the default and grid rows from this results file (e.g. results/tune.json) instead of running them",
     )
     ap.add_argument("--keep", action="store_true", help="keep the other datasets' rows of results/tune.json")
+    ap.add_argument(
+        "--baselines-only",
+        action="store_true",
+        help="the default and the grid alone (no search), into results/tune_baselines: a --baselines file",
+    )
     a = ap.parse_args()
     set_threads(1)
-    name = "tune" if a.seed == 0 else f"tune_seed{a.seed}"
-    known = {r["dataset"]: r for r in json.loads(a.baselines.read_text())["rows"]} if a.baselines else {}
-    rows = [bench(n, a.work, a.trials, a.seed, known.get(n)) for n in a.only]
+    name = "tune_baselines" if a.baselines_only else "tune" if a.seed == 0 else f"tune_seed{a.seed}"
+    earlier = []
     if a.keep and (RESULTS / f"{name}.json").is_file():
-        earlier = json.loads((RESULTS / f"{name}.json").read_text())["rows"]
-        rows = [r for r in earlier if r["dataset"] not in a.only] + rows
+        earlier = [
+            r
+            for r in json.loads((RESULTS / f"{name}.json").read_text())["rows"]
+            if r["dataset"] not in a.only
+        ]
+    rows: list[dict[str, Any]] = []
+    for n in a.only:  # the results file is written after each dataset: a slot cut short keeps what it ran
+        rows.append(bench(n, a.work, a.trials, a.seed, a.baselines, search=not a.baselines_only))
+        write(name, a, earlier + rows)
+
+
+def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     order = ["textures", "photos", "digits", "fm100"]
-    rows.sort(key=lambda r: order.index(r["dataset"]) if r["dataset"] in order else len(order))
+    rows = sorted(rows, key=lambda r: order.index(r["dataset"]) if r["dataset"] in order else len(order))
+    if a.baselines_only:
+        md = "\n".join(
+            [
+                "# The default and the grid of benchmarks/tune.py (a --baselines file)",
+                "",
+                f"Command (low-share autogroup): `PYTHONPATH=src python benchmarks/tune.py --baselines-only --only "
+                f"{' '.join(a.only)}`",
+                "",
+                *grid_runs(rows),
+                "",
+                *(
+                    f"{r['dataset']}: default {100 * r['default']['test_acc']:.1f}% in {r['default']['cpu_s']:.0f} CPU s; "
+                    f"grid pick by validation {r['grid']['best']}, CPU {r['grid']['cpu_s']:.0f} s"
+                    for r in rows
+                ),
+            ]
+        )
+        write_results(name, {"context": context(1), "rows": rows}, md + "\n", quick=False)
+        return
     lines = [
         "# Derived recipe vs tune vs grid",
         "",
         "Command (an accuracy run, in a low-share autogroup: `echo 19 > /proc/self/autogroup; nice -n 19`): "
         f"`PYTHONPATH=src python benchmarks/tune.py --only DATASETS --trials {a.trials} --keep"
         + (f" --seed {a.seed}" if a.seed else "")
-        + "` (`--baselines results/tune.json`: the default and grid rows of that file, not rerun)",
+        + (f" --baselines {a.baselines}" if a.baselines else "")
+        + "` (`--baselines`: the default and grid rows of that file, not rerun)",
         "",
         f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (trials ranked on "
         "validation accuracy; a tie at the top: its two lowest-loss trials train again with the next seed on other "

@@ -56,7 +56,7 @@ def test_nproc_is_refused_with_its_reason(tmp_path):
 def test_trials_are_short_runs_when_the_recipe_sets_the_epochs(tmp_path, patterns, monkeypatch):
     from pixclass.train import tune as tune_module
 
-    assert [tune_module.trial_epochs(e, t) for e, t in ((58, 20), (10, 20), (10, 2))] == [6, 3, 10]
+    assert [tune_module.trial_epochs(e, t) for e, t in ((58, 20), (10, 20), (10, 2))] == [4, 3, 10]
     data = patterns.folder(tmp_path / "data", {"top": 12, "bottom": 12})
     config = tmp_path / "no-epochs.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in TINY_RECIPE.items() if k != "epochs"}))

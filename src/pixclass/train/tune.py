@@ -26,7 +26,7 @@ the data decoded once. Trials are short runs of the recipe: when the epochs are 
 N trials trains ``SEARCH_RUNS`` runs' worth of epochs in all (each trial SEARCH_RUNS / N of the epochs
 the recipe derives for its batch, its one-cycle or cosine schedule laid out for them, as ``--time``
 does), so 20 trials cost
-about as much as two runs before pruning, not twenty; best.yaml then leaves the epochs to the recipe
+about as much as one and a half runs before pruning, not twenty; best.yaml then leaves the epochs to the recipe
 (derived for the batch it chose). Short runs rank lr, batch and regularisation imperfectly (they favour
 what learns fast): the price of a search that costs less than the lr grid. ``time``: the whole search's
 budget instead; each trial trains to its share of it (``train.callbacks.time_budget``). Explicit epochs
@@ -73,10 +73,14 @@ PARAMS = ("lr_factor", "batch_size", "weight_decay", "augment_strength", "label_
 #: Trials sampled at random before TPE models the results (Optuna's default is 10: too many for 20 trials).
 STARTUP_TRIALS = 5
 #: A search's epochs in all, in runs of the recipe (without --time, when the recipe sets the epochs):
-#: each of N trials trains SEARCH_RUNS / N of the recipe's epochs, at least MIN_TRIAL_EPOCHS.
-SEARCH_RUNS, MIN_TRIAL_EPOCHS = 2.0, 3
-#: Pruning starts after this many epochs of a trial (the first epochs rank a warm-up, not a recipe).
-PRUNE_AFTER = 2
+#: each of N trials trains SEARCH_RUNS / N of the recipe's epochs, at least MIN_TRIAL_EPOCHS. The search
+#: and the full run of best.yaml must cost less than the lr grid's three runs, pruned trials and the
+#: second runs of a tie included: at 2 runs' worth they did not (textures 1.05x, digits 1.15x the grid).
+SEARCH_RUNS, MIN_TRIAL_EPOCHS = 1.5, 3
+#: Pruning starts after this many epochs of a trial: a trial's warm-up is compressed with its epochs
+#: (textures 0.6 of its 5 epochs, fm100 1.5 of 11), so the first epoch mostly ranks the recipe, not a
+#: warm-up; at 2, pruned trials had trained 2-4 of their 5-7 epochs.
+PRUNE_AFTER = 1
 #: The search's validation share when the recipe picks it (the recipe's own is 10% to 25%).
 SEARCH_VAL_FRACTION = 0.25
 #: Weight of the validation loss in a trial's value: it only breaks ties on accuracy (a loss gap of 1
