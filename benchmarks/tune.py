@@ -39,6 +39,7 @@ from robustness import GRID_LRS, load, run_pixclass  # noqa: E402
 
 from pixclass import checkpoint as ckpt  # noqa: E402
 from pixclass.config import TrainConfig, build_config, merge  # noqa: E402
+from pixclass.train import tune as tune_module  # noqa: E402
 from pixclass.train.logits import predict_logits  # noqa: E402
 from pixclass.train.resolve import recipe_overrides  # noqa: E402
 from pixclass.train.tune import tune  # noqa: E402
@@ -223,9 +224,24 @@ def main() -> None:
         action="store_true",
         help="the default and the grid alone (no search), into results/tune_baselines: a --baselines file",
     )
+    ap.add_argument(
+        "--search-runs",
+        type=float,
+        help="the search's epochs in all, in runs (train.tune.SEARCH_RUNS; another value: a comparison row)",
+    )
+    ap.add_argument(
+        "--prune-after", type=int, help="train.tune.PRUNE_AFTER (another value: a comparison row)"
+    )
+    ap.add_argument("--name", help="the results file's name (default: tune, tune_seedN, tune_baselines)")
     a = ap.parse_args()
     set_threads(1)
-    name = "tune_baselines" if a.baselines_only else "tune" if a.seed == 0 else f"tune_seed{a.seed}"
+    if a.search_runs is not None:
+        tune_module.SEARCH_RUNS = a.search_runs
+    if a.prune_after is not None:
+        tune_module.PRUNE_AFTER = a.prune_after
+    name = a.name or (
+        "tune_baselines" if a.baselines_only else "tune" if a.seed == 0 else f"tune_seed{a.seed}"
+    )
     earlier = []
     if a.keep and (RESULTS / f"{name}.json").is_file():
         earlier = [
@@ -267,10 +283,14 @@ def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "Command (an accuracy run, in a low-share autogroup: `echo 19 > /proc/self/autogroup; nice -n 19`): "
         f"`PYTHONPATH=src python benchmarks/tune.py --only DATASETS --trials {a.trials} --keep"
         + (f" --seed {a.seed}" if a.seed else "")
+        + (f" --search-runs {a.search_runs:g}" if a.search_runs is not None else "")
+        + (f" --prune-after {a.prune_after}" if a.prune_after is not None else "")
+        + (f" --name {a.name}" if a.name else "")
         + (f" --baselines {a.baselines}" if a.baselines else "")
         + "` (`--baselines`: the default and grid rows of that file, not rerun)",
         "",
-        f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (trials ranked on "
+        f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (SEARCH_RUNS "
+        f"{tune_module.SEARCH_RUNS:g}, PRUNE_AFTER {tune_module.PRUNE_AFTER}; trials ranked on "
         "validation accuracy; a tie at the top: its two lowest-loss trials train again with the next seed on other "
         "validation images, the mean of the two runs picks), then "
         "one run of its best.yaml scored on the test split; CPU = search + that run (the search split into its "

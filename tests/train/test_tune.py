@@ -56,7 +56,7 @@ def test_nproc_is_refused_with_its_reason(tmp_path):
 def test_trials_are_short_runs_when_the_recipe_sets_the_epochs(tmp_path, patterns, monkeypatch):
     from pixclass.train import tune as tune_module
 
-    assert [tune_module.trial_epochs(e, t) for e, t in ((58, 20), (10, 20), (10, 2))] == [4, 3, 10]
+    assert [tune_module.trial_epochs(e, t) for e, t in ((58, 20), (10, 20), (10, 1))] == [4, 3, 10]
     data = patterns.folder(tmp_path / "data", {"top": 12, "bottom": 12})
     config = tmp_path / "no-epochs.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in TINY_RECIPE.items() if k != "epochs"}))
@@ -119,6 +119,8 @@ def test_a_tie_on_validation_accuracy_is_ranked_by_a_second_run_of_each(tmp_path
 
     res = tune_module.write_results(study, TrainConfig(), tmp_path, lines.append, best)
     assert [r["second_run_value"] for r in res.rows] == [1.0, 0.97, "", ""]
+    cpu = [r["second_run_cpu_seconds"] for r in res.rows]  # what the tie cost, beside the trials' own
+    assert all(isinstance(c, float) and c >= 0 for c in cpu[:2]) and cpu[2:] == ["", ""]
     assert "trial 0 of 4" in res.best_config.read_text() and "mean of two runs" in res.best_config.read_text()
 
 
@@ -167,3 +169,21 @@ def test_the_second_run_validates_on_other_images_of_the_training_split():
         first = np.array(ids[k])
         labels = other.splits[k].labels.numpy()
         assert all(labels[first == i][0] == (0 if i in (100, 101) or i < 8 else 1) for i in first)
+
+
+def test_a_trial_behind_the_median_after_its_first_epoch_is_pruned(tmp_path):
+    import optuna
+
+    from pixclass.train import tune as tune_module
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    data = {"data": "x", "classes": ["a", "b"], "images": {"train": 4}}
+    study = tune_module.open_study(optuna, tmp_path, data, "val_acc", 0, print)
+    for _ in range(tune_module.STARTUP_TRIALS):  # trials the pruner never stops: 90% after epoch 1
+        trial = study.ask()
+        trial.report(0.9, 1)
+        study.tell(trial, 0.95)
+    behind, level = study.ask(), study.ask()
+    behind.report(0.5, 1)
+    level.report(0.9, 1)
+    assert behind.should_prune() and not level.should_prune()
