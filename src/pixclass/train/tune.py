@@ -75,7 +75,10 @@ STARTUP_TRIALS = 5
 #: A search's epochs in all, in runs of the recipe (without --time, when the recipe sets the epochs):
 #: each of N trials trains SEARCH_RUNS / N of the recipe's epochs, at least MIN_TRIAL_EPOCHS. The search
 #: and the full run of best.yaml must cost less than the lr grid's three runs, pruned trials and the
-#: second runs of a tie included: at 2 runs' worth they did not (textures 1.05x, digits 1.15x the grid).
+#: second runs of a tie included: at 2 runs' worth they did not (textures 1.05x, digits 1.15x the grid);
+#: at 1.5, with pruning from epoch 1, the 20 trials trained 20-54% fewer epochs and tune cost 0.56-0.89x
+#: the grid on 7 of 8 searches (photos, sampler seed 1: 1.03x, a deeper pick's full run), the picks
+#: testing within one seed's spread of the earlier ones (benchmarks/README.md, "Hyper-parameter search").
 SEARCH_RUNS, MIN_TRIAL_EPOCHS = 1.5, 3
 #: Pruning starts after this many epochs of a trial: a trial's warm-up is compressed with its epochs
 #: (textures 0.6 of its 5 epochs, fm100 1.5 of 11), so the first epoch mostly ranks the recipe, not a
