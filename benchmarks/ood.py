@@ -200,6 +200,32 @@ def maha_scorer(train_f: torch.Tensor, train_y: torch.Tensor) -> Callable[[torch
     return score
 
 
+#: Pixel statistic sets measured on colour models: ``colour3`` (what pixclass stores, ``ood.PixelStats``:
+#: log mean |r - g|, |g - b|, |b - r|), ``colour6_var`` (also the log largest difference of each pair
+#: and log channel variances), ``basic`` (channel means, log standard deviations, log mean and largest
+#: chroma).
+PIXEL_SETS = ("colour3", "colour6_var", "basic")
+
+
+def pixel_set(x: np.ndarray, name: str) -> np.ndarray:
+    """uint8 (N, 3, S, S) -> (N, P) pixel statistics of set ``name`` (``PIXEL_SETS``), in grey levels."""
+    v = x.astype(np.float64) / 255
+    eps = ood.PIXEL_EPS
+    pairs = np.abs(np.stack([v[:, 0] - v[:, 1], v[:, 1] - v[:, 2], v[:, 2] - v[:, 0]], 1))  # (N, 3, S, S)
+    cols = [np.log(pairs.mean((2, 3)) + eps)]
+    if name == "colour6_var":
+        cols += [np.log(pairs.max((2, 3)) + eps), np.log(v.var((2, 3)) + eps**2)]
+    elif name == "basic":
+        chroma = v.max(1) - v.min(1)
+        cols = [
+            v.mean((2, 3)),
+            np.log(v.std((2, 3)) + eps),
+            np.log(chroma.mean((1, 2)) + eps)[:, None],
+            np.log(chroma.max((1, 2)) + eps)[:, None],
+        ]
+    return np.concatenate(cols, 1)
+
+
 def store_tensor(split: Any) -> torch.Tensor:
     return split.store.take(torch.arange(len(split)))
 
@@ -337,7 +363,7 @@ def evaluate_set(
         outs[oname] = features_logits(model, x, mean, std)
     e_tr, e_va, e_te = (early_features(model, store_tensor(s), mean, std) for s in (tr, va, te))
     e_out = {o: early_features(model, x, mean, std) for o, x in outs_x.items()}
-    raw_pix, speed = pixclass_score(c, tr, va, te, outs_x)
+    raw_pix, raw_feats, speed = pixclass_score(c, tr, va, te, outs_x)
     acc_all = float((z_te.argmax(1) == y_te).float().mean())
     res: dict[str, Any] = {
         "dataset": name,
@@ -368,6 +394,47 @@ def evaluate_set(
             {o: comb(out_a[o], out_b[o]) for o in out_a},
         )
     raw["pixclass"] = raw_pix
+    if raw_feats is not None:
+        raw["pixclass_features"] = raw_feats
+    # colour statistics of the pixels alone (Mahalanobis to the training images' mean, Ledoit-Wolf), and
+    # joined to the feature score by the lower of the two percentiles (references: validation and
+    # training images), for the statistic sets measured (``PIXEL_SETS``; ``colour3`` is what is stored)
+    if raw_feats is not None:
+        xs = {"tr": store_tensor(tr).numpy(), "va": store_tensor(va).numpy(), "te": store_tensor(te).numpy()}
+        for set_name in PIXEL_SETS:
+            st = {k: torch.from_numpy(pixel_set(v, set_name)).float() for k, v in xs.items()}
+            fn = maha_scorer(st["tr"], torch.zeros(len(st["tr"]), dtype=torch.long))
+            s_va, s_te = fn(st["va"]), fn(st["te"])
+            s_out = {
+                o: fn(torch.from_numpy(pixel_set(x.numpy(), set_name)).float()) for o, x in outs_x.items()
+            }
+            ref = np.r_[s_va, fn(st["tr"])]
+            raw[f"pixels_{set_name}"] = (s_va, s_te, s_out)
+
+            def joined(p: np.ndarray, q: np.ndarray, ref: np.ndarray = ref) -> np.ndarray:
+                return np.minimum(p, percentile(ref, q))
+
+            a_va, a_te, a_out = raw_feats
+            raw[f"features+{set_name}"] = (
+                joined(a_va, s_va),
+                joined(a_te, s_te),
+                {o: joined(a_out[o], s_out[o]) for o in s_out},
+            )
+    # ReAct (Sun et al. 2021): the features clipped at a quantile of the training activations, then the
+    # Mahalanobis++ score; and the feature norm (higher = more typical) -- the cheap literature rows
+    for q in (0.9, 0.99):
+        clip = float(torch.quantile(f_tr.flatten()[:1_000_000], q))
+        sc = make_scorers(f_tr.clamp(max=clip), tr.labels, [])["maha_norm"]
+        raw[f"react{q:g}_maha_norm"] = (
+            sc(f_va.clamp(max=clip), z_va),
+            sc(f_te.clamp(max=clip), z_te),
+            {o: sc(f.clamp(max=clip), z) for o, (f, z) in outs.items()},
+        )
+    raw["feature_norm"] = (
+        f_va.norm(dim=1).numpy(),
+        f_te.norm(dim=1).numpy(),
+        {o: f.norm(dim=1).numpy() for o, (f, _) in outs.items()},
+    )
     # multi-layer (Lee et al. 2018): Mahalanobis on pooled early features, alone and combined with the
     # stored score by the lower of the two validation percentiles (flagged when either layer is atypical)
     for layer in e_tr:
@@ -390,7 +457,8 @@ def evaluate_set(
             {o: comb(so, lambda u, o=o: u[2][o]) for o, so in raw_pix[2].items()},
         )
     for s, (s_va, s_te, s_out) in raw.items():
-        thr = np.quantile(s_va, 1 - KEEP) if s != "pixclass" else float(ood.threshold(c.card) or 0)
+        stored = s in ("pixclass", "pixclass_features")  # in_distribution: the stored threshold
+        thr = float(ood.threshold(c.card) or 0) if stored else np.quantile(s_va, 1 - KEEP)
         keep_te = s_te >= thr
         acc_acc = float((z_te.argmax(1) == y_te)[torch.from_numpy(keep_te)].float().mean())
         res["scores"][s] = {
@@ -404,9 +472,12 @@ def evaluate_set(
     return res
 
 
-def pixclass_score(c: Any, tr: Any, va: Any, te: Any, outs_x: dict[str, torch.Tensor]) -> tuple[tuple, dict]:
+def pixclass_score(
+    c: Any, tr: Any, va: Any, te: Any, outs_x: dict[str, torch.Tensor]
+) -> tuple[tuple, tuple | None, dict]:
     """What pixclass itself fits (``ood.fit_model``, as training does) and reports (the Predictor's
-    in_distribution, through its default runtime); and the Predictor's speed with and without it."""
+    in_distribution, through its default runtime); a colour model's feature score without its pixel
+    statistics (None for a grey model); and the Predictor's speed with and without the score."""
     model = c.build_model().eval()
     mean, std = torch.tensor(c.card.preprocess.mean), torch.tensor(c.card.preprocess.std)
     fitted = ood.fit_model(
@@ -422,7 +493,19 @@ def pixclass_score(c: Any, tr: Any, va: Any, te: Any, outs_x: dict[str, torch.Te
         return out.numpy()
 
     scores = (p(va.store), p(te.store), {o: p(x) for o, x in outs_x.items()})
-    return scores, predictor_speed(plain, with_score, te.store.take(torch.arange(min(256, len(te)))))
+    feats = None
+    if all(k in c.state_dict for k in ood.PIXEL_TENSORS):  # a colour model: its feature score alone too
+        no_pixels = {k: v for k, v in c.state_dict.items() if k not in ood.PIXEL_TENSORS}
+        alone = Predictor(c.build_model(), c.card, extras=no_pixels)
+
+        def q(x: Any) -> np.ndarray:
+            out = alone.in_distribution(x)
+            assert out is not None
+            return out.numpy()
+
+        feats = (q(va.store), q(te.store), {o: q(x) for o, x in outs_x.items()})
+    speed = predictor_speed(plain, with_score, te.store.take(torch.arange(min(256, len(te)))))
+    return scores, feats, speed
 
 
 def predictor_speed(

@@ -191,11 +191,15 @@ def plot_pr_curves(
 
 
 def plot_scores(
-    groups: dict[str, np.ndarray], threshold: float, path: str | os.PathLike[str], title: str = ""
+    groups: dict[str, np.ndarray],
+    threshold: float,
+    path: str | os.PathLike[str],
+    title: str = "",
+    xlabel: str = "distance to the nearest class (Mahalanobis, normalised penultimate features)",
 ) -> None:
     """Histograms of the unknown-input score's distance (an image's normalised features to the nearest
-    class mean, Mahalanobis), one per group of images (validation, example outliers), on shared bins,
-    with the threshold above which an input is answered "unknown"."""
+    class mean, Mahalanobis; or ``xlabel``'s quantity), one per group of images (validation, example
+    outliers), on shared bins, with the threshold above which an input is answered "unknown"."""
     plt = _plt()
     groups = {k: v[np.isfinite(v)] for k, v in groups.items()}  # a zero feature vector: infinitely far
     allv = np.concatenate([v for v in groups.values() if len(v)] or [np.zeros(1)])
@@ -205,7 +209,7 @@ def plot_scores(
     for (name, v), colour in zip(groups.items(), ("tab:blue", "tab:red", "tab:green"), strict=False):
         ax.hist(v, bins=bins, color=colour, alpha=0.6, label=f"{name} ({len(v)})")
     ax.axvline(threshold, color="black", ls="--", lw=1, label="threshold: above is unknown")
-    ax.set_xlabel("distance to the nearest class (Mahalanobis, normalised penultimate features)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("images")
     ax.legend(fontsize=7, loc="best")
     ax.set_title(title, fontsize=9)

@@ -500,23 +500,40 @@ def _unknown_section(
             else ood.MISSING_NOTE
         )
         return head + f"<p>{html.escape(why[0].upper() + why[1:])}.</p>"
-    f = ood.extract(pred.model, sd.store, pred.mean, pred.std, pred.device, pred.tta, pred.channels_last)
-    with torch.inference_mode():
-        raw, ind = score.raw(*f).numpy(), score(*f).numpy()
-    groups = {f"{split} images": raw}
+    # the checkpoint's score as predictions report it (``pred`` itself may run without it)
+    scorer = Predictor(pred.model, c.card, pred.device, extras=c.state_dict, reject=False)
+
+    def raw(x: Any) -> np.ndarray:
+        """The plotted quantity: the feature distance; with pixel statistics (two views joined) the
+        share of validation images more typical, 1 - in_distribution."""
+        if score.pixels is not None:
+            ind = scorer.in_distribution(x)
+            assert ind is not None
+            return 1 - ind.numpy()  # type: ignore[no-any-return]
+        f = ood.extract(pred.model, x, pred.mean, pred.std, pred.device, pred.tta, pred.channels_last)
+        with torch.inference_mode():
+            return score.raw(*f).numpy()  # type: ignore[no-any-return]
+
+    ind_t = scorer.in_distribution(sd.store)
+    assert ind_t is not None
+    ind = ind_t.numpy()
+    groups = {f"{split} images": raw(sd.store)}
     outliers = c.card.train_config.get("outliers")
     if isinstance(outliers, str) and Path(outliers).is_dir():
         try:
             x = ood.read_outliers(outliers, pred.size, pred.channels, pred.background, pred.frames)
-            fo = ood.extract(pred.model, x, pred.mean, pred.std, pred.device, pred.tta, pred.channels_last)
-            with torch.inference_mode():
-                groups[f"example outliers ({Path(outliers).name})"] = score.raw(*fo).numpy()
+            groups[f"example outliers ({Path(outliers).name})"] = raw(x)
         except (PixclassError, OSError):  # the folder changed since training: drawn without it
             pass
     p = run / PLOTS["unknown"].format(split=split)
     flagged = ind < thr
+    joined = score.pixels is not None
     plot_scores(
-        groups, ood.raw_threshold(score, thr), p, title=f"{split}: {int(flagged.sum())} of {len(ind)} flagged"
+        groups,
+        1 - thr if joined else ood.raw_threshold(score, thr),
+        p,
+        title=f"{split}: {int(flagged.sum())} of {len(ind)} flagged",
+        **({"xlabel": "share of validation images more typical (features and colour)"} if joined else {}),
     )
     least = np.argsort(ind, kind="stable")[:gallery]
     x = sd.store.take(torch.as_tensor(least))
