@@ -23,6 +23,12 @@ the quarter of the whitened directions with the largest precision, ``ood.RANK``)
 ``early_stem`` / ``early_stage1``: ``maha`` on the pooled stem / first-stage outputs (Lee et al.'s
 multi-layer variant), ``early_gram_stage1/2`` on the stages' channel Gram matrices; ``pixclass+<layers>``: the lowest of their validation percentiles and ``pixclass``.
 ``photos_iid`` is the photos set split i.i.d. (``--sets photos_iid``), as pixclass splits a user's folder.
+Colour models: ``pixclass`` is then the feature score joined to the pixels' colour statistics
+(``ood.PixelStats``), ``pixclass_features`` the feature score alone (what it was before);
+``pixels_<set>`` Mahalanobis on a set of pixel statistics alone (``PIXEL_SETS``), ``features+<set>``
+joined to ``pixclass_features`` by the lower share. ``react<q>_maha_norm``: ReAct (Sun et al. 2021,
+features clipped at the q quantile of the training activations) before ``maha_norm``;
+``feature_norm``: the features' L2 norm.
 
 Per pair: AUROC and FPR95 (share of outliers accepted at the threshold keeping 95% of the in-
 distribution test images; OpenOOD's protocol), and the deployed figures: the threshold fitted on the

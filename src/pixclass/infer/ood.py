@@ -21,8 +21,8 @@ A colour model (3-channel images) also scores the colour of the pixels (``PixelS
 absolute difference of each pair of channels, 3 numbers, Mahalanobis to the training images' mean):
 an input is as typical as the lower of its two shares, re-ranked among the validation images' lower
 shares, so that in_distribution keeps its meaning (``PixelScore``). Grey inputs to a colour model
-were the gap it closes: on photos_iid the feature score flagged 45% of grey digits and 58% of letters,
-joined 100% of both, with the test images flagged 6.0 -> 6.9% (benchmarks/results/ood_colour_pixels.md).
+were the gap it closes: on photos_iid the feature score flagged 31% of grey digits and 18% of letters,
+joined 100% of both, with the test images flagged 5.0 -> 5.2% (benchmarks/results/ood_colour_pixels.md).
 A grey model keeps the feature score alone.
 
 What a checkpoint stores (read and written only here): tensors ``ood.whiten`` (D, r) float16, W with
