@@ -385,6 +385,8 @@ class PixelScore(nn.Module):
     share: an input is flagged when either view finds it atypical, and in_distribution keeps its meaning
     (the share of validation images less typical; threshold 1 - keep)."""
 
+    proj_t: torch.Tensor
+    bias: torch.Tensor
     reference: torch.Tensor
     reference_row: torch.Tensor
     joint: torch.Tensor
