@@ -187,3 +187,60 @@ def test_a_trial_behind_the_median_after_its_first_epoch_is_pruned(tmp_path):
     behind.report(0.5, 1)
     level.report(0.9, 1)
     assert behind.should_prune() and not level.should_prune()
+
+
+def margin_study(recipe_acc: float, other_acc: float):
+    """A study of the recipe (trial 0) and one other trial, each with its validation accuracy."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("metric", "val_acc")
+    dist = {"lr_factor": optuna.distributions.FloatDistribution(0.1, 10.0)}
+    for lr, acc in ((1.0, recipe_acc), (3.0, other_acc)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr_factor": lr},
+                distributions=dist,
+                value=acc,
+                user_attrs={"metric_value": acc, "config": {"lr": lr}},
+            )
+        )
+    return study
+
+
+def test_a_trial_ahead_of_the_recipe_by_less_than_the_noise_does_not_replace_it(tmp_path):
+    from pixclass.train import tune as tune_module
+
+    # 100 validation images, the recipe at 90%: one standard error is 3 images; the trial is 2 ahead
+    study = margin_study(0.90, 0.92)
+    recipe = study.trials[0]
+    kept, why = tune_module.keep_recipe(study, recipe, 100)
+    assert kept is recipe and "best.yaml: the recipe" in why and "0.0300" in why
+    res = tune_module.write_results(study, TrainConfig(), tmp_path, print, kept, why)
+    assert res.best_trial == 0 and [r["best_yaml"] for r in res.rows] == ["yes", ""]
+    assert (
+        "trial 0 of 2" in res.best_config.read_text()
+        and "best.yaml: the recipe" in res.best_config.read_text()
+    )
+
+
+def test_a_trial_ahead_of_the_recipe_by_more_than_the_noise_replaces_it():
+    from pixclass.train import tune as tune_module
+
+    kept, why = tune_module.keep_recipe(
+        margin_study(0.90, 0.94), None, 100
+    )  # no recipe trial: nothing to judge
+    assert kept is None
+    study = margin_study(0.90, 0.94)  # 4 images ahead, the noise is 3
+    kept, why = tune_module.keep_recipe(study, study.trials[0], 100)
+    assert kept is None and "a trial, not the recipe" in why
+
+
+def test_at_100_percent_the_noise_is_one_validation_image():
+    from pixclass.train import tune as tune_module
+
+    assert tune_module.noise(1.0, 50) == 1 / 50
+    study = margin_study(0.98, 1.0)  # one image ahead on 50: the noise is one image (the error 0.99)
+    assert tune_module.keep_recipe(study, study.trials[0], 50)[0].number == 0
+    study = margin_study(0.98, 1.0)  # two images ahead on 100: the noise is 1.4 images
+    assert tune_module.keep_recipe(study, study.trials[0], 100)[0] is None
