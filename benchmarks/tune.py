@@ -99,8 +99,6 @@ def bench(
         "reruns_cpu_s": sum(float(t["second_run_cpu_seconds"] or 0) for t in search.rows),
         "final_cpu_s": cpu_final,
         "val": search.best_value,
-        "best_trial": search.best_trial,
-        "why": search.why,
         "seed": seed,
         "best_config": search.best_config.read_text(),
         "trials": search.rows,
@@ -185,24 +183,12 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         rest = t["search_cpu_s"] - t["trials_cpu_s"] - t["reruns_cpu_s"]
         lines.append(
             f"| {r['dataset']} | {r['n_train']} / {r['n_val']} / {r['n_test']} | {100 * r['default']['test_acc']:.1f} | "
-            f"{r['default']['cpu_s']:.0f} | {100 * t['test_acc']:.1f}{pick(t)} | {t['cpu_s']:.0f} ({t['trials_cpu_s']:.0f} + "
+            f"{r['default']['cpu_s']:.0f} | {100 * t['test_acc']:.1f} | {t['cpu_s']:.0f} ({t['trials_cpu_s']:.0f} + "
             f"{t['reruns_cpu_s']:.0f} + {rest:.0f} + {t['final_cpu_s']:.0f}) | {100 * g['test_acc']:.1f} ({g['best']}) | "
             f"{100 * g['oracle_test_acc']:.1f} ({g['oracle_best']}) | {g['cpu_s']:.0f} | {imgs:+d} | "
             f"{t['cpu_s'] / g['cpu_s']:.2f} | {'met' if r['met'] else 'not met'} |"
         )
     return lines
-
-
-def pick(t: dict[str, Any]) -> str:
-    """Which trial best.yaml holds (rows of searches before the noise rule did not record it)."""
-    if "best_trial" not in t:
-        return ""
-    return " (recipe)" if t["why"].startswith("best.yaml: the recipe") else f" (trial {t['best_trial']})"
-
-
-def picks(rows: list[dict[str, Any]]) -> list[str]:
-    """Why each search's best.yaml is the recipe or another trial (the line the search printed)."""
-    return [f"- {r['dataset']}: {r['tune']['why']}" for r in rows if r["tune"].get("why")]
 
 
 def grid_runs(rows: list[dict[str, Any]]) -> list[str]:
@@ -308,9 +294,7 @@ def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (SEARCH_RUNS "
         f"{tune_module.SEARCH_RUNS:g}, PRUNE_AFTER {tune_module.PRUNE_AFTER}; trials ranked on "
         "validation accuracy; a tie at the top: its two lowest-loss trials train again with the next seed on other "
-        "validation images, the mean of the two runs picks; best.yaml stays the recipe, trial 0, unless the best "
-        "trial's validation accuracy beats the recipe trial's by more than one binomial standard error of it, at least "
-        "one image), then "
+        "validation images, the mean of the two runs picks), then "
         "one run of its best.yaml scored on the test split; CPU = search + that run (the search split into its "
         "trials, the second runs of a tie, and the rest: decoding, the study, the ranking). *grid*: lr {0.01, 0.03, "
         "0.1} at the rule's batch, CPU summed over the three; its pick is the run with the best VALIDATION accuracy "
@@ -323,8 +307,6 @@ def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "every run seeded (a rerun gives the same accuracies).",
         "",
         *table(rows),
-        "",
-        *picks(rows),
         "",
         "The grid's runs (validation scores of each run's best checkpoint, with its own test-time flip):",
         "",

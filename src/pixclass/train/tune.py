@@ -14,9 +14,7 @@ What is searched, around the recipe the data derives (``train.recipe``):
   (wider nets cost the full run that follows the search 2x to 4x the CPU), one block fewer, the same or
   one more per stage.
 
-The first trial is the recipe itself, so the search ranks what it finds against it, and best.yaml stays
-the recipe unless the best trial's validation accuracy beats the recipe trial's by more than the noise of
-the validation set (one binomial standard error, at least one image: ``keep_recipe``). Trials are ranked on
+The first trial is the recipe itself, so the search ranks what it finds against it. Trials are ranked on
 a validation share of SEARCH_VAL_FRACTION (when the recipe picks the share): at its 10%, a 500-image set
 validates on 50 images, most trials tie at 100% and TPE chases noise. A trial's value is its accuracy
 with the validation loss as a tie-break; when the best trials still tie on accuracy, the RERANK of them
@@ -110,8 +108,6 @@ class TuneResult:
     best_value: float
     metric: str
     rows: list[dict[str, Any]]
-    best_trial: int = 0
-    why: str = ""  # why best.yaml is the recipe or another trial
 
 
 def tune(
@@ -174,11 +170,8 @@ def tune(
             return objective(again, seed_offset=1)
         return objective(again, seed_offset=1, ds=other_split(ds, base.seed + 1))
 
-    n_val = len(ds.splits["val"]) if "val" in ds.splits else 0
-    kept, why = keep_recipe(study, recipe_trial(study, base), n_val)
-    log(why)
-    best = kept or rerank_ties(study, second_run, log)  # no tie to rank when the recipe stays
-    return write_results(study, base, out, log, best, why)
+    best = rerank_ties(study, second_run, log)
+    return write_results(study, base, out, log, best)
 
 
 def trial_epochs(epochs: int, trials: int) -> int:
@@ -347,48 +340,6 @@ def run_trial(
     return float(report.best) if math.isfinite(report.best) else float(res.best_metric)
 
 
-def accuracy(t: Any) -> float:
-    """A trial's validation accuracy (trials of an older search lack it: their value less the loss's share)."""
-    return t.user_attrs.get("metric_value", round(t.value, 3))
-
-
-def noise(p: float, n: int) -> float:
-    """The noise of an accuracy ``p`` measured on ``n`` images: one binomial standard error, at least one
-    image (at 100% or 0% the standard error is 0, and one image still tells a trial from the recipe)."""
-    return max(1 / n, math.sqrt(p * (1 - p) / n))
-
-
-def recipe_trial(study: Any, base: TrainConfig) -> Any:
-    """The completed trial of the recipe itself (the search's first), or None."""
-    import optuna
-
-    params = recipe_params(base)
-    done = (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
-    return next((t for t in done if t.params == params), None)
-
-
-def keep_recipe(study: Any, recipe: Any, n_val: int) -> tuple[Any, str]:
-    """(the recipe's trial, why) when no trial beats the recipe's validation accuracy by more than its
-    noise (``noise``); (None, why) when one does, or when there is nothing to judge (no recipe trial, a
-    loss metric, no validation split). Short trials rank settings imperfectly (photos: the recipe's full
-    run tested 94.3%, the trials that beat it on validation 92.6%), so a lead that one validation image
-    or the sampling noise explains keeps the recipe. Every searched option (lr, regularisation, width,
-    depth) is judged alike."""
-    tied = tied_best(study)
-    metric = study.user_attrs.get("metric", "val_acc")
-    if not tied or recipe is None or metric == "val_loss" or n_val == 0:
-        return None, "best.yaml: the best trial (the recipe's trial is not there to compare, or no accuracy)"
-    lead, margin = accuracy(tied[0]) - accuracy(recipe), noise(accuracy(recipe), n_val)
-    compare = (
-        f"the best trial{'s' if len(tied) > 1 else ''} ({', '.join(str(t.number) for t in tied[:5])}, "
-        f"{metric} {accuracy(tied[0]):.4f}) lead{'' if len(tied) > 1 else 's'} the recipe (trial {recipe.number}, "
-        f"{accuracy(recipe):.4f}) by {lead:+.4f}, the noise of {n_val} validation images is {margin:.4f}"
-    )
-    if lead > margin + 1e-9:  # rounding: a lead of exactly the margin is within it
-        return None, f"best.yaml: a trial, not the recipe: {compare} (one standard error)"
-    return recipe, f"best.yaml: the recipe: {compare} (one standard error; a lead within it is no evidence)"
-
-
 def tied_best(study: Any) -> list[Any]:
     """The completed trials whose validation accuracy equals the best one's (the same images right),
     best value (lowest loss) first. One trial when there is no tie; none when no trial completed."""
@@ -401,7 +352,11 @@ def tied_best(study: Any) -> list[Any]:
     done.sort(key=lambda t: -t.value if maximize else t.value)
     if not maximize:  # val_loss: a continuous value, no ties to speak of
         return done[:1]
-    return [t for t in done if abs(accuracy(t) - accuracy(done[0])) < 1e-6]
+
+    def acc(t: Any) -> float:  # trials of an older search lack it: their value less the loss's share
+        return t.user_attrs.get("metric_value", round(t.value, 3))
+
+    return [t for t in done if abs(acc(t) - acc(done[0])) < 1e-6]
 
 
 def rerank_ties(study: Any, second_run: Callable[[Any], float], log: Callable[[str], None]) -> Any:
@@ -576,14 +531,11 @@ def params_text(params: dict[str, Any]) -> str:
 
 
 def write_results(
-    study: Any, base: TrainConfig, out: Path, log: Callable[[str], None], best: Any = None, why: str = ""
+    study: Any, base: TrainConfig, out: Path, log: Callable[[str], None], best: Any = None
 ) -> TuneResult:
-    """SEARCH/trials.csv (every trial, the one in best.yaml marked) and SEARCH/best.yaml (the options of
-    ``best``, by default the study's best trial; ``why``: the reason, in its header and the result)."""
+    """SEARCH/trials.csv (every trial) and SEARCH/best.yaml (the options of ``best``, by default the
+    study's best trial)."""
     import optuna
-
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best = best or (study.best_trial if complete else None)
 
     rows = [
         {
@@ -596,7 +548,6 @@ def write_results(
             "second_run_value": study.user_attrs.get(rerun_key(t), ""),
             "second_run_cpu_seconds": study.user_attrs.get(f"{rerun_key(t)}_cpu_seconds", ""),
             **{k: t.params.get(k, "") for k in PARAMS},
-            "best_yaml": "yes" if best is not None and t.number == best.number else "",
         }
         for t in study.trials
     ]
@@ -605,21 +556,23 @@ def write_results(
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["trial"])
         w.writeheader()
         w.writerows(rows)
-    if best is None:
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
         raise TrainingFailed(f"{out}: no trial completed; see {table}")
+    best = best or study.best_trial
     metric = study.user_attrs.get("metric", base.metric)
     body = yaml.safe_dump(best.user_attrs["config"], sort_keys=False)
     second = study.user_attrs.get(rerun_key(best))
     mean = f" (mean of two runs {mean_value(study, best):.4f})" if second is not None else ""
     head = (
         f"# pixclass tune: trial {best.number} of {len(study.trials)}, {metric} {best.value:.4f}{mean}\n"
-        f"# use: pixclass train DATA --config {out / 'best.yaml'}\n" + (f"# {why}\n" if why else "")
+        f"# use: pixclass train DATA --config {out / 'best.yaml'}\n"
     )
     atomic_write_text(out / "best.yaml", head + body)
     log(
         f"best: trial {best.number}, {metric} {best.value:.4f}; {out / 'best.yaml'} (a --config file); table {table}"
     )
-    return TuneResult(out, out / "best.yaml", table, float(best.value), metric, rows, best.number, why)
+    return TuneResult(out, out / "best.yaml", table, float(best.value), metric, rows)
 
 
 __all__ = ["TuneResult", "tune"]
