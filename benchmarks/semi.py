@@ -212,7 +212,7 @@ def score(best: Path, test_root: Path) -> tuple[float, Any]:
 def _best_epoch(history: list[dict[str, Any]]) -> int | None:
     """The epoch best.safetensors holds: the last one at the highest validation accuracy (ties rewrite it)."""
     accs = [h.get("val_acc") for h in history]
-    if not accs or any(a is None for a in accs):
+    if not accs or any(a is None or a != a for a in accs):  # no validation split: NaN
         return None
     top = max(accs)
     return max(i for i, a in enumerate(accs, 1) if a == top)

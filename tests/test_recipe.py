@@ -46,6 +46,21 @@ def test_tiny_set_gets_a_bigger_validation_share():
     assert derive(DataFacts(75, 10, 28)).val_fraction == 0.25
 
 
+def test_with_unlabeled_images_a_few_labelled_images_all_train():
+    """--unlabeled: under 50 labelled images per class no validation split is carved, and the recipe
+    line says why and how to get one; larger sets keep the usual share."""
+    assert val_fraction_for(100, 10, unlabeled=True) == 0.0
+    assert val_fraction_for(1_000, 10, unlabeled=True) == 0.1
+    r = derive(DataFacts(50, 10, 32, unlabeled=True))
+    assert r.val_fraction == 0.0
+    assert (
+        "no validation split: under 50 labelled images per class with --unlabeled, all 50 train"
+        in r.explanation
+    )
+    kept = derive(DataFacts(50, 10, 32, unlabeled=True), explicit={"val_fraction": 0.2})
+    assert kept.val_fraction == 0.2 and "val 20%" in kept.explanation
+
+
 def test_rnn_family_recipe():
     r = derive(DataFacts(54_000, 10, 28), "rnn_rows")
     assert (r.optimizer, r.lr, r.weight_decay, r.grad_clip, r.epochs) == ("adamw", 3e-3, 0.05, 1.0, 12)

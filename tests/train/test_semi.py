@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import yaml
-from conftest import TINY_RECIPE, run_pixclass
+from conftest import TINY_MODEL, TINY_RECIPE, run_pixclass
 
 from pixclass import checkpoint as ckpt
-from pixclass.config import TrainConfig, merge
+from pixclass.config import TrainConfig, build_config, merge
 from pixclass.train.run import train
 from pixclass.train.tasks import Classification, SemiSupervised, task_for
 
@@ -53,6 +53,26 @@ def test_train_with_unlabeled_logs_the_rule_and_the_pseudo_label_share(tmp_path,
     assert len(rows) == 2 and "unlabeled_used" in rows[0]
     c = ckpt.load(res.best)
     assert c.classes == ["bottom", "top"] and c.card.train_config["unlabeled"] == str(unl)
+
+
+def test_few_labelled_images_all_train_and_a_given_share_is_kept(tmp_path, patterns):
+    """8 labelled images per class with --unlabeled: the recipe carves no validation split (every
+    labelled image trains) and says so; --val-fraction still carves one."""
+    data, unl = folders(tmp_path, patterns)
+    few = {**TINY_MODEL, "epochs": 1, "calibrate": False, "data": {"image_size": 16, "workers": 1}}
+    cfg = build_config(str(data), overrides={**few, "unlabeled": str(unl)})
+    lines: list[str] = []
+    res = train(str(data), cfg, tmp_path / "run", progress=False, log=lines.append)
+    recipe = next(ln for ln in lines if ln.startswith("recipe:"))
+    assert "no validation split: under 50 labelled images per class with --unlabeled" in recipe
+    assert res.config is not None and res.config.data.val_fraction == 0.0
+    assert all(h["val_acc"] != h["val_acc"] for h in res.history)  # NaN: nothing to validate on
+    given = build_config(
+        str(data), overrides={**few, "unlabeled": str(unl), "data": {**few["data"], "val_fraction": 0.25}}
+    )
+    res = train(str(data), given, tmp_path / "run2", progress=False, log=lambda s: None)
+    assert res.config is not None and res.config.data.val_fraction == 0.25
+    assert 0 <= res.history[0]["val_acc"] <= 1
 
 
 def test_filter_scores_unlabelled_against_the_labelled_batch(tmp_path, patterns):

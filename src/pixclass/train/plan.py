@@ -14,6 +14,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,8 @@ def make_plan(
     if cfg.unlabeled is not None:  # a CSV's rows without a label are the unlabelled images, not an error
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, unlabeled_rows="skip"))
     own_split = "val_fraction" in cfg.auto and not isinstance(data, Dataset)
-    rule = val_fraction_for if own_split else None  # the recipe's share, chosen as the data is split
+    # the recipe's share, chosen as the data is split
+    rule = partial(val_fraction_for, unlabeled=cfg.unlabeled is not None) if own_split else None
     show = progress and world.is_main
     ds = load_run_data(data, cfg.data, run, show, log, rule, cv_rule(cfg, own_split, world.distributed))
     start_why = ""

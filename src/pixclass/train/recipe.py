@@ -136,6 +136,8 @@ class DataFacts:
     #: Several labels per image: ``class_counts`` are images per label, and skew is the loss's business
     #: (``train.multilabel.pos_weights``), not ``balance``'s.
     multilabel: bool = False
+    #: The run also learns from unlabelled images (--unlabeled): its validation rule differs.
+    unlabeled: bool = False
 
     @property
     def imbalance(self) -> float:
@@ -223,8 +225,14 @@ def _pow2(x: float) -> int:
     return 2 ** round(math.log2(max(1.0, x)))
 
 
-def val_fraction_for(n_pool: int, n_classes: int) -> float:
-    """The validation share to carve from ``n_pool`` images: 10%, or enough for ~5 per class, <= 25%."""
+def val_fraction_for(n_pool: int, n_classes: int, unlabeled: bool = False) -> float:
+    """The validation share to carve from ``n_pool`` images: 10%, or enough for ~5 per class, <= 25%.
+    ``unlabeled`` (a run with --unlabeled): none below ``SMALL_PER_CLASS`` per class, where the few
+    labelled images are worth more as training images than as a validation split of 5 per class that
+    picks the epoch on one or two images (digits at 5 labels per class, 1,208 unlabelled, paired seeds:
+    benchmarks/results/semi_d5_allval.md)."""
+    if unlabeled and n_pool < SMALL_PER_CLASS * max(1, n_classes):
+        return 0.0
     want = VAL_PER_CLASS * n_classes / max(1, n_pool)
     return round(min(VAL_MAX_FRACTION, max(VAL_FRACTION, want)), 3)
 
@@ -347,7 +355,9 @@ def derive(
         balance = AUTO_BALANCE if skewed else "none"
     metric = pick("metric", "val_bal_acc" if skewed else "val_acc")
     n_pool = round(n / (1 - VAL_FRACTION))  # the images before the carve, near enough for the rule
-    val_fraction = pick("val_fraction", 0.0 if folds else val_fraction_for(n_pool, facts.n_classes))
+    val_fraction = pick(
+        "val_fraction", 0.0 if folds else val_fraction_for(n_pool, facts.n_classes, facts.unlabeled)
+    )
     augment = pick("augment", {"pad": max(1, round(facts.image_size / 16))})
 
     starts = {"imagenet": "fine-tuning ImageNet weights", "init": "fine-tuning an earlier run's body"}
@@ -371,7 +381,12 @@ def derive(
             f", {folds}-fold cross-validation (under {SMALL_PER_CLASS} images per class) chooses the epochs and "
             f"temperature, then all {n:,} images train"
             if folds
-            else f", val {val_fraction:.0%}"
+            else (
+                f", no validation split: under {SMALL_PER_CLASS} labelled images per class with --unlabeled, "
+                f"all {n:,} train (val_fraction sets one)"
+                if facts.unlabeled and "val_fraction" in chosen and val_fraction == 0
+                else f", val {val_fraction:.0%}"
+            )
         )
         + (
             f"; set by you: {', '.join(sorted(k for k in ex if ex[k] is not None))}"

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from typing import Any
 
@@ -48,7 +49,8 @@ def recipe_overrides(
         elif k in d and not (k == "lr" and d[k] == "auto"):  # lr auto: the rule's lr is a placeholder
             given[k] = d[k]
     start = start_of(cfg.pretrained, cfg.weights, cfg.init)
-    recipe = derive(facts_from(ds), cfg.model, given, start, int(ds.manifest.get("folds", 0)), start_why)
+    facts = dataclasses.replace(facts_from(ds), unlabeled=cfg.unlabeled is not None)
+    recipe = derive(facts, cfg.model, given, start, int(ds.manifest.get("folds", 0)), start_why)
     over = {k: v for k, v in recipe.overrides().items() if k in d and k != "data"}
     if cfg.lr == "auto":
         over["lr"] = recipe.lr  # until the LR range test replaces it

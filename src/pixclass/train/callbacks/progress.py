@@ -20,7 +20,11 @@ class EpochLog(Callback):
         r = logs
         run.log(
             f"epoch {run.epoch}/{run.cfg.epochs}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
-            f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}  "
+            + (
+                "no validation  "  # NaN figures say nothing a person can use
+                if r["val_acc"] != r["val_acc"]
+                else f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}  "
+            )
             + (f"pseudo-labelled {r['unlabeled_used']:.0%}  " if "unlabeled_used" in r else "")
             + f"{r['train_img_per_s']:.0f} img/s  {r['epoch_seconds']:.1f}s"
         )
