@@ -222,7 +222,8 @@ class DataConfig:
         hi=0.9,
         derived=True,
         help="validation share carved from train when the data has no val split",
-        why="0.1, raised to hold >= 5 images per class (at most 0.25)",
+        why="0.1, raised to hold >= 5 images per class (at most 0.25); 0 with --unlabeled under 50 "
+        "labelled images per class (they all train)",
         flag="--val-fraction",
         group=DATA,
     )

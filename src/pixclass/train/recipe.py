@@ -383,7 +383,7 @@ def derive(
             if folds
             else (
                 f", no validation split: under {SMALL_PER_CLASS} labelled images per class with --unlabeled, "
-                f"all {n:,} train (val_fraction sets one)"
+                f"all {n:,} train (--val-fraction carves one)"
                 if facts.unlabeled and "val_fraction" in chosen and val_fraction == 0
                 else f", val {val_fraction:.0%}"
             )
