@@ -32,6 +32,7 @@ class FinishCheckpoints(Callback):
             return finish_multilabel(run, result)
         val = run.data.splits.get("val")
         if val is None or len(val) == 0:
+            run.log(no_validation_line(run.data))
             return
         if len(val) < MIN_VAL_TO_FINISH:  # the accuracy still, with how uncertain it is
             try:
@@ -52,6 +53,18 @@ class FinishCheckpoints(Callback):
                 run.log(f"warning: {path.name} left without test-time flip and temperature: {e}")
         if msg:
             run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
+
+
+def no_validation_line(ds: Dataset) -> str:
+    """What a run without a validation split can say about its accuracy: nothing yet, and how to
+    measure it (a run that learned nothing must not pass silently as a result)."""
+    test = ds.splits.get("test")
+    where = (
+        f"the report scores it on the {len(test)} test images held out"
+        if test is not None and len(test)
+        else "`pixclass evaluate CKPT DATA` on labelled images it did not train on measures it"
+    )
+    return f"best.safetensors: no validation split, so no accuracy estimate, test-time flip or temperature; {where}"
 
 
 def finish_multilabel(run: Any, result: Any) -> None:
