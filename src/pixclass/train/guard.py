@@ -244,8 +244,10 @@ def near_chance(
     majority_rate: float | None = None,
     n_val: int | None = None,
     margin: float = 0.05,
+    split: str = "validation",
 ) -> str | None:
-    """A loud warning when ``val_acc`` is no better than guessing, with what to try; None otherwise.
+    """A loud warning when ``val_acc`` (on the ``split`` named) is no better than guessing, with what to
+    try; None otherwise.
 
     Chance is the better of 1/classes and always answering the largest class (``majority_rate``). The
     margin above it is 5 points, or two standard errors of a guesser's accuracy on ``n_val`` images
@@ -258,7 +260,7 @@ def near_chance(
     if val_acc > chance + margin:
         return None
     return (
-        f"WARNING: validation accuracy {val_acc:.3f} is near chance ({chance:.3f}: "
+        f"WARNING: {split} accuracy {val_acc:.3f} is near chance ({chance:.3f}: "
         f"{'the largest class' if majority_rate and majority_rate > 1 / n_classes else f'1 of {n_classes} classes'}); "
         "this model has learned little. Try: `pixclass lr-find DATA` and --lr at its suggestion (or 10x lower), "
         "more --epochs, and `pixclass data check DATA` for mislabelled or unreadable images"

@@ -15,7 +15,9 @@ from ...data.dataset import Dataset
 from ...errors import CheckpointError
 from ...infer.calibrate import fit_temperature
 from ...infer.metrics import accuracy_line
+from ..balance import class_counts
 from ..events import Callback
+from ..guard import near_chance
 from ..logits import predict_logits
 from ..multilabel import tune_checkpoint
 
@@ -32,7 +34,8 @@ class FinishCheckpoints(Callback):
             return finish_multilabel(run, result)
         val = run.data.splits.get("val")
         if val is None or len(val) == 0:
-            run.log(no_validation_line(run.data))
+            for line in no_validation_lines(run, result):
+                run.log(line)
             return
         if len(val) < MIN_VAL_TO_FINISH:  # the accuracy still, with how uncertain it is
             try:
@@ -55,16 +58,30 @@ class FinishCheckpoints(Callback):
             run.log(f"best.safetensors: {msg} (on {len(val)} validation images)")
 
 
-def no_validation_line(ds: Dataset) -> str:
-    """What a run without a validation split can say about its accuracy: nothing yet, and how to
-    measure it (a run that learned nothing must not pass silently as a result)."""
-    test = ds.splits.get("test")
-    where = (
-        f"the report scores it on the {len(test)} test images held out"
-        if test is not None and len(test)
-        else "`pixclass evaluate CKPT DATA` on labelled images it did not train on measures it"
-    )
-    return f"best.safetensors: no validation split, so no accuracy estimate, test-time flip or temperature; {where}"
+def no_validation_lines(run: Any, result: Any) -> list[str]:
+    """What a run without a validation split can say about its accuracy: the held-out test images'
+    count with its interval when the data kept some (and the near-chance warning, also kept in the
+    result's warnings), else how to measure it: a run that learned nothing must not pass silently."""
+    test = run.data.splits.get("test")
+    head = "best.safetensors: no validation split, so no test-time flip or temperature"
+    if test is None or len(test) == 0:
+        return [
+            f"{head} and no accuracy estimate; `pixclass evaluate CKPT DATA` on labelled images it did not "
+            "train on measures it"
+        ]
+    try:
+        correct = best_hits(result.best, test, result.config or run.cfg, run.device)
+    except CheckpointError:  # a diverged run: the guard has said so
+        return [f"{head}; best.safetensors could not be scored"]
+    lines = [
+        f"{head}; test accuracy {accuracy_line(correct, len(test))} on the {len(test)} held-out test images"
+    ]
+    majority = float(class_counts(test.labels, len(run.data.classes)).max()) / len(test)
+    warning = near_chance(correct / len(test), len(run.data.classes), majority, len(test), split="test")
+    if warning:
+        result.warnings.append(warning)
+        lines.append(warning)
+    return lines
 
 
 def finish_multilabel(run: Any, result: Any) -> None:
@@ -114,7 +131,7 @@ def finish_checkpoint(path: os.PathLike[str], ds: Dataset, cfg: TrainConfig, dev
 
 
 def best_hits(path: os.PathLike[str], val: Any, cfg: TrainConfig, device: torch.device) -> int:
-    """How many validation images the checkpoint at ``path`` classifies right."""
+    """How many images of the split ``val`` the checkpoint at ``path`` classifies right."""
     c = ckpt.load(path)
     mean = torch.tensor(c.card.preprocess.mean, device=device)
     std = torch.tensor(c.card.preprocess.std, device=device)
