@@ -75,6 +75,13 @@ def test_few_labelled_images_all_train_and_a_given_share_is_kept(tmp_path, patte
     res = train(str(data), given, tmp_path / "run2", progress=False, log=lambda s: None)
     assert res.config is not None and res.config.data.val_fraction == 0.25
     assert 0 <= res.history[0]["val_acc"] <= 1
+    no_test = build_config(
+        str(data), overrides={**few, "unlabeled": str(unl), "data": {**few["data"], "test_fraction": 0.0}}
+    )
+    lines = []
+    train(str(data), no_test, tmp_path / "run3", progress=False, log=lines.append)
+    said = next(ln for ln in lines if ln.startswith("best.safetensors:"))
+    assert "no accuracy estimate" in said and "pixclass evaluate" in said
 
 
 def test_filter_scores_unlabelled_against_the_labelled_batch(tmp_path, patterns):
