@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import TrainingFailed
+from .balance import class_counts
 
 
 @dataclass(frozen=True)
@@ -267,4 +268,11 @@ def near_chance(
     )
 
 
-__all__ = ["DivergenceGuard", "GuardEvent", "apply_lr_scale", "near_chance"]
+def chance_warning(acc: float, labels: torch.Tensor, n_classes: int, split: str = "validation") -> str | None:
+    """``near_chance`` for an accuracy measured on a split with these (single-label) ``labels``: its
+    largest class's share is what always answering that class would score."""
+    majority = float(class_counts(labels, n_classes).max()) / len(labels)
+    return near_chance(acc, n_classes, majority, len(labels), split=split)
+
+
+__all__ = ["DivergenceGuard", "GuardEvent", "apply_lr_scale", "chance_warning", "near_chance"]

@@ -33,10 +33,10 @@ from ..data.dataset import Dataset, SplitData
 from ..device import amp_reason
 from ..errors import TrainingFailed
 from . import distributed
-from .balance import balanced_indices, class_counts
+from .balance import balanced_indices
 from .callbacks import default_callbacks
 from .events import EVENTS, Callback, RollBack, StopTraining
-from .guard import GuardEvent, near_chance
+from .guard import GuardEvent, chance_warning
 from .parts import Parts, build_parts, resident
 from .plan import Plan, make_plan, prepare_run_dir
 from .resume import check_resume_data, load_resume, save_resume
@@ -401,8 +401,7 @@ def chance_verdict(history: list[dict[str, float]], ds: Dataset) -> str | None:
     accs = [h["val_acc"] for h in history if math.isfinite(h.get("val_acc", math.nan))]
     if val is None or len(val) == 0 or not accs:
         return None
-    majority = float(class_counts(val.labels, len(ds.classes)).max()) / len(val)
-    return near_chance(max(accs), len(ds.classes), majority, len(val))
+    return chance_warning(max(accs), val.labels, len(ds.classes))
 
 
 def resolve_config(

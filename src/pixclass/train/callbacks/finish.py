@@ -15,9 +15,8 @@ from ...data.dataset import Dataset
 from ...errors import CheckpointError
 from ...infer.calibrate import fit_temperature
 from ...infer.metrics import accuracy_line
-from ..balance import class_counts
 from ..events import Callback
-from ..guard import near_chance
+from ..guard import chance_warning
 from ..logits import predict_logits
 from ..multilabel import tune_checkpoint
 
@@ -76,8 +75,7 @@ def no_validation_lines(run: Any, result: Any) -> list[str]:
     lines = [
         f"{head}; test accuracy {accuracy_line(correct, len(test))} on the {len(test)} held-out test images"
     ]
-    majority = float(class_counts(test.labels, len(run.data.classes)).max()) / len(test)
-    warning = near_chance(correct / len(test), len(run.data.classes), majority, len(test), split="test")
+    warning = chance_warning(correct / len(test), test.labels, len(run.data.classes), split="test")
     if warning:
         result.warnings.append(warning)
         lines.append(warning)
