@@ -17,8 +17,8 @@ Datasets (real image files, written once under ~/.cache/pixclass-bench/semi or $
 For each labels-per-class L and seed: L images per class drawn from the pool (seeded) are the
 labelled folder (``LABELLED/<class>/``), every other pool image goes, without its class, into one flat
 unlabelled folder. Every pixclass run is the library's ``train`` with the options the CLI would derive
-(``build_config``; the validation share is carved from the labelled images by the recipe), scored on
-the test split with best.safetensors. ``--outliers``: the unlabelled folder of digits also gets 20% images
+(``build_config``; the recipe carves the validation share from the labelled images, none for an
+``--unlabeled`` run under 50 per class), scored on the test split with best.safetensors. ``--outliers``: the unlabelled folder of digits also gets 20% images
 that are none of the digits (Fashion-MNIST items at 32 px); the run's test accuracy is compared with the
 clean run, and the outliers' pseudo-label rate (top probability >= the threshold under the final model)
 with that of the in-distribution unlabelled images.
