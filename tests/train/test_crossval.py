@@ -57,6 +57,7 @@ def test_folds_cross_validate_then_train_on_every_image(tmp_path, patterns):
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["folds"] == 3 and cfg["epochs"] == saved["epochs"]
     assert any(m.startswith("best.safetensors = last.safetensors: trained on all 18") for m in lines)
+    assert not any("no validation split, so" in m for m in lines)  # the folds were its validation
 
 
 def test_fine_tuning_on_few_images_cross_validates_by_itself(tmp_path, patterns):

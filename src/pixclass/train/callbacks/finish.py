@@ -33,8 +33,9 @@ class FinishCheckpoints(Callback):
             return finish_multilabel(run, result)
         val = run.data.splits.get("val")
         if val is None or len(val) == 0:
-            for line in no_validation_lines(run, result):
-                run.log(line)
+            if not run.data.manifest.get("folds"):  # a cross-validated run: its folds said all of it
+                for line in no_validation_lines(run, result):
+                    run.log(line)
             return
         if len(val) < MIN_VAL_TO_FINISH:  # the accuracy still, with how uncertain it is
             try:
