@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -212,7 +213,7 @@ def score(best: Path, test_root: Path) -> tuple[float, Any]:
 def _best_epoch(history: list[dict[str, Any]]) -> int | None:
     """The epoch best.safetensors holds: the last one at the highest validation accuracy (ties rewrite it)."""
     accs = [h.get("val_acc") for h in history]
-    if not accs or any(a is None or a != a for a in accs):  # no validation split: NaN
+    if not accs or any(a is None or math.isnan(a) for a in accs):  # no validation split: NaN
         return None
     top = max(accs)
     return max(i for i, a in enumerate(accs, 1) if a == top)

@@ -3,6 +3,7 @@ line per epoch."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ class EpochLog(Callback):
             f"epoch {run.epoch}/{run.cfg.epochs}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
             + (
                 "no validation  "  # NaN figures say nothing a person can use
-                if r["val_acc"] != r["val_acc"]
+                if math.isnan(r["val_acc"])
                 else f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}  "
             )
             + (f"pseudo-labelled {r['unlabeled_used']:.0%}  " if "unlabeled_used" in r else "")
