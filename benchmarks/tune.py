@@ -13,9 +13,9 @@ the test set, and no user has it). CPU time: ``time.process_time()`` of this pro
 thread), each dataset's runs from scratch (its folder under --work is emptied first). One dataset at a
 time fits a short slot: ``--keep`` keeps the other datasets' rows of benchmarks/results/tune.json. The
 goal: tune's test accuracy >= the validation-picked grid's and its CPU seconds < the grid's, on every
-dataset. Writes benchmarks/results/tune.{json,md}. 2026-12-06, sampler seeds 0 / 1 (results/tune.md,
-tune_seed1.md): tune / grid CPU 0.56-0.89x but photos at seed 1 (1.03x); tune - grid in test images:
-textures -1 / -3, photos -5 / -5, digits +0 / -1, fm100 +9 / +2: the goal is not met.
+dataset. Writes benchmarks/results/tune.{json,md}. 2026-12-06 (successive halving, the recipe kept on a
+tie), sampler seeds 0 / 1 (results/tune.md, tune_seed1.md): tune / grid CPU 0.43-0.66x; tune - grid in
+test images: textures -1 / -1, photos +2 / +2, digits +0 / +0, fm100 +9 / +9: 6 of 8 rows met.
 """
 
 from __future__ import annotations
@@ -227,20 +227,16 @@ def main() -> None:
         help="the default and the grid alone (no search), into results/tune_baselines: a --baselines file",
     )
     ap.add_argument(
-        "--search-runs",
+        "--trial-share",
         type=float,
-        help="the search's epochs in all, in runs (train.tune.SEARCH_RUNS; another value: a comparison row)",
-    )
-    ap.add_argument(
-        "--prune-after", type=int, help="train.tune.PRUNE_AFTER (another value: a comparison row)"
+        help="a completed trial's share of the recipe's epochs (train.tune.TRIAL_SHARE; another value: a "
+        "comparison row)",
     )
     ap.add_argument("--name", help="the results file's name (default: tune, tune_seedN, tune_baselines)")
     a = ap.parse_args()
     set_threads(1)
-    if a.search_runs is not None:
-        tune_module.SEARCH_RUNS = a.search_runs
-    if a.prune_after is not None:
-        tune_module.PRUNE_AFTER = a.prune_after
+    if a.trial_share is not None:
+        tune_module.TRIAL_SHARE = a.trial_share
     name = a.name or (
         "tune_baselines" if a.baselines_only else "tune" if a.seed == 0 else f"tune_seed{a.seed}"
     )
@@ -285,16 +281,15 @@ def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "Command (an accuracy run, in a low-share autogroup: `echo 19 > /proc/self/autogroup; nice -n 19`): "
         f"`PYTHONPATH=src python benchmarks/tune.py --only DATASETS --trials {a.trials} --keep"
         + (f" --seed {a.seed}" if a.seed else "")
-        + (f" --search-runs {a.search_runs:g}" if a.search_runs is not None else "")
-        + (f" --prune-after {a.prune_after}" if a.prune_after is not None else "")
+        + (f" --trial-share {a.trial_share:g}" if a.trial_share is not None else "")
         + (f" --name {a.name}" if a.name else "")
         + (f" --baselines {a.baselines}" if a.baselines else "")
         + "` (`--baselines`: the default and grid rows of that file, not rerun)",
         "",
-        f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (SEARCH_RUNS "
-        f"{tune_module.SEARCH_RUNS:g}, PRUNE_AFTER {tune_module.PRUNE_AFTER}; trials ranked on "
-        "validation accuracy; a tie at the top: its two lowest-loss trials train again with the next seed on other "
-        "validation images, the mean of the two runs picks), then "
+        f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (successive halving, "
+        f"a completed trial {tune_module.TRIAL_SHARE:g} of the recipe's epochs; trials ranked on "
+        "validation accuracy; a tie with the recipe keeps the recipe; another tie at the top: its two lowest-loss "
+        "trials train again with the next seed on other validation images, the mean of the two runs picks), then "
         "one run of its best.yaml scored on the test split; CPU = search + that run (the search split into its "
         "trials, the second runs of a tie, and the rest: decoding, the study, the ranking). *grid*: lr {0.01, 0.03, "
         "0.1} at the rule's batch, CPU summed over the three; its pick is the run with the best VALIDATION accuracy "

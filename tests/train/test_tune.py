@@ -56,17 +56,17 @@ def test_nproc_is_refused_with_its_reason(tmp_path):
 def test_trials_are_short_runs_when_the_recipe_sets_the_epochs(tmp_path, patterns, monkeypatch):
     from pixclass.train import tune as tune_module
 
-    assert [tune_module.trial_epochs(e, t) for e, t in ((58, 20), (10, 20), (10, 1))] == [4, 3, 10]
+    assert [tune_module.trial_epochs(e) for e in (58, 5, 2)] == [23, 3, 2]
     data = patterns.folder(tmp_path / "data", {"top": 12, "bottom": 12})
     config = tmp_path / "no-epochs.yaml"
     config.write_text(yaml.safe_dump({k: v for k, v in TINY_RECIPE.items() if k != "epochs"}))
     cfg = build_config(str(data), None, config)
     assert "epochs" in cfg.auto
-    # a tenth of a run in all, so that two trials of this tiny set (recipe: 150 epochs) stay short
-    monkeypatch.setattr(tune_module, "SEARCH_RUNS", 0.1)
+    # a twentieth of a run, so that the trials of this tiny set (recipe: 150 epochs) stay short
+    monkeypatch.setattr(tune_module, "TRIAL_SHARE", 0.05)
     lines: list[str] = []
     res = tune_module.tune(data, 2, tmp_path / "search", config=cfg, log=lines.append)
-    assert "each trial trains 8 of the recipe's 150 epochs" in "\n".join(lines)
+    assert "a trial trains up to 8 of the recipe's 150 epochs" in "\n".join(lines)
     assert {int(row["epochs"]) for row in res.rows} <= set(range(1, 9))
     best = yaml.safe_load(res.best_config.read_text())
     assert "epochs" not in best and "warmup_epochs" not in best  # the full run derives them
@@ -171,14 +171,14 @@ def test_the_second_run_validates_on_other_images_of_the_training_split():
         assert all(labels[first == i][0] == (0 if i in (100, 101) or i < 8 else 1) for i in first)
 
 
-def test_a_trial_behind_the_median_after_its_first_epoch_is_pruned(tmp_path):
+def test_with_a_time_budget_a_trial_behind_the_median_after_its_first_epoch_is_pruned(tmp_path):
     import optuna
 
     from pixclass.train import tune as tune_module
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = {"data": "x", "classes": ["a", "b"], "images": {"train": 4}}
-    study = tune_module.open_study(optuna, tmp_path, data, "val_acc", 0, print)
+    study = tune_module.open_study(optuna, tmp_path, data, "val_acc", 0, print, halving=False)
     for _ in range(tune_module.STARTUP_TRIALS):  # trials the pruner never stops: 90% after epoch 1
         trial = study.ask()
         trial.report(0.9, 1)
@@ -187,3 +187,49 @@ def test_a_trial_behind_the_median_after_its_first_epoch_is_pruned(tmp_path):
     behind.report(0.5, 1)
     level.report(0.9, 1)
     assert behind.should_prune() and not level.should_prune()
+
+
+def test_successive_halving_lets_the_best_third_of_each_rung_go_on(tmp_path):
+    import optuna
+
+    from pixclass.train import tune as tune_module
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    data = {"data": "x", "classes": ["a", "b"], "images": {"train": 4}}
+    study = tune_module.open_study(optuna, tmp_path, data, "val_acc", 0, print)
+    first = study.ask()  # the recipe: alone at every rung, it trains to the end
+    for epoch in range(1, 10):
+        first.report(0.9, epoch)
+        assert not first.should_prune()
+    study.tell(first, 0.9)
+    # five more after their first epoch: 0.5 to 0.95; of six at that rung, the best two go on
+    asked = {v: study.ask() for v in (0.5, 0.6, 0.7, 0.8, 0.95)}
+    pruned = {}
+    for v, trial in asked.items():
+        trial.report(v, 1)
+        pruned[v] = trial.should_prune()
+    assert pruned == {0.5: True, 0.6: True, 0.7: True, 0.8: True, 0.95: False}
+
+
+def test_a_trial_that_ties_the_recipe_does_not_replace_it(tmp_path):
+    import optuna
+
+    from pixclass.train import tune as tune_module
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("metric", "val_acc")
+    # both get every validation image right; trial 1 at a lower loss (less label smoothing, say)
+    for number, loss in enumerate((0.30, 0.10)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr_factor": 1.0 + number},
+                distributions={"lr_factor": optuna.distributions.FloatDistribution(0.0, 4.0)},
+                value=1.0 - tune_module.TIE_BREAK * loss,
+                user_attrs={"metric_value": 1.0, "config": {"lr": loss}} | ({"recipe": True} if number == 0 else {}),
+            )
+        )
+    runs: list[int] = []
+    lines: list[str] = []
+    best = tune_module.rerank_ties(study, lambda t: runs.append(t.number) or 1.0, lines.append)
+    assert best.number == 0 and runs == []  # kept without second runs: a tie is no evidence
+    assert "trial(s) 1 tie the recipe (trial 0) on validation accuracy: the recipe stays" in lines[0]

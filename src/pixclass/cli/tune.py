@@ -17,12 +17,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search hyper-parameters around the derived recipe (Optuna)",
         description="Search lr, batch size, weight decay, augmentation strength, label smoothing and the model's "
         "width/depth around the recipe the data derives, with Optuna: the recipe itself first, then a TPE sampler, "
-        "trials stopped early (from their second epoch) when their validation accuracy is below the median of "
-        "earlier trials at that epoch. Trials are ranked on a 25% validation share; when the best trials tie on "
-        "accuracy, the two with the lowest validation loss train again (the next seed, as many other validation "
-        "images per class) and the mean of the two runs ranks them (a small loss gap is no evidence); the full "
-        "run keeps the recipe's share. Trials are short runs (each a share of the epochs the recipe "
-        "derives for its batch, all together ~2 runs; best.yaml leaves the epochs to the recipe). The study "
+        "and successive halving: a trial is laid out as 40% of the run the recipe derives for its batch; every "
+        "trial trains its first epoch, and only the best third of those that reached epoch 1, 3, 9, ... go on "
+        "(about one run in all; best.yaml leaves the epochs to the recipe). Trials are ranked on a 25% "
+        "validation share; a trial that ties the recipe on validation accuracy does not replace it; when other "
+        "best trials tie, the two with the lowest validation loss train again (the next seed, as many other "
+        "validation images per class) and the mean of the two runs ranks them (a small loss gap is no "
+        "evidence); the full run keeps the recipe's share. The study "
         "is a SQLite file in --out, so an interrupted search resumes when run again with the same --out. Writes "
         "--out/best.yaml (use it with `pixclass train DATA --config best.yaml`) and --out/trials.csv.",
         epilog="examples:\n  pixclass tune photos/ --trials 20\n  pixclass tune photos/ --trials 20 --time 30m"
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=value_type(option_of(TrainConfig, "time")),  # the config's own check of a budget
         metavar="BUDGET",
         help="the whole search's budget (90s, 10m, 1h): each trial trains to its share of it "
-        "(default: each trial a short run of the recipe, all of them together ~2 runs' epochs)",
+        "(default: successive halving of short runs of the recipe, about one run's epochs in all)",
     )
     p.add_argument("--out", help="search folder (default runs/tune-<data name>)")
     p.add_argument("--config", metavar="YAML", help="options fixed for every trial (as for `pixclass train`)")

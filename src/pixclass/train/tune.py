@@ -1,6 +1,6 @@
 """``pixclass tune``: a hyper-parameter search around the derived recipe with Optuna (TPE sampler,
-median pruning on the validation metric after each epoch, a SQLite study in the search folder, so an
-interrupted search resumes where it stopped).
+successive halving on the validation metric, a SQLite study in the search folder, so an interrupted
+search resumes where it stopped).
 
 What is searched, around the recipe the data derives (``train.recipe``):
 
@@ -14,24 +14,28 @@ What is searched, around the recipe the data derives (``train.recipe``):
   (wider nets cost the full run that follows the search 2x to 4x the CPU), one block fewer, the same or
   one more per stage.
 
-The first trial is the recipe itself, so the search ranks what it finds against it. Trials are ranked on
-a validation share of SEARCH_VAL_FRACTION (when the recipe picks the share): at its 10%, a 500-image set
-validates on 50 images, most trials tie at 100% and TPE chases noise. A trial's value is its accuracy
-with the validation loss as a tie-break; when the best trials still tie on accuracy, the RERANK of them
-with the lowest losses train once more, at the next seed and validated on other images, and the mean of
-the two runs picks best.yaml (``rerank_ties``).
+The first trial is the recipe itself, so the search ranks what it finds against it, and keeps it where
+nothing beats it: a trial that ties the recipe on validation accuracy (the same images right) does not
+replace it. Trials are ranked on a validation share of SEARCH_VAL_FRACTION (when the recipe picks the
+share): at its 10%, a 500-image set validates on 50 images, most trials tie at 100% and TPE chases
+noise. A trial's value is its accuracy with the validation loss as a tie-break; when the best trials
+still tie on accuracy (the recipe not among them), the RERANK of them with the lowest losses train once
+more, at the next seed and validated on other images, and the mean of the two runs picks best.yaml
+(``rerank_ties``).
 
 Each trial is the training loop alone (no flip/temperature choice, no report) in SEARCH/trials/NNN, on
-the data decoded once. Trials are short runs of the recipe: when the epochs are the recipe's, a search of
-N trials trains ``SEARCH_RUNS`` runs' worth of epochs in all (each trial SEARCH_RUNS / N of the epochs
-the recipe derives for its batch, its one-cycle or cosine schedule laid out for them, as ``--time``
-does), so 20 trials cost
-about as much as one and a half runs before pruning, not twenty; best.yaml then leaves the epochs to the recipe
-(derived for the batch it chose). Short runs rank lr, batch and regularisation imperfectly (they favour
-what learns fast): the price of a search that costs less than the lr grid. ``time``: the whole search's
-budget instead; each trial trains to its share of it (``train.callbacks.time_budget``). Explicit epochs
-(``--config``) are trained as they are by every trial. The search writes SEARCH/best.yaml (a
-``--config`` file for ``pixclass train``) and SEARCH/trials.csv.
+the data decoded once. When the epochs are the recipe's, a search is successive halving (Optuna's
+``SuccessiveHalvingPruner``, reduction factor HALVING): a trial is laid out as a run of TRIAL_SHARE of
+the epochs the recipe derives for its batch (its one-cycle or cosine schedule compressed to fit, as
+``--time`` does); every trial trains its first epoch, and only the best third of those that reached an
+epoch of 1, 3, 9, 27... go on, so the few that complete are ranked after 40% of a full run, not after
+the 7% each of 20 equal trials could afford, and the search costs about one run. best.yaml then leaves
+the epochs to the recipe (derived for the batch it chose). Short runs rank lr, batch and regularisation
+imperfectly (they favour what learns fast); the longer the completed trials, the less so. ``time``: the
+whole search's budget instead; each trial trains to its share of it (``train.callbacks.time_budget``),
+pruned by the median of the trials before it. Explicit epochs (``--config``) are trained as they are by
+every trial. The search writes SEARCH/best.yaml (a ``--config`` file for ``pixclass train``) and
+SEARCH/trials.csv.
 
 One process per search: a trial is one process's training (``--nproc`` is not supported); several
 ``pixclass tune`` processes on the same folder share the study (Optuna's way to search in parallel).
@@ -72,17 +76,16 @@ STUDY = "study.db"
 PARAMS = ("lr_factor", "batch_size", "weight_decay", "augment_strength", "label_smoothing", "width", "depth")
 #: Trials sampled at random before TPE models the results (Optuna's default is 10: too many for 20 trials).
 STARTUP_TRIALS = 5
-#: A search's epochs in all, in runs of the recipe (without --time, when the recipe sets the epochs):
-#: each of N trials trains SEARCH_RUNS / N of the recipe's epochs, at least MIN_TRIAL_EPOCHS. The search
-#: and the full run of best.yaml must cost less than the lr grid's three runs, pruned trials and the
-#: second runs of a tie included: at 2 runs' worth they did not (textures 1.05x, digits 1.15x the grid);
-#: at 1.5, with pruning from epoch 1, the 20 trials trained 20-54% fewer epochs and tune cost 0.56-0.89x
-#: the grid on 7 of 8 searches (photos, sampler seed 1: 1.03x, a deeper pick's full run), the picks
-#: testing within one seed's spread of the earlier ones (benchmarks/README.md, "Hyper-parameter search").
-SEARCH_RUNS, MIN_TRIAL_EPOCHS = 1.5, 3
-#: Pruning starts after this many epochs of a trial: a trial's warm-up is compressed with its epochs
-#: (textures 0.6 of its 5 epochs, fm100 1.5 of 11), so the first epoch mostly ranks the recipe, not a
-#: warm-up; at 2, pruned trials had trained 2-4 of their 5-7 epochs.
+#: A completed trial's epochs, as a share of the recipe's (without --time, when the recipe sets the
+#: epochs), at least MIN_TRIAL_EPOCHS; successive halving (HALVING) decides which trials get that far.
+#: Measured against twenty equal trials of 1.5 runs in all (7.5% of the recipe's epochs each, median
+#: pruning after the first epoch), same datasets and sampler seeds (benchmarks/README.md,
+#: "Hyper-parameter search"): photos' recipe ranked 0.937 on validation after 4 of its 50 epochs (and a
+#: half-width net at 6.6x its lr won, testing 92.6% against the recipe's 94.3%); after 20 it ranked 0.983,
+#: first. With 0.4, two to four trials completed, and tune cost 0.51-0.80x the lr grid's CPU.
+TRIAL_SHARE, MIN_TRIAL_EPOCHS, HALVING = 0.4, 3, 3
+#: With --time (trials of equal time shares): pruning starts after this many epochs of a trial, against
+#: the median of the trials before it.
 PRUNE_AFTER = 1
 #: The search's validation share when the recipe picks it (the recipe's own is 10% to 25%).
 SEARCH_VAL_FRACTION = 0.25
@@ -134,23 +137,23 @@ def tune(
     plan = make_plan(data, cfg, out, progress=False, log=log)
     base, ds = plan.config, plan.data  # the derived recipe, and the data decoded and split once
     base = dataclasses.replace(base, calibrate=False, unknown=False, log=(), time=None)
-    study = open_study(optuna, out, fingerprint(data, ds), base.metric, seed, log)
+    study = open_study(optuna, out, fingerprint(data, ds), base.metric, seed, log, halving=not budget_s)
     share = budget_s / (trials + RERANK) if budget_s else None  # the re-runs of a tie have their share too
     short = None
     if share is None and "epochs" in cfg.auto:
-        short = trial_epochs(base.epochs, trials)
+        short = trial_epochs(base.epochs)
         if short < base.epochs:
             log(
-                f"each trial trains {short} of the recipe's {base.epochs} epochs (the search: ~{SEARCH_RUNS:g} runs' "
-                "worth); best.yaml leaves the epochs to the recipe"
+                f"a trial trains up to {short} of the recipe's {base.epochs} epochs: all train 1, the best third of "
+                f"those go on to 3, to 9, ... (successive halving); best.yaml leaves the epochs to the recipe"
             )
         else:
             short = None
     objective = functools.partial(
-        run_trial, base=base, ds=ds, out=out, share_s=share, short_of=trials if short else None, log=log
+        run_trial, base=base, ds=ds, out=out, share_s=share, short=short is not None, log=log
     )
     if not study.trials:
-        study.enqueue_trial(recipe_params(base))
+        study.enqueue_trial(recipe_params(base), user_attrs={"recipe": True})
     done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
     left = trials - sum(t.state in done for t in study.trials)
     if left > 0:
@@ -174,9 +177,9 @@ def tune(
     return write_results(study, base, out, log, best)
 
 
-def trial_epochs(epochs: int, trials: int) -> int:
-    """A trial's epochs when a search of ``trials`` trains ~SEARCH_RUNS runs of ``epochs`` in all."""
-    return min(epochs, max(MIN_TRIAL_EPOCHS, round(epochs * SEARCH_RUNS / trials)))
+def trial_epochs(epochs: int) -> int:
+    """A completed trial's epochs when the recipe's run trains ``epochs``."""
+    return min(epochs, max(MIN_TRIAL_EPOCHS, round(epochs * TRIAL_SHARE)))
 
 
 def import_optuna() -> Any:
@@ -222,17 +225,29 @@ def other_data(out: Path, known: dict[str, Any]) -> DataError:
 
 
 def open_study(
-    optuna: Any, out: Path, data: dict[str, Any], metric: str, seed: int, log: Callable[[str], None]
+    optuna: Any,
+    out: Path,
+    data: dict[str, Any],
+    metric: str,
+    seed: int,
+    log: Callable[[str], None],
+    halving: bool = True,
 ) -> Any:
     """The study in OUT/study.db: new, or resumed when it is of the same data. Trials an interruption
-    left running are marked failed (they are not counted; new trials replace them)."""
+    left running are marked failed (they are not counted; new trials replace them). ``halving``:
+    successive halving from the first epoch; else the median of the earlier trials prunes (--time)."""
+    pruner = (
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=HALVING)
+        if halving
+        else optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=PRUNE_AFTER)
+    )
     study = optuna.create_study(
         study_name="pixclass",
         storage=f"sqlite:///{out / STUDY}",
         load_if_exists=True,
         direction="minimize" if metric == "val_loss" else "maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=PRUNE_AFTER),
+        pruner=pruner,
     )
     known = study.user_attrs.get("data")
     if known is None:
@@ -252,7 +267,7 @@ def open_study(
     if study.trials:  # a resumed search draws new configurations, not the first ones again
         sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=STARTUP_TRIALS)
         study = optuna.load_study(
-            study_name="pixclass", storage=f"sqlite:///{out / STUDY}", sampler=sampler, pruner=study.pruner
+            study_name="pixclass", storage=f"sqlite:///{out / STUDY}", sampler=sampler, pruner=pruner
         )
     return study
 
@@ -295,7 +310,7 @@ def run_trial(
     out: Path,
     share_s: float | None,
     log: Callable[[str], None],
-    short_of: int | None = None,
+    short: bool = False,
     seed_offset: int = 0,
 ) -> float:
     """Train one trial; its value. ``seed_offset``: a second run of a trial (``rerank_ties``), at the
@@ -307,8 +322,8 @@ def run_trial(
     name = f"trial {trial.number}" + (f", seed {cfg.seed}" if seed_offset else "")
     if share_s is not None:  # the trial's share of the budget decides its epochs
         cfg = dataclasses.replace(cfg, time=f"{share_s:.3f}s", epochs=MAX_EPOCHS)
-    elif short_of is not None:
-        cfg = short_run(cfg, ds, short_of)
+    elif short:
+        cfg = short_run(cfg, ds)
     report = ReportToTrial(trial, cfg.metric)
     callbacks = functools.partial(default_callbacks, user=[report])
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -330,7 +345,7 @@ def run_trial(
     trial.set_user_attr("cpu_seconds", round(cpu, 2))
     trial.set_user_attr("metric_value", report.best_metric)  # the accuracy alone, for ties
     saved = config_file(res.config or cfg)
-    if short_of is not None:  # the full run derives its epochs and warm-up for the batch chosen
+    if short:  # the full run derives its epochs and warm-up for the batch chosen
         saved = {k: v for k, v in saved.items() if k not in ("epochs", "warmup_epochs")}
     trial.set_user_attr("config", saved)
     verdict = "pruned" if report.pruned else f"{cfg.metric} {res.best_metric:.4f} (value {report.best:.5f})"
@@ -360,10 +375,17 @@ def tied_best(study: Any) -> list[Any]:
 
 
 def rerank_ties(study: Any, second_run: Callable[[Any], float], log: Callable[[str], None]) -> Any:
-    """The best trial. When the first RERANK trials of a tie on validation accuracy (see ``RERANK``)
-    are several, each is trained again by ``second_run`` (once: the value is kept in the study, so a
-    resumed search does not retrain it) and the highest mean of its two values wins."""
+    """The best trial. The recipe when it is among those tied on validation accuracy: an equal score is
+    no evidence to leave it, and the tie-break by the validation loss favours less label smoothing (the
+    loss includes it), not better models. Otherwise, when the first RERANK trials of a tie (see
+    ``RERANK``) are several, each is trained again by ``second_run`` (once: the value is kept in the
+    study, so a resumed search does not retrain it) and the highest mean of its two values wins."""
     tied = tied_best(study)
+    recipe = [t for t in tied if t.user_attrs.get("recipe")]
+    if recipe and len(tied) > 1:
+        others = ", ".join(str(t.number) for t in tied if t is not recipe[0])
+        log(f"trial(s) {others} tie the recipe (trial {recipe[0].number}) on validation accuracy: the recipe stays")
+        return recipe[0]
     if len(tied) < 2:
         return tied[0] if tied else None
     tied = tied[:RERANK]
@@ -429,13 +451,13 @@ def mean_value(study: Any, t: Any) -> float:
     return (t.value + second) / 2 if second is not None else -math.inf
 
 
-def short_run(cfg: TrainConfig, ds: Dataset, trials: int) -> TrainConfig:
+def short_run(cfg: TrainConfig, ds: Dataset) -> TrainConfig:
     """The trial as a short run of the full run it stands for: the epochs and warm-up the recipe derives
-    for the trial's batch (a step budget: half the batch, half the epochs), ~SEARCH_RUNS / ``trials`` of
-    them, the schedule (warm-up included) compressed to fit. With the recipe's epochs for every batch, a
+    for the trial's batch (a step budget: half the batch, half the epochs), TRIAL_SHARE of them, the
+    schedule (warm-up included) compressed to fit. With the recipe's epochs for every batch, a
     trial at half the batch trained twice its full run's share of steps, and won for it."""
     full, _ = resolve(cfg, ds, set(cfg.to_dict()) - {"epochs", "warmup_epochs"})
-    epochs = trial_epochs(full.epochs, trials)
+    epochs = trial_epochs(full.epochs)
     warmup = full.warmup_epochs * epochs / full.epochs
     return dataclasses.replace(cfg, epochs=epochs, warmup_epochs=round(warmup, 4))
 
