@@ -61,6 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", metavar="DATASET=STUDY_DIR:N,M")
     ap.add_argument("--work", type=Path, default=Path("/tmp/pixclass-bench-tune-picks"))
+    ap.add_argument("--name", default="tune_picks", help="the results file's name (default tune_picks)")
     a = ap.parse_args()
     set_threads(1)
     rows = []
@@ -71,7 +72,9 @@ def main() -> None:
     lines = [
         "# Full runs of chosen trials of a tune search",
         "",
-        f"Command: `PYTHONPATH=src python benchmarks/tune_picks.py {' '.join(a.runs)}`",
+        f"Command: `PYTHONPATH=src python benchmarks/tune_picks.py {' '.join(a.runs)}"
+        + (f" --name {a.name}" if a.name != "tune_picks" else "")
+        + "`",
         "",
         "| dataset | study | trial | validation value | second run's value | test acc | test errors |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -85,7 +88,7 @@ def main() -> None:
         )
     md = "\n".join(lines) + "\n"
     print(md)
-    write_results("tune_picks", {"context": context(1), "rows": rows}, md, quick=False)
+    write_results(a.name, {"context": context(1), "rows": rows}, md, quick=False)
 
 
 if __name__ == "__main__":
