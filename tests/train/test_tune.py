@@ -225,7 +225,8 @@ def test_a_trial_that_ties_the_recipe_does_not_replace_it(tmp_path):
                 params={"lr_factor": 1.0 + number},
                 distributions={"lr_factor": optuna.distributions.FloatDistribution(0.0, 4.0)},
                 value=1.0 - tune_module.TIE_BREAK * loss,
-                user_attrs={"metric_value": 1.0, "config": {"lr": loss}} | ({"recipe": True} if number == 0 else {}),
+                user_attrs={"metric_value": 1.0, "config": {"lr": loss}}
+                | ({"recipe": True} if number == 0 else {}),
             )
         )
     runs: list[int] = []

@@ -82,7 +82,8 @@ STARTUP_TRIALS = 5
 #: pruning after the first epoch), same datasets and sampler seeds (benchmarks/README.md,
 #: "Hyper-parameter search"): photos' recipe ranked 0.937 on validation after 4 of its 50 epochs (and a
 #: half-width net at 6.6x its lr won, testing 92.6% against the recipe's 94.3%); after 20 it ranked 0.983,
-#: first. With 0.4, two to four trials completed, and tune cost 0.51-0.80x the lr grid's CPU.
+#: first. With 0.4 (and a tie keeping the recipe), two to four trials completed, and tune cost 0.43-0.66x
+#: the lr grid's CPU.
 TRIAL_SHARE, MIN_TRIAL_EPOCHS, HALVING = 0.4, 3, 3
 #: With --time (trials of equal time shares): pruning starts after this many epochs of a trial, against
 #: the median of the trials before it.
@@ -145,7 +146,7 @@ def tune(
         if short < base.epochs:
             log(
                 f"a trial trains up to {short} of the recipe's {base.epochs} epochs: all train 1, the best third of "
-                f"those go on to 3, to 9, ... (successive halving); best.yaml leaves the epochs to the recipe"
+                "those go on to 3, to 9, ... (successive halving); best.yaml leaves the epochs to the recipe"
             )
         else:
             short = None
@@ -384,7 +385,9 @@ def rerank_ties(study: Any, second_run: Callable[[Any], float], log: Callable[[s
     recipe = [t for t in tied if t.user_attrs.get("recipe")]
     if recipe and len(tied) > 1:
         others = ", ".join(str(t.number) for t in tied if t is not recipe[0])
-        log(f"trial(s) {others} tie the recipe (trial {recipe[0].number}) on validation accuracy: the recipe stays")
+        log(
+            f"trial(s) {others} tie the recipe (trial {recipe[0].number}) on validation accuracy: the recipe stays"
+        )
         return recipe[0]
     if len(tied) < 2:
         return tied[0] if tied else None
