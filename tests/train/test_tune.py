@@ -234,3 +234,5 @@ def test_a_trial_that_ties_the_recipe_does_not_replace_it(tmp_path):
     best = tune_module.rerank_ties(study, lambda t: runs.append(t.number) or 1.0, lines.append)
     assert best.number == 0 and runs == []  # kept without second runs: a tie is no evidence
     assert "trial(s) 1 tie the recipe (trial 0) on validation accuracy: the recipe stays" in lines[0]
+    tune_module.write_results(study, TrainConfig(), tmp_path, lines.append, best)
+    assert "best: trial 0 (the recipe itself: no trial beat it)" in lines[-1]

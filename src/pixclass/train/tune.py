@@ -595,7 +595,9 @@ def write_results(
     )
     atomic_write_text(out / "best.yaml", head + body)
     log(
-        f"best: trial {best.number}, {metric} {best.value:.4f}; {out / 'best.yaml'} (a --config file); table {table}"
+        f"best: trial {best.number}"
+        + (" (the recipe itself: no trial beat it)" if best.user_attrs.get("recipe") else "")
+        + f", {metric} {best.value:.4f}; {out / 'best.yaml'} (a --config file); table {table}"
     )
     return TuneResult(out, out / "best.yaml", table, float(best.value), metric, rows)
 
