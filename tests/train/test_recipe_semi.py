@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pixclass.train.recipe_semi import (
+    ALIGN_PER_CLASS,
     COLOUR_POLICY,
     GREY_POLICY,
     MAX_STEPS,
@@ -63,3 +64,15 @@ def test_strong_view_policy_by_the_data_unless_given():
     assert run.policy == "trivialaugment" and "the run's --policy" in run.explanation
     mine = derive_semi(1200, 10, 16, 2, 150, 0.0, policy="geometric", run_policy="trivialaugment")
     assert mine.policy == "geometric" and "strong view geometric (set by you)" in mine.explanation
+
+
+def test_distribution_alignment_under_few_labels_per_class_unless_given():
+    few = derive_semi(1200, 10, 16, 2, 150, 0.0, per_class=4)
+    assert few.align and "distribution alignment on (4 labelled images per class, under 10" in few.explanation
+    enough = derive_semi(1200, 10, 16, 2, 150, 0.0, per_class=ALIGN_PER_CLASS)
+    assert not enough.align and "distribution alignment off (10 labelled images per class, 10 or more)" in (
+        enough.explanation
+    )
+    mine = derive_semi(1200, 10, 16, 2, 150, 0.0, per_class=4, align=False)
+    assert not mine.align and "distribution alignment off (set by you)" in mine.explanation
+    assert derive_semi(1200, 10, 16, 2, 150, 0.0, per_class=25, align=True).align

@@ -196,3 +196,14 @@ def test_train_with_align_records_it(tmp_path, patterns):
     res = train(str(data), cfg, tmp_path / "run", progress=False, log=lambda _: None)
     assert res.history and 0 <= res.history[-1]["unlabeled_used"] <= 1
     assert ckpt.load(res.best).card.train_config["unlabeled_align"] is True
+
+
+def test_under_ten_labels_per_class_the_recipe_turns_align_on_and_says_why(tmp_path, patterns):
+    data, unl = folders(tmp_path, patterns)
+    cfg = merge(TrainConfig(), {**TINY_RECIPE, "epochs": 1, "unlabeled": str(unl)})
+    assert cfg.unlabeled_align is None  # the recipe's choice
+    lines: list[str] = []
+    res = train(str(data), cfg, tmp_path / "run", progress=False, log=lines.append)
+    semi_line = next(ln for ln in lines if ln.startswith("semi-supervised (FixMatch):"))
+    assert "distribution alignment on (" in semi_line and "labelled images per class, under 10" in semi_line
+    assert ckpt.load(res.best).card.train_config["unlabeled_align"] is True

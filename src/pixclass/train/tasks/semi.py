@@ -107,6 +107,8 @@ class SemiSupervised(Classification):
             policy=cfg.unlabeled_policy,
             run_policy=cfg.augment.policy,
             channels=data.channels,
+            align=cfg.unlabeled_align,
+            per_class=n_train / max(1, len(data.classes)),
         )
         log(f"semi-supervised (FixMatch): {rule.explanation}")
         return replace(
@@ -116,6 +118,7 @@ class SemiSupervised(Classification):
             epochs=rule.epochs,
             lr=rule.lr,
             unlabeled_policy=rule.policy,
+            unlabeled_align=rule.align,
         )
 
     def setup(self, run: Any) -> None:
