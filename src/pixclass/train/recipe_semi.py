@@ -36,7 +36,7 @@ logs its line.
   RandAugment lost on every seed (seed 0 at this lr: 59.3% against 68.1%; at lr 0.05 -3.3 +- 0.8). The
   supervised step agrees (benchmarks/robustness.py: RandAugment + Cutout -6.1 on the same photos).
 * distribution alignment (ReMixMatch, Berthelot et al. 2020; ``--unlabeled-align``): on under
-  ``ALIGN_PER_CLASS`` labelled images per class. Every labelled image training, 3 seeds each
+  ``ALIGN_PER_CLASS`` labelled images per class. Every labelled image training, 3-4 seeds each
   (benchmarks/results/semi_*_allval_align*.md against semi_*_allval.md): digits at 4 per class
   93.0 +- 3.7 -> 96.6 +- 0.2 (92.8 / 89.4 / 96.8 -> 96.9 / 96.5 / 96.5), at 5 per class 96.2 +- 1.7 -> 96.6 +- 1.6
   (4 seeds, each >= 95% with it, two below without), photos at 4 per class 74.4 +- 3.0 -> 78.6 +- 4.4; at 10
