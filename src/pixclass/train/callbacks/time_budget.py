@@ -124,8 +124,7 @@ def probe_epoch_seconds(run: Any) -> tuple[float, int]:
         for step in range(steps):
             t0 = time.perf_counter()
             x, y = run.batch_rows(rows, rows_dev, step)
-            loss, _ = run.task.training_step(run, x, y)
-            run.optimize(loss)
+            run.step(x, y)
             synchronize(run.device)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
