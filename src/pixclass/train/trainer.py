@@ -16,7 +16,6 @@ change what trains, and the trainer hands rank 0's decisions to every rank. One 
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import time
@@ -194,7 +193,7 @@ class Trainer:
         batch's loss and the number of its samples the model got right (device tensors)."""
         self.opt.zero_grad(set_to_none=True)
         if self.halves is not None:
-            loss, right = self.halves.forward_backward(functools.partial(self.task.training_step, self), x, y)
+            loss, right = self.halves.forward_backward(self.task.training_step, x, y)
         else:
             loss, right = self.task.training_step(self, x, y)
             loss.backward()
@@ -280,7 +279,7 @@ class Trainer:
             self.parts.model,
             self.task.whole_batch(self),
         )
-        self.halves = Halves(threads) if halves else None
+        self.halves = Halves(self, threads) if halves else None
         self.log(f"training step: {why}; {how}")
         given = self._given if self._given is not None else default_callbacks
         if callable(given):
