@@ -66,22 +66,14 @@ def steady(values: list[float]) -> float:
 
 # ------------------------------------------------------------------------------------------ pixclass
 def run_pixclass(
-    ds: Any,
-    batch: int,
-    epochs: int,
-    channels_last: bool | None,
-    amp: bool | None = None,
-    half_batches: bool | None = None,
+    ds: Any, batch: int, epochs: int, channels_last: bool | None, amp: bool | None = None
 ) -> dict[str, Any]:
-    """The ``seed`` preset at this batch size (no augmentation: the seed had none); ``channels_last``,
-    ``amp`` and ``half_batches`` None keep the config's defaults, as ``pixclass train fashion-mnist
-    --preset seed`` would (amp: bf16 autocast of the step where the CPU has native bf16,
-    ``pixclass.device.amp_reason``; half_batches: the batch's two halves side by side, ``train.halves``)."""
+    """The ``seed`` preset at this batch size (no augmentation: the seed had none); ``channels_last``
+    and ``amp`` None keep the config's defaults, as ``pixclass train fashion-mnist --preset seed`` would
+    (amp: bf16 autocast of the step where the CPU has native bf16, ``pixclass.device.amp_reason``)."""
     cfg = merge(TrainConfig(), PRESETS["seed"].overrides, "preset seed")
     if amp is not None:
         cfg = merge(cfg, {"amp": amp}, "benchmark side")
-    if half_batches is not None:
-        cfg = merge(cfg, {"half_batches": half_batches}, "benchmark side")
     return run_pixclass_cfg(ds, cfg, batch, epochs, channels_last)
 
 
@@ -172,11 +164,9 @@ def run_torch(
 
 def run_side(side: str, b: int, a: argparse.Namespace, ds: Any, arr: dict[str, Any]) -> dict[str, Any]:
     """One run of ``side`` at batch ``b``: its per-epoch images/s and the steady figure."""
-    if side.startswith("pixclass"):
+    if side in ("pixclass", "pixclass_cl", "pixclass_nocl", "pixclass_fp32"):
         cl = {"pixclass_cl": True, "pixclass_nocl": False}.get(side)
-        amp = False if side.startswith("pixclass_fp32") else None
-        half = False if side.endswith("_whole") else None
-        return run_pixclass(ds, b, a.epochs, channels_last=cl, amp=amp, half_batches=half)
+        return run_pixclass(ds, b, a.epochs, channels_last=cl, amp=False if side == "pixclass_fp32" else None)
     if side in ("torch", "torch_dataloader"):
         return run_torch(arr["x_train"], arr["y_train"], b, a.epochs, side == "torch_dataloader", a.seed)
     r = common.run_keras(  # keras, keras_xla
@@ -285,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sides",
         default="pixclass,torch,keras",
         help="which to time, of pixclass (the preset's own settings), pixclass_cl / pixclass_nocl (channels_last "
-        "forced on / off), pixclass_fp32 (bf16 autocast off), pixclass_whole / pixclass_fp32_whole (one batch "
-        "across the threads: half_batches off), torch, torch_dataloader, keras, keras_xla",
+        "forced on / off), pixclass_fp32 (bf16 autocast off), torch, torch_dataloader, keras, keras_xla",
     )
     ap.add_argument("--keras-xla", action="store_true", help="also time Keras with jit_compile=True")
     ap.add_argument("--seed", type=int, default=0)
@@ -304,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
         "pixclass_cl",
         "pixclass_nocl",
         "pixclass_fp32",
-        "pixclass_whole",
-        "pixclass_fp32_whole",
         "torch",
         "torch_dataloader",
         "keras",

@@ -309,17 +309,6 @@ class TrainConfig:
         cli="both",
         group=OPT,
     )
-    half_batches: bool = option(
-        True,
-        kind="bool",
-        help="on a CPU with 2+ threads, each training step runs the two halves of its batch side by side, "
-        "half the threads each, and adds their gradients: the same step (to float rounding), where the model "
-        "and loss allow it (no BatchNorm, dropout, Mixup/CutMix or class weights)",
-        why="on: measured 1.26-1.51x one batch on 2 cores in bf16, 1.08x in fp32",
-        flag="--no-half-batches",
-        cli="off",
-        group=OPT,
-    )
     calibrate: bool = option(
         True,
         kind="bool",

@@ -37,7 +37,6 @@ from .balance import balanced_indices
 from .callbacks import default_callbacks
 from .events import EVENTS, Callback, RollBack, StopTraining
 from .guard import GuardEvent, chance_warning
-from .halves import Halves, halves_reason
 from .parts import Parts, build_parts, resident
 from .plan import Plan, make_plan, prepare_run_dir
 from .resume import check_resume_data, load_resume, save_resume
@@ -97,23 +96,16 @@ class Trainer:
         self.best_metric = math.nan  # the best checkpoint's metric (``callbacks.checkpoints`` keeps it)
         self.stopped_early = False
         self.amp = False  # bf16 autocast of the training step: decided in setup (``device.amp_reason``)
-        self.halves: Halves | None = (
-            None  # two half-batches side by side: decided in setup (``train.halves``)
-        )
         self.running: tuple[Any, Any, int] = (0, 0, 0)  # this epoch's loss sum, correct, seen (device)
 
     # ------------------------------------------------------------------------------------- the loop
     def fit(self) -> TrainResult:
         self.setup()
-        try:
-            self.emit("on_fit_start")
-            if self.resume:
-                self.restore()
-            while self.epoch < self.cfg.epochs and not self.stopped_early:
-                self.run_epoch()
-        finally:
-            if self.halves is not None:
-                self.halves.close()
+        self.emit("on_fit_start")
+        if self.resume:
+            self.restore()
+        while self.epoch < self.cfg.epochs and not self.stopped_early:
+            self.run_epoch()
         result = self.result()
         self.emit("on_fit_end", result)
         return distributed.broadcast_object(result)  # every rank returns rank 0's result
@@ -153,7 +145,8 @@ class Trainer:
         seen = 0
         for step in range(self.steps_per_epoch):
             x, y = self.batch_rows(rows, rows_dev, step)
-            loss, right = self.step(x, y)
+            loss, right = self.task.training_step(self, x, y)
+            self.optimize(loss)
             loss_sum += loss.detach() * len(y)
             correct += right
             seen += len(y)
@@ -187,21 +180,9 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.y_train[idx]
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on an augmented batch: the task's loss, backward (the batch whole, or its two
-        halves side by side: ``train.halves``), clipping, the optimizer and the schedule. Returns the
-        batch's loss and the number of its samples the model got right (device tensors)."""
+    def optimize(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
-        if self.halves is not None:
-            loss, right = self.halves.forward_backward(self.task.training_step, x, y)
-        else:
-            loss, right = self.task.training_step(self, x, y)
-            loss.backward()
-        self.finish_step()
-        return loss, right
-
-    def finish_step(self) -> None:
-        """Clip, step the optimizer and the schedule: after the gradients are in ``.grad``."""
+        loss.backward()
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
@@ -262,6 +243,7 @@ class Trainer:
         self.amp, why = amp_reason(
             self.cfg.amp, self.device, self.cfg.batch_size
         )  # decided once: the step asks every batch
+        self.log(f"training step: {why}")
         self.eval_model: nn.Module = self.parts.model  # the EMA callback swaps in its average
         self.train_split = self.data.splits["train"]
         self.x_train, self.y_train = resident(self.train_split, self.device)
@@ -269,18 +251,6 @@ class Trainer:
             self.cfg.seed
         )  # re-seeded each epoch from (seed, epoch, rank)
         self.task.setup(self)
-        threads = torch.get_num_threads()
-        halves, how = halves_reason(
-            self.cfg.half_batches,
-            self.device,
-            world.size,
-            threads,
-            self.batch,
-            self.parts.model,
-            self.task.whole_batch(self),
-        )
-        self.halves = Halves(self, threads) if halves else None
-        self.log(f"training step: {why}; {how}")
         given = self._given if self._given is not None else default_callbacks
         if callable(given):
             given = given(self.cfg, self.data, progress=self.progress)

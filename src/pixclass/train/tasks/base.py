@@ -41,11 +41,6 @@ class Task:
         samples it got right, as a device tensor). The trainer does backward and the optimizer step."""
         raise NotImplementedError
 
-    def whole_batch(self, run: Any) -> str | None:
-        """Why a step of this task must see its batch whole, or None when its loss is a plain mean over the
-        samples, so that the halves of a batch may run side by side (``train.halves``) and add up to it."""
-        return f"the {self.name} step takes its batch whole"
-
     def validate(self, run: Any, split: Any) -> dict[str, float]:
         """The validation columns of the metrics row (at least ``val_loss`` and ``val_acc``), computed on
         ``run.eval_model``; NaN without a split."""

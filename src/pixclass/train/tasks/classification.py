@@ -53,13 +53,6 @@ class Classification(Task):
             loss = self.loss(logits.float(), y)
         return loss, (logits.argmax(1) == y).sum()
 
-    def whole_batch(self, run: Any) -> str | None:
-        if run.cfg.augment.mixes:
-            return "Mixup/CutMix pair images across the batch"
-        if run.balance == "weights":
-            return "class weights: the batch's loss is a weighted mean"
-        return None
-
     def validate(self, run: Any, split: Any) -> dict[str, float]:
         """Validation loss, accuracy and balanced accuracy (mean per-class recall: picks best on skewed
         data) of ``run.eval_model``; counts are summed over the processes first, ratios after."""
