@@ -15,7 +15,10 @@ time fits a short slot: ``--keep`` keeps the other datasets' rows of benchmarks/
 goal: tune's test accuracy >= the validation-picked grid's and its CPU seconds < the grid's, on every
 dataset. Writes benchmarks/results/tune.{json,md}. 2026-12-06 (successive halving, the recipe kept on a
 tie), sampler seeds 0 / 1 (results/tune.md, tune_seed1.md): tune / grid CPU 0.43-0.66x; tune - grid in
-test images: textures -1 / -1, photos +2 / +2, digits +0 / +0, fm100 +9 / +9: 6 of 8 rows met.
+test images: textures -1 / -1, photos +2 / +2, digits +0 / +0, fm100 +9 / +9: 6 of 8 rows met. At training
+seeds 1 and 2 (``--train-seed``, 2026-12-07; ``--combine`` -> results/tune_trainseeds.md): 3 of 8 met; over
+seeds 0-2 tune - grid is -2, -12, +1 and -44 test images, at 0.55-1.10x the grid's CPU when the grid runs
+in the search's own process (the seed-0 baselines ran beside other jobs, which inflated their CPU).
 """
 
 from __future__ import annotations
