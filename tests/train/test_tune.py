@@ -211,33 +211,6 @@ def test_successive_halving_lets_the_best_third_of_each_rung_go_on(tmp_path):
     assert pruned == {0.5: True, 0.6: True, 0.7: True, 0.8: True, 0.95: False}
 
 
-def test_halving_ranks_trials_once_their_warm_up_is_over(tmp_path):
-    """Before the first rung (the end of a trial's warm-up) no trial is pruned, however far behind."""
-    import optuna
-
-    from pixclass.train import tune as tune_module
-
-    def rung(warmup: float, epochs: int, short: int) -> int:
-        return tune_module.first_rung(TrainConfig(warmup_epochs=warmup, epochs=epochs), short)
-
-    # fm100: 5 steps an epoch, a 100-step warm-up (20 of 150 epochs), trials of 60: ranked from epoch 8
-    assert [rung(20, 150, 60), rung(0, 150, 60), rung(5, 58, 23), rung(200, 150, 60)] == [8, 1, 2, 60]
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    data = {"data": "x", "classes": ["a", "b"], "images": {"train": 4}}
-    study = tune_module.open_study(optuna, tmp_path, data, "val_acc", 0, print, first_rung=3)
-    first = study.ask()
-    for epoch in range(1, 4):
-        first.report(0.9, epoch)
-        assert not first.should_prune()  # a rung's value is recorded when the trial asks
-    study.tell(first, 0.9)
-    behind = study.ask()
-    for epoch in (1, 2):
-        behind.report(0.1, epoch)
-        assert not behind.should_prune()
-    behind.report(0.1, 3)
-    assert behind.should_prune()
-
-
 def test_a_trial_that_ties_the_recipe_does_not_replace_it(tmp_path):
     import optuna
 

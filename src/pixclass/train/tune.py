@@ -138,23 +138,18 @@ def tune(
     plan = make_plan(data, cfg, out, progress=False, log=log)
     base, ds = plan.config, plan.data  # the derived recipe, and the data decoded and split once
     base = dataclasses.replace(base, calibrate=False, unknown=False, log=(), time=None)
+    study = open_study(optuna, out, fingerprint(data, ds), base.metric, seed, log, halving=not budget_s)
     share = budget_s / (trials + RERANK) if budget_s else None  # the re-runs of a tie have their share too
     short = None
-    rung = 1
     if share is None and "epochs" in cfg.auto:
         short = trial_epochs(base.epochs)
-        rung = first_rung(base, short)
         if short < base.epochs:
             log(
-                f"a trial trains up to {short} of the recipe's {base.epochs} epochs: all train {rung} (the trial's "
-                f"warm-up), the best third of those go on to {rung * HALVING}, to {rung * HALVING**2}, ... "
-                "(successive halving); best.yaml leaves the epochs to the recipe"
+                f"a trial trains up to {short} of the recipe's {base.epochs} epochs: all train 1, the best third of "
+                "those go on to 3, to 9, ... (successive halving); best.yaml leaves the epochs to the recipe"
             )
         else:
             short = None
-    study = open_study(
-        optuna, out, fingerprint(data, ds), base.metric, seed, log, halving=not budget_s, first_rung=rung
-    )
     objective = functools.partial(
         run_trial, base=base, ds=ds, out=out, share_s=share, short=short is not None, log=log
     )
@@ -181,15 +176,6 @@ def tune(
 
     best = rerank_ties(study, second_run, log)
     return write_results(study, base, out, log, best)
-
-
-def first_rung(base: TrainConfig, short: int) -> int:
-    """The first epoch at which successive halving ranks trials: the end of a trial's warm-up (the
-    recipe's, compressed with the trial), at least 1. Before it the lrs are still ramping up, and a rank
-    says how fast a trial starts, not where it ends: fm100 (5 steps an epoch, a 100-step warm-up) had
-    every trial at chance after epoch 1, and 19 of 20 were pruned on the validation loss's tie-break."""
-    warmup = base.warmup_epochs * short / max(1, base.epochs)
-    return max(1, min(short, math.ceil(warmup - 1e-9)))
 
 
 def trial_epochs(epochs: int) -> int:
@@ -247,14 +233,12 @@ def open_study(
     seed: int,
     log: Callable[[str], None],
     halving: bool = True,
-    first_rung: int = 1,
 ) -> Any:
     """The study in OUT/study.db: new, or resumed when it is of the same data. Trials an interruption
     left running are marked failed (they are not counted; new trials replace them). ``halving``:
-    successive halving from epoch ``first_rung`` (``first_rung``); else the median of the earlier trials
-    prunes (--time)."""
+    successive halving from the first epoch; else the median of the earlier trials prunes (--time)."""
     pruner = (
-        optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=HALVING)
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=HALVING)
         if halving
         else optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=PRUNE_AFTER)
     )
