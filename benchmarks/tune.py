@@ -118,6 +118,11 @@ def bench(
     }
     if baselines is not None:  # read now: a --baselines-only run beside this one may still be writing them
         b = baselines_row(baselines, name)
+        if b.get("train_seed", 0) != train_seed:  # another seed's grid is another draw: no comparison
+            raise SystemExit(
+                f"--baselines {baselines}: its {name} row ran at training seed {b.get('train_seed', 0)}, "
+                f"this search at {train_seed}; give the file of the same --train-seed"
+            )
         row |= {k: b[k] for k in ("default", "grid")} | {"baselines_from": b["date"]}
     row["met"] = (
         row["tune"]["test_acc"] >= row["grid"]["test_acc"] and row["tune"]["cpu_s"] < row["grid"]["cpu_s"]
