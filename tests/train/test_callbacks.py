@@ -75,3 +75,19 @@ def test_pixclass_train_stays_callable_after_its_modules_load():
 def test_callback_base_loads_no_torch():
     code = "import sys, pixclass; pixclass.Callback; pixclass.StopTraining; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_weight_average_far_behind_the_trained_weights_says_so(tmp_path, patterns, tiny_train):
+    """--ema with a horizon far beyond the run: the average stays near the first weights while the trained
+    ones learn; the run warns (in its log and its result) and names a decay that fits. A decay that tracks
+    the weights warns of nothing."""
+    data = patterns.folder(tmp_path / "data", {"top": 16, "bottom": 16, "left": 16})
+    far = tiny_train(data, tmp_path / "far", epochs=4, ema=0.9999)
+    warning = [w for w in far.warnings if "weight average" in w]
+    assert len(warning) == 1, far.warnings
+    assert (
+        "(--ema 0.9999) validates at val_acc 0.333, the trained weights at 1.000" in warning[0]
+        and "train again with --ema 0.9" in warning[0]
+    )
+    near = tiny_train(data, tmp_path / "near", epochs=4, ema=0.5)
+    assert not [w for w in near.warnings if "weight average" in w]
