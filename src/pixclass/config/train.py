@@ -238,7 +238,8 @@ class TrainConfig:
         hi=0.999999,
         lo_open=True,
         optional=True,
-        help="weight EMA decay per step, e.g. 0.999",
+        help="weight EMA decay per step, e.g. 0.999 (it averages ~1/(1 - decay) steps: keep that well under the "
+        "run's; a run whose average validates well below its trained weights says so)",
         why="off",
         flag="--ema",
         group=OPT,
