@@ -19,39 +19,28 @@ benchmarks/results/half_batches_b<B>[_fp32][_rescnn].{json,md}.
 from __future__ import annotations
 
 import argparse
-import gzip
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import context, write_results  # noqa: E402
+from common import context, fmnist_arrays, write_results  # noqa: E402
 
 from pixclass.models import create_model  # noqa: E402
-
-FM = Path("/usr/share/datasets/fashion-mnist")
-
-
-def fashion_mnist() -> tuple[torch.Tensor, torch.Tensor]:
-    with gzip.open(FM / "train-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(FM / "train-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)
-    return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
 
 
 class Bench:
     def __init__(self, a: argparse.Namespace):
         self.a = a
-        self.x, self.y = fashion_mnist()
+        arr = fmnist_arrays()  # the IDX files as every benchmark reads them
+        self.x, self.y = torch.from_numpy(arr["x_train"]), torch.from_numpy(arr["y_train"])
 
     def net(self) -> torch.nn.Module:
         name = "rescnn" if self.a.rescnn else "seed_cnn"

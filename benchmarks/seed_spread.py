@@ -19,7 +19,6 @@ import json
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from common import RESULTS, context, set_threads, write_results  # noqa: E402
 from datasets import build  # noqa: E402
 from robustness import load, run_pixclass  # noqa: E402
-from tune import resolved  # noqa: E402
+from tune import clocked, resolved  # noqa: E402
 
 from pixclass.config import TrainConfig, merge  # noqa: E402
 
@@ -51,15 +50,8 @@ def one_run(name: str, ds: Any, seed: int, over: dict[str, Any], work: Path, lab
     cfg = resolved(merge(TrainConfig(), {"seed": seed, **over}), ds, set(over))
     folder = work / name / f"{label}_s{seed}"
     shutil.rmtree(folder, ignore_errors=True)
-    t0 = time.process_time()
-    r = run_pixclass(ds, cfg, folder, f"{label} seed {seed}")
-    return {
-        "dataset": name,
-        "variant": label,
-        "seed": seed,
-        "test_acc": r["test_acc"],
-        "cpu_s": time.process_time() - t0,
-    }
+    r, cpu = clocked(run_pixclass, ds, cfg, folder, f"{label} seed {seed}")
+    return {"dataset": name, "variant": label, "seed": seed, "test_acc": r["test_acc"], "cpu_s": cpu}
 
 
 def table(rows: list[dict[str, Any]], variants: list[str], seeds: list[int]) -> list[str]:

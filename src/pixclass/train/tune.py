@@ -82,8 +82,9 @@ STARTUP_TRIALS = 5
 #: pruning after the first epoch), same datasets and sampler seeds (benchmarks/README.md,
 #: "Hyper-parameter search"): photos' recipe ranked 0.937 on validation after 4 of its 50 epochs (and a
 #: half-width net at 6.6x its lr won, testing 92.6% against the recipe's 94.3%); after 20 it ranked 0.983,
-#: first. With 0.4 (and a tie keeping the recipe), two to four trials completed, and tune cost 0.43-0.66x
-#: the lr grid's CPU.
+#: first. With 0.4 (and a tie keeping the recipe), two to four trials completed, and tune cost 0.55-1.10x
+#: the lr grid's CPU with the grid run in the same process (0.43-0.66x against a grid run beside other
+#: jobs, which inflated its CPU; benchmarks/README.md, "The same at training seeds 1 and 2").
 TRIAL_SHARE, MIN_TRIAL_EPOCHS, HALVING = 0.4, 3, 3
 #: With --time (trials of equal time shares): pruning starts after this many epochs of a trial, against
 #: the median of the trials before it.
