@@ -7,7 +7,10 @@ run's test accuracy moves by 1-5 points from one seed to the next (photos 94.3 /
         --variant ema99=ema:0.99 --variant ema998=ema:0.998
 
 ``--variant NAME=KEY:VALUE[,KEY:VALUE...]``: options set on top of the recipe (each explicit, so the recipe
-leaves them alone); the recipe itself is always the first variant ("recipe"). Every run seeded, one torch
+leaves them alone); the recipe itself is always the first variant ("recipe"). ``--variant-config
+DATASET:NAME=PATH``: a ``--config`` file (a search's best.yaml) as a variant of that dataset alone, its
+options explicit as ``pixclass train --config`` makes them; run at fresh seeds, it measures the configuration
+a search picked apart from the luck of the run that picked it. Every run seeded, one torch
 thread; process CPU seconds per run. Writes benchmarks/results/<--name>.{json,md} after each run, so a
 slot cut short keeps what it ran; runs whose row is in that file already are not run again.
 """
@@ -32,7 +35,7 @@ from datasets import build  # noqa: E402
 from robustness import load, run_pixclass  # noqa: E402
 from tune import clocked, resolved  # noqa: E402
 
-from pixclass.config import TrainConfig, merge  # noqa: E402
+from pixclass.config import TrainConfig, build_config, merge  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -46,8 +49,27 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, over
 
 
-def one_run(name: str, ds: Any, seed: int, over: dict[str, Any], work: Path, label: str) -> dict[str, Any]:
-    cfg = resolved(merge(TrainConfig(), {"seed": seed, **over}), ds, set(over))
+def parse_variant_config(text: str) -> tuple[str, str, Path]:
+    head, _, path = text.partition("=")
+    dataset, _, name = head.partition(":")
+    if not dataset or not name or not Path(path).is_file():
+        raise SystemExit(f"--variant-config {text!r}: give DATASET:NAME=PATH of an existing --config file")
+    return dataset, name, Path(path)
+
+
+def variant_config(over: dict[str, Any] | Path, seed: int, ds: Any) -> TrainConfig:
+    """The run's configuration: the recipe with ``over`` set, or a --config file as ``pixclass train``
+    reads it (its options explicit, the rest derived)."""
+    if isinstance(over, Path):
+        cfg = build_config(None, None, over, overrides={"seed": seed})
+        return resolved(cfg, ds, set(cfg.to_dict()) - set(cfg.auto))
+    return resolved(merge(TrainConfig(), {"seed": seed, **over}), ds, set(over))
+
+
+def one_run(
+    name: str, ds: Any, seed: int, over: dict[str, Any] | Path, work: Path, label: str
+) -> dict[str, Any]:
+    cfg = variant_config(over, seed, ds)
     folder = work / name / f"{label}_s{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     r, cpu = clocked(run_pixclass, ds, cfg, folder, f"{label} seed {seed}")
@@ -84,28 +106,33 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", default=["textures", "photos", "digits", "fm100"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY:VALUE,...")
+    ap.add_argument("--variant-config", action="append", default=[], metavar="DATASET:NAME=PATH")
     ap.add_argument("--work", type=Path, default=Path("/tmp/pixclass-seed-spread"))
     ap.add_argument("--name", default="seed_spread")
     a = ap.parse_args()
     set_threads(1)
-    variants = [("recipe", {})] + [parse_variant(v) for v in a.variant]
+    variants: list[tuple[str, dict[str, Any] | Path]] = [("recipe", {})] + [
+        parse_variant(v) for v in a.variant
+    ]
+    per_dataset = [parse_variant_config(v) for v in a.variant_config]
     path = RESULTS / f"{a.name}.json"
     rows: list[dict[str, Any]] = json.loads(path.read_text())["rows"] if path.is_file() else []
     done = {(r["dataset"], r["variant"], r["seed"]) for r in rows}
     for name in a.only:
         ds = load(build(name))
+        own = [(label, path) for d, label, path in per_dataset if d == name]
         for seed in a.seeds:
-            for label, over in variants:
+            for label, over in variants + own:
                 if (name, label, seed) in done:
                     continue
                 rows.append(one_run(name, ds, seed, over, a.work, label))
-                write(a, rows, variants)
+                write(a, rows, variants + [(label, path) for _, label, path in per_dataset])
 
 
 def write(
-    a: argparse.Namespace, rows: list[dict[str, Any]], variants: list[tuple[str, dict[str, Any]]]
+    a: argparse.Namespace, rows: list[dict[str, Any]], variants: list[tuple[str, dict[str, Any] | Path]]
 ) -> None:
-    names = [v for v, _ in variants]
+    names = list(dict.fromkeys(v for v, _ in variants))
     md = "\n".join(
         [
             "# The recipe and its variants at several training seeds",
@@ -113,6 +140,7 @@ def write(
             "Command (an accuracy run, one torch thread, in a low-share autogroup): `PYTHONPATH=src python "
             f"benchmarks/seed_spread.py --only {' '.join(a.only)} --seeds {' '.join(map(str, a.seeds))} "
             + " ".join(f"--variant {v}" for v in a.variant)
+            + " ".join(f" --variant-config {v}" for v in a.variant_config)
             + f" --name {a.name}`",
             "",
             "Variants: "
@@ -125,7 +153,10 @@ def write(
     )
     print(md, flush=True)
     write_results(
-        a.name, {"context": context(1), "rows": rows, "variants": dict(variants)}, md + "\n", quick=False
+        a.name,
+        {"context": context(1), "rows": rows, "variants": {n: str(o) for n, o in variants}},
+        md + "\n",
+        quick=False,
     )
 
 

@@ -265,10 +265,17 @@ def main() -> None:
         help="no runs: the rows of these results files (one per training seed) side by side, with their means, "
         "into results/tune_trainseeds.md",
     )
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        metavar="NAME",
+        help="with --combine: seed_spread results files that trained the picks again at fresh seeds; adds the "
+        "table of tune's and the grid's picks as configurations (their means at those seeds)",
+    )
     ap.add_argument("--name", help="the results file's name (default: tune, tune_seedN, tune_baselines)")
     a = ap.parse_args()
     if a.combine:
-        combine(a.combine, a.name or "tune_trainseeds")
+        combine(a.combine, a.name or "tune_trainseeds", a.configs)
         return
     set_threads(1)
     if a.trial_share is not None:
@@ -361,7 +368,7 @@ def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     write_results(name, {"context": context(1), "rows": rows}, md, quick=False)
 
 
-def combine(names: list[str], out: str) -> None:
+def combine(names: list[str], out: str, spreads: list[str] | None = None) -> None:
     """Tune against the grid at several training seeds: a configuration's test accuracy is a draw of its
     training seed (textures' 300 test images move by 1-3 between seeds), so "at least as good as the grid"
     is read per seed and on the mean over seeds, each seed's grid picked on validation as a user picks it."""
@@ -400,9 +407,68 @@ def combine(names: list[str], out: str) -> None:
             f"| **{d}** | mean of {len(names)} | {mean['default']:.2f} | {mean['tune']:.2f} | {mean['grid']:.2f} | "
             f"{total:+d} in all | |"
         )
+    if spreads:
+        lines += ["", *configs_table(runs, names, seeds, datasets, spreads)]
     md = "\n".join(lines) + "\n"
     print(md)
     write_results(out, {"context": context(1), "files": names, "seeds": seeds}, md, quick=False)
+
+
+def pick_label(r: dict[str, Any], side: str) -> str:
+    """The seed_spread variant that is a search's pick: the grid's run name less "grid "; tune's pick is
+    the recipe when its best trial is the first (the recipe itself), else that seed's best.yaml."""
+    if side == "grid":
+        return r["grid"]["best"].removeprefix("grid ")
+    return "recipe" if "trial 0 of" in r["tune"]["best_config"] else f"tune_ts{r.get('train_seed', 0)}"
+
+
+def configs_table(
+    runs: dict[str, dict[str, Any]],
+    names: list[str],
+    seeds: list[int],
+    datasets: list[str],
+    spreads: list[str],
+) -> list[str]:
+    """Each search's two picks as configurations: tune's and the grid's, each trained again at the fresh
+    seeds of the seed_spread files, their mean test accuracy side by side. The pick's own run is a draw
+    that its search selected on (the grid keeps the best of three by validation: the luckier draw too);
+    at fresh seeds only the configuration is compared."""
+    rows = [r for n in spreads for r in json.loads((RESULTS / f"{n}.json").read_text())["rows"]]
+    accs: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        accs.setdefault((r["dataset"], r["variant"]), []).append(100 * r["test_acc"])
+    fresh = sorted({r["seed"] for r in rows})
+    lines = [
+        f"## The picks as configurations, at fresh seeds ({', '.join(map(str, fresh))})",
+        "",
+        f"Each search's pick trained again at training seeds it never saw (`python benchmarks/seed_spread.py "
+        f"--seeds {' '.join(map(str, fresh))} --variant lr0.01=lr:0.01 --variant lr0.03=lr:0.03 --variant "
+        "lr0.1=lr:0.1 --variant-config DATASET:tune_tsS=best.yaml`, results "
+        + ", ".join(f"`{n}`" for n in spreads)
+        + "): the mean test accuracy (%) of tune's configuration and of the grid's, and the difference in test "
+        "images; the goal's CPU column is the search's, as above.",
+        "",
+        "| dataset | search at training seed | tune's pick | its mean (n) | grid's pick | its mean (n) | tune - grid "
+        "(imgs) | tune / grid CPU | goal |",
+        "|---|---:|---|---:|---|---:|---:|---:|---|",
+    ]
+    for d in datasets:
+        for n, s in zip(names, seeds, strict=True):
+            r = runs[n][d]
+            t, g = pick_label(r, "tune"), pick_label(r, "grid")
+            ta, ga = accs.get((d, t), []), accs.get((d, g), [])
+            if not ta or not ga:
+                lines.append(f"| {d} | {s} | {t} | not run | {g} | {'not run' if not ga else ''} | | | |")
+                continue
+            tm, gm = sum(ta) / len(ta), sum(ga) / len(ga)
+            imgs = (tm - gm) / 100 * r["n_test"]
+            cpu = r["tune"]["cpu_s"] / r["grid"]["cpu_s"]
+            met = "met" if tm >= gm - 1e-9 and cpu < 1 else "not met"
+            lines.append(
+                f"| {d} | {s} | {t} | {tm:.2f} ({len(ta)}) | {g} | {gm:.2f} ({len(ga)}) | {imgs:+.1f} | {cpu:.2f} | "
+                f"{met} |"
+            )
+    return lines
 
 
 if __name__ == "__main__":
