@@ -20,13 +20,14 @@ def test_fashion_mnist_keeps_todays_recipe():
 
 
 def test_small_folder_gets_more_steps_a_smaller_batch_and_lr():
-    """The issue's folder: ~1,100 images of 32 px. Batch 64, >= 15 steps/epoch, lr scaled to the batch,
-    a warm-up of 100 steps (not 4), and more epochs."""
+    """The issue's folder: ~1,100 images of 32 px. Batch 64, >= 15 steps/epoch, lr scaled to the batch
+    (by the square root under 256), a warm-up of 100 steps (not 4), and more epochs."""
     r = derive(DataFacts(1_020, 10, 32, 3))
     assert r.batch_size == 64 and r.steps_per_epoch == 15
     # pytest.approx's default (rel 1e-6) here and below in this module: both sides are the same
     # float64 formula evaluated in another order (rounding ~1e-16), so any real error shows.
-    assert r.lr == pytest.approx(0.1 * 64 / 256)
+    assert r.lr == pytest.approx(0.1 * (64 / 256) ** 0.5)
+    assert "lr 0.05 (0.1 x sqrt 64/256)" in r.explanation
     assert r.warmup_steps == 100 and r.epochs * r.steps_per_epoch >= 800
     assert "1,020 images, 10 classes, 32 px -> batch 64, 15 steps/epoch" in r.explanation
 
@@ -78,8 +79,12 @@ def test_explicit_options_win_and_shape_the_rest():
     assert r.steps_per_epoch == 7  # from the explicit batch
     assert "batch_size" not in r.chosen and "lr" not in r.overrides() and "epochs" not in r.overrides()
     assert "set by you: balance, batch_size, epochs, lr" in r.explanation
-    # an explicit batch alone rescales the derived lr
-    assert derive(DataFacts(1_000, 10, 28), "rescnn", {"batch_size": 32}).lr == pytest.approx(0.1 * 32 / 256)
+    # an explicit batch alone rescales the derived lr: by the square root under 256, linearly above
+    assert derive(DataFacts(1_000, 10, 28), "rescnn", {"batch_size": 32}).lr == pytest.approx(
+        float(f"{0.1 * (32 / 256) ** 0.5:.3g}")
+    )
+    big = derive(DataFacts(54_000, 10, 28), "rescnn", {"batch_size": 1024})
+    assert big.lr == pytest.approx(0.4) and "lr 0.4 (0.1 x 1024/256)" in big.explanation
     # an explicit AdamW takes AdamW's recipe
     assert derive(DataFacts(54_000, 10, 28), "rescnn", {"optimizer": "adamw"}).lr == 3e-3
 

@@ -152,14 +152,14 @@ class FamilyRecipe:
 
     optimizer: str
     lr: float
-    lr_scaling: str  # linear | sqrt
+    lr_scaling: str  # linear | sqrt | sqrt-below (square root under BASE_BATCH, linear above)
     weight_decay: float
     grad_clip: float | None
     epochs: int  # what a big set (>= ~50,000 images) trains for
 
 
 FAMILY_RECIPES: dict[str, FamilyRecipe] = {
-    "cnn": FamilyRecipe("sgd", 0.1, "linear", 5e-4, None, 10),
+    "cnn": FamilyRecipe("sgd", 0.1, "sqrt-below", 5e-4, None, 10),
     "rnn": FamilyRecipe("adamw", 3e-3, "sqrt", 0.05, 1.0, 12),
     "torchvision": FamilyRecipe("sgd", 0.1, "linear", 5e-4, None, 10),
 }
@@ -167,6 +167,14 @@ FAMILY_RECIPES: dict[str, FamilyRecipe] = {
 # Model name -> family, without importing the model registry (which imports torch).
 _RNN_MODELS = frozenset({"rnn_rows", "cnn_rnn"})
 _CNN_MODELS = frozenset({"rescnn", "rescnn_wide", "seed_cnn", "cnn_avg"})
+
+
+def scaled_lr(base: FamilyRecipe, batch: int) -> tuple[float, str]:
+    """The family's lr moved from ``BASE_BATCH`` to ``batch`` by its rule, and the words that say how."""
+    ratio = batch / BASE_BATCH
+    if base.lr_scaling == "linear" or (base.lr_scaling == "sqrt-below" and ratio >= 1):
+        return base.lr * ratio, f" ({base.lr:g} x {batch}/{BASE_BATCH})"
+    return base.lr * math.sqrt(ratio), f" ({base.lr:g} x sqrt {batch}/{BASE_BATCH})"
 
 
 def family_of(model: str) -> str:
@@ -319,8 +327,7 @@ def derive(
         else next(f for f in FAMILY_RECIPES.values() if f.optimizer == optimizer)
     )
     ratio = batch / BASE_BATCH
-    scaled = base.lr * (ratio if base.lr_scaling == "linear" else math.sqrt(ratio))
-    lr_why = f" ({base.lr:g} x {batch}/{BASE_BATCH}" + (")" if base.lr_scaling == "linear" else " sqrt)")
+    scaled, lr_why = scaled_lr(base, batch)
     if tune and optimizer == "adamw":  # pretrained features: never above the measured few-shot lr
         scaled = FT_LR * min(1.0, math.sqrt(batch / FT_LR_BATCH))
         lr_why = f" ({FT_LR:g} x sqrt {batch}/{FT_LR_BATCH})" if batch < FT_LR_BATCH else ""
