@@ -12,8 +12,11 @@ from conftest import TINY_MODEL, TINY_RECIPE, run_pixclass
 
 from pixclass import checkpoint as ckpt
 from pixclass.config import TrainConfig, build_config, merge
+from pixclass.train.recipe import FAMILY_RECIPES, scaled_lr
+from pixclass.train.recipe_semi import derive_semi
 from pixclass.train.run import train
 from pixclass.train.tasks import Classification, SemiSupervised, task_for
+from pixclass.train.tasks.semi import semi_base_lr
 
 
 @pytest.fixture(autouse=True)
@@ -207,3 +210,11 @@ def test_under_ten_labels_per_class_the_recipe_turns_align_on_and_says_why(tmp_p
     semi_line = next(ln for ln in lines if ln.startswith("semi-supervised (FixMatch):"))
     assert "distribution alignment on (" in semi_line and "labelled images per class, under 10" in semi_line
     assert ckpt.load(res.best).card.train_config["unlabeled_align"] is True
+
+
+def test_the_semi_rule_grows_the_labelled_batch_lr_it_was_measured_from():
+    """The supervised recipe scales SGD's lr by the square root under batch 256 (0.025 at 16); the
+    semi-supervised rule grows the linear value it was measured from (0.00625 x sqrt 8 = 0.0177)."""
+    cnn = FAMILY_RECIPES["cnn"]
+    assert scaled_lr(cnn, 16)[0] == pytest.approx(0.025) and semi_base_lr(cnn, 16) == 0.00625
+    assert derive_semi(1200, 10, 16, 2, 150, 0.0, lr=semi_base_lr(cnn, 16), lr_cap=cnn.lr).lr == 0.0177
