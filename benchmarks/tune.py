@@ -337,7 +337,7 @@ def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "",
         f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (successive halving, "
         f"a completed trial {tune_module.TRIAL_SHARE:g} of the recipe's epochs; trials ranked on "
-        "validation accuracy; a tie with the recipe keeps the recipe; another tie at the top: its two lowest-loss "
+        "validation accuracy; a trial leading the recipe by no more than one binomial standard error of its validation accuracy (at least one image) keeps the recipe; another tie at the top: its two lowest-loss "
         "trials train again with the next seed on other validation images, the mean of the two runs picks), then "
         "one run of its best.yaml scored on the test split; CPU = search + that run (the search split into its "
         "trials, the second runs of a tie, and the rest: decoding, the study, the ranking). *grid*: lr {0.01, 0.03, "

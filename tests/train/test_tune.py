@@ -235,4 +235,54 @@ def test_a_trial_that_ties_the_recipe_does_not_replace_it(tmp_path):
     assert best.number == 0 and runs == []  # kept without second runs: a tie is no evidence
     assert "trial(s) 1 tie the recipe (trial 0) on validation accuracy: the recipe stays" in lines[0]
     tune_module.write_results(study, TrainConfig(), tmp_path, lines.append, best)
-    assert "best: trial 0 (the recipe itself: no trial beat it)" in lines[-1]
+    assert "best: trial 0 (the recipe itself: no trial beat it by more than the noise)" in lines[-1]
+
+
+def margin_study(recipe_acc: float, other_acc: float):
+    """A study of the recipe (trial 0) and one other trial, each with its validation accuracy."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("metric", "val_acc")
+    dist = {"lr_factor": optuna.distributions.FloatDistribution(0.1, 10.0)}
+    for number, (lr, acc) in enumerate(((1.0, recipe_acc), (3.0, other_acc))):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr_factor": lr},
+                distributions=dist,
+                value=acc,
+                user_attrs={"metric_value": acc, "config": {"lr": lr}}
+                | ({"recipe": True} if number == 0 else {}),
+            )
+        )
+    return study
+
+
+def test_a_trial_ahead_of_the_recipe_by_no_more_than_the_noise_does_not_replace_it(tmp_path):
+    from pixclass.train import tune as tune_module
+
+    # 100 validation images, the recipe at 90%: one standard error is 3 images; the trial is 2 ahead
+    study, lines = margin_study(0.90, 0.92), []
+    kept = tune_module.keep_recipe(study, 100, lines.append)
+    assert kept.number == 0 and "by 2 of 100 validation images" in lines[0] and "3.0 images" in lines[0]
+    tune_module.write_results(study, TrainConfig(), tmp_path, lines.append, kept)
+    assert "best: trial 0 (the recipe itself" in lines[-1]
+    assert "trial 0 of 2" in (tmp_path / "best.yaml").read_text()
+
+
+def test_a_trial_ahead_of_the_recipe_by_more_than_the_noise_replaces_it():
+    from pixclass.train import tune as tune_module
+
+    study = margin_study(0.90, 0.94)  # 4 images ahead, the noise is 3
+    assert tune_module.keep_recipe(study, 100, print) is None
+    assert tune_module.keep_recipe(study, 0, print) is None  # no validation split: nothing to judge
+
+
+def test_one_image_is_the_least_lead_that_counts_as_noise():
+    from pixclass.train import tune as tune_module
+
+    assert tune_module.noise(1.0, 50) == 1 / 50
+    # one image ahead of a recipe at 98% of 50: the standard error is 0.99 images, one image the floor
+    assert tune_module.keep_recipe(margin_study(0.98, 1.0), 50, print).number == 0
+    # two images ahead of 98% of 100: the standard error is 1.4 images
+    assert tune_module.keep_recipe(margin_study(0.98, 1.0), 100, print) is None
