@@ -40,7 +40,7 @@ def test_no_flags_prints_and_saves_the_derived_recipe(tmp_path, patterns):
     assert "-> batch 16" in line[0] and "2 epochs" in line[0] and "set by you: epochs" in line[0]
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["batch_size"] == 16 and saved["epochs"] == 2 and saved["auto"] == []
-    assert saved["lr"] == 0.1 * 16 / 256
+    assert saved["lr"] == 0.025  # 0.1 x sqrt(16 / 256): the square root under batch 256
     assert saved["data"]["val_fraction"] == 0.25  # 36 images, 2 classes: >= 5 per class in validation
 
 

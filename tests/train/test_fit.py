@@ -356,7 +356,7 @@ def test_recipe_derives_what_is_not_set_and_saves_it(tmp_path, patterns, tiny_tr
     saved = load_yaml(tmp_path / "run" / "config.yaml")
     assert saved["batch_size"] == 16 and saved["epochs"] == 2 and saved["auto"] == []
     # the same float64 formula: approx's default rel 1e-6 is only the YAML round trip's margin
-    assert saved["lr"] == pytest.approx(0.1 * 16 / 256)
+    assert saved["lr"] == pytest.approx(0.1 * (16 / 256) ** 0.5)  # the square root under batch 256
     assert res.config is not None and res.config.batch_size == 16
 
 
