@@ -85,7 +85,9 @@ STARTUP_TRIALS = 5
 #: half-width net at 6.6x its lr won, testing 92.6% against the recipe's 94.3%); after 20 it ranked 0.983,
 #: first. With 0.4 (and a tie keeping the recipe), two to four trials completed, and tune cost 0.55-1.10x
 #: the lr grid's CPU with the grid run in the same process (0.43-0.66x against a grid run beside other
-#: jobs, which inflated its CPU; benchmarks/README.md, "The same at training seeds 1 and 2").
+#: jobs, which inflated its CPU; benchmarks/README.md, "The same at training seeds 1 and 2"); with the
+#: square-root lr recipe and RECIPE_MARGIN, 0.65-1.01x at training seeds 0-2 (0.73-0.83x summed over the
+#: seeds per dataset; benchmarks/README.md, "Session 16").
 TRIAL_SHARE, MIN_TRIAL_EPOCHS, HALVING = 0.4, 3, 3
 #: With --time (trials of equal time shares): pruning starts after this many epochs of a trial, against
 #: the median of the trials before it.
