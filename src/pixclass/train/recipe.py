@@ -22,8 +22,8 @@ on held-out splits, benchmarks/README.md; 2 shared cores, one seed, so +-1 point
   fresh training seeds per set (7-10 where noted; ``benchmarks/seed_spread.py``, results
   seed_spread_picks_*, seed_spread_lr_*), mean test accuracy, square root - linear: textures +1.33
   (b32: 0.0354 vs 0.0125), fm1k +0.94, fm_imb +0.94, fm100 +0.72 (b16: 0.025 vs 0.00625), digits
-  +0.00, photos -0.17 (10 seeds), photos_iid -0.05, fm64rgb -0.9 (7 and 6 seeds; the one 64 px set):
-  +0.35 over the eight sets. The fixed grid agreed: lr 0.03 / 0.1 beat the linear rule's 0.0125 on
+  +0.00, photos -0.17 (10 seeds), photos_iid -0.05, fm64rgb -0.83 (8 seeds; the one 64 px set):
+  +0.36 over the eight sets. The fixed grid agreed: lr 0.03 / 0.1 beat the linear rule's 0.0125 on
   textures (97.27 / 97.13 vs 96.47) and fm100 (69.26 / 69.42 vs 68.10 at 0.00625). Big sets (batch
   256: Fashion-MNIST) are unchanged. The torchvision family keeps the linear rule: not measured.
 * lr auto (LR range test, fastai's valley) is not the default: against the rule fm100 -2.1, textures
