@@ -17,9 +17,9 @@ What is searched, around the recipe the data derives (``train.recipe``):
 The first trial is the recipe itself, so the search ranks what it finds against it, and keeps it where
 nothing beats it by more than the validation set's noise: a trial that ties the recipe on validation
 accuracy (the same images right), or leads it by no more than one binomial standard error of the
-recipe's accuracy (at least one image; ``keep_recipe``), does not replace it. Trials are ranked on a validation share of SEARCH_VAL_FRACTION (when the recipe picks the
-share): at its 10%, a 500-image set validates on 50 images, most trials tie at 100% and TPE chases
-noise. A trial's value is its accuracy with the validation loss as a tie-break; when the best trials
+recipe's accuracy (at least one image; ``keep_recipe``), does not replace it. Trials are ranked on a
+validation share of SEARCH_VAL_FRACTION (when the recipe picks the share): at its 10%, a 500-image set
+validates on 50 images, most trials tie at 100% and TPE chases noise. A trial's value is its accuracy with the validation loss as a tie-break; when the best trials
 still tie on accuracy (the recipe not among them), the RERANK of them with the lowest losses train once
 more, at the next seed and validated on other images, and the mean of the two runs picks best.yaml
 (``rerank_ties``).
