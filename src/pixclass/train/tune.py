@@ -19,10 +19,10 @@ nothing beats it by more than the validation set's noise: a trial that ties the 
 accuracy (the same images right), or leads it by no more than one binomial standard error of the
 recipe's accuracy (at least one image; ``keep_recipe``), does not replace it. Trials are ranked on a
 validation share of SEARCH_VAL_FRACTION (when the recipe picks the share): at its 10%, a 500-image set
-validates on 50 images, most trials tie at 100% and TPE chases noise. A trial's value is its accuracy with the validation loss as a tie-break; when the best trials
-still tie on accuracy (the recipe not among them), the RERANK of them with the lowest losses train once
-more, at the next seed and validated on other images, and the mean of the two runs picks best.yaml
-(``rerank_ties``).
+validates on 50 images, most trials tie at 100% and TPE chases noise. A trial's value is its accuracy
+with the validation loss as a tie-break; when the best trials still tie on accuracy (the recipe not among
+them), the RERANK of them with the lowest losses train once more, at the next seed and validated on other
+images, and the mean of the two runs picks best.yaml (``rerank_ties``).
 
 Each trial is the training loop alone (no flip/temperature choice, no report) in SEARCH/trials/NNN, on
 the data decoded once. When the epochs are the recipe's, a search is successive halving (Optuna's
