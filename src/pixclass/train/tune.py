@@ -4,8 +4,8 @@ search resumes where it stopped).
 
 What is searched, around the recipe the data derives (``train.recipe``):
 
-* lr: 0.25x to 8x the recipe's (log scale; the lr grid's winners lay at 0.8x to 16x), scaled with the
-  batch as the recipe scales it;
+* lr: 0.25x to 8x the recipe's (log scale; the lr grid's winners lay at 0.8x to 16x the linear rule's
+  lr, 0.3x to 4x the square root's), scaled with the batch as the recipe scales it;
 * batch: half, the recipe's, or twice it;
 * weight decay: 0.1x to 10x the recipe's (log scale);
 * augmentation strength: 0 to 2x the recipe's pad, shift, rotation, erasing and crop;
