@@ -115,6 +115,7 @@ def main() -> None:
         parse_variant(v) for v in a.variant
     ]
     per_dataset = [parse_variant_config(v) for v in a.variant_config]
+    listed = variants + [(label, path) for _, label, path in per_dataset]  # every variant, for the table
     path = RESULTS / f"{a.name}.json"
     rows: list[dict[str, Any]] = json.loads(path.read_text())["rows"] if path.is_file() else []
     done = {(r["dataset"], r["variant"], r["seed"]) for r in rows}
@@ -126,7 +127,7 @@ def main() -> None:
                 if (name, label, seed) in done:
                     continue
                 rows.append(one_run(name, ds, seed, over, a.work, label))
-                write(a, rows, variants + [(label, path) for _, label, path in per_dataset])
+                write(a, rows, listed)
 
 
 def write(
@@ -139,9 +140,9 @@ def write(
             "",
             "Command (an accuracy run, one torch thread, in a low-share autogroup): `PYTHONPATH=src python "
             f"benchmarks/seed_spread.py --only {' '.join(a.only)} --seeds {' '.join(map(str, a.seeds))} "
-            + " ".join(f"--variant {v}" for v in a.variant)
-            + " ".join(f" --variant-config {v}" for v in a.variant_config)
-            + f" --name {a.name}`",
+            + "".join(f"--variant {v} " for v in a.variant)
+            + "".join(f"--variant-config {v} " for v in a.variant_config)
+            + f"--name {a.name}`",
             "",
             "Variants: "
             + "; ".join(f"*{n}*: {over or 'the derived recipe'}" for n, over in variants)

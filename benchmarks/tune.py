@@ -340,7 +340,8 @@ def write(name: str, a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         "",
         f"*default*: `pixclass train DATA`. *tune*: `tune(DATA, {a.trials}, seed={a.seed})` (successive halving, "
         f"a completed trial {tune_module.TRIAL_SHARE:g} of the recipe's epochs; trials ranked on "
-        "validation accuracy; a trial leading the recipe by no more than one binomial standard error of its validation accuracy (at least one image) keeps the recipe; another tie at the top: its two lowest-loss "
+        "validation accuracy; a trial leading the recipe by no more than one binomial standard error of its "
+        "validation accuracy (at least one image) keeps the recipe; another tie at the top: its two lowest-loss "
         "trials train again with the next seed on other validation images, the mean of the two runs picks), then "
         "one run of its best.yaml scored on the test split; CPU = search + that run (the search split into its "
         "trials, the second runs of a tie, and the rest: decoding, the study, the ranking). *grid*: lr {0.01, 0.03, "
@@ -461,7 +462,8 @@ def configs_table(
             t, g = pick_label(r, "tune"), pick_label(r, "grid")
             ta, ga = accs.get((d, t), []), accs.get((d, g), [])
             if not ta or not ga:
-                lines.append(f"| {d} | {s} | {t} | not run | {g} | {'not run' if not ga else ''} | | | |")
+                t_cell, g_cell = ("not run" if not v else "" for v in (ta, ga))
+                lines.append(f"| {d} | {s} | {t} | {t_cell} | {g} | {g_cell} | | | |")
                 continue
             tm, gm = sum(ta) / len(ta), sum(ga) / len(ga)
             imgs = (tm - gm) / 100 * r["n_test"]

@@ -28,7 +28,7 @@ from ...data.strong import mix
 from ...data.unlabeled import Unlabeled, load_unlabeled
 from ...errors import ConfigError
 from .. import distributed
-from ..recipe import BASE_BATCH, FAMILY_RECIPES, FamilyRecipe, family_of
+from ..recipe import FAMILY_RECIPES, FamilyRecipe, family_of, scaled_lr
 from ..recipe_semi import derive_semi
 from .classification import Classification
 
@@ -224,4 +224,4 @@ def semi_base_lr(family: FamilyRecipe, batch: int) -> float:
     scaled linearly to the batch, as it was measured. The supervised recipe scales by the square root
     under batch 256 now, but semi runs were measured from the linear value (0.00625 x sqrt 8 = 0.0177 on
     digits at batch 16; 0.03 was no better), and the square root's 0.025 x sqrt 8 was not measured."""
-    return float(f"{family.lr * batch / BASE_BATCH:.3g}")
+    return float(f"{scaled_lr(replace(family, lr_scaling='linear'), batch)[0]:.3g}")
