@@ -15,7 +15,23 @@ the neighbours' load drift by tens of percent over minutes. Variants (``+`` comb
 * ``unfold_conv1``: the 1-channel first convolution as 9 shifted views stacked and one ``linear``;
 * ``fc_fp32``: the two dense layers outside autocast;
 * ``relu_after_flatten``: the last ReLU on the flattened (contiguous) features instead of the
-  channels_last map.
+  channels_last map;
+* ``no_pool``: a bound, not a lever: both max-pools replaced by a strided copy of a quarter of their
+  input whose backward returns a zero tensor made once (no compare, no indices, no fill, no
+  scatter). It trains the wrong network; its images/s is what any max-pool kernel, however fast,
+  could give at most;
+* ``convs_only``: a bound: the two convolutions alone (conv1, a strided quarter of its output into
+  conv2, the first 64 of conv2's outputs as the features), with the loop around them (rows,
+  augmentation, loss, backward, SGD): what the step could give at most if the pools, ReLUs and dense
+  layers cost nothing;
+* ``compile``: ``torch.compile`` of the model (inductor, default mode), its own pool kernels;
+  ``compile_aten_pool``: the same with both max-pool ops left to ATen (inductor's decomposition and
+  lowering of them removed: private API, for measuring only).
+
+Part ``convs``: a bare loop (no ``Trainer``) at ``--batch``: the whole bf16 channels_last step of
+seed_cnn against its two convolutions alone (conv1 forward and weight gradient, conv2 forward, input
+and weight gradients, on the step's shapes), alternated in bursts. The second is the step's floor on
+oneDNN's kernels: whatever the rest of the step costs comes on top of it.
 
 Part ``pool``: the first max-pool of seed_cnn (2x2, stride 2, on (B, 32, 26, 26) bf16 channels_last),
 forward + backward, ATen's kernel against custom autograd Functions that avoid its zero-filled
@@ -48,6 +64,9 @@ from pixclass.presets import PRESETS
 from pixclass.train.trainer import Trainer
 
 STEP_VARIANTS = "default,fp32,foreach,fused,no_step_checks,no_acc,unfold_conv1,fc_fp32,relu_after_flatten"
+BOUNDS = (
+    "no_pool,convs_only,compile,compile_aten_pool"  # not in the default list: they train a different network
+)
 CL = torch.channels_last
 
 
@@ -76,6 +95,52 @@ def features_relu_after_flatten(self: Any, x: torch.Tensor) -> torch.Tensor:
     return self.relu(self.fc1(x))
 
 
+class FreePoolFn(torch.autograd.Function):
+    """The cheapest stand-in for a 2x2 max-pool with the same shapes: forward copies every other row
+    and column (a quarter of the input, as the pool's output), backward hands back one zero tensor
+    made on the first call, so no step pays for a fill or a scatter."""
+
+    zeros: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.key = (tuple(x.shape), x.dtype)
+        h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
+        return x[:, :, :h:2, :w:2].contiguous(memory_format=CL)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        z = FreePoolFn.zeros.get(ctx.key)
+        if z is None:
+            z = FreePoolFn.zeros[ctx.key] = torch.zeros(ctx.key[0], dtype=ctx.key[1]).contiguous(
+                memory_format=CL
+            )
+        return z
+
+
+class FreePool(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return FreePoolFn.apply(x)
+
+
+def features_convs_only(self: Any, x: torch.Tensor) -> torch.Tensor:
+    x = FreePoolFn.apply(self.conv1(x))
+    return torch.flatten(self.conv2(x), 1)[:, : self.num_features]
+
+
+def pool_ops_to_aten() -> None:
+    """Make inductor call ATen's max-pool kernels instead of generating its own (private API)."""
+    from torch._inductor import decomposition, lowering
+
+    aten = torch.ops.aten
+    torch._inductor.config.fx_graph_cache = False  # a cached graph would keep the generated pools
+    for op in (aten.max_pool2d_with_indices, aten.max_pool2d_with_indices_backward):
+        for key in (op, op.default):
+            decomposition.decompositions.pop(key, None)
+            lowering.lowerings.pop(key, None)
+        lowering.make_fallback(op)
+
+
 def apply_variant(tr: Trainer, name: str) -> None:
     m = tr.model
     for part in name.split("+"):
@@ -97,8 +162,16 @@ def apply_variant(tr: Trainer, name: str) -> None:
             m.forward_features = types.MethodType(features_fc_fp32, m)  # type: ignore[method-assign]
         elif part == "relu_after_flatten":
             m.forward_features = types.MethodType(features_relu_after_flatten, m)  # type: ignore[method-assign]
+        elif part == "no_pool":
+            m.pool = FreePool()
+        elif part == "convs_only":
+            m.forward_features = types.MethodType(features_convs_only, m)  # type: ignore[method-assign]
+        elif part in ("compile", "compile_aten_pool"):
+            if part == "compile_aten_pool":
+                pool_ops_to_aten()
+            tr.parts.train_model = torch.compile(tr.parts.train_model)
         else:
-            raise SystemExit(f"unknown variant {part!r}; choose from {STEP_VARIANTS}")
+            raise SystemExit(f"unknown variant {part!r}; choose from {STEP_VARIANTS},{BOUNDS}")
 
 
 def run_step(a: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
@@ -139,6 +212,66 @@ def run_step(a: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             f"| {n} | {r['img_per_s']:,.0f} | {r['ratio']:.2f}x | {min(r['epochs']):,.0f}-{max(r['epochs']):,.0f} |"
         )
     return {"batch": a.batch, "limit": a.limit, "rounds": a.rounds, "variants": rows}, lines
+
+
+# ----------------------------------------------------------------------------------------- convs
+def run_convs(a: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    from pixclass.models.cnn import SeedCNN
+
+    b = a.batch
+    torch.manual_seed(0)
+    m = SeedCNN(10).to(memory_format=CL)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    xs = [torch.rand(b, 1, 28, 28).contiguous(memory_format=CL) for _ in range(8)]
+    ys = [torch.randint(0, 10, (b,)) for _ in range(8)]
+    x2s = [torch.randn(b, 32, 13, 13, dtype=torch.bfloat16).contiguous(memory_format=CL) for _ in range(8)]
+    g1 = torch.randn(b, 32, 26, 26, dtype=torch.bfloat16).contiguous(memory_format=CL)
+    g2 = torch.randn(b, 64, 11, 11, dtype=torch.bfloat16).contiguous(memory_format=CL)
+    w1, b1, w2, b2 = (
+        p.detach().bfloat16().requires_grad_() for p in (*m.conv1.parameters(), *m.conv2.parameters())
+    )
+
+    def whole_step(i: int) -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(m(xs[i % 8]).float(), ys[i % 8])
+        loss.backward()
+        opt.step()
+
+    def convolutions(i: int) -> None:
+        y1 = F.conv2d(xs[i % 8].bfloat16(), w1, b1)  # the input needs no gradient, as in the step
+        x2 = x2s[i % 8].requires_grad_()
+        torch.autograd.backward([y1, F.conv2d(x2, w2, b2)], [g1, g2])
+        w1.grad = b1.grad = w2.grad = b2.grad = x2.grad = None
+
+    fns = {"whole step": whole_step, "the two convolutions alone": convolutions}
+    n = max(100, 12_800 // b)
+    for f in fns.values():
+        for i in range(50):
+            f(i)
+    ms: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(a.rounds):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for i in range(n):
+                f(i)
+            ms[k].append((time.perf_counter() - t0) / n * 1e3)
+    out = {
+        k: {"ms": statistics.median(v), "img_per_s": b / statistics.median(v) * 1e3, "bursts": v}
+        for k, v in ms.items()
+    }
+    lines = [
+        f"seed_cnn's bf16 channels_last step at batch {b}, a bare loop: the whole step against its two "
+        f"convolutions alone; median of {a.rounds} alternated bursts of {n} steps.",
+        "",
+        "| work | ms a step | images/s | min-max ms |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {k} | {r['ms']:.2f} | {r['img_per_s']:,.0f} | {min(r['bursts']):.2f}-{max(r['bursts']):.2f} |"
+            for k, r in out.items()
+        ),
+    ]
+    return {"batch": b, "work": out}, lines
 
 
 # ------------------------------------------------------------------------------------------ pool
@@ -256,7 +389,7 @@ def run_pool(a: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("step", "pool"), default="step")
+    ap.add_argument("--part", choices=("step", "pool", "convs"), default="step")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--limit", type=int, default=6400, help="training rows an epoch (part step)")
     ap.add_argument("--rounds", type=int, default=8)
@@ -269,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     common.set_threads(threads)
     info = common.context(threads)
     loads: dict[str, float | None] = {"start": common.loadavg()}
-    res, lines = run_step(a) if a.part == "step" else run_pool(a)
+    res, lines = {"step": run_step, "pool": run_pool, "convs": run_convs}[a.part](a)
     loads["end"] = common.loadavg()
     lines = [*lines[:1], common.machine_line(info), *lines[1:], "", common.load_line(loads)]
     md = "\n".join(lines) + "\n"
