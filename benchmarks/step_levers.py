@@ -31,7 +31,9 @@ the neighbours' load drift by tens of percent over minutes. Variants (``+`` comb
 Part ``convs``: a bare loop (no ``Trainer``) at ``--batch``: the whole bf16 channels_last step of
 seed_cnn against its two convolutions alone (conv1 forward and weight gradient, conv2 forward, input
 and weight gradients, on the step's shapes), alternated in bursts. The second is the step's floor on
-oneDNN's kernels: whatever the rest of the step costs comes on top of it.
+oneDNN's kernels: whatever the rest of the step costs comes on top of it. (The bare whole step runs
+slower than the same step inside ``train()``, a short-lived process's allocator as seen in earlier
+sessions: compare the floor with ``train()``'s images/s, not with this loop's.)
 
 Part ``pool``: the first max-pool of seed_cnn (2x2, stride 2, on (B, 32, 26, 26) bf16 channels_last),
 forward + backward, ATen's kernel against custom autograd Functions that avoid its zero-filled
@@ -64,9 +66,8 @@ from pixclass.presets import PRESETS
 from pixclass.train.trainer import Trainer
 
 STEP_VARIANTS = "default,fp32,foreach,fused,no_step_checks,no_acc,unfold_conv1,fc_fp32,relu_after_flatten"
-BOUNDS = (
-    "no_pool,convs_only,compile,compile_aten_pool"  # not in the default list: they train a different network
-)
+# Not in the default list: the bounds train a different network, and each compile takes seconds to minutes.
+BOUNDS = "no_pool,convs_only,compile,compile_aten_pool"
 CL = torch.channels_last
 
 
